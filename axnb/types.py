@@ -1,0 +1,135 @@
+"""Enums spelled as Pulsar2 spells them, and small value types shared by the engine.
+
+Strings are accepted at the edges (config files, CLI, widgets) and turned into these Enums at
+once with :func:`parse_enum`, which raises a :class:`~axnb.errors.ConfigError` naming the valid
+spellings.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import NamedTuple, TypeVar
+
+import numpy as np
+
+from axnb.errors import ConfigError, did_you_mean
+
+
+class _Str(str, Enum):
+    def __str__(self) -> str:
+        return self.value
+
+
+class QType(_Str):
+    """Quantized data type of a tensor (activations) or a weight."""
+
+    U8 = "U8"
+    S8 = "S8"
+    U16 = "U16"
+    S16 = "S16"
+    FP32 = "FP32"
+
+    @property
+    def bits(self) -> int:
+        return {"U8": 8, "S8": 8, "U16": 16, "S16": 16, "FP32": 32}[self.value]
+
+    @property
+    def signed(self) -> bool:
+        return self.value.startswith("S")
+
+    @property
+    def is_float(self) -> bool:
+        return self is QType.FP32
+
+
+class CalibMethod(_Str):
+    """How a tensor's quantization range is chosen from calibration statistics."""
+
+    MinMax = "MinMax"
+    MSE = "MSE"
+    Percentile = "Percentile"
+    KL = "KL"
+
+
+class Method(_Str):
+    """Precision-analysis method (Pulsar2 ``precision_analysis_method``)."""
+
+    PerLayer = "PerLayer"
+    EndToEnd = "EndToEnd"
+
+
+class Mode(_Str):
+    """Precision-analysis mode (Pulsar2 ``precision_analysis_mode``).
+
+    ``Backend`` is spelled ``NPUBackend`` in Pulsar2 configs; both spellings are accepted.
+    """
+
+    Reference = "Reference"
+    Backend = "NPUBackend"
+
+
+class DataFormat(_Str):
+    """Calibration data format (Pulsar2 ``calibration_format``)."""
+
+    Image = "Image"
+    Numpy = "Numpy"
+    Binary = "Binary"
+    NumpyObject = "NumpyObject"
+
+
+class TensorFormat(_Str):
+    """Colour order of an image tensor (Pulsar2 ``tensor_format`` / ``src_format``)."""
+
+    BGR = "BGR"
+    RGB = "RGB"
+    GRAY = "GRAY"
+    AutoColorSpace = "AutoColorSpace"
+
+
+class Layout(_Str):
+    """Memory layout of an image tensor."""
+
+    NCHW = "NCHW"
+    NHWC = "NHWC"
+
+
+class SrcDType(_Str):
+    """Data type the deployed model's input receives (Pulsar2 ``src_dtype``)."""
+
+    U8 = "U8"
+    FP32 = "FP32"
+
+
+class TensorSpec(NamedTuple):
+    """Name, static shape and numpy dtype of a model input or output."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+
+_ALIASES = {"Backend": "NPUBackend"}
+E = TypeVar("E", bound=Enum)
+
+
+def parse_enum(enum: type[E], value: object, where: str = "") -> E:
+    """Turn a user string into ``enum``; a bad value is a ConfigError naming the choices.
+
+    Example:
+        >>> parse_enum(CalibMethod, "MSE")
+        <CalibMethod.MSE: 'MSE'>
+        >>> parse_enum(Mode, "Backend")
+        <Mode.Backend: 'NPUBackend'>
+    """
+    if isinstance(value, enum):
+        return value
+    choices = [m.value for m in enum]
+    if isinstance(value, str):
+        value = _ALIASES.get(value, value) if enum is Mode else value
+        if value in choices:
+            return enum(value)
+        folded = {c.lower(): c for c in choices}
+        if value.lower() in folded:
+            return enum(folded[value.lower()])
+    prefix = f"{where}: " if where else ""
+    raise ConfigError(f"{prefix}invalid value {value!r}{did_you_mean(str(value), choices)}")
