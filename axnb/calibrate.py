@@ -140,7 +140,8 @@ def calibrate(model: Model, feeds: Iterable[dict[str, np.ndarray]], method=None,
     hist = method in HIST_METHODS if histograms is None else histograms
     tensors = model.activations()
     proto, layout = reduction_model(model, tensors, raw=hist)
-    sess = model.session(proto, providers=providers)
+    # NOTE: optimizations off, as in onnxruntime's calibrators: ranges then match it exactly.
+    sess = model.session(proto, providers=providers, optimize=False)
     obs = {t: Observer(channel_axis=channel_axis(model.spec(t).shape), bins=bins, histogram=hist)
            for t in tensors}
     n = 0

@@ -35,7 +35,8 @@ Range methods (``Observer.range``; every result satisfies ``lo <= 0 <= hi``):
   ``2**(bits-1)`` levels (bin ``k`` goes to level ``floor(k * levels / i)``) and spreads each
   level evenly over its non-empty bins; divergence ``KL(p || q)`` of the normalised
   distributions, where an empty ``q`` entry under a non-empty ``p`` entry (clipped mass landing
-  in an empty bin) counts as ``1e-4`` as in onnxruntime's smoothing. The argmin gives
+  in an empty bin) counts as ``1e-4`` as in onnxruntime's smoothing (its matching shift of
+  the other entries, below 1e-4 of a count, is left out). The first argmin gives
   ``t = i * R / bins`` and the range ``(max(x_min, -t), min(x_max, t))`` widened to include 0.
   With 16-bit types (32768 levels > bins) there is no candidate and KL returns MinMax.
 
@@ -55,7 +56,8 @@ from axnb.errors import DataError
 from axnb.types import CalibMethod, QType, parse_enum
 
 _EMPTY = -(1 << 30)  # histogram exponent of a side with no non-zero magnitude yet
-_CHUNK = 1 << 16  # NOTE: small temporaries stay in cache and avoid page faults (3x faster)
+# NOTE: chunks keep temporaries in cache and avoid fresh-page faults (3x faster than 1e6 at once)
+_CHUNK = 1 << 16
 MSE_STEPS = 16  # MSE candidates per octave
 KL_EPS = 1e-4  # onnxruntime's smooth_distribution eps, in counts
 
@@ -124,6 +126,7 @@ class Observer:
         # rows: positive side, negative side (no memory without histograms)
         self._hist = np.zeros((2, self.bins if histogram else 0), np.int64)
         self._exp = [_EMPTY, _EMPTY]
+        self._ranges: dict = {}  # cache of range() results
 
     def __repr__(self) -> str:
         return (f"Observer(min={self.min:g}, max={self.max:g}, count={self.count}, "
@@ -242,25 +245,22 @@ class Observer:
         if mn < 0:
             self._grow(1, _exponent(-mn))
         b = self.bins
-        fp, fn = (1.0 if e == _EMPTY else math.ldexp(b, -e) for e in self._exp)
-        # NOTE: v * bins / R is exact (a power-of-two scaling) in float32 while the factors are
-        # normal float32 numbers; otherwise use float64, where it is exact for float32 data too.
-        ok32 = x.dtype == np.float32 and max(fp, fn) < 2.0**127 and min(fp, fn) >= 2.0**-126
-        ft = np.dtype(np.float32 if ok32 else np.float64)
-        fp, fn = ft.type(fp), ft.type(fn)
+        # NOTE: v * bins / R = ldexp(v, log2(bins) - e) is exact for every float (results stay
+        # below bins; any that underflow are below 1, in bin 0 either way). A product with a
+        # factor chosen per element (neg * a + b) would round when the sides' R differ a lot.
+        kp, kn = (0 if e == _EMPTY else b.bit_length() - 1 - e for e in self._exp)
         for i in range(0, x.size, _CHUNK):
-            c = x[i : i + _CHUNK].astype(ft, copy=False)
+            c = x[i : i + _CHUNK]
             if mn >= 0:
-                self._hist[0] += np.bincount((c * fp).astype(np.intp), minlength=b)
+                self._hist[0] += np.bincount(np.ldexp(c, kp).astype(np.intp), minlength=b)
             elif mx < 0:
-                self._hist[1] += np.bincount((c * -fn).astype(np.intp), minlength=b)
+                self._hist[1] += np.bincount(np.ldexp(-c, kn).astype(np.intp), minlength=b)
             else:
                 neg = c < 0
-                f = neg.astype(ft)
-                f *= fn - fp
-                f += fp
-                f *= np.abs(c)
-                idx = f.astype(np.intp)
+                k = neg.astype(np.int32)
+                k *= kn - kp
+                k += kp
+                idx = np.ldexp(np.abs(c), k).astype(np.intp)
                 idx += neg * np.intp(b)
                 self._hist += np.bincount(idx, minlength=2 * b).reshape(2, b)
 
@@ -306,9 +306,9 @@ class Observer:
         if self.channel_axis is not None:
             d["channel_axis"] = np.asarray(self.channel_axis, np.int64)
         if self.channel_min is not None:
-            d["channel_min"], d["channel_max"] = self.channel_min, self.channel_max
+            d["channel_min"], d["channel_max"] = self.channel_min.copy(), self.channel_max.copy()
         if self.has_histogram:
-            d["hist"], d["hist_exp"] = self._hist, np.asarray(self._exp, np.int64)
+            d["hist"], d["hist_exp"] = self._hist.copy(), np.asarray(self._exp, np.int64)
         return d
 
     @classmethod
@@ -323,7 +323,6 @@ class Observer:
             o.channel_max = np.asarray(d["channel_max"], np.float64).copy()
         if o.has_histogram:
             o._hist = np.asarray(d["hist"], np.int64).reshape(2, o.bins).copy()
-            o._hist.flags.writeable = True
             o._exp = [int(e) for e in d["hist_exp"]]
         return o
 
@@ -333,9 +332,10 @@ class Observer:
         """The quantization range ``(lo, hi)``, ``lo <= 0 <= hi``, chosen by ``method``.
 
         - MinMax: ``(min(x_min, 0), max(x_max, 0))``.
-        - Percentile: onnxruntime's (symmetric=False): cut ``(100 - p) / 200`` of the values
-          from each tail of the signed histogram via ``searchsorted`` on its cdf (left bin
-          edges), clamp to ``[x_min, x_max]``, widen to include 0. Default ``p = 99.99``.
+        - Percentile: onnxruntime's (symmetric=False): cut ``c = (100 - p) / 200`` of the values
+          from each tail of the signed histogram: the left edges of the first bins where the
+          cumulative count reaches ``c * N`` and ``(1 - c) * N``, clamped to ``[x_min, x_max]``,
+          widened to include 0. Default ``p = 99.99``.
         - MSE: the candidate (MinMax ends scaled by ``2**(-k/16)``; symmetric for signed,
           both ends independently for unsigned qtypes) of least expected squared
           quantize-dequantize error for ``qtype``:
@@ -365,6 +365,15 @@ class Observer:
         """
         m = parse_enum(CalibMethod, method, "calibration_method")
         q = parse_enum(QType, qtype, "qtype")
+        # NOTE: MSE and KL take milliseconds; the key holds the state a direct edit could change.
+        key = (m, q, float(percentile), self.min, self.max, self.count, self.nonfinite)
+        if key not in self._ranges:
+            if len(self._ranges) >= 32:
+                self._ranges.clear()
+            self._ranges[key] = self._range(m, q, float(percentile))
+        return self._ranges[key]
+
+    def _range(self, m: CalibMethod, q: QType, percentile: float) -> tuple[float, float]:
         if self.min > self.max:
             return 0.0, 0.0
         lo0, hi0 = min(self.min, 0.0), max(self.max, 0.0)

@@ -207,7 +207,7 @@ def test_defaults() -> None:
                              calibration_size=32)
     proc = load_config({"input_processors": [{}]}).input_processors[0]
     assert (proc.tensor_format, proc.tensor_layout, proc.src_dtype) == (
-        TensorFormat.BGR, Layout.NCHW, SrcDType.U8)
+        TensorFormat.AutoColorSpace, Layout.NCHW, SrcDType.FP32)
     assert proc.src_format is None and proc.src_layout is None
     layer = load_config({"quant": {"layer_configs": [{"op_type": "Add"}]}}).quant.layer_configs[0]
     assert layer.data_type is QType.U8 and layer.weight_data_type is None

@@ -72,15 +72,19 @@ def test_minmax_and_channels_exact():
     assert _observe(np.ones(4), channel_axis=1).channel_min is None  # rank too low
 
 
-def test_histogram_bins_follow_the_definition():
+@pytest.mark.parametrize("pos,neg,dtype", [(37.0, 37.0, np.float32), (1e-6, 1e5, np.float32),
+                                           (1e30, 1e-38, np.float32), (1e-300, 1e200, np.float64)])
+def test_histogram_bins_follow_the_definition(pos, neg, dtype):
     rng = np.random.default_rng(1)
-    x = (rng.normal(size=5000) * 37).astype(np.float32)
-    x[:3] = [0.0, -0.0, 1e-30]
+    x = np.concatenate([np.abs(rng.normal(size=3000)) * pos, -np.abs(rng.normal(size=3000)) * neg])
+    x = rng.permutation(x).astype(dtype)
+    x[:3] = [0.0, -0.0, pos * 1e-30]
     o = _observe(x, channel_axis=None, bins=256)
-    for side, v in ((0, x[x >= 0].astype(np.float64)), (1, -x[x < 0].astype(np.float64))):
-        r = 2.0 ** math.frexp(float(v.max()))[1]
-        assert v.max() < r <= 2 * v.max()
-        want = np.bincount(np.floor(v * 256 / r).astype(int), minlength=256)
+    for side, v in ((0, x[x >= 0]), (1, -x[x < 0])):
+        e = math.frexp(float(v.max()))[1]  # R = 2**e: the smallest power of two above the max
+        assert v.max() < 2.0**e <= 2 * v.max()
+        want = np.bincount(np.floor(np.ldexp(v.astype(np.float64), 8 - e)).astype(int),
+                           minlength=256)
         assert np.array_equal(o._hist[side], want)
 
 
@@ -95,7 +99,8 @@ def test_merge_and_streaming_equal_one_pass_exactly(seed):
     x = x.astype(np.float32)
     cuts = np.sort(rng.integers(0, n + 1, size=int(rng.integers(1, 6))))
     parts = np.split(x, cuts)
-    parts[0] = parts[0] * np.float32(1e3)  # parts of very different magnitudes
+    parts[0] = parts[0] * np.float32(1e3)  # parts (and sides) of very different magnitudes
+    parts[-1] = np.where(parts[-1] > 0, parts[-1] * np.float32(1e-4), parts[-1])
     x = np.concatenate(parts)
     full = _observe(x, channel_axis=None)
     stream = Observer(channel_axis=None)
