@@ -168,15 +168,16 @@ class Model:
 
 
 def make_session(proto: onnx.ModelProto, providers: list[str] | None = None,
-                 threads: int | None = None, optimize: bool = True):
+                 threads: int | None = None, optimize: bool | str = True):
     """An onnxruntime InferenceSession from an in-memory proto.
 
     Args:
         proto: the model.
         providers: execution providers, CPU by default.
         threads: intra-op threads (None: onnxruntime's default).
-        optimize: onnxruntime graph optimizations on (True) or off (False: every tensor
-            computed exactly as the graph says, needed where intermediate outputs are compared).
+        optimize: onnxruntime graph optimizations: True (all), False (none) or a level name
+            ("basic", "extended", "all"). "extended" computes every tensor bit-identically to
+            no optimization (it skips the NCHWc layout rewrites of "all").
     """
     import onnxruntime as ort
 
@@ -184,8 +185,10 @@ def make_session(proto: onnx.ModelProto, providers: list[str] | None = None,
     so.log_severity_level = 3
     if threads:
         so.intra_op_num_threads = threads
-    so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
-                                   else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    level = {True: "all", False: "disable"}.get(optimize, optimize)
+    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel,
+                                          f"ORT_{'DISABLE' if level == 'disable' else 'ENABLE'}"
+                                          f"_{'ALL' if level == 'disable' else level.upper()}")
     return ort.InferenceSession(proto.SerializeToString(), so,
                                 providers=providers or ["CPUExecutionProvider"])
 

@@ -194,8 +194,11 @@ class Observer:
         if cmin.size:
             self.min, self.max = min(self.min, float(cmin.min())), max(self.max, float(cmax.max()))
 
-    def observe_histogram(self, x: np.ndarray) -> None:
+    def observe_histogram(self, x: np.ndarray, bounds: tuple[float, float] | None = None) -> None:
         """Update the histograms (and ``count``/``nonfinite``) only.
+
+        ``bounds``: the finite (min, max) of ``x`` when already known (reduced inside the
+        onnxruntime graph), which saves a pass over the data.
 
         Example:
             >>> o = Observer(); o.observe_histogram(np.array([0.5, -2.0], np.float32))
@@ -206,6 +209,10 @@ class Observer:
             raise DataError("observe_histogram: this Observer was created with histogram=False")
         x = _as_float(x).ravel()
         if x.size == 0:
+            return
+        if bounds is not None and np.isfinite(bounds).all():
+            self.count += x.size
+            self._bin(x, float(bounds[0]), float(bounds[1]))
             return
         mn, mx = x.min(), x.max()
         if not (np.isfinite(mn) and np.isfinite(mx)):

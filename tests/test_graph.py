@@ -72,7 +72,7 @@ def test_subgraph_selection(orientation_model):
     sub = m.subgraph([acts[2]], [acts[6]])
     assert [n.name for n in sub] == [n.name for n in m.nodes[3:7]]
     assert len(m.subgraph(["DEFAULT"], ["DEFAULT"])) == len(m.nodes)
-    with pytest.raises(ModelError, match="unknown start tensor 'p2o.pd_op.hardswsh.0.0'.*did you mean"):
+    with pytest.raises(ModelError, match="unknown start tensor.*did you mean"):
         m.subgraph(["p2o.pd_op.hardswsh.0.0"], ["DEFAULT"])
 
 
