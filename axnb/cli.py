@@ -112,8 +112,8 @@ def _frontend(args) -> int:
         t1 = time.perf_counter()
         outs.append(sess.run(None, feed)[0])
         times.append(time.perf_counter() - t1)
-    con.print(f"[bold]calibration set[/]: {len(feeds)} samples from "
-              f"{cfg.quant.input_configs[0].calibration_dataset if cfg.quant.input_configs else '?'}"
+    src = cfg.quant.input_configs[0].calibration_dataset if cfg.quant.input_configs else "?"
+    con.print(f"[bold]calibration set[/]: {len(feeds)} samples from {src}"
               f"; float inference median {1000 * float(np.median(times)):.2f} ms/sample")
     con.print(f"outputs written under {out.resolve()}")
     return 0

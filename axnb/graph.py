@@ -74,7 +74,8 @@ class Model:
                     self.consumers.setdefault(i, []).append(n)
         vis = list(g.input) + list(g.value_info) + list(g.output)
         self._vi = {v.name: v for v in vis}
-        self.inputs = {v.name: self.spec(v.name) for v in g.input if v.name not in self.initializers}
+        self.inputs = {v.name: self.spec(v.name) for v in g.input
+                       if v.name not in self.initializers}
         self.outputs = {v.name: self.spec(v.name) for v in g.output}
 
     # ---- tensors -------------------------------------------------------------------------
@@ -164,7 +165,8 @@ class Model:
 
     def __repr__(self) -> str:
         ins = ", ".join(f"{s.name}{list(s.shape)}" for s in self.inputs.values())
-        return f"Model({self.source.name if self.source else '<proto>'}: {len(self.nodes)} nodes, inputs {ins})"
+        name = self.source.name if self.source else "<proto>"
+        return f"Model({name}: {len(self.nodes)} nodes, inputs {ins})"
 
 
 def make_session(proto: onnx.ModelProto, providers: list[str] | None = None,

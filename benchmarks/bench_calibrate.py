@@ -51,8 +51,11 @@ def float_pass(m, feeds):
 
 
 def ort_calibrator(m, feeds, method: str, tmp: Path):
-    from onnxruntime.quantization.calibrate import CalibrationDataReader, CalibrationMethod
-    from onnxruntime.quantization.calibrate import create_calibrator
+    from onnxruntime.quantization.calibrate import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        create_calibrator,
+    )
 
     path = m.save(tmp / "model.onnx")
 
