@@ -185,6 +185,10 @@ def make_session(proto: onnx.ModelProto, providers: list[str] | None = None,
 
     so = ort.SessionOptions()
     so.log_severity_level = 3
+    # NOTE: onnxruntime rewrites DQ(int8 weight) -> MatMul into MatMulNBits, which by default
+    # quantizes the *activations* to int8 on the fly (accuracy level 4); level 1 keeps them
+    # float, so a 16-bit activation plan is simulated at 16 bits as the NPU would run it.
+    so.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", "1")
     if threads:
         so.intra_op_num_threads = threads
     level = {True: "all", False: "disable"}.get(optimize, optimize)

