@@ -76,12 +76,10 @@ def _demo(args) -> int:
 
 
 def _frontend(args) -> int:
-    import numpy as np
     from rich.console import Console
     from rich.table import Table
-    from tqdm.auto import tqdm
 
-    from axnb import data, graph, zoo
+    from axnb import graph, zoo
     from axnb.config import load_config
 
     con = Console()
@@ -104,18 +102,40 @@ def _frontend(args) -> int:
         for s in specs.values():
             t.add_row(kind, s.name, "x".join(map(str, s.shape)), str(s.dtype))
     con.print(t)
-    feeds = data.calibration_set(model, cfg)
-    sess = model.session()
-    times = []
-    outs = []
-    for feed in tqdm(feeds, desc="float inference", unit="sample"):
-        t1 = time.perf_counter()
-        outs.append(sess.run(None, feed)[0])
-        times.append(time.perf_counter() - t1)
-    src = cfg.quant.input_configs[0].calibration_dataset if cfg.quant.input_configs else "?"
-    con.print(f"[bold]calibration set[/]: {len(feeds)} samples from {src}"
-              f"; float inference median {1000 * float(np.median(times)):.2f} ms/sample")
-    con.print(f"outputs written under {out.resolve()}")
+    return _analyse(con, model, cfg, out)
+
+
+def _df_table(df, title: str, floats: str = "{:.4f}"):
+    from rich.table import Table
+
+    t = Table(title=title)
+    for c in df.columns:
+        t.add_column(str(c))
+    for _, row in df.iterrows():
+        t.add_row(*[floats.format(v) if isinstance(v, float) else str(v) for v in row])
+    return t
+
+
+def _analyse(con, model, cfg, out: Path) -> int:
+    """Calibrate, show outliers and the plan, quantize, and score the final outputs."""
+    from axnb.workbench import Workbench
+
+    wb = Workbench(model, cfg)
+    s = wb.stats
+    con.print(f"[bold]calibration[/]: {s.samples} samples, {len(s.activations)} tensors, "
+              f"{len(s.weights)} weights, method {wb.method.value}")
+    s.save(out / "quant" / "calib_stats.npz")
+    con.print(_df_table(wb.outliers().worst(10).drop(columns=["Op type"]),
+                        "Ratio of outliers in tensor [level=Log(Max_Pertensor/Max_Perchannel)]"))
+    con.print(f"[bold]plan[/]: {wb.plan.summary()}")
+    for mode in ("Reference", "NPUBackend"):
+        cos = wb.final_cosine(mode)
+        for o, c in cos.items():
+            verdict = "roughly normal" if c >= 0.98 else "below 98%: bisect layer by layer"
+            con.print(f"final output [cyan]{o}[/] cosine ({mode}): [bold]{c:.5f}[/] - {verdict}")
+    q = wb.export_quantized(out / "quant" / "quantized.onnx")
+    c = wb.export_config(out / "quant" / "config.json")
+    con.print(f"written: {q}, {c}, {out / 'quant' / 'calib_stats.npz'}")
     return 0
 
 

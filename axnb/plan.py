@@ -462,7 +462,7 @@ class QuantPlan:
         counts = Counter(self.layer_types.values())
         text = f"{len(self.layer_types)} layers: " + ", ".join(
             f"{counts[q]} {q}" for q in QType if counts[q])
-        why = Counter(self.layer_sources[n].split("[")[0].split(" ")[0]
+        why = Counter(self.layer_sources.get(n, "").split("[")[0].split(" ")[0]
                       for n, q in self.layer_types.items() if q != self.default)
         if why:
             text += " (" + ", ".join(_count(why[k], label) for k, label in _ORIGINS if why[k]) + ")"

@@ -385,6 +385,22 @@ class QuantModel:
             self._sessions[key] = make_session(p, optimize=level)
         return self._sessions[key]
 
+    def with_plan(self, stats, plan, method=None) -> QuantModel:
+        """The same model under another plan or method, reusing the Reference session.
+
+        NOTE: only the parameter vectors change when the weights' types stay the same, so a
+        U8 <-> U16 toggle or a calibration-method change costs no graph build and no session.
+        """
+        method = parse_enum(CalibMethod, method or stats.method, "calibration_method")
+        qp = act_qparams(stats, plan, method)
+        if self.mode is Mode.Reference and _weights_key(plan, self.model) == \
+                _weights_key(self.plan, self.model):
+            tensors = self.model.activations()
+            return QuantModel(self.model, self.mode, plan, qp, self.weights, self.bias_s32,
+                              self.proto, self.qnames, param_vectors(tensors, qp), self._sessions)
+        return simulate(self.model, stats, plan, self.mode, method,
+                        "S32" if self.bias_s32 else "FP32")
+
     def qdq(self) -> onnx.ModelProto:
         """The QDQ model of this plan and these parameters (what gets exported)."""
         if self.mode is Mode.Backend:
@@ -394,6 +410,10 @@ class QuantModel:
     def save(self, path: str | Path) -> Path:
         """Write ``quantized.onnx`` (QDQ, loads in stock onnxruntime); temp name, then rename."""
         return save_model(self.qdq(), path)
+
+
+def _weights_key(plan, model: Model) -> tuple:
+    return tuple(sorted(w for w, q in plan.weights.items() if q.is_float))
 
 
 def simulate(model: Model, stats, plan, mode="Reference", method=None,

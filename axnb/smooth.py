@@ -260,6 +260,8 @@ def _problem(model: Model, g: _Group, act, compensate: bool) -> str | None:
     p, rank = model.producer.get(g.tensor), len(_shape(model, g.tensor) or ())
     if outs:
         return f"{outs[0]} is a graph output"
+    if not g.layers:
+        return "no weighted layer reads it along its channel axis"
     if act is None:
         return "no per-channel statistics of the layer input along its channel axis"
     if g.others and not compensate:
