@@ -82,7 +82,7 @@ def _frontend(args) -> int:
     from axnb import graph, zoo
     from axnb.config import load_config
 
-    con = Console()
+    con = Console(width=None if sys.stdout.isatty() else 160)
     cfg = load_config(args.config)
     src = args.input or cfg.input
     if not src:

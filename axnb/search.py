@@ -1,0 +1,436 @@
+"""Automatic mixed precision: the fewest layers to promote (U16 by default) to reach a target.
+
+Pulsar2's accuracy-tuning guide has the user find the layers below 98% cosine by hand and set
+them to U16 one at a time; :func:`search` does that loop. The answer is a set of layers promoted
+to ``qtype`` (U16 or S16 or FP32) so that EVERY model output reaches the target: the score of a
+plan is the minimum over the outputs of the metric (``cosine``: mean over the analysis samples
+of the float-vs-quantized cosine; higher is better).
+
+Algorithm (:class:`SearchState`, a pure state machine that the driver feeds with evaluations):
+
+1. **baseline**: evaluate the current plan; if it meets the target, stop (nothing promoted).
+2. **rank**: order the candidate layers worst first. A given ``ranking`` (e.g. the layers of
+   ``compare.isolation`` sorted worst first) costs nothing; the default ranker evaluates every
+   candidate promoted alone and sorts by the score gained (ties keep topological order). NOTE:
+   that is one evaluation per layer (N runs of the analysis samples), the costly part of a
+   search; pass a cheaper ranking where one exists.
+3. **full**: evaluate all candidates promoted; if even that misses the target, stop with
+   ``"unreachable"`` (the result is that plan, ``met=False``).
+4. **bisect**: binary search over k for the smallest top-k prefix of the ranking that meets the
+   target (about log2(N) evaluations). This assumes the score grows with k. It can fail when
+   promoting a layer lowers the score (errors of two layers that cancelled out), or when
+   layers matter jointly but not alone, so that the ranking misorders them; the bisection then
+   still returns a prefix that meets the target, just not the smallest.
+5. **prune**: try removing each promoted layer, least sensitive first, and keep every removal
+   after which the target still holds (at most k - 1 evaluations; one pass is enough under
+   monotonicity). This removes the layers the ranking put too high.
+
+Evaluations are memoised by the frozenset of promoted layers (a set asked twice runs once) and
+recorded in the trace (layers, per-output metric, seconds, phase). ``budget`` bounds the number
+of distinct evaluations, those answered from a resumed trace included, so a resumed search with
+an unchanged budget re-runs nothing and one with a larger budget continues where it stopped. A
+search stopped by the budget returns the smallest evaluated plan that meets the target (ties:
+the higher score), else all candidates promoted with ``met=False``.
+
+Example:
+    >>> import axnb
+    >>> wb = axnb.Workbench("zoo:minilm", progress=False)            # doctest: +SKIP
+    >>> res = search(wb, target=0.98, budget=40)                      # doctest: +SKIP
+    >>> res.promoted, res.met, res.evaluations                        # doctest: +SKIP
+    >>> res.apply(wb); res.save("out/search.json")                    # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from axnb.errors import AxnbError, ConfigError, did_you_mean
+from axnb.plan import QuantPlan
+from axnb.results import _atomic_write
+from axnb.types import QType, parse_enum
+
+__all__ = ["METRICS", "Evaluation", "SearchResult", "SearchState", "search"]
+
+METRICS = {"cosine": lambda wb: wb.final_cosine()}  # higher is better for every entry
+PHASES = ("baseline", "rank", "full", "bisect", "prune")
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One evaluated plan: promoted layers, metric per output, target met, seconds, phase."""
+
+    plan_layers: tuple[str, ...]
+    metric: dict[str, float]
+    ok: bool
+    seconds: float
+    phase: str
+
+    @property
+    def score(self) -> float:
+        """The minimum of the metric over the outputs."""
+        return min(self.metric.values()) if self.metric else float("nan")
+
+
+class _Budget(Exception):
+    """Raised inside the state machine's generator when a new evaluation is not allowed."""
+
+
+class SearchState:
+    """The search as a state machine: ask :meth:`next`, run that plan, :meth:`tell` the score.
+
+    Args:
+        ranked: candidate layers, worst first (or in any order with ``rank=True``).
+        target: the score (min over outputs, higher is better) to reach.
+        budget: most distinct evaluations (None = no limit), ``trace`` ones included.
+        trace: earlier evaluations (:class:`Evaluation` or ``(layers, score)`` pairs) that
+            answer requests without new runs.
+        rank: rank ``ranked`` first by evaluating each layer promoted alone.
+
+    Example:
+        >>> s = SearchState(["a", "b", "c"], target=1.0)
+        >>> while (want := s.next()) is not None:
+        ...     s.tell(want, 1.0 if "b" in want else 0.5)
+        >>> s.promoted, s.met, s.stopped
+        (('b',), True, 'met')
+    """
+
+    def __init__(self, ranked: Iterable[str], target: float, budget: int | None = None,
+                 trace: Iterable = (), rank: bool = False) -> None:
+        self.ranked = list(dict.fromkeys(ranked))
+        self.target, self.budget, self._rank = float(target), budget, rank
+        self.memo: dict[frozenset, float] = {}
+        for e in trace:
+            layers, score = (e.plan_layers, e.score) if isinstance(e, Evaluation) else e
+            self.memo[frozenset(layers)] = float(score)
+        self.phase, self.stopped = PHASES[0], ""
+        self._pending: frozenset | None = None
+        self._gen = self._run()
+
+    # ---- protocol ------------------------------------------------------------------------
+    def next(self) -> frozenset[str] | None:
+        """The next set of layers to evaluate; None once the search is done."""
+        if self._pending is not None and self._pending not in self.memo:
+            return self._pending
+        try:
+            self._pending = next(self._gen)
+        except StopIteration:
+            self._pending = None
+        return self._pending
+
+    def tell(self, layers: frozenset[str], score: float) -> None:
+        """Report the score (min over outputs of the metric) of an evaluated set."""
+        self.memo[frozenset(layers)] = float(score)
+
+    @property
+    def done(self) -> bool:
+        return bool(self.stopped)
+
+    # ---- the algorithm -------------------------------------------------------------------
+    def _ask(self, layers: Iterable[str], phase: str) -> Iterator[frozenset]:
+        s = frozenset(layers)
+        if s not in self.memo:
+            if self.budget is not None and len(self.memo) >= self.budget:
+                raise _Budget
+            self.phase = phase
+            yield s
+        return self.memo[s]
+
+    def _ok(self, score: float) -> bool:
+        return score >= self.target  # NOTE: NaN (a broken run) never meets the target
+
+    def _run(self) -> Iterator[frozenset]:
+        try:
+            yield from self._search()
+        except _Budget:
+            self.stopped = "budget"
+
+    def _search(self) -> Iterator[frozenset]:
+        if self._ok((yield from self._ask((), "baseline"))):
+            self.stopped = "met"
+            return
+        if self._rank:
+            gain = {}
+            for n in self.ranked:
+                gain[n] = yield from self._ask([n], "rank")
+            self.ranked.sort(key=lambda n: -gain[n])  # NOTE: stable: ties keep the order given
+        if not self._ok((yield from self._ask(self.ranked, "full"))):
+            # NOTE: a smaller set that met the target (not monotone) is still an answer
+            self.stopped = "met" if self._best() is not None else "unreachable"
+            return
+        lo, hi = 0, len(self.ranked)  # NOTE: invariant: top-lo misses, top-hi meets
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            ok = self._ok((yield from self._ask(self.ranked[:mid], "bisect")))
+            lo, hi = (lo, mid) if ok else (mid, hi)
+        keep = list(self.ranked[:hi])
+        for n in reversed(self.ranked[:hi]):
+            if self._ok((yield from self._ask(set(keep) - {n}, "prune"))):
+                keep.remove(n)
+        self.stopped = "met"
+
+    # ---- the answer ----------------------------------------------------------------------
+    def _best(self) -> frozenset | None:
+        ok = [s for s, v in self.memo.items() if self._ok(v) and s <= set(self.ranked)]
+        return min(ok, key=lambda s: (len(s), -self.memo[s]), default=None)
+
+    @property
+    def met(self) -> bool:
+        """Whether the answer meets the target."""
+        return self._best() is not None
+
+    @property
+    def promoted(self) -> tuple[str, ...]:
+        """The smallest evaluated set meeting the target (worst first), else all candidates."""
+        best = self._best()
+        return tuple(n for n in self.ranked if best is None or n in best)
+
+    @property
+    def score(self) -> float | None:
+        return self.memo.get(frozenset(self.promoted))
+
+
+# ---------------------------------------------------------------- the frozen result
+
+
+@dataclass(frozen=True, repr=False)
+class SearchResult:
+    """The answer of :func:`search`, with every evaluation it made (saveable, resumable).
+
+    Attributes:
+        promoted: layers promoted to ``qtype`` (worst first); ``plan`` is the base plan with
+            them promoted. ``met``: every output reaches ``target``. ``stopped``: ``"met"``,
+            ``"budget"`` or ``"unreachable"``. ``baseline`` / ``final``: the metric per output
+            before and with the promotion ({} if that plan was never evaluated). ``ranking``:
+            the candidates worst first.
+
+    Example:
+        >>> res = search(wb, target=0.98)                    # doctest: +SKIP
+        >>> res.to_layer_configs()                           # doctest: +SKIP
+        [{'layer_names': ['Softmax.0'], 'data_type': 'U16'}]
+    """
+
+    promoted: tuple[str, ...]
+    qtype: QType
+    target: float
+    metric_name: str
+    met: bool
+    baseline: dict[str, float]
+    final: dict[str, float]
+    trace: tuple[Evaluation, ...]
+    evaluations: int
+    seconds: float
+    budget: int | None
+    stopped: str
+    ranking: tuple[str, ...] = ()
+    base_layer_configs: tuple[dict, ...] = ()
+    context: dict = field(default_factory=dict, compare=False)
+    base_plan: QuantPlan | None = field(default=None, compare=False)
+
+    @property
+    def plan(self) -> QuantPlan:
+        """The base plan with the promoted layers set to ``qtype``."""
+        if self.base_plan is None:
+            raise AxnbError("a loaded SearchResult has no model: use result.apply(workbench) "
+                            "or QuantPlan.from_config(model, result.to_layer_configs())")
+        return self.base_plan.set(self.promoted, self.qtype) if self.promoted else self.base_plan
+
+    def to_layer_configs(self) -> list[dict]:
+        """Pulsar2 ``layer_configs``: the base plan's entries, then the promoted layers.
+
+        Example:
+            >>> res.to_layer_configs()                       # doctest: +SKIP
+            [{'layer_names': ['Relu.1', 'Softmax.0'], 'data_type': 'U16'}]
+        """
+        out = [dict(e) for e in self.base_layer_configs]
+        if self.promoted:
+            entry = {"layer_names": list(self.promoted), "data_type": self.qtype.value}
+            if self.qtype.is_float:  # NOTE: an FP32 override keeps the weights float too
+                entry["weight_data_type"] = "FP32"
+            out.append(entry)
+        return out
+
+    def apply(self, workbench):
+        """Set the workbench's plan to this result's plan; returns the workbench.
+
+        Example:
+            >>> res.apply(wb).final_cosine()                 # doctest: +SKIP
+        """
+        if self.base_plan is not None and self.base_plan.model is workbench.model:
+            return workbench.set_plan(self.plan)
+        return workbench.set_plan(QuantPlan.from_config(workbench.model, self.to_layer_configs()))
+
+    def to_frame(self):
+        """One row per evaluation: step, phase, layer count, score, metric per output, ok, s."""
+        import pandas as pd
+
+        rows = [{"step": i, "phase": e.phase, "promoted": len(e.plan_layers), "score": e.score,
+                 **e.metric, "ok": e.ok, "seconds": e.seconds, "layers": ", ".join(e.plan_layers)}
+                for i, e in enumerate(self.trace)]
+        return pd.DataFrame(rows).set_index("step") if rows else pd.DataFrame()
+
+    def to_dict(self) -> dict:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+             if f.name != "base_plan"}
+        d["qtype"] = self.qtype.value
+        d["trace"] = [dataclasses.asdict(e) for e in self.trace]
+        return {"kind": "SearchResult", **d}
+
+    def save(self, path: str | Path) -> Path:
+        """Write JSON, the trace included (temp name, then rename)."""
+        return _atomic_write(Path(path), json.dumps(self.to_dict(), indent=1).encode())
+
+    @classmethod
+    def load(cls, path: str | Path) -> SearchResult:
+        """Read a result written by :meth:`save` (``plan`` then needs :meth:`apply`)."""
+        d = json.loads(Path(path).read_text())
+        if d.pop("kind", None) != "SearchResult":
+            raise AxnbError(f"{path}: not a saved SearchResult file")
+        trace = tuple(Evaluation(**{**e, "plan_layers": tuple(e["plan_layers"])})
+                      for e in d.pop("trace"))
+        tup = {k: tuple(d.pop(k)) for k in ("promoted", "ranking", "base_layer_configs")}
+        return cls(**d, **tup, trace=trace, qtype=QType(d.pop("qtype")))
+
+    def __repr__(self) -> str:
+        b, f = min(self.baseline.values(), default=None), min(self.final.values(), default=None)
+        score = f"{self.metric_name} {b:.5g} -> " + ("?" if f is None else f"{f:.5g}") \
+            if b is not None else self.metric_name
+        return (f"SearchResult({len(self.promoted)} layers to {self.qtype.value}, {score} "
+                f"(target {self.target:g}), {'met' if self.met else 'NOT met'}, stopped: "
+                f"{self.stopped}, {self.evaluations} evaluations, {self.seconds:.1f} s)")
+
+    def _repr_html_(self) -> str:
+        from html import escape
+
+        return (f"<p>{escape(repr(self))}</p><p>promoted: {escape(', '.join(self.promoted))}</p>"
+                + self.to_frame().to_html(max_rows=30))
+
+
+# ---------------------------------------------------------------- the driver
+
+
+def _parse_metric(metric: str):
+    if metric not in METRICS:
+        raise ConfigError(f"search: unknown metric {metric!r}; valid metrics: "
+                          + ", ".join(METRICS))
+    return METRICS[metric]
+
+
+def _parse_qtype(qtype) -> QType:
+    q = parse_enum(QType, qtype, "search qtype")
+    if q.bits == 8:
+        raise ConfigError(f"search qtype: promoting to {q.value} gains nothing; "
+                          "valid: U16, S16, FP32")
+    return q
+
+
+def _candidates(plan: QuantPlan, q: QType) -> list[str]:
+    """Layers below ``q`` (topological order); data-movement followers are left out."""
+    rank = {8: 1, 16: 2, 32: 3}
+    return [n for n, t in plan.layer_types.items() if rank[t.bits] < rank[q.bits]
+            and not plan.layer_sources.get(n, "").startswith("follows")]
+
+
+def _node_names(model, ranking: Iterable[str]) -> list[str]:
+    out = []
+    for name in ranking:
+        if name not in model.node_by_name:
+            if name not in model.producer:
+                raise ConfigError(f"search ranking: unknown layer or tensor {name!r}"
+                                  f"{did_you_mean(name, [*model.node_by_name, *model.producer])}")
+            name = model.producer[name].name
+        out.append(name)
+    return list(dict.fromkeys(out))
+
+
+def _context(wb, metric: str, q: QType, base_configs: list) -> dict:
+    return {"metric": metric, "qtype": q.value, "samples": len(wb.samples),
+            "outputs": list(wb.model.outputs), "method": wb.method.value,
+            "mode": wb.mode.value, "base layer_configs": base_configs}
+
+
+def _previous(resume, ctx: dict) -> SearchResult | None:
+    if resume is None:
+        return None
+    prev = resume if isinstance(resume, SearchResult) else SearchResult.load(resume)
+    for k, v in ctx.items():
+        if prev.context.get(k) != v:
+            raise AxnbError(f"search resume: the previous search had {k} = {prev.context.get(k)!r}"
+                            f", this one {v!r}; its evaluations do not apply (for the base "
+                            "plan: set the workbench back to the plan the search started from)")
+    return prev
+
+
+def _evaluate(wb, base: QuantPlan, layers: tuple[str, ...], q: QType, fn, phase: str,
+              target: float) -> Evaluation:
+    t = time.perf_counter()
+    wb.set_plan(base.set(layers, q) if layers else base)
+    metric = {k: float(v) for k, v in fn(wb).items()}
+    ev = Evaluation(layers, metric, False, time.perf_counter() - t, phase)
+    return dataclasses.replace(ev, ok=ev.score >= target)
+
+
+def search(workbench, target: float = 0.98, metric: str = "cosine", budget: int | None = None,
+           qtype="U16", ranking: list[str] | None = None,
+           resume: SearchResult | str | Path | None = None, progress: bool = True
+           ) -> SearchResult:
+    """Find the fewest layers to promote to ``qtype`` so that every output reaches ``target``.
+
+    Args:
+        workbench: a :class:`~axnb.workbench.Workbench`; its current plan is the base (it is
+            restored afterwards; use :meth:`SearchResult.apply` to adopt the answer).
+        target: the metric every output must reach (cosine: 0.98 as in Pulsar2's guide).
+        metric: one of :data:`METRICS` (``"cosine"``).
+        budget: most evaluations (resumed ones included); None = no limit.
+        qtype: the promotion type: U16 (default), S16 or FP32.
+        ranking: layers (or tensors) worst first, e.g. from an isolation report; only these
+            are candidates. None = rank every layer below ``qtype`` by one evaluation each.
+        resume: a previous result (or its JSON path): its evaluations are reused, not re-run.
+        progress: show a progress bar.
+
+    Returns:
+        SearchResult (see the module docstring for the algorithm).
+
+    Example:
+        >>> res = search(wb, target=0.98, budget=50, progress=False)    # doctest: +SKIP
+        >>> res.promoted, res.final                                       # doctest: +SKIP
+    """
+    from tqdm.auto import tqdm
+
+    fn, q, wb, base = _parse_metric(metric), _parse_qtype(qtype), workbench, workbench.plan
+    base_configs = base.to_layer_configs()
+    ctx = _context(wb, metric, q, base_configs)
+    prev = _previous(resume, ctx)
+    old = [dataclasses.replace(e, ok=e.score >= target) for e in (prev.trace if prev else ())]
+    cands = _candidates(base, q) if ranking is None else _node_names(wb.model, ranking)
+    state = SearchState(cands, target, budget, old, rank=ranking is None)
+    trace, t0 = list(old), time.perf_counter()
+    bar = tqdm(total=budget, desc="search", disable=not progress, initial=len(old))
+    try:
+        while (want := state.next()) is not None:
+            ev = _evaluate(wb, base, tuple(n for n in state.ranked if n in want), q, fn,
+                           state.phase, target)
+            state.tell(want, ev.score)
+            trace.append(ev)
+            bar.update()
+            bar.set_postfix(phase=ev.phase, layers=len(want), score=f"{ev.score:.5f}")
+    finally:
+        wb.set_plan(base)
+        bar.close()
+    return _result(state, trace, prev, time.perf_counter() - t0, base, ctx, metric, q)
+
+
+def _result(state: SearchState, trace: list[Evaluation], prev, seconds: float,
+            base: QuantPlan, ctx: dict, metric: str, q: QType) -> SearchResult:
+    by_set = {frozenset(e.plan_layers): e.metric for e in trace}
+    return SearchResult(
+        promoted=state.promoted, qtype=q, target=state.target, metric_name=metric,
+        met=state.met, baseline=by_set.get(frozenset(), {}),
+        final=by_set.get(frozenset(state.promoted), {}), trace=tuple(trace),
+        evaluations=len(by_set), seconds=seconds + (prev.seconds if prev else 0.0),
+        budget=state.budget, stopped=state.stopped, ranking=tuple(state.ranked),
+        base_layer_configs=tuple(ctx["base layer_configs"]), context=ctx, base_plan=base)
