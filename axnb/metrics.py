@@ -1,28 +1,141 @@
 """Similarity metrics between a float tensor x and its quantized counterpart y.
 
-Each is computed per sample on the flattened tensors, in float64, and averaged over samples by
-the caller.
+Each metric is computed per sample on the flattened tensors with float64 accumulation, then
+averaged (arithmetic mean) over the samples. With n elements, d = x - y:
 
-- cosine(x, y) = sum(x*y) / (||x|| ||y||); 1 when both are all-zero, 0 when only one is.
+- **Cosin** (cosine similarity) = sum(x*y) / sqrt(sum(x^2) * sum(y^2)); 1 when x and y are both
+  all-zero, 0 when only one of them is.
+- **MSE** = sum(d^2) / n.
+- **SQNR** (dB) = 10 * log10(sum(x^2) / sum(d^2)); +inf when x == y.
+- **MaxAbs** = max |d|.
+
+A NaN anywhere gives NaN (no exception). Every metric is a function of the per-sample moments
+(n, sum(x*y), sum(x^2), sum(y^2), sum(d^2), max|d|), so they can be reduced inside an
+onnxruntime graph and only six numbers per tensor cross into numpy.
+
+Example:
+    >>> x, y = np.array([1.0, 2.0]), np.array([1.0, 1.0])
+    >>> round(cosine(x, y), 4), mse(x, y), round(sqnr(x, y), 3), max_abs(x, y)
+    (0.9487, 0.5, 6.99, 1.0)
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+METRICS = ("Cosin", "MSE", "SQNR", "MaxAbs")
+MOMENTS = ("n", "sxy", "sxx", "syy", "sdd", "maxabs")
 
-def cosine(x: np.ndarray, y: np.ndarray) -> float:
-    """Cosine similarity of two tensors, flattened.
+
+def moments(x, y) -> np.ndarray:
+    """The six moments of one sample, float64: n, sum(x*y), sum(x^2), sum(y^2), sum(d^2), max|d|.
+
+    Example:
+        >>> moments([3.0, 0.0], [3.0, 1.0]).tolist()
+        [2.0, 9.0, 9.0, 10.0, 1.0, 1.0]
+    """
+    a = np.asarray(x, np.float64).ravel()
+    b = np.asarray(y, np.float64).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"cannot compare tensors of {a.size} and {b.size} elements")
+    d = a - b
+    mx = float(np.abs(d).max()) if d.size else 0.0
+    return np.array([a.size, a @ b, a @ a, b @ b, d @ d, mx], np.float64)
+
+
+def from_moments(m) -> dict[str, np.ndarray]:
+    """The four metrics from moments shaped ``[..., 6]`` (vectorized over leading axes).
+
+    Example:
+        >>> {k: float(v) for k, v in from_moments(moments([1.0, 0.0], [0.0, 0.0])).items()}
+        {'Cosin': 0.0, 'MSE': 0.5, 'SQNR': 0.0, 'MaxAbs': 1.0}
+    """
+    n, sxy, sxx, syy, sdd, mx = np.moveaxis(np.asarray(m, np.float64), -1, 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cos = sxy / np.sqrt(sxx * syy)
+        # NOTE: all-zero tensors: the quantizer kept zeros exactly (1), or lost everything (0).
+        cos = np.where((sxx == 0) & (syy == 0), 1.0, np.where((sxx == 0) ^ (syy == 0), 0.0, cos))
+        mse = sdd / np.maximum(n, 1)
+        snr = np.where(sdd == 0, np.where(np.isnan(sxx), np.nan, np.inf),
+                       10.0 * np.log10(sxx / sdd))
+    # NOTE: an in-graph max may drop NaN; sum(d^2) never does, so NaN follows it.
+    mx = np.where(np.isnan(sdd), np.nan, mx)
+    return {"Cosin": cos, "MSE": mse, "SQNR": snr, "MaxAbs": mx}
+
+
+def _one(x, y, key: str) -> float:
+    return float(from_moments(moments(x, y))[key])
+
+
+def cosine(x, y) -> float:
+    """Cosine similarity of two tensors, flattened (see the module formulas).
 
     Example:
         >>> cosine(np.array([1.0, 0.0]), np.array([1.0, 1.0]))
         0.7071067811865475
     """
-    a = np.asarray(x, np.float64).ravel()
-    b = np.asarray(y, np.float64).ravel()
-    na, nb = np.linalg.norm(a), np.linalg.norm(b)
-    if na == 0 and nb == 0:
-        return 1.0
-    if na == 0 or nb == 0:
-        return 0.0
-    return float(a @ b / (na * nb))
+    return _one(x, y, "Cosin")
+
+
+def mse(x, y) -> float:
+    """Mean squared error, sum((x - y)^2) / n.
+
+    Example:
+        >>> mse([0.0, 2.0], [1.0, 2.0])
+        0.5
+    """
+    return _one(x, y, "MSE")
+
+
+def sqnr(x, y) -> float:
+    """Signal-to-quantization-noise ratio in dB, 10 log10(sum(x^2) / sum((x - y)^2)).
+
+    Example:
+        >>> sqnr([10.0], [9.0]), sqnr([1.0], [1.0])
+        (20.0, inf)
+    """
+    return _one(x, y, "SQNR")
+
+
+def max_abs(x, y) -> float:
+    """Largest absolute difference, max |x - y|.
+
+    Example:
+        >>> max_abs([1.0, -3.0], [1.5, -1.0])
+        2.0
+    """
+    return _one(x, y, "MaxAbs")
+
+
+class Accumulator:
+    """Streaming per-sample metrics of one or many tensors, averaged over samples.
+
+    Only running sums are kept, so memory does not grow with the number of samples.
+
+    Example:
+        >>> acc = Accumulator()
+        >>> acc.add([1.0, 0.0], [1.0, 0.0]); acc.add([1.0, 0.0], [0.0, 1.0])
+        >>> acc.result()["Cosin"], acc.samples
+        (0.5, 2)
+    """
+
+    def __init__(self, shape: tuple[int, ...] = ()) -> None:
+        self.shape = tuple(shape)
+        self._sums = {k: np.zeros(self.shape, np.float64) for k in METRICS}
+        self.samples = 0
+
+    def add(self, x, y) -> None:
+        """Add one sample (float tensor x, quantized tensor y); only for ``shape == ()``."""
+        self.add_moments(moments(x, y))
+
+    def add_moments(self, m) -> None:
+        """Add one sample given its moments, shaped ``shape + (6,)``."""
+        for k, v in from_moments(m).items():
+            self._sums[k] += v
+        self.samples += 1
+
+    def result(self) -> dict[str, float | np.ndarray]:
+        """Mean over the samples added so far of each metric (NaN before any sample)."""
+        n = self.samples or np.nan
+        out = {k: v / n for k, v in self._sums.items()}
+        return {k: float(v) if v.ndim == 0 else v for k, v in out.items()}

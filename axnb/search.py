@@ -1,39 +1,33 @@
 """Automatic mixed precision: the fewest layers to promote (U16 by default) to reach a target.
 
-Pulsar2's accuracy-tuning guide has the user find the layers below 98% cosine by hand and set
-them to U16 one at a time; :func:`search` does that loop. The answer is a set of layers promoted
-to ``qtype`` (U16 or S16 or FP32) so that EVERY model output reaches the target: the score of a
-plan is the minimum over the outputs of the metric (``cosine``: mean over the analysis samples
-of the float-vs-quantized cosine; higher is better).
+Pulsar2's accuracy-tuning guide has the user find the layers under 98% cosine and set them to
+U16 one by one; :func:`search` runs that loop. It promotes layers to ``qtype`` (U16, S16 or
+FP32) until EVERY output reaches the target: a plan's score is the minimum over the outputs of
+the metric (``cosine``: mean over the analysis samples of the float-vs-quantized cosine).
 
-Algorithm (:class:`SearchState`, a pure state machine that the driver feeds with evaluations):
+Algorithm (:class:`SearchState`, a pure state machine fed with scores by :func:`search`):
 
-1. **baseline**: evaluate the current plan; if it meets the target, stop (nothing promoted).
-2. **rank**: order the candidate layers worst first. A given ``ranking`` (e.g. the layers of
-   ``compare.isolation`` sorted worst first) costs nothing; the default ranker evaluates every
-   candidate promoted alone and sorts by the score gained (ties keep topological order). NOTE:
-   that is one evaluation per layer (N runs of the analysis samples), the costly part of a
-   search; pass a cheaper ranking where one exists.
-3. **full**: evaluate all candidates promoted; if even that misses the target, stop with
-   ``"unreachable"`` (the result is that plan, ``met=False``).
-4. **bisect**: binary search over k for the smallest top-k prefix of the ranking that meets the
-   target (about log2(N) evaluations). This assumes the score grows with k. It can fail when
-   promoting a layer lowers the score (errors of two layers that cancelled out), or when
-   layers matter jointly but not alone, so that the ranking misorders them; the bisection then
-   still returns a prefix that meets the target, just not the smallest.
-5. **prune**: try removing each promoted layer, least sensitive first, and keep every removal
-   after which the target still holds (at most k - 1 evaluations; one pass is enough under
-   monotonicity). This removes the layers the ranking put too high.
+1. **baseline**: evaluate the current plan; if it meets the target, stop.
+2. **rank**: order the candidates worst first. A given ``ranking`` (e.g. an isolation report,
+   worst first) is free and its layers are the candidates; by default the candidates are the
+   layers below ``qtype`` except data-movement layers that follow their input (Pulsar2 ignores
+   a type set on them), and the default ranker evaluates each promoted alone and sorts by
+   score gained (ties keep topological order). NOTE: N evaluations for N layers, the bulk of a
+   search's cost; pass a cheaper ranking where one exists.
+3. **full**: evaluate all candidates promoted; if even that misses, stop: ``"unreachable"``.
+4. **bisect**: binary search for the smallest k whose top-k prefix meets the target (about
+   log2(N) evaluations). It assumes the score grows with k, which fails when a promotion lowers
+   the score (errors that cancelled out) or when layers matter jointly but little alone (the
+   ranking misorders them); the prefix found then meets the target but is not the smallest.
+5. **prune**: try removing each promoted layer, least sensitive first; keep each removal after
+   which the target still holds (one pass, enough under monotonicity).
 
-Evaluations are memoised by the frozenset of promoted layers (a set asked twice runs once) and
-recorded in the trace (layers, per-output metric, seconds, phase). ``budget`` bounds the number
-of distinct evaluations, those answered from a resumed trace included, so a resumed search with
-an unchanged budget re-runs nothing and one with a larger budget continues where it stopped. A
-search stopped by the budget returns the smallest evaluated plan that meets the target (ties:
-the higher score), else all candidates promoted with ``met=False``.
+The answer is the smallest evaluated set that meets the target (ties: the higher score), else
+all candidates with ``met=False``. Evaluations are memoised by the frozenset of promoted layers
+and recorded in the trace. ``budget`` bounds the distinct evaluations, those of a resumed trace
+included: a resumed search with the same budget re-runs nothing, a larger one continues.
 
 Example:
-    >>> import axnb
     >>> wb = axnb.Workbench("zoo:minilm", progress=False)            # doctest: +SKIP
     >>> res = search(wb, target=0.98, budget=40)                      # doctest: +SKIP
     >>> res.promoted, res.met, res.evaluations                        # doctest: +SKIP
@@ -57,7 +51,6 @@ from axnb.types import QType, parse_enum
 __all__ = ["METRICS", "Evaluation", "SearchResult", "SearchState", "search"]
 
 METRICS = {"cosine": lambda wb: wb.final_cosine()}  # higher is better for every entry
-PHASES = ("baseline", "rank", "full", "bisect", "prune")
 
 
 @dataclass(frozen=True)
@@ -77,7 +70,7 @@ class Evaluation:
 
 
 class _Budget(Exception):
-    """Raised inside the state machine's generator when a new evaluation is not allowed."""
+    """A new evaluation is needed but the budget is spent."""
 
 
 class SearchState:
@@ -107,11 +100,10 @@ class SearchState:
         for e in trace:
             layers, score = (e.plan_layers, e.score) if isinstance(e, Evaluation) else e
             self.memo[frozenset(layers)] = float(score)
-        self.phase, self.stopped = PHASES[0], ""
+        self.phase, self.stopped = "baseline", ""
         self._pending: frozenset | None = None
         self._gen = self._run()
 
-    # ---- protocol ------------------------------------------------------------------------
     def next(self) -> frozenset[str] | None:
         """The next set of layers to evaluate; None once the search is done."""
         if self._pending is not None and self._pending not in self.memo:
@@ -126,11 +118,6 @@ class SearchState:
         """Report the score (min over outputs of the metric) of an evaluated set."""
         self.memo[frozenset(layers)] = float(score)
 
-    @property
-    def done(self) -> bool:
-        return bool(self.stopped)
-
-    # ---- the algorithm -------------------------------------------------------------------
     def _ask(self, layers: Iterable[str], phase: str) -> Iterator[frozenset]:
         s = frozenset(layers)
         if s not in self.memo:
@@ -145,14 +132,14 @@ class SearchState:
 
     def _run(self) -> Iterator[frozenset]:
         try:
-            yield from self._search()
+            self.stopped = yield from self._search()
         except _Budget:
             self.stopped = "budget"
 
     def _search(self) -> Iterator[frozenset]:
+        """The algorithm of the module docstring; returns why it stopped."""
         if self._ok((yield from self._ask((), "baseline"))):
-            self.stopped = "met"
-            return
+            return "met"
         if self._rank:
             gain = {}
             for n in self.ranked:
@@ -160,8 +147,7 @@ class SearchState:
             self.ranked.sort(key=lambda n: -gain[n])  # NOTE: stable: ties keep the order given
         if not self._ok((yield from self._ask(self.ranked, "full"))):
             # NOTE: a smaller set that met the target (not monotone) is still an answer
-            self.stopped = "met" if self._best() is not None else "unreachable"
-            return
+            return "met" if self._best() is not None else "unreachable"
         lo, hi = 0, len(self.ranked)  # NOTE: invariant: top-lo misses, top-hi meets
         while hi - lo > 1:
             mid = (lo + hi) // 2
@@ -171,9 +157,8 @@ class SearchState:
         for n in reversed(self.ranked[:hi]):
             if self._ok((yield from self._ask(set(keep) - {n}, "prune"))):
                 keep.remove(n)
-        self.stopped = "met"
+        return "met"
 
-    # ---- the answer ----------------------------------------------------------------------
     def _best(self) -> frozenset | None:
         ok = [s for s, v in self.memo.items() if self._ok(v) and s <= set(self.ranked)]
         return min(ok, key=lambda s: (len(s), -self.memo[s]), default=None)
@@ -189,10 +174,6 @@ class SearchState:
         best = self._best()
         return tuple(n for n in self.ranked if best is None or n in best)
 
-    @property
-    def score(self) -> float | None:
-        return self.memo.get(frozenset(self.promoted))
-
 
 # ---------------------------------------------------------------- the frozen result
 
@@ -201,12 +182,10 @@ class SearchState:
 class SearchResult:
     """The answer of :func:`search`, with every evaluation it made (saveable, resumable).
 
-    Attributes:
-        promoted: layers promoted to ``qtype`` (worst first); ``plan`` is the base plan with
-            them promoted. ``met``: every output reaches ``target``. ``stopped``: ``"met"``,
-            ``"budget"`` or ``"unreachable"``. ``baseline`` / ``final``: the metric per output
-            before and with the promotion ({} if that plan was never evaluated). ``ranking``:
-            the candidates worst first.
+    ``promoted`` (worst first) go to ``qtype`` in ``plan``; ``met``: every output reaches
+    ``target``; ``stopped``: "met", "budget" or "unreachable"; ``baseline`` / ``final``: the
+    metric per output before and with the promotion ({} if never evaluated); ``ranking``: the
+    candidates worst first; ``base_layer_configs``: the plan the search started from.
 
     Example:
         >>> res = search(wb, target=0.98)                    # doctest: +SKIP
@@ -273,16 +252,13 @@ class SearchResult:
                 for i, e in enumerate(self.trace)]
         return pd.DataFrame(rows).set_index("step") if rows else pd.DataFrame()
 
-    def to_dict(self) -> dict:
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-             if f.name != "base_plan"}
-        d["qtype"] = self.qtype.value
-        d["trace"] = [dataclasses.asdict(e) for e in self.trace]
-        return {"kind": "SearchResult", **d}
-
     def save(self, path: str | Path) -> Path:
         """Write JSON, the trace included (temp name, then rename)."""
-        return _atomic_write(Path(path), json.dumps(self.to_dict(), indent=1).encode())
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+             if f.name != "base_plan"}
+        d.update(kind="SearchResult", qtype=self.qtype.value,
+                 trace=[dataclasses.asdict(e) for e in self.trace])
+        return _atomic_write(Path(path), json.dumps(d, indent=1).encode())
 
     @classmethod
     def load(cls, path: str | Path) -> SearchResult:
@@ -293,13 +269,12 @@ class SearchResult:
         trace = tuple(Evaluation(**{**e, "plan_layers": tuple(e["plan_layers"])})
                       for e in d.pop("trace"))
         tup = {k: tuple(d.pop(k)) for k in ("promoted", "ranking", "base_layer_configs")}
-        return cls(**d, **tup, trace=trace, qtype=QType(d.pop("qtype")))
+        return cls(**{**d, **tup, "trace": trace, "qtype": QType(d["qtype"])})
 
     def __repr__(self) -> str:
-        b, f = min(self.baseline.values(), default=None), min(self.final.values(), default=None)
-        score = f"{self.metric_name} {b:.5g} -> " + ("?" if f is None else f"{f:.5g}") \
-            if b is not None else self.metric_name
-        return (f"SearchResult({len(self.promoted)} layers to {self.qtype.value}, {score} "
+        b, f = (min(d.values(), default=float("nan")) for d in (self.baseline, self.final))
+        return (f"SearchResult({len(self.promoted)} layers to {self.qtype.value}, "
+                f"{self.metric_name} {b:.5g} -> {f:.5g} "
                 f"(target {self.target:g}), {'met' if self.met else 'NOT met'}, stopped: "
                 f"{self.stopped}, {self.evaluations} evaluations, {self.seconds:.1f} s)")
 
@@ -313,19 +288,15 @@ class SearchResult:
 # ---------------------------------------------------------------- the driver
 
 
-def _parse_metric(metric: str):
+def _parse(metric: str, qtype) -> tuple:
     if metric not in METRICS:
         raise ConfigError(f"search: unknown metric {metric!r}; valid metrics: "
                           + ", ".join(METRICS))
-    return METRICS[metric]
-
-
-def _parse_qtype(qtype) -> QType:
     q = parse_enum(QType, qtype, "search qtype")
     if q.bits == 8:
         raise ConfigError(f"search qtype: promoting to {q.value} gains nothing; "
                           "valid: U16, S16, FP32")
-    return q
+    return METRICS[metric], q
 
 
 def _candidates(plan: QuantPlan, q: QType) -> list[str]:
@@ -347,31 +318,33 @@ def _node_names(model, ranking: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def _context(wb, metric: str, q: QType, base_configs: list) -> dict:
+def _context(wb, metric: str, q: QType) -> dict:
+    """What must not change for a trace to be reused (samples: by count only)."""
     return {"metric": metric, "qtype": q.value, "samples": len(wb.samples),
-            "outputs": list(wb.model.outputs), "method": wb.method.value,
-            "mode": wb.mode.value, "base layer_configs": base_configs}
+            "outputs": list(wb.model.outputs), "method": wb.method.value, "mode": wb.mode.value}
 
 
-def _previous(resume, ctx: dict) -> SearchResult | None:
+def _previous(resume, ctx: dict, base_configs: list) -> SearchResult | None:
     if resume is None:
         return None
     prev = resume if isinstance(resume, SearchResult) else SearchResult.load(resume)
+    if list(prev.base_layer_configs) != base_configs:
+        raise AxnbError("search resume: the workbench plan is not the one the previous search "
+                        "started from; set it back (e.g. wb.reset_plan()) before resuming")
     for k, v in ctx.items():
         if prev.context.get(k) != v:
             raise AxnbError(f"search resume: the previous search had {k} = {prev.context.get(k)!r}"
-                            f", this one {v!r}; its evaluations do not apply (for the base "
-                            "plan: set the workbench back to the plan the search started from)")
+                            f", this one {v!r}; its evaluations do not apply")
     return prev
 
 
 def _evaluate(wb, base: QuantPlan, layers: tuple[str, ...], q: QType, fn, phase: str,
               target: float) -> Evaluation:
     t = time.perf_counter()
-    wb.set_plan(base.set(layers, q) if layers else base)
-    metric = {k: float(v) for k, v in fn(wb).items()}
-    ev = Evaluation(layers, metric, False, time.perf_counter() - t, phase)
-    return dataclasses.replace(ev, ok=ev.score >= target)
+    metric = {k: float(v) for k, v in fn(wb.set_plan(base.set(layers, q) if layers else base))
+              .items()}
+    return Evaluation(layers, metric, min(metric.values()) >= target, time.perf_counter() - t,
+                      phase)
 
 
 def search(workbench, target: float = 0.98, metric: str = "cosine", budget: int | None = None,
@@ -401,10 +374,9 @@ def search(workbench, target: float = 0.98, metric: str = "cosine", budget: int 
     """
     from tqdm.auto import tqdm
 
-    fn, q, wb, base = _parse_metric(metric), _parse_qtype(qtype), workbench, workbench.plan
-    base_configs = base.to_layer_configs()
-    ctx = _context(wb, metric, q, base_configs)
-    prev = _previous(resume, ctx)
+    (fn, q), wb, base = _parse(metric, qtype), workbench, workbench.plan
+    base_configs, ctx = base.to_layer_configs(), _context(wb, metric, q)
+    prev = _previous(resume, ctx, base_configs)
     old = [dataclasses.replace(e, ok=e.score >= target) for e in (prev.trace if prev else ())]
     cands = _candidates(base, q) if ranking is None else _node_names(wb.model, ranking)
     state = SearchState(cands, target, budget, old, rank=ranking is None)
@@ -421,16 +393,11 @@ def search(workbench, target: float = 0.98, metric: str = "cosine", budget: int 
     finally:
         wb.set_plan(base)
         bar.close()
-    return _result(state, trace, prev, time.perf_counter() - t0, base, ctx, metric, q)
-
-
-def _result(state: SearchState, trace: list[Evaluation], prev, seconds: float,
-            base: QuantPlan, ctx: dict, metric: str, q: QType) -> SearchResult:
     by_set = {frozenset(e.plan_layers): e.metric for e in trace}
     return SearchResult(
         promoted=state.promoted, qtype=q, target=state.target, metric_name=metric,
         met=state.met, baseline=by_set.get(frozenset(), {}),
         final=by_set.get(frozenset(state.promoted), {}), trace=tuple(trace),
-        evaluations=len(by_set), seconds=seconds + (prev.seconds if prev else 0.0),
-        budget=state.budget, stopped=state.stopped, ranking=tuple(state.ranked),
-        base_layer_configs=tuple(ctx["base layer_configs"]), context=ctx, base_plan=base)
+        evaluations=len(by_set), seconds=time.perf_counter() - t0 + (prev.seconds if prev else 0),
+        budget=budget, stopped=state.stopped, ranking=tuple(state.ranked),
+        base_layer_configs=tuple(base_configs), context=ctx, base_plan=base)

