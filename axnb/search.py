@@ -14,11 +14,14 @@ Algorithm (:class:`SearchState`, a pure state machine fed with scores by :func:`
    a type set on them), and the default ranker evaluates each promoted alone and sorts by
    score gained (ties keep topological order). NOTE: N evaluations for N layers, the bulk of a
    search's cost; pass a cheaper ranking where one exists.
-3. **full**: evaluate all candidates promoted; if even that misses, stop: ``"unreachable"``.
-4. **bisect**: binary search for the smallest k whose top-k prefix meets the target (about
-   log2(N) evaluations). It assumes the score grows with k, which fails when a promotion lowers
-   the score (errors that cancelled out) or when layers matter jointly but little alone (the
-   ranking misorders them); the prefix found then meets the target but is not the smallest.
+3. **full**: evaluate all candidates promoted (unless a prefix of the ranking is already known
+   to meet the target); if even that misses, stop: ``"unreachable"``.
+4. **bisect**: the smallest k whose top-k prefix meets the target, galloping up from the
+   largest prefix known to miss (1, 2, 4, ... past it) then bisecting: about 2 log2(k)
+   evaluations, as few layers usually need U16. It assumes the score grows with k, which
+   fails when a promotion lowers the score (errors that cancelled out) or when layers matter
+   jointly but little alone (the ranking misorders them); the prefix found then meets the
+   target but is not the smallest, and the prune step has more to remove.
 5. **prune**: try removing each promoted layer, least sensitive first; keep each removal after
    which the target still holds (one pass, enough under monotonicity).
 
@@ -145,14 +148,21 @@ class SearchState:
             for n in self.ranked:
                 gain[n] = yield from self._ask([n], "rank")
             self.ranked.sort(key=lambda n: -gain[n])  # NOTE: stable: ties keep the order given
-        if not self._ok((yield from self._ask(self.ranked, "full"))):
-            # NOTE: a smaller set that met the target (not monotone) is still an answer
-            return "met" if self._best() is not None else "unreachable"
-        lo, hi = 0, len(self.ranked)  # NOTE: invariant: top-lo misses, top-hi meets
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            ok = self._ok((yield from self._ask(self.ranked[:mid], "bisect")))
-            lo, hi = (lo, mid) if ok else (mid, hi)
+        known = {k: self._ok(self.memo[p]) for k in range(len(self.ranked) + 1)
+                 if (p := frozenset(self.ranked[:k])) in self.memo}
+        hi = min((k for k, ok in known.items() if ok), default=None)
+        if hi is None:
+            if not self._ok((yield from self._ask(self.ranked, "full"))):
+                # NOTE: a smaller set that met the target (not monotone) is still an answer
+                return "met" if self._best() is not None else "unreachable"
+            hi = len(self.ranked)
+        lo, step = max(k for k, ok in known.items() if not ok and k < hi), 1
+        while hi - lo > 1:  # NOTE: invariant: top-lo misses, top-hi meets
+            mid = min(lo + step, (lo + hi) // 2)  # NOTE: gallop up from lo: small k is common
+            if self._ok((yield from self._ask(self.ranked[:mid], "bisect"))):
+                hi = mid
+            else:
+                lo, step = mid, step * 2
         keep = list(self.ranked[:hi])
         for n in reversed(self.ranked[:hi]):
             if self._ok((yield from self._ask(set(keep) - {n}, "prune"))):

@@ -79,9 +79,10 @@ class Workbench:
                             "calibration dataset)")
         self.method = parse_enum(CalibMethod, q.calibration_method, "calibration_method")
         self.mode = parse_enum(Mode, q.precision_analysis_mode, "precision_analysis_mode")
+        # NOTE: the plan first: a bad layer_configs entry fails before minutes of calibration.
+        self.plan = QuantPlan.from_config(self.model, self.config)
         self.stats = calibrate(self.model, self._calib, method=self.method, histograms=True,
                                progress=progress, providers=providers)
-        self.plan = QuantPlan.from_config(self.model, self.config)
         self._float: list[dict[str, np.ndarray]] | None = None
         self._qm: dict[Mode, QuantModel] = {}
         self._plain = (self.model, self.stats)

