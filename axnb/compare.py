@@ -34,6 +34,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from axnb import metrics
+from axnb.errors import AxnbError, DataError, ModelError, did_you_mean
 from axnb.graph import DATA_MOVEMENT_OPS, Model, make_session
 from axnb.results import LayerReport
 from axnb.simulate import (
@@ -42,11 +43,11 @@ from axnb.simulate import (
     _bias_nodes,
     _bias_nodes_fq,
     _copy,
-    _fake_quant_nodes,
     _opset,
+    _rewire,
+    _sorted,
     bias_quantize,
     param_vectors,
-    reference_model,
     simulate,
 )
 from axnb.types import Method, Mode, parse_enum
@@ -58,95 +59,129 @@ DTYPES = {"float32": "FP32", "float16": "FP16", "float64": "FP64", "bfloat16": "
 
 
 # ---- graph building ------------------------------------------------------------------------
+MAGIC = 1.5 * 2.0**23  # NOTE: (v + MAGIC) - MAGIC == round_half_even(v) in float32, |v| < 2**22
+VECS = (PARAMS[0], PARAMS[4], "__axnb_rm", "__axnb_clo", "__axnb_chi")
+
+
+def _vectors(model: Model, qparams) -> dict[str, np.ndarray]:
+    """Per-tensor parameters as data: scale, on, rounding magic, clip bounds of round(x / s).
+
+    An unquantized tensor gets s = 1, magic 0 and infinite bounds, so its quantizer is exactly
+    the identity: no Where (7x slower than Mul in onnxruntime) and no graph change per plan.
+    """
+    v = param_vectors(model.activations(), qparams)
+    on, z = v[PARAMS[4]], v[PARAMS[1]]
+    return {VECS[0]: v[PARAMS[0]], VECS[1]: on,
+            VECS[2]: np.where(on, MAGIC, 0.0).astype(np.float32),
+            VECS[3]: np.where(on, v[PARAMS[2]] - z, -np.inf).astype(np.float32),
+            VECS[4]: np.where(on, v[PARAMS[3]] - z, np.inf).astype(np.float32)}
+
+
 def _base(model: Model) -> onnx.ModelProto:
-    """The float model (at the Reference graph's opset) with the PARAMS vectors as inputs."""
+    """The float model (at the Reference graph's opset) with the parameter vectors as inputs."""
     p = _copy(model, opset=13 if _opset(model.proto) < 13 else None)
     n = len(model.activations())
-    for name, dt in zip(PARAMS, [TensorProto.FLOAT] * 4 + [TensorProto.BOOL]):
+    for name in VECS:
+        dt = TensorProto.BOOL if name == PARAMS[4] else TensorProto.FLOAT
         p.graph.input.append(helper.make_tensor_value_info(name, dt, [n]))
     p.graph.initializer.append(numpy_helper.from_array(np.array([-1], np.int64), FLAT))
     return p
 
 
-def _add_chain(g: onnx.GraphProto, qmodel: QuantModel, sfx: str = "__e") -> dict[str, str]:
-    """Merge the Reference graph, every name but the shared inputs suffixed; t -> quant name."""
-    qg = qmodel.proto.graph
-    keep = {i.name for i in qg.input}
+class _Builder:
+    """Adds fake-quantizers and quantized copies of the layers to a graph from :func:`_base`.
 
-    def ren(s: str) -> str:
-        return s if not s or s in keep else s + sfx
-
-    for t in qg.initializer:
-        c = g.initializer.add()
-        c.CopyFrom(t)
-        c.name = ren(t.name)
-    for n in qg.node:
-        c = g.node.add()
-        c.CopyFrom(n)
-        c.name = n.name + sfx if n.name else ""
-        c.input[:] = [ren(i) for i in n.input]
-        c.output[:] = [ren(o) for o in n.output]
-    return {t: ren(q) for t, q in qmodel.qnames.items()}
-
-
-def _add_shadows(g: onnx.GraphProto, model: Model, qmodel: QuantModel) -> dict[str, str]:
-    """A shadow of every layer on fake-quantized float inputs; t -> its PerLayer value.
-
-    Shadow of node n: float activation inputs t -> ``t__pli`` (t fake-quantized with t's
-    parameters), weights -> the dequantized S8 weight, S32 biases -> quantized in-graph at
-    s_in * s_w (as in the Reference graph); each float output o -> ``o__plr`` -> fake-quantized
-    ``o__pl``. Shadows read only float tensors, so each one is that layer run alone.
+    Fake-quant = Mul(Clip(Sub(Add(Div(x, s), magic), magic), lo, hi), s): bit-identical to
+    qmath.fake_quant (clip(round(x/s) + z, qmin, qmax) - z == clip(round(x/s), qmin - z,
+    qmax - z) for integers in float32), 5 cheap passes; per-tensor scalars gathered once.
     """
-    index = {t: i for i, t in enumerate(model.activations())}
-    wq = qmodel.weights
-    bias = {b: (x, w) for _, b, x, w in _bias_nodes(model, wq, None)} if qmodel.bias_s32 else {}
-    done: dict[str, str] = {}
 
-    def src(t: str) -> str:
-        if t in done:
-            return done[t]
-        if t in index:
-            done[t] = f"{t}__pli"
-            g.node.extend(_fake_quant_nodes(index[t], t, done[t]))
-        elif t in wq:
-            done[t] = f"{t}__plw"
-            g.initializer.append(numpy_helper.from_array(wq[t].dequantized(), done[t]))
-        elif t in bias:
-            done[t] = f"{t}__plb"
-            x, w = bias[t]
-            g.initializer.extend([
-                numpy_helper.from_array(model.weight(t).astype(np.float32), f"{t}__plb__float"),
-                numpy_helper.from_array(wq[w].scale.astype(np.float32), f"{t}__plb__sw")])
-            g.node.extend(_bias_nodes_fq(done[t], index[x]))
+    def __init__(self, model: Model, g: onnx.GraphProto, qmodel: QuantModel) -> None:
+        self.model, self.g, self.q = model, g, qmodel
+        self.index = {t: i for i, t in enumerate(model.activations())}
+        self.scalars: dict[int, tuple[str, ...]] = {}
+        self.consts: dict[str, str] = {}
+        self.bias = ({b: (x, w) for _, b, x, w in _bias_nodes(model, qmodel.weights, None)}
+                     if qmodel.bias_s32 else {})
+
+    def fq(self, t: str, src: str, dst: str) -> str:
+        i = self.index[t]
+        if i not in self.scalars:
+            v = f"__axnb_p{i}"
+            self.g.initializer.append(numpy_helper.from_array(np.array(i, np.int64), v))
+            self.scalars[i] = tuple(f"{v}_{k}" for k in "smlh")
+            for vec, out in zip(VECS[:1] + VECS[2:], self.scalars[i]):
+                self.g.node.append(helper.make_node("Gather", [vec, v], [out]))
+        s, m, lo, hi = self.scalars[i]
+        self.g.node.extend([
+            helper.make_node("Div", [src, s], [f"{dst}_d"]),
+            helper.make_node("Add", [f"{dst}_d", m], [f"{dst}_a"]),
+            helper.make_node("Sub", [f"{dst}_a", m], [f"{dst}_r"]),
+            helper.make_node("Clip", [f"{dst}_r", lo, hi], [f"{dst}_c"]),
+            helper.make_node("Mul", [f"{dst}_c", s], [dst])])
+        return dst
+
+    def const(self, t: str) -> str:
+        """The quantized weight or S32 bias (shared by every copy), or t itself."""
+        wq = self.q.weights
+        if t in self.consts or (t not in wq and t not in self.bias):
+            return self.consts.get(t, t)
+        name = self.consts[t] = f"{t}__axq"
+        if t in wq:
+            self.g.initializer.append(numpy_helper.from_array(wq[t].dequantized(), name))
         else:
-            return t
-        return done[t]
+            x, w = self.bias[t]
+            self.g.initializer.extend([
+                numpy_helper.from_array(self.model.weight(t).astype(np.float32), f"{name}__float"),
+                numpy_helper.from_array(wq[w].scale.astype(np.float32), f"{name}__sw")])
+            # NOTE: as in the Reference graph: S32 at s_in * s_w, float where x is not quantized.
+            self.g.node.extend(_bias_nodes_fq(name, self.index[x]))
+        return name
 
-    out = {t: src(t) for t in model.inputs if t in index}
-    for n in model.nodes:
-        if not any(o in index for o in n.output):
-            continue
-        s = g.node.add()
-        s.CopyFrom(n)
-        s.name = f"{n.name}__pl"
-        s.input[:] = [src(i) if i else i for i in n.input]
-        s.output[:] = [f"{o}__plr" if o else o for o in n.output]
-        for o in n.output:
-            if o in index:
-                out[o] = f"{o}__pl"
-                g.node.extend(_fake_quant_nodes(index[o], f"{o}__plr", out[o]))
-    return out
+    def layers(self, sfx: str, chain: bool) -> dict[str, str]:
+        """A quantized copy of every layer; float tensor -> its quantized value in the copy.
+
+        chain=True (EndToEnd): the layers read each other's quantized outputs. chain=False
+        (PerLayer): each layer reads the float tensors through their fake-quantizers, so it
+        runs alone; layers without float outputs are not copied.
+        """
+        read: dict[str, str] = {}
+        out: dict[str, str] = {}
+
+        def src(t: str) -> str:
+            if t not in read and t in self.index:
+                read[t] = self.fq(t, t, f"{t}{sfx}_in")
+            return read.get(t) or self.const(t)
+
+        for x in self.model.inputs:
+            if x in self.index:
+                out[x] = src(x)
+        for n in self.model.nodes:
+            if not chain and not any(o in self.index for o in n.output):
+                continue
+            c = self.g.node.add()
+            c.CopyFrom(n)
+            c.name = f"{n.name}{sfx}"
+            c.input[:] = [src(i) if i else i for i in n.input]
+            c.output[:] = [f"{o}{sfx}" + ("_raw" if o in self.index else "") if o else o
+                           for o in n.output]
+            for o, raw in zip(n.output, c.output):
+                if o in self.index:
+                    out[o] = self.fq(o, raw, f"{o}{sfx}")
+                if chain and o:
+                    read[o] = out.get(o, raw)
+        return out
 
 
-def _add_moments(g: onnx.GraphProto, pairs: list[tuple[str, str]], out: str) -> None:
-    """Output ``out`` [5 * len(pairs)] float64: n, sum x^2, sum y^2, sum d^2, max|d| per pair.
+def _add_moments(g: onnx.GraphProto, pairs: list[tuple[str, str]], out: str,
+                 xs: dict | None = None) -> None:
+    """Output ``out`` [6 * len(pairs)] float64: n, sum x^2, sum y^2, sum d^2, max d, min d.
 
     NOTE: sum(x*y) is not reduced: it is (sum x^2 + sum y^2 - sum d^2) / 2, exact to float64
-    rounding, which saves a pass over every tensor.
+    rounding, which saves a pass over every tensor; ``xs`` shares the x side between groups.
     """
-    xs: dict[str, tuple[str, str, str]] = {}
-    vecs = []
-    D = TensorProto.DOUBLE
+    xs = {} if xs is None else xs
+    vecs, D = [], TensorProto.DOUBLE
     for k, (x, y) in enumerate(pairs):
         if x not in xs:
             v = f"{out}_x{len(xs)}"
@@ -166,37 +201,34 @@ def _add_moments(g: onnx.GraphProto, pairs: list[tuple[str, str]], out: str) -> 
             helper.make_node("Sub", [xd, f"{v}_d"], [f"{v}_e"]),
             helper.make_node("ReduceSumSquare", [f"{v}_d"], [f"{v}_yy"]),
             helper.make_node("ReduceSumSquare", [f"{v}_e"], [f"{v}_dd"]),
-            helper.make_node("Abs", [f"{v}_e"], [f"{v}_a"]),
-            helper.make_node("ReduceMax", [f"{v}_a"], [f"{v}_mx"])])
-        vecs += [n, sxx, f"{v}_yy", f"{v}_dd", f"{v}_mx"]
+            helper.make_node("ReduceMax", [f"{v}_e"], [f"{v}_mx"]),
+            helper.make_node("ReduceMin", [f"{v}_e"], [f"{v}_mn"])])
+        vecs += [n, sxx, f"{v}_yy", f"{v}_dd", f"{v}_mx", f"{v}_mn"]
     g.node.append(helper.make_node("Concat", vecs, [out], axis=0))
-    g.output.append(helper.make_tensor_value_info(out, D, [5 * len(pairs)]))
+    g.output.append(helper.make_tensor_value_info(out, D, [6 * len(pairs)]))
 
 
 def _moments(v: np.ndarray) -> np.ndarray:
-    """[P * 5] in-graph sums -> [P, 6] :data:`axnb.metrics.MOMENTS`."""
-    n, sxx, syy, sdd, mx = v.reshape(-1, 5).T
-    return np.stack([n, (sxx + syy - sdd) / 2, sxx, syy, sdd, mx], axis=-1)
+    """[P * 6] in-graph sums -> [P, 6] :data:`axnb.metrics.MOMENTS`."""
+    n, sxx, syy, sdd, mx, mn = v.reshape(-1, 6).T
+    return np.stack([n, (sxx + syy - sdd) / 2, sxx, syy, sdd, np.maximum(mx, -mn)], axis=-1)
 
 
 def perlayer_values(model: Model, qmodel: QuantModel, feed, tensors=None) -> dict[str, np.ndarray]:
-    """The PerLayer value of tensors for one sample: each layer alone on fake-quantized inputs.
+    """The PerLayer values of one sample: each layer alone on fake-quantized float inputs.
 
     Example:
-        >>> v = perlayer_values(model, qmodel, feed, ["x"])          # doctest: +SKIP
+        >>> perlayer_values(model, qmodel, feed, ["x"])["x"].shape             # doctest: +SKIP
+        (1, 3, 224, 224)
     """
     p = _base(model)
-    names = _add_shadows(p.graph, model, qmodel)
+    names = _Builder(model, p.graph, qmodel).layers("__pl", chain=False)
     tensors = list(tensors or names)
     for t in tensors:
         p.graph.output.append(helper.make_empty_tensor_value_info(names[t]))
     sess = make_session(p, optimize="extended")
-    vals = sess.run([names[t] for t in tensors], {**feed, **_params(model, qmodel)})
+    vals = sess.run([names[t] for t in tensors], {**feed, **_vectors(model, qmodel.qparams)})
     return dict(zip(tensors, vals))
-
-
-def _params(model: Model, qmodel: QuantModel) -> dict[str, np.ndarray]:
-    return qmodel._params or param_vectors(model.activations(), qmodel.qparams)
 
 
 # ---- rows ----------------------------------------------------------------------------------
@@ -277,47 +309,52 @@ def compare(model: Model, qmodel: QuantModel, feeds: Iterable, method="PerLayer"
     many = not isinstance(method, (str, Method))
     methods = [parse_enum(Method, m, "precision_analysis_method")
                for m in (method if many else [method])]
-    backend = qmodel.mode is Mode.Backend
+    backend, e2e, ref = qmodel.mode is Mode.Backend, Method.EndToEnd in methods, reference
+    if ref is None or not backend:
+        ref = qmodel
+    elif ref.qparams != qmodel.qparams or set(ref.weights) != set(qmodel.weights):
+        raise AxnbError("compare: reference was built from other statistics or another plan "
+                        "than qmodel; pass the Reference model of the same stats and plan")
     acts, outs = model.activations(), list(model.outputs)
-    e2e = Method.EndToEnd in methods
-    p, groups = _base(model), {}
-    if not backend:
-        qn = _add_chain(p.graph, qmodel)
-        groups["e2e"] = acts if e2e else [t for t in acts if t in model.outputs]
-        _add_moments(p.graph, [(t, qn[t]) for t in groups["e2e"]], "__axnb_e2e")
+    tensors = acts if e2e else [t for t in acts if t in model.outputs]
+    p, groups, t0 = _base(model), {}, time.time()
+    build = _Builder(model, p.graph, ref)
+    chain = build.layers("__e", chain=True) if e2e or not backend else {}
+    if backend:
+        bq = {t: f"__axnb_b{i}" for i, t in enumerate(tensors)}
+        p.graph.input.extend(helper.make_tensor_value_info(bq[t], TensorProto.FLOAT,
+                                                           model.spec(t).shape) for t in tensors)
+        groups["e2e"] = [(t, bq[t]) for t in tensors]
+        if e2e:
+            groups["rvb"] = [(chain[t], bq[t]) for t in tensors]
+    else:
+        groups["e2e"] = [(t, chain[t]) for t in tensors]
     if Method.PerLayer in methods:
-        pl = _add_shadows(p.graph, model, qmodel)
-        groups["pl"] = acts
-        _add_moments(p.graph, [(t, pl[t]) for t in acts], "__axnb_pl")
-    sess = make_session(p, optimize="extended") if groups else None
-    side = _Backend(model, qmodel, reference, acts if e2e else outs) if backend else None
+        pl = build.layers("__pl", chain=False)
+        groups["pl"] = [(t, pl[t]) for t in acts]
+    xs: dict = {}
+    for k, pairs in groups.items():
+        _add_moments(p.graph, pairs, f"__axnb_{k}", xs)
+    sess = make_session(p, optimize="extended")
     accs = {k: metrics.Accumulator((len(v),)) for k, v in groups.items()}
-    fetch, params, t0 = [f"__axnb_{k}" for k in groups], _params(model, qmodel), time.time()
+    fetch, params = [f"__axnb_{k}" for k in groups], _vectors(model, ref.qparams)
     for feed in tqdm(feeds, desc="compare", unit="sample", disable=not progress):
-        if sess is not None:
-            for k, v in zip(groups, sess.run(fetch, {**feed, **params})):
-                accs[k].add_moments(_moments(v))
-        if side is not None:
-            side.add(feed)
-    if side is not None:
-        groups["e2e"], accs["e2e"], accs["rvb"] = side.tensors, side.acc, side.rvb
-    n = next(iter(accs.values())).samples
+        extra = ({bq[t]: v for t, v in qmodel.run(feed, tensors).items()} if backend else {})
+        for k, v in zip(groups, sess.run(fetch, {**feed, **params, **extra})):
+            accs[k].add_moments(_moments(v))
+    n = accs["e2e"].samples
     if n == 0:
-        from axnb.errors import DataError
         raise DataError("compare: the analysis set is empty")
     res = {k: a.result() for k, a in accs.items()}
-    ei = {t: i for i, t in enumerate(groups["e2e"])}
-    final = {o: {k: float(v[ei[o]]) for k, v in res["e2e"].items()} for o in outs if o in ei}
-    reports = {m: _report(model, qmodel, m, n, time.time() - t0, res, groups, final)
-               for m in methods}
+    final = {o: {k: float(v[tensors.index(o)]) for k, v in res["e2e"].items()} for o in outs}
+    reports = {m: _report(model, qmodel, m, n, time.time() - t0, res, final) for m in methods}
     return {m.value: r for m, r in reports.items()} if many else reports[methods[0]]
 
 
-def _report(model, qmodel, m: Method, n: int, secs: float, res, groups, final) -> LayerReport:
+def _report(model, qmodel, m: Method, n: int, secs: float, res, final) -> LayerReport:
     rows, mode = _tensor_rows(model, qmodel), qmodel.mode
     meta = _meta(model, m.value, mode.value, n, seconds=round(secs, 3),
-                 columns=COLUMNS + ([RVB] if mode is Mode.Backend and m is Method.EndToEnd
-                                    else []))
+                 columns=COLUMNS + ([RVB] if "rvb" in res and m is Method.EndToEnd else []))
     if m is Method.EndToEnd:
         extra = {RVB: res["rvb"]["Cosin"]} if "rvb" in res else None
         rows = _with_metrics(rows, res["e2e"], extra)
@@ -329,58 +366,19 @@ def _report(model, qmodel, m: Method, n: int, secs: float, res, groups, final) -
     return LayerReport(rows, meta, final)
 
 
-class _Backend:
-    """EndToEnd of a QDQ model run as it is: float, Backend and Reference tensors per sample."""
-
-    def __init__(self, model: Model, qmodel: QuantModel, reference, tensors: list[str]):
-        self.model, self.qmodel, self.tensors = model, qmodel, list(tensors)
-        if reference is None:
-            proto, _, qnames = reference_model(model, qmodel.weights, qmodel.bias_s32)
-            reference = QuantModel(model, Mode.Reference, qmodel.plan, qmodel.qparams,
-                                   qmodel.weights, qmodel.bias_s32, proto, qnames,
-                                   _params(model, qmodel))
-        self.ref = reference
-        self.float = model.session(model.with_outputs(self.tensors))
-        k = len(self.tensors)
-        self.acc, self.rvb = metrics.Accumulator((k,)), metrics.Accumulator((k,))
-        self.msess = make_session(self._metric_graph(), optimize="extended")
-
-    def _metric_graph(self) -> onnx.ModelProto:
-        """Inputs x_i (float), b_i (Backend), r_i (Reference) -> in-graph moments."""
-        g = helper.make_graph([], "axnb_metrics", [], [],
-                              [numpy_helper.from_array(np.array([-1], np.int64), FLAT)])
-        for i, t in enumerate(self.tensors):
-            spec = self.model.spec(t)
-            for c in "xbr":
-                g.input.append(helper.make_tensor_value_info(f"{c}{i}", TensorProto.FLOAT,
-                                                             list(spec.shape)))
-        k = range(len(self.tensors))
-        _add_moments(g, [(f"x{i}", f"b{i}") for i in k], "__axnb_e2e")
-        _add_moments(g, [(f"r{i}", f"b{i}") for i in k], "__axnb_rvb")
-        return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-
-    def add(self, feed) -> None:
-        f = self.float.run(self.tensors, feed)
-        b = self.qmodel.run(feed, self.tensors)
-        r = self.ref.run(feed, self.tensors)
-        ins = {}
-        for i, t in enumerate(self.tensors):
-            ins.update({f"x{i}": f[i], f"b{i}": b[t], f"r{i}": r[t]})
-        e, v = self.msess.run(["__axnb_e2e", "__axnb_rvb"], ins)
-        self.acc.add_moments(_moments(e))
-        self.rvb.add_moments(_moments(v))
-
-
 # ---- isolation -----------------------------------------------------------------------------
-def _iso_graph(model: Model, q: QuantModel) -> tuple[onnx.ModelProto, dict[str, str]]:
-    """Reference graph with float weights that a run can override (weights and biases as
-    inputs with their float values as defaults), so one session isolates every layer."""
-    p, _, qnames = reference_model(model, {}, bias_s32=False)
-    have = {i.name for i in p.graph.input}
-    for t in p.graph.initializer:
-        if t.name in _layer_weights(model, q, model.nodes) and t.name not in have:
-            p.graph.input.append(helper.make_tensor_value_info(t.name, t.data_type, t.dims))
-    return p, qnames
+def _iso_graph(model: Model, q: QuantModel) -> onnx.ModelProto:
+    """The float model with a fake-quantizer on every tensor (off unless the vectors say on) and
+    the weights and biases as inputs (float by default), so one session isolates every layer."""
+    p = _base(model)
+    build = _Builder(model, p.graph, q)
+    for t, (src, dst) in _rewire(p, model.activations()).items():
+        build.fq(t, src, dst)
+    inits = {t.name: t for t in p.graph.initializer}
+    for w in _layer_weights(model, q, model.nodes):
+        p.graph.input.append(helper.make_tensor_value_info(w, inits[w].data_type,
+                                                           inits[w].dims))
+    return _sorted(p)
 
 
 def _layer_weights(model: Model, q: QuantModel, nodes) -> dict[str, np.ndarray]:
@@ -405,7 +403,6 @@ def _iso_layers(model: Model, q: QuantModel, layers) -> tuple[list[str], list[st
         layers = [layers] if isinstance(layers, str) else list(layers)
         for name in layers:
             if name not in model.node_by_name:
-                from axnb.errors import ModelError, did_you_mean
                 raise ModelError(f"isolation: unknown layer {name!r}"
                                  f"{did_you_mean(name, model.node_by_name)}")
         return layers, []
@@ -449,9 +446,8 @@ def isolation(model: Model, stats, plan, feeds: Iterable, layers=None, method=No
     q = simulate(model, stats, plan, "Reference", method)
     feeds, outs, acts = list(feeds), list(model.outputs), model.activations()
     names, skipped = _iso_layers(model, q, layers)
-    proto, qnames = _iso_graph(model, q)
-    sess, fetch = make_session(proto, optimize="extended"), [qnames[o] for o in outs]
-    off, times = param_vectors(acts, {}), []
+    sess, fetch = make_session(_iso_graph(model, q), optimize="extended"), outs
+    off, times = _vectors(model, {}), []
     ref = []
     for f in feeds:
         t0 = time.perf_counter()
@@ -463,12 +459,13 @@ def isolation(model: Model, stats, plan, feeds: Iterable, layers=None, method=No
     log.info(msg)
     if progress:
         tqdm.write(msg)
-    final = _score(sess, fetch, feeds, ref, q._params, _layer_weights(model, q, model.nodes))
+    final = _score(sess, fetch, feeds, ref, _vectors(model, q.qparams),
+                   _layer_weights(model, q, model.nodes))
     rows = []
     for name in tqdm(names, desc="isolation", unit="layer", disable=not progress):
         n = model.node_by_name[name]
-        vec = param_vectors(acts, {t: q.qparams[t] for t in [*n.input, *n.output]
-                                   if t in q.qparams})
+        vec = _vectors(model, {t: q.qparams[t] for t in [*n.input, *n.output]
+                               if t in q.qparams})
         rows.append(_iso_row(model, plan, n, outs,
                              _score(sess, fetch, feeds, ref, vec, _layer_weights(model, q, [n]))))
     rows.sort(key=lambda r: (not np.isnan(r["Cosin"]), r["Cosin"]))

@@ -105,6 +105,9 @@ class SearchState:
             self.memo[frozenset(layers)] = float(score)
         self.phase, self.stopped = "baseline", ""
         self._pending: frozenset | None = None
+        # NOTE: decisions use only sets this run asked for, so a resumed run replays the same
+        # path (a cache hit never changes the search, it only saves the run)
+        self._seen: set[frozenset] = set()
         self._gen = self._run()
 
     def next(self) -> frozenset[str] | None:
@@ -123,6 +126,7 @@ class SearchState:
 
     def _ask(self, layers: Iterable[str], phase: str) -> Iterator[frozenset]:
         s = frozenset(layers)
+        self._seen.add(s)
         if s not in self.memo:
             if self.budget is not None and len(self.memo) >= self.budget:
                 raise _Budget
@@ -149,7 +153,7 @@ class SearchState:
                 gain[n] = yield from self._ask([n], "rank")
             self.ranked.sort(key=lambda n: -gain[n])  # NOTE: stable: ties keep the order given
         known = {k: self._ok(self.memo[p]) for k in range(len(self.ranked) + 1)
-                 if (p := frozenset(self.ranked[:k])) in self.memo}
+                 if (p := frozenset(self.ranked[:k])) in self._seen}
         hi = min((k for k, ok in known.items() if ok), default=None)
         if hi is None:
             if not self._ok((yield from self._ask(self.ranked, "full"))):

@@ -30,7 +30,7 @@ from axnb.graph import Model, load
 from axnb.outliers import outliers
 from axnb.plan import QuantPlan
 from axnb.simulate import QuantModel, simulate
-from axnb.types import CalibMethod, Mode, QType, parse_enum
+from axnb.types import CalibMethod, Method, Mode, QType, parse_enum
 
 
 def _resolve_config(model, config) -> Config:
@@ -85,6 +85,7 @@ class Workbench:
                                progress=progress, providers=providers)
         self._float: list[dict[str, np.ndarray]] | None = None
         self._qm: dict[Mode, QuantModel] = {}
+        self._reports: dict[tuple, object] = {}
         self._plain = (self.model, self.stats)
         self._smoothed: dict[tuple, tuple] = {}
         self.smooth = None
@@ -181,6 +182,26 @@ class Workbench:
         return {o: float(np.mean([cosine(a[o], b[o]) for a, b in zip(fl, qu)]))
                 for o in self.model.outputs}
 
+    def report(self, method=None, mode=None):
+        """The layer-by-layer precision table (LayerReport) of the current plan, cached.
+
+        Args:
+            method: "PerLayer" or "EndToEnd" (default: the config's precision_analysis_method).
+            mode: "Reference" or "NPUBackend" (default: the workbench mode).
+        """
+        from axnb.compare import compare
+
+        m = parse_enum(Method, method or self.config.quant.precision_analysis_method,
+                       "precision_analysis_method")
+        qm = self.quantized(mode)
+        key = (m, qm.mode, self.plan, self.method, id(self.model))
+        if key not in self._reports:
+            if len(self._reports) >= 16:   # NOTE: bounded: toggling makes a new key each time
+                self._reports.clear()
+            self._reports[key] = compare(self.model, qm, self.samples, method=m,
+                                         progress=self.progress)
+        return self._reports[key]
+
     def outliers(self, weights: bool = False):
         """The outlier table of the calibration statistics."""
         return outliers(self.stats, self.model, weights=weights)
@@ -189,6 +210,12 @@ class Workbench:
     def export_quantized(self, path: str | Path) -> Path:
         """Write the QDQ ``quantized.onnx`` of the current plan."""
         return self.quantized().save(path)
+
+    def export_html(self, path: str | Path, reports: dict | None = None) -> Path:
+        """Write the self-contained HTML report (see :mod:`axnb.view.report`)."""
+        from axnb.view.report import write_report
+
+        return write_report(self, path, reports=reports)
 
     def export_config(self, path: str | Path) -> Path:
         """Write the config with the current method and the plan as ``layer_configs``."""

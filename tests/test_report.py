@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -116,7 +117,7 @@ def test_zoo_report_is_offline_html_with_verdict_table_and_svg(wb, zoo_report):
                  "mean((x - y)^2)", "10 log10(sum x^2 / sum (x - y)^2)", "max |x - y|",
                  f"Calibration: {wb.stats.samples} samples", "Analysis: 4 samples",
                  "<details>", '"calibration_method": "MinMax"', wb.plan.summary()):
-        assert what in html, what
+        assert what in unescape(html), what
     assert os.listdir(zoo_report.parent) == ["report.html"]        # temp file renamed away
 
 
@@ -126,7 +127,7 @@ def test_bad_verdict_states_next_steps_with_figures(wb):
     html = render_report(wb, {"PerLayer": per}, threshold=0.99999)
     v = html[html.index('id="verdict"'):html.index('id="final"')]
     assert 'class="verdict bad"' in html and "&lt; 99.999%" in v
-    assert f"{under} of 30 tensors are under 99.9%" in v
+    assert f"{under} of 30 tensors under 99.9%" in v
     worst = per.sort_values("Cosin")["Operator"].iloc[0]
     assert worst in v and "U16" in v
     assert "Percentile or MSE" in v and "now MinMax" in v
@@ -186,3 +187,27 @@ def test_report_opens_in_headless_chromium(zoo_report, tmp_path):
     assert errors == []
     assert requests == [zoo_report.as_uri()]
     assert (tmp_path / "report.png").stat().st_size > 10_000
+
+
+def test_smoothquant_section_when_applied(wb, monkeypatch):
+    from axnb.smooth import SmoothResult
+
+    row = {"tensor": "p2o.pd_op.add.2.0", "consumers": ("p2o.pd_op.conv2d.16.0",),
+           "level>=3 ratio before": 0.52, "qualified": True}
+    res = SmoothResult(wb.model, {}, ({**row, "producer op": "Conv", "s min": 1.4},),
+                       ({**row, "tensor": "x", "reason": "no producer to absorb 1/s"},), 0.6, 0.2)
+    monkeypatch.setattr(wb, "smooth", res)
+    html = render_report(wb, {}, threshold=0.99999)
+    assert 'id="smooth"' in html and "1 tensors smoothed, 1 skipped" in html
+    assert "no producer to absorb 1/s" in html and "p2o.pd_op.conv2d.16.0" in html
+    assert "SmoothQuant is on (1 tensors smoothed, alpha 0.6)" in html
+
+
+def test_plan_section_lists_non_u8_layers_and_why(wb, monkeypatch):
+    monkeypatch.setattr(wb, "plan", wb.plan.set(["Relu.1", "Softmax.0"], "U16"))
+    html = render_report(wb, {})
+    plan = html[html.index('id="plan"'):html.index('id="samples"')]
+    assert wb.plan.summary() in plan and "2 U16" in plan
+    rows = re.findall(r'<tr class="hp">(.*?)</tr>', plan)
+    assert rows and all("U16" in r for r in rows)
+    assert any("override" in r for r in rows) and any("promoted by" in r for r in rows)

@@ -50,8 +50,17 @@ def test_finds_exactly_the_minimal_set(rank):
     phases = [p for _, p in log]
     assert phases[0] == "baseline" and set(phases) <= {"baseline", "rank", "full", "bisect",
                                                        "prune"}
-    if rank:   # singletons rank the needed layers first: k = 3 and nothing to prune
-        assert phases.count("rank") == 50 and len(log) <= 50 + 2 + 6 + 2
+    if rank:   # singletons rank the needed layers first: gallop 2, 4, 3; prune 2 (1 known)
+        assert phases.count("rank") == 50 and len(log) == 1 + 50 + 1 + 3 + 2
+
+
+def test_a_known_passing_prefix_skips_full_and_bisect():
+    log = []
+    s = SearchState(LAYERS, target=0.9, rank=True)
+    while (want := s.next()) is not None:
+        log.append(want)
+        s.tell(want, 0.95 if "L7" in want else 0.5)
+    assert s.promoted == ("L7",) and s.met and len(log) == 1 + 50
 
 
 def test_baseline_meeting_the_target_stops_at_once():
@@ -193,3 +202,8 @@ def test_bad_arguments(broken):
     first = search(wb, target=0.0, qtype="FP32", progress=False)
     with pytest.raises(AxnbError, match="qtype"):
         search(wb, target=0.9, qtype="U16", resume=first, progress=False)
+    base = wb.plan
+    wb.set_qtype(wb.plan.layers()[0], "U16")
+    with pytest.raises(AxnbError, match="not the one the previous search started from"):
+        search(wb, target=0.0, qtype="FP32", resume=first, progress=False)
+    wb.set_plan(base)

@@ -29,7 +29,8 @@ def layer_frame(n: int = 8, seed: int = 0) -> pd.DataFrame:
     qd[1], qd[2] = "U16", "FP32"
     return pd.DataFrame({
         "Operator": [f"layer_{i}" for i in range(n)], "Type": ["Conv"] * n,
-        "Output Tensor": [f"t{i}" for i in range(n)], "Original Tensor": [f"t{i}" for i in range(n)],
+        "Output Tensor": [f"t{i}" for i in range(n)],
+        "Original Tensor": [f"t{i}" for i in range(n)],
         "Shape": [(1, 8, 4, 4)] * n, "DType": ["FP32"] * n, "QDType": qd, "Cosin": cos,
         "MSE": 1 - cos, "SQNR": 10 * np.log10(1 / np.maximum(1 - cos, 1e-9)),
         "MaxAbs": (1 - cos) * 3, "Source": ["default"] * n}, columns=LAYER_COLUMNS)

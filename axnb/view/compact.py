@@ -19,6 +19,8 @@ from markupsafe import Markup, escape
 
 from axnb.view.tables import HIGH_PRECISION, LAYER_FORMATS, cosine_colour
 
+QTYPE_COLUMNS = ("QDType", "qtype")
+
 
 def cosine_bucket(c: float, threshold: float = 0.98, fine: float = 0.999) -> int:
     """0 under ``threshold``, 1-4 from threshold to ``fine``, 5-7 from fine to 1; -1 for NaN.
@@ -69,7 +71,7 @@ def table(df, threshold=0.98, fine=0.999, index=False, cls="t") -> Markup:
     out = [f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>']
     for i, row in zip(df.index, df.itertuples(index=False)):
         cells = [f"<td>{i}</td>"] if index else []
-        hp = any(str(v) in HIGH_PRECISION for c, v in zip(cols, row) if c == "QDType")
+        hp = any(str(v) in HIGH_PRECISION for c, v in zip(cols, row) if c in QTYPE_COLUMNS)
         for c, v in zip(cols, row):
             k = cosine_bucket(float(v), threshold, fine) if "Cosin" in c and is_number(v) else -1
             cells.append(f'<td class="k{k}">' if k >= 0 else "<td>")

@@ -24,7 +24,7 @@ from pathlib import Path
 from markupsafe import Markup, escape
 
 from axnb.view.compact import bucket_css, is_number, table
-from axnb.view.tables import frame_of, io_specs, outlier_table, plan_table, to_html
+from axnb.view.tables import frame_of, io_specs, outlier_table, to_html
 from axnb.view.verdict import line, verdict
 
 LAYER_COLUMNS = ("Operator", "Type", "Output Tensor", "Original Tensor", "Shape", "DType",
@@ -41,12 +41,29 @@ RVB_ROWS = 50
 
 
 def _mode(value) -> str:
+    from axnb.errors import ConfigError
     from axnb.types import Mode, parse_enum
 
     try:
         return parse_enum(Mode, value).value
-    except Exception:  # noqa: BLE001 - free text in a DataFrame's attrs
+    except ConfigError:  # NOTE: free text in a DataFrame's attrs is shown as it is
         return str(value or "")
+
+
+def _meta_parts(meta: dict) -> tuple[list[str], list[tuple]]:
+    """(notes, chips): note texts (lists flattened) and the scalar items to show."""
+    notes = [str(n) for k, v in meta.items() if "note" in k.lower() or "subsampl" in k.lower()
+             for n in (v if isinstance(v, (list, tuple)) else [v])]
+    chips = [(k, getattr(v, "value", v)) for k, v in meta.items()
+             if k not in ("kind", "columns") and isinstance(v, (str, int, float, Enum))]
+    return notes, chips
+
+
+def _graph_order(df, wb):
+    # NOTE: isolation rows come worst first; plot and number them in graph order.
+    pos = {n.name: j for j, n in enumerate(wb.model.nodes)}
+    order = df["Operator"].map(pos).fillna(len(pos)).argsort(kind="stable")
+    return df.iloc[order].reset_index(drop=True)
 
 
 def _final_rows(final, label: str, mode: str) -> list[dict]:
@@ -83,6 +100,8 @@ def _layer_section(i: int, label: str, rep, wb, threshold: float, fine: float) -
 
     df, meta, final = frame_of(rep)
     df = df.reset_index(drop=True)
+    if meta.get("kind") == "layers" and "Operator" in df:
+        df = _graph_order(df, wb)
     cols = [c for c in LAYER_COLUMNS if c in df] + [c for c in df if c not in LAYER_COLUMNS]
     if "Original Tensor" in df and (df["Original Tensor"] == df.get("Output Tensor")).all():
         cols.remove("Original Tensor")
@@ -90,10 +109,7 @@ def _layer_section(i: int, label: str, rep, wb, threshold: float, fine: float) -
     svg = fig_to_svg(cosine_along_depth(df, threshold, u16=u16, fine=fine, title=label))
     worst = df.iloc[df["Cosin"].fillna(math.inf).argsort(kind="stable")]
     mode = _mode(meta.get("mode", ""))
-    notes = [str(n) for k, v in meta.items() if "note" in k.lower() or "subsampl" in k.lower()
-             for n in (v if isinstance(v, (list, tuple)) else [v])]
-    chips = [(k, getattr(v, "value", v)) for k, v in meta.items()
-             if k not in ("kind", "columns") and isinstance(v, (str, int, float, Enum))]
+    notes, chips = _meta_parts(meta)
     return {"id": f"layers{i}", "label": label, "df": df, "meta": meta, "mode": mode,
             "method": str(getattr(meta.get("method"), "value", meta.get("method", ""))),
             "final": _final_rows(final, f"{label} report", mode), "notes": notes, "chips": chips,
@@ -167,7 +183,7 @@ def _plan(wb) -> dict:
     df = wb.plan.to_frame()
     keep = df[(df["qtype"] != wb.plan.default.value) & (df["qtype"] != "S8")]
     return {"summary": wb.plan.summary(), "n": len(keep),
-            "table": Markup(to_html(plan_table(keep))) if len(keep) else None}
+            "table": table(keep, cls="t sortable") if len(keep) else None}
 
 
 def _outliers(wb) -> dict:
@@ -206,7 +222,8 @@ def render_report(workbench, reports: dict | None = None, extra: dict | None = N
     Args:
         workbench: an :class:`axnb.Workbench`.
         reports: label -> LayerReport (or its DataFrame, ``attrs["meta"]``/``attrs["final"]``);
-            None runs the config's precision_analysis_method when axnb.compare is available.
+            None runs EndToEnd and PerLayer (the configured method first) with
+            ``wb.report`` if the Workbench has it, else :func:`axnb.compare.compare`.
         extra: more sections, title -> Figure, Styler, DataFrame, Markup or text.
         threshold: the final-output cosine line (98%, Pulsar2's guide).
         fine: the per-layer line (99.9%).

@@ -56,17 +56,32 @@ def _under(df, fine: float):
 
 
 def layer_step(reports: Sequence[tuple[str, object, dict]], fine: float) -> tuple[str, str]:
-    """(where the loss is, which layers to set to U16) from the best report available."""
-    per = [r for r in reports if str(r[2].get("method", "")).startswith("PerLayer")]
+    """(where the loss is, which layers to set to U16) from the best report available.
+
+    Example:
+        >>> import pandas as pd
+        >>> df = pd.DataFrame({"Operator": ["a", "b"], "Cosin": [0.99, 0.9999]})
+        >>> layer_step([("PerLayer", df, {"method": "PerLayer"})], 0.999)[0]
+        'PerLayer: 1 of 2 tensors under 99.9%; worst: a (0.9900).'
+    """
+    def method(r) -> str:
+        return str(r[2].get("method", ""))
+
+    # NOTE: PerLayer (each layer's own error) beats Isolation (each layer alone, scored at
+    # the outputs) beats EndToEnd (accumulated) for naming the layers to fix.
+    per = sorted((r for r in reports if method(r) in ("PerLayer", "Isolation")),
+                 key=lambda r: method(r) != "PerLayer")
     e2e = [r for r in reports if r not in per]
     if per:
-        label, df, _ = per[0]
-        label = _name(label, "PerLayer")
+        label, df, meta = per[0]
+        label, what = _name(label, method(per[0])), "tensors"
+        if method(per[0]) == "Isolation":
+            what = "layers, quantized alone, leave the outputs"
         bad = _under(df, fine).sort_values("Cosin", kind="stable")
         if bad.empty:
-            return (f"{label}: no layer is under {line(fine)}; the loss is spread "
-                    "over many layers, so try another calibration method first.", "")
-        return (f"{label}: {len(bad)} of {len(df)} tensors are under {line(fine)}; "
+            return (f"{label}: nothing is under {line(fine)}; the loss is spread over many "
+                    "layers, so try another calibration method first.", "")
+        return (f"{label}: {len(bad)} of {len(df)} {what} under {line(fine)}; "
                 f"worst: {_names(bad)}.", _names(bad, 3))
     if e2e:
         label, df, _ = e2e[0]

