@@ -285,6 +285,56 @@ class LayerReport:
             raise AxnbError(f"{path}: not a saved LayerReport file")
         return cls(d["rows"], d["meta"], d["final"])
 
+    def to_rich(self, rows: int | None = None):
+        """A rich Table (cosine coloured: >= 0.999 green, >= 0.99 yellow, else red)."""
+        from rich.table import Table
+
+        df = self.to_frame()
+        fin = "; ".join(f"{o}: Cosin {m['Cosin']:.6f}" for o, m in self.final.items())
+        notes = " ".join(self.meta.get("notes", []))
+        t = Table(title=self.title, caption=f"{self.meta.get('samples')} samples (all used); "
+                  f"final {fin}. {notes}".strip())
+        for c in df.columns:
+            t.add_column(c, justify="right" if df[c].dtype.kind == "f" else "left")
+        for r in df.head(rows).itertuples(index=False):
+            t.add_row(*[f"[{_cos_style(v)}]{_fmt(c, v)}[/]" if c == "Cosin" else _fmt(c, v)
+                        for c, v in zip(df.columns, r)])
+        return t
+
+    def to_mermaid(self) -> str:
+        """A mermaid ``graph TD``: a node per row's tensor (shape, types, cosine, MSE), edges
+        labelled with op type and node name, nodes coloured by cosine."""
+        def q(s) -> str:
+            return str(s).replace('"', "#quot;").replace("|", "#124;")
+
+        ids = {r["Output Tensor"]: f"t{i}" for i, r in enumerate(self.rows)}
+        lines, cls = ["graph TD"], {"good": [], "warn": [], "bad": []}
+        for r in self.rows:
+            i, c = ids[r["Output Tensor"]], r["Cosin"]
+            shape = "x".join(map(str, r.get("Shape", []))) or r.get("Operator", "")
+            lines.append(f'  {i}["{q(r["Output Tensor"])}<br/>{shape}<br/>'
+                         f'{r.get("DType", "FP32")}->{r["QDType"]}<br/>'
+                         f'cos {c:.6f} mse {r["MSE"]:.3e}"]')
+            cls[{"green": "good", "yellow": "warn"}.get(_cos_style(c), "bad")].append(i)
+        for a, b, op, name in self.meta.get("edges", []):
+            if a in ids and b in ids:
+                lines.append(f'  {ids[a]} -->|"{q(op)} {q(name)}"| {ids[b]}')
+        lines += [f"  classDef {k} fill:{f},stroke:{s}" for k, f, s in _MERMAID_CLASSES]
+        lines += [f"  class {','.join(v)} {k}" for k, v in cls.items() if v]
+        return "\n".join(lines) + "\n"
+
+    def write_debug(self, out_dir: str | Path) -> tuple[Path, Path]:
+        """Write Pulsar2's ``quant/debug/precision_analysis_table.txt`` (the rich table as wide
+        plain text) and ``precision_analysis.mmd``; temp names, then rename."""
+        from rich.console import Console
+
+        d = Path(out_dir) / "quant" / "debug"
+        con = Console(file=io.StringIO(), width=4000, record=True, color_system=None)
+        con.print(self.to_rich())
+        text = "\n".join(ln.rstrip() for ln in con.export_text().splitlines()) + "\n"
+        return (_atomic_write(d / "precision_analysis_table.txt", text.encode()),
+                _atomic_write(d / "precision_analysis.mmd", self.to_mermaid().encode()))
+
     def _repr_html_(self) -> str:
         import html
 
@@ -298,3 +348,19 @@ class LayerReport:
         fin = ", ".join(f"{o}={m['Cosin']:.5f}" for o, m in self.final.items())
         return (f"LayerReport({self.meta.get('method')} {self.meta.get('mode')}: "
                 f"{len(self.rows)} rows, {self.meta.get('samples')} samples, final cosine {fin})")
+
+
+_MERMAID_CLASSES = (("good", "#c8f7c5", "#2e7d32"), ("warn", "#fff3b0", "#b8860b"),
+                    ("bad", "#ffc9c9", "#c62828"))
+
+
+def _cos_style(v: float) -> str:
+    """green / yellow / red for cosine >= 0.999 / >= 0.99 / below (NaN: red)."""
+    return "green" if v >= 0.999 else "yellow" if v >= 0.99 else "red"
+
+
+def _fmt(col: str, v) -> str:
+    if isinstance(v, float):
+        return f"{v:.6f}" if col.startswith(("Cosin", "Ref vs")) else \
+            f"{v:.2f}" if col == "SQNR" else f"{v:.4e}"
+    return str(tuple(v)) if isinstance(v, list) else str(v)

@@ -1,12 +1,8 @@
 """`Explorer`: the notebook UI over a Workbench (Summary, Layers, Outliers, Graph, Export).
 
-Thin: every control calls the Workbench or :mod:`axnb.widgets.logic`, every picture comes
-from :mod:`axnb.view`. Only the visible page of the layer table exists as widgets, so a model
-with thousands of layers renders as fast as a small one.
-
-Example:
-    >>> from axnb.widgets import Explorer                          # doctest: +SKIP
-    >>> Explorer(wb)                                               # doctest: +SKIP
+Thin: controls call the Workbench and :mod:`axnb.widgets.logic`, pictures come from
+:mod:`axnb.view`. Only one page of the layer table exists as widgets, reused from page to page,
+so a model with thousands of layers renders as fast as a small one.
 """
 
 from __future__ import annotations
@@ -24,8 +20,9 @@ import ipywidgets as W
 from axnb.widgets import logic as L
 
 TITLES = ("Summary", "Layers", "Outliers", "Graph", "Export")
-WIDTHS = (44, 230, 110, 250, 56, 96, 76, 56)
-HEADERS = ("#", "Operator", "Type", "Output Tensor", "QDType", "Cosin", "MSE", "SQNR")
+COLUMNS = (("#", 44), ("Operator", 230), ("Type", 110), ("Output Tensor", 250),
+           ("QDType", 56), ("Cosin", 96), ("MSE", 76), ("SQNR", 56))
+WIDTHS = tuple(w for _, w in COLUMNS)
 
 
 def _png(fig) -> bytes:
@@ -34,28 +31,26 @@ def _png(fig) -> bytes:
     return base64.b64decode(fig_to_png_b64(fig))
 
 
-def _dd(options, value, desc) -> W.Dropdown:
-    return W.Dropdown(options=list(options), value=value, description=desc,
-                      layout=W.Layout(width="230px"))
+def _box(*children, cls=W.HBox, **layout):
+    return cls(list(children), layout=W.Layout(**layout))
 
 
 class Explorer(W.VBox):
-    """Interactive accuracy explorer of one Workbench; display it as a notebook cell's result.
+    """Interactive accuracy explorer of one Workbench; display it as a cell's result.
 
     Args:
-        workbench: an :class:`axnb.Workbench` (its plan, method and mode are changed in place).
+        workbench: an :class:`axnb.Workbench` (its plan, method and mode change in place).
         page_size: rows of the layer table per page.
         analysis: "EndToEnd" or "PerLayer" (default: the config's precision_analysis_method).
 
     Attributes:
-        report, df, final: the current LayerReport, its DataFrame, output -> final cosine.
-        last_seconds: how long the last action took (re-analysis included).
-        last_error: the exception of the last action, or None.
+        report, df, final: the current LayerReport, its frame, output -> final cosine.
+        last_seconds, last_error: time and exception (or None) of the last action.
 
     Example:
         >>> ex = Explorer(wb); ex                                   # doctest: +SKIP
-        >>> ex.toggles[3].value = True      # same as clicking row 3's U16 toggle
-        >>> ex.close()                      # also stops the netron servers
+        >>> ex.toggles[3].value = True     # as clicking row 3's U16 toggle  # doctest: +SKIP
+        >>> ex.close()                     # also stops the netron servers   # doctest: +SKIP
     """
 
     def __init__(self, workbench, page_size: int = 25, analysis: str | None = None) -> None:
@@ -64,131 +59,120 @@ class Explorer(W.VBox):
         self.analysis = analysis or workbench.config.quant.precision_analysis_method.value
         self.report = self.df = self.last_seconds = self.last_error = None
         self.final: dict[str, float] = {}
-        self._servers: list = []
+        self._servers, self._sync, self._stale = [], False, {2, 3}
         self._tmp = Path(tempfile.mkdtemp(prefix="axnb-explorer-"))
-        self._sync, self._stale = False, {2, 3}
         self.status = W.HTML().add_class("axnb-status")
         self.progress = W.IntProgress(min=0, max=3, layout=W.Layout(width="160px"))
         self.timing = W.Label().add_class("axnb-timing")
-        self.tabs = W.Tab(children=[self._summary_tab(), self._layers_tab(),
-                                    self._outliers_tab(), self._graph_tab(),
-                                    self._export_tab()], titles=TITLES)
+        self.summary_html = W.HTML().add_class("axnb-summary")
+        self.tabs = W.Tab([self.summary_html, self._layers_tab(), self._outliers_tab(),
+                           self._graph_tab(), self._export_tab()], titles=TITLES)
         self.tabs.observe(self._on_tab, "selected_index")
         self.children = [self.status, W.HBox([self.progress, self.timing]), self.tabs]
         self.run("analysis")
 
     # ---- building ------------------------------------------------------------------------
-    def _summary_tab(self) -> W.Widget:
-        self.summary_html = W.HTML().add_class("axnb-summary")
-        return W.VBox([self.summary_html])
-
     def _layers_tab(self) -> W.Widget:
-        wb = self.wb
-        self.calib = _dd(L.CALIB_METHODS, wb.method.value, "Calibration")
-        self.method = _dd(L.ANALYSIS_METHODS, self.analysis, "Analysis")
-        self.mode = _dd(L.MODES, wb.mode.value, "Mode")
-        self.smooth = W.Checkbox(value=wb.smooth is not None, description="SmoothQuant",
-                                 indent=False)
-        self.all_u8, self.all_u16, self.reset = (W.Button(description=d) for d in
-                                                 ("all U8", "all U16", "reset to config"))
-        self.calib.observe(lambda c: self.run(f"calibration {c.new}",
-                                              lambda: wb.set_method(c.new)), "value")
-        self.method.observe(lambda c: self.run(f"analysis {c.new}",
-                                               lambda: setattr(self, "analysis", c.new)), "value")
-        self.mode.observe(lambda c: self.run(f"mode {c.new}", lambda: wb.set_mode(c.new)),
-                          "value")
-        self.smooth.observe(lambda c: self.run(f"SmoothQuant {'on' if c.new else 'off'}",
-                                               lambda: self._set_smooth(c.new)), "value")
-        self.all_u8.on_click(lambda _: self.run("all U8", lambda: wb.set_all("U8")))
-        self.all_u16.on_click(lambda _: self.run("all U16", lambda: wb.set_all("U16")))
-        self.reset.on_click(lambda _: self.run("reset", wb.reset_plan))
+        wb, lay = self.wb, W.Layout(width="230px")
+        self.calib = W.Dropdown(options=L.CALIB_METHODS, value=wb.method.value,
+                                description="Calibration", layout=lay)
+        self.method = W.Dropdown(options=L.ANALYSIS_METHODS, value=self.analysis,
+                                 description="Analysis", layout=lay)
+        self.mode = W.Dropdown(options=L.MODES, value=wb.mode.value, description="Mode",
+                               layout=lay)
+        self.smooth = W.Checkbox(value=wb.smooth is not None, description="SmoothQuant")
+        for w, label, fn in ((self.calib, "calibration", lambda v: wb.set_method(v)),
+                             (self.method, "analysis", lambda v: setattr(self, "analysis", v)),
+                             (self.mode, "mode", lambda v: wb.set_mode(v)),
+                             (self.smooth, "SmoothQuant", self._set_smooth)):
+            w.observe(lambda c, label=label, fn=fn: self.run(f"{label} {c.new}",
+                                                             lambda: fn(c.new)), "value")
+        buttons = []
+        for label, fn in (("all U8", lambda: wb.set_all("U8")),
+                          ("all U16", lambda: wb.set_all("U16")),
+                          ("reset to config", lambda: wb.reset_plan())):
+            buttons.append(W.Button(description=label))
+            buttons[-1].on_click(lambda _, label=label, fn=fn: self.run(label, fn))
+        self.all_u8, self.all_u16, self.reset = buttons
         self.search = W.Text(placeholder="search name / type", continuous_update=False,
                              layout=W.Layout(width="200px"))
-        self.worst = W.BoundedIntText(value=0, min=0, max=10**6, description="worst N",
+        self.worst = W.BoundedIntText(0, min=0, max=10**6, description="worst N",
                                       layout=W.Layout(width="150px"))
-        self.sort = _dd(L.SORTS, "depth", "Sort")
-        self.page = W.BoundedIntText(value=1, min=1, max=1, description="page",
+        self.sort = W.Dropdown(options=L.SORTS, value="depth", description="Sort", layout=lay)
+        self.page = W.BoundedIntText(1, min=1, max=1, description="page",
                                      layout=W.Layout(width="140px"))
         self.pages = W.Label()
-        prev, nxt = W.Button(description="<", layout=W.Layout(width="36px")), \
-            W.Button(description=">", layout=W.Layout(width="36px"))
+        prev, nxt = (W.Button(description=d, layout=W.Layout(width="36px")) for d in "<>")
         prev.on_click(lambda _: setattr(self.page, "value", max(1, self.page.value - 1)))
         nxt.on_click(lambda _: setattr(self.page, "value", min(self.page.max,
                                                                self.page.value + 1)))
         for w in (self.search, self.worst, self.sort):
             w.observe(self._on_filter, "value")
         self.page.observe(lambda _: self._sync or self.show_table(), "value")
-        self.toggles, self.cells, rows = [], [], []
-        for i in range(self.page_size):
-            tb = W.ToggleButton(description="U16", layout=W.Layout(width="56px"))
+        self.toggles = [W.ToggleButton(description="U16", layout=W.Layout(width="64px"))
+                        for _ in range(self.page_size)]
+        self.cells = [W.HTML() for _ in range(self.page_size)]
+        self._rows = [_box(t, c, align_items="center") for t, c in zip(self.toggles, self.cells)]
+        self._row_layers: list[str | None] = [None] * self.page_size
+        for i, tb in enumerate(self.toggles):
             tb.add_class("axnb-u16-toggle")
             tb.observe(lambda c, i=i: self._on_toggle(i, c.new), "value")
-            cell = W.HTML()
-            self.toggles.append(tb)
-            self.cells.append(cell)
-            rows.append(W.HBox([tb, cell], layout=W.Layout(align_items="center")))
-        self._rows, self._row_layers = rows, [None] * self.page_size
         head = "".join(f'<div style="width:{w}px;padding:0 4px"><b>{h}</b></div>'
-                       for h, w in zip(HEADERS, WIDTHS))
-        self.table = W.VBox([W.HTML(f'<div style="display:flex;font:12px monospace;'
-                                    f'margin-left:60px">{head}</div>'), *rows])
-        self.table.add_class("axnb-table")
+                       for h, w in COLUMNS)
+        head = W.HTML(f'<div style="display:flex;font:12px monospace;margin-left:70px">'
+                      f"{head}</div>")
+        self.table = _box(head, *self._rows, cls=W.VBox).add_class("axnb-table")
         self.plot = W.Image(format="png", layout=W.Layout(max_width="900px"))
-        return W.VBox([
-            W.HBox([self.calib, self.method, self.mode, self.smooth]),
-            W.HBox([self.all_u8, self.all_u16, self.reset]),
-            W.HBox([self.search, self.worst, self.sort, prev, self.page, nxt, self.pages]),
-            self.table, self.plot])
+        return _box(_box(self.calib, self.method, self.mode, self.smooth), _box(*buttons),
+                    _box(self.search, self.worst, self.sort, prev, self.page, nxt, self.pages),
+                    self.table, self.plot, cls=W.VBox)
 
     def _outliers_tab(self) -> W.Widget:
-        self.outlier_html = W.HTML()
+        self.outlier_html, self.absmax_msg = W.HTML(), W.HTML()
         self.tensor = W.Dropdown(description="tensor", layout=W.Layout(width="480px"))
         self.absmax = W.Image(format="png", layout=W.Layout(max_width="900px"))
-        self.absmax_msg = W.HTML()
         self.tensor.observe(lambda _: self._sync or self.show_absmax(), "value")
-        return W.VBox([self.outlier_html, self.tensor, self.absmax_msg, self.absmax])
+        return _box(self.outlier_html, self.tensor, self.absmax_msg, self.absmax, cls=W.VBox)
 
     def _graph_tab(self) -> W.Widget:
         self.graph_html, self.io_html = W.HTML(), W.HTML()
         reload = W.Button(description="re-export and reload", layout=W.Layout(width="200px"))
         reload.on_click(lambda _: self._guard("graph", self.show_graph))
-        return W.VBox([reload, self.graph_html, self.io_html])
+        return _box(reload, self.graph_html, self.io_html, cls=W.VBox)
 
     def _export_tab(self) -> W.Widget:
-        default = Path(self.wb.config.output_dir or "out/axnb") / "explorer"
-        self.folder = W.Text(value=str(default), description="folder",
-                             layout=W.Layout(width="480px"))
+        self.folder = W.Text(str(Path(self.wb.config.output_dir or "out/axnb") / "explorer"),
+                             description="folder", layout=W.Layout(width="480px"))
         go = W.Button(description="write report, config, quantized.onnx",
                       layout=W.Layout(width="300px"))
-        self.export_html = W.HTML()
         go.on_click(lambda _: self._guard("export", self.export))
-        return W.VBox([self.folder, go, self.export_html])
+        self.export_html = W.HTML()
+        return _box(self.folder, go, self.export_html, cls=W.VBox)
 
     # ---- actions -------------------------------------------------------------------------
     def run(self, label: str, action=None) -> None:
         """Do ``action`` (a Workbench call), then re-analyse and refresh every view."""
+        from axnb.view.plots import cosine_along_depth
+
         self.progress.value, self.progress.bar_style = 0, "info"
-        self.timing.value = f"{label}: running..."
-        t = time.perf_counter()
+        self.timing.value, t = f"{label}: running...", time.perf_counter()
         try:
             if action is not None:
                 action()
-            self.report = L.layer_report(self.wb, self.analysis, self.wb.mode)
+            self.report = L.layer_report(self.wb, self.analysis)
             self.df, self.final = self.report.to_frame(), L.final_cosines(self.report)
             self.progress.value = 1
             self.show_summary()
             self.show_table()
             self.progress.value = 2
             u16 = {n for q in L.HIGH for n in self.wb.plan.layers(q)}
-            from axnb.view.plots import cosine_along_depth
-
             self.plot.value = _png(cosine_along_depth(self.df, L.THRESHOLD, u16=u16))
-            self.progress.value, self.progress.bar_style = 3, "success"
-            self.last_error, self._stale = None, self._stale | {3}
         except Exception as e:  # NOTE: a widget callback's exception would be invisible
             self.last_error, self.progress.bar_style = e, "danger"
             self.timing.value = f"{label} failed: {type(e).__name__}: {e}"
             return
+        self.progress.value, self.progress.bar_style = 3, "success"
+        self.last_error, self._stale = None, self._stale | {3}
         self.last_seconds = time.perf_counter() - t
         self.timing.value = f"{label}: {self.last_seconds:.2f} s"
 
@@ -214,9 +198,9 @@ class Explorer(W.VBox):
 
     def _on_toggle(self, i: int, on: bool) -> None:
         layer = self._row_layers[i]
-        if self._sync or layer is None:
-            return
-        self.run(f"{layer} -> {'U16' if on else 'U8'}", lambda: L.apply_toggle(self.wb, layer, on))
+        if not self._sync and layer is not None:
+            self.run(f"{layer} -> {'U16' if on else 'U8'}",
+                     lambda: L.apply_toggle(self.wb, layer, on))
 
     def _on_filter(self, _) -> None:
         with self._quiet():
@@ -234,13 +218,13 @@ class Explorer(W.VBox):
         colour = "#2e7d32" if s["ok"] else "#c62828"
         self.status.value = (f'<div style="font:13px sans-serif;color:{colour}">'
                              f"<b>{html.escape(L.status_line(s))}</b></div>")
-        outs = "".join(f"<tr><td>{html.escape(o)}</td><td>{c:.6f}</td>"
-                       f"<td>{'&#10004;' if ok else '&#10008;'} {L.THRESHOLD:.0%}</td></tr>"
+        outs = "".join(f"<tr><td>{html.escape(o)}</td><td>{c:.6f}</td><td>"
+                       f"{'&#10004; >=' if ok else '&#10008; <'} {L.THRESHOLD:.0%}</td></tr>"
                        for o, c, ok in s["outputs"])
         steps = "".join(f"<li>{html.escape(x)}</li>" for x in s["steps"])
         self.summary_html.value = (
             f'<p style="color:{colour}"><b>{html.escape(s["verdict"])}</b></p>'
-            f"<table><tr><th>output</th><th>final cosine</th><th>vs</th></tr>{outs}</table>"
+            f"<table><tr><th>output</th><th>final cosine</th><th></th></tr>{outs}</table>"
             f"<p>U16 layers: {s['u16']} &mdash; plan: {html.escape(s['plan'])}<br>"
             f"calibration {s['calibration']}, analysis {s['analysis']}, mode {s['mode']}, "
             f"SmoothQuant {'on' if s['smooth'] else 'off'}</p><p>Next:</p><ul>{steps}</ul>")
@@ -253,15 +237,14 @@ class Explorer(W.VBox):
             self.page.max, self.page.value = p.pages, p.page + 1
             self.pages.value = f"of {p.pages} ({p.total} rows)"
             for i, (row, tb, cell) in enumerate(zip(self._rows, self.toggles, self.cells)):
-                if i >= len(p.rows):
-                    row.layout.display, self._row_layers[i] = "none", None
-                    continue
-                r = p.rows.iloc[i]
-                can = r.get("Operator") in ok
+                r = p.rows.iloc[i] if i < len(p.rows) else None
+                can = r is not None and r.get("Operator") in ok
                 self._row_layers[i] = r["Operator"] if can else None
+                row.layout.display = "none" if r is None else ""
                 tb.value, tb.disabled = can and L.is_u16(plan, r["Operator"]), not can
-                tb.layout.visibility = "visible" if can else "hidden"
-                cell.value, row.layout.display = L.row_html(r, can, WIDTHS), ""
+                tb.button_style, tb.layout.visibility = ("info" if tb.value else "",
+                                                         "visible" if can else "hidden")
+                cell.value = "" if r is None else L.row_html(r, can, WIDTHS)
 
     def show_outliers(self) -> None:
         from axnb.view.tables import outlier_table, to_html
@@ -271,18 +254,16 @@ class Explorer(W.VBox):
                                    + (to_html(outlier_table(df.head(100))) if len(df) else ""))
         opts = list(df["Op outputs"].head(300)) if len(df) else []
         with self._quiet():
-            self.tensor.options = opts
-            self.tensor.value = opts[0] if opts else None
+            self.tensor.options, self.tensor.value = opts, opts[0] if opts else None
         self.show_absmax()
 
     def show_absmax(self) -> None:
         from axnb.view.plots import channel_absmax
 
-        if not self.tensor.value:
-            return
         try:
-            self.absmax.value, self.absmax_msg.value = _png(channel_absmax(
-                self.wb.stats, self.tensor.value)), ""
+            if self.tensor.value:
+                self.absmax.value = _png(channel_absmax(self.wb.stats, self.tensor.value))
+            self.absmax_msg.value = ""
         except Exception as e:
             self.absmax_msg.value = f"<i>{html.escape(str(e))}</i>"
 
@@ -295,13 +276,13 @@ class Explorer(W.VBox):
         cols = []
         for title, src in (("float (optimized)", self.wb.model), ("quantized.onnx", qpath)):
             try:
-                srv = serve(src)
-                self._servers.append(srv)
-                body = (f'<a href="{srv.url}" target="_blank">{srv.url}</a>'
-                        + srv.iframe_html(height=560))
+                self._servers.append(serve(src))
+                srv = self._servers[-1]
+                body = f'<a href="{srv.url}" target="_blank">{srv.url}</a>' + srv.iframe_html(
+                    height=560)
             except Exception as e:
-                body = (f'<p style="color:#c62828">netron could not start: '
-                        f"{html.escape(str(e))}. Open the file in netron yourself.</p>")
+                body = (f'<p style="color:#c62828">netron could not start: {html.escape(str(e))}'
+                        f". Open <code>{html.escape(str(qpath))}</code> in netron yourself.</p>")
             cols.append(f'<div style="flex:1;min-width:0"><b>{title}</b><br>{body}</div>')
         self.graph_html.value = f'<div style="display:flex;gap:8px">{"".join(cols)}</div>'
         check, table = L.io_check(self.wb, qpath)
@@ -312,11 +293,13 @@ class Explorer(W.VBox):
 
     def export(self) -> dict:
         """Write report.html, config.json and quantized.onnx to the folder box; their paths."""
-        label = f"{self.analysis} {self.wb.mode.value}"
-        paths, secs = L.timed(L.export_all, self.wb, self.folder.value, {label: self.report})
+        t = time.perf_counter()
+        paths = L.export_all(self.wb, self.folder.value,
+                             {f"{self.analysis} {self.wb.mode.value}": self.report})
         items = "".join(f"<li>{k}: <code>{html.escape(str(p))}</code></li>"
                         for k, p in paths.items())
-        self.export_html.value = f"<p>Written in {secs:.2f} s:</p><ul>{items}</ul>"
+        self.export_html.value = (f"<p>Written in {time.perf_counter() - t:.2f} s:</p>"
+                                  f"<ul>{items}</ul>")
         return paths
 
     def stop_servers(self) -> None:

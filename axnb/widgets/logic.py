@@ -1,20 +1,16 @@
-"""What the Explorer does, as pure functions of a Workbench and DataFrames (no ipywidgets).
-
-The widgets only read controls, call these and show what they return, so everything here is
-testable without a browser or a kernel.
+"""What the Explorer does, as pure functions of a Workbench and DataFrames (no ipywidgets),
+so that all of it is testable without a browser.
 
 Example:
-    >>> from axnb.widgets.logic import rows_for_page
     >>> import pandas as pd
-    >>> rows_for_page(pd.DataFrame({"Operator": list("abc"), "Cosin": [1.0, 0.5, 0.9]}),
-    ...               page=0, size=2, sort="cosine").rows["Operator"].tolist()
+    >>> df = pd.DataFrame({"Operator": list("abc"), "Cosin": [1.0, 0.5, 0.9]})
+    >>> rows_for_page(df, size=2, sort="cosine").rows["Operator"].tolist()
     ['b', 'c']
 """
 
 from __future__ import annotations
 
 import html
-import time
 from pathlib import Path
 from typing import NamedTuple
 
@@ -37,13 +33,13 @@ class Page(NamedTuple):
 
 def rows_for_page(df, page: int = 0, size: int = 25, query: str = "", worst: int = 0,
                   sort: str = "depth") -> Page:
-    """Filter (name search, worst N by cosine), sort and cut one page of a layer table.
+    """Filter, sort and cut one page of a layer table (index = depth in the graph).
 
     Args:
-        df: ``LayerReport.to_frame()`` (rows in graph order; the index is the depth).
-        page: 0-based page; clamped to the pages that exist.
+        df: ``LayerReport.to_frame()``.
+        page: 0-based, clamped to the pages that exist.
         size: rows per page.
-        query: case-insensitive substring of Operator, Type or Output Tensor ("" = all).
+        query: case-insensitive substring of Operator, Type or Output Tensor.
         worst: keep only the ``worst`` lowest-cosine rows (0 = all).
         sort: "depth" (graph order), "cosine" (worst first) or "cosine desc".
 
@@ -51,29 +47,27 @@ def rows_for_page(df, page: int = 0, size: int = 25, query: str = "", worst: int
         >>> import pandas as pd
         >>> df = pd.DataFrame({"Operator": [f"conv{i}" for i in range(1500)],
         ...                    "Cosin": [1 - i / 1e4 for i in range(1500)]})
-        >>> p = rows_for_page(df, page=99, size=25, query="conv1", worst=0)
+        >>> p = rows_for_page(df, page=99, query="conv1")
         >>> p.page, p.pages, p.total
         (24, 25, 611)
     """
     cols = [c for c in ("Operator", "Type", "Output Tensor") if c in df]
     if query:
-        q = query.lower()
-        hit = df[cols].astype(str).apply(lambda s: s.str.lower().str.contains(q, regex=False))
+        hit = df[cols].astype(str).apply(
+            lambda s: s.str.lower().str.contains(query.lower(), regex=False))
         df = df[hit.any(axis=1)]
     if worst and worst > 0:
         df = df.sort_values("Cosin", kind="stable", na_position="first").head(worst)
-    if sort.startswith("cosine"):
-        df = df.sort_values("Cosin", ascending=sort == "cosine", kind="stable",
-                            na_position="first")
-    else:
-        df = df.sort_index(kind="stable")
+    df = (df.sort_values("Cosin", ascending=sort == "cosine", kind="stable",
+                         na_position="first") if sort.startswith("cosine")
+          else df.sort_index(kind="stable"))
     pages = max(1, -(-len(df) // size))
     page = min(max(int(page), 0), pages - 1)
     return Page(df.iloc[page * size:(page + 1) * size], page, pages, len(df))
 
 
 def toggleable(plan) -> set[str]:
-    """Layers that get a U16 toggle: real compute layers (data-movement ops follow others).
+    """Layers that get a U16 toggle: compute layers (data-movement ops follow their inputs).
 
     Example:
         >>> "p2o.pd_op.conv2d.0.0" in toggleable(wb.plan)         # doctest: +SKIP
@@ -89,7 +83,7 @@ def is_u16(plan, layer: str) -> bool:
 
 
 def apply_toggle(wb, layer: str, on: bool):
-    """Set ``layer`` to U16 (on) or back to its config type, else U8 (off); returns ``wb``.
+    """``layer`` to U16 (on), or back to its config type, U8 if that is 16-bit (off).
 
     Example:
         >>> apply_toggle(wb, "HardSwish.0", True).plan.layers("U16")  # doctest: +SKIP
@@ -102,31 +96,26 @@ def apply_toggle(wb, layer: str, on: bool):
     return wb.set_qtype(layer, "U8") if is_u16(base, layer) else wb.set_plan(base)
 
 
-def layer_report(wb, method: str = "EndToEnd", mode=None):
-    """The LayerReport of the Workbench's current plan (``wb.report`` when it exists).
-
-    NOTE: a thin stand-in for a missing ``Workbench.report(method, mode)``.
+def layer_report(wb, method: str = "EndToEnd"):
+    """LayerReport of the current plan in ``wb.mode``; a stand-in for ``Workbench.report``.
 
     Example:
         >>> layer_report(wb, "PerLayer").worst(3)                   # doctest: +SKIP
     """
     if callable(getattr(wb, "report", None)):
-        try:
-            return wb.report(method, mode)
-        except TypeError:
-            pass
+        return wb.report(method)
     from axnb.compare import compare
 
-    return compare(wb.model, wb.quantized(mode), wb.samples, method=method, progress=False)
+    return compare(wb.model, wb.quantized(), wb.samples, method=method, progress=False)
 
 
 def final_cosines(report) -> dict[str, float]:
-    """Output -> cosine of the whole quantized model, from a LayerReport's ``final``."""
+    """Output -> cosine of the whole quantized model, from a LayerReport."""
     return {o: float(m["Cosin"]) for o, m in report.final.items()}
 
 
 def summary(wb, final: dict[str, float], analysis: str, report_df=None) -> dict:
-    """What the Summary tab shows: verdict, U16 count, plan, methods, per-output rows.
+    """What the Summary tab shows: verdict, next steps, U16 count, plan, methods, outputs.
 
     Example:
         >>> summary(wb, {"out": 0.99}, "EndToEnd")["u16"]           # doctest: +SKIP
@@ -134,8 +123,7 @@ def summary(wb, final: dict[str, float], analysis: str, report_df=None) -> dict:
     """
     from axnb.view.verdict import verdict
 
-    meta = {"method": analysis}
-    reports = [(analysis, report_df, meta)] if report_df is not None else []
+    reports = [(analysis, report_df, {"method": analysis})] if report_df is not None else []
     v = verdict(final, reports, None, wb.method.value, wb.smooth, wb.plan.summary(),
                 THRESHOLD, mode=wb.mode.value)
     return {"ok": v.ok, "verdict": v.headline, "steps": v.steps,
@@ -146,36 +134,41 @@ def summary(wb, final: dict[str, float], analysis: str, report_df=None) -> dict:
 
 
 def status_line(s: dict) -> str:
-    """One plain-text line of a :func:`summary` (the Explorer's header, and what tests read)."""
+    """A :func:`summary` as one line of text (the Explorer's header).
+
+    Example:
+        >>> status_line(summary(wb, {"out": 0.99}, "EndToEnd"))     # doctest: +SKIP
+        'U16 layers: 0 | final cosine 99.0000% >= 98% | MinMax | EndToEnd | Reference'
+    """
     worst = min((c for _, c, _ in s["outputs"]), default=float("nan"))
     return (f"U16 layers: {s['u16']} | final cosine {worst:.4%} "
             f"{'>=' if s['ok'] else '<'} {THRESHOLD:.0%} | {s['calibration']} | "
             f"{s['analysis']} | {s['mode']}{' | SmoothQuant' if s['smooth'] else ''}")
 
 
-def row_html(r, layer_ok: bool, widths: tuple) -> str:
-    """One layer-table row as a fixed-width CSS grid line (cells aligned across rows)."""
+def row_html(r, active: bool, widths: tuple) -> str:
+    """One layer-table row as fixed-width cells (aligned across rows); ``r`` a frame row."""
     from axnb.view.tables import QTYPE_COLOURS, cosine_colour
 
-    def fmt(col, spec):
+    def num(col, spec):
         v = r.get(col)
         return "-" if v is None or v != v else spec.format(v)
 
-    cells = [(str(r.name), ""), (r.get("Operator", ""), ""), (r.get("Type", ""), ""),
+    cells = [(r.name, ""), (r.get("Operator", ""), ""), (r.get("Type", ""), ""),
              (r.get("Output Tensor", ""), ""),
              (r.get("QDType", ""), QTYPE_COLOURS.get(str(r.get("QDType")), "")),
-             (fmt("Cosin", "{:.6f}"), cosine_colour(r.get("Cosin", float("nan")), THRESHOLD)),
-             (fmt("MSE", "{:.2e}"), ""), (fmt("SQNR", "{:.1f}"), "")]
+             (num("Cosin", "{:.6f}"), cosine_colour(r.get("Cosin", float("nan")), THRESHOLD)),
+             (num("MSE", "{:.2e}"), ""), (num("SQNR", "{:.1f}"), "")]
     out = "".join(
         f'<div title="{html.escape(str(t))}" style="width:{w}px;overflow:hidden;'
         f'text-overflow:ellipsis;white-space:nowrap;padding:0 4px;background:{bg or "none"}">'
         f"{html.escape(str(t))}</div>" for (t, bg), w in zip(cells, widths))
-    dim = "" if layer_ok else "color:#888;"
-    return f'<div style="display:flex;font:12px monospace;{dim}">{out}</div>'
+    return (f'<div style="display:flex;font:12px monospace;{"" if active else "color:#888"}">'
+            f"{out}</div>")
 
 
 def export_all(wb, folder: str | Path, reports: dict | None = None) -> dict[str, Path]:
-    """Write report.html, config.json (layer_configs of the plan) and quantized.onnx.
+    """Write quantized.onnx, config.json (the plan as layer_configs) and report.html.
 
     Example:
         >>> export_all(wb, "out/run1")["config"].name               # doctest: +SKIP
@@ -191,7 +184,12 @@ def export_all(wb, folder: str | Path, reports: dict | None = None) -> dict[str,
 
 
 def io_check(wb, quantized_path: str | Path) -> tuple:
-    """(Check, HTML table) of the input/output types of the float vs the exported model."""
+    """(Check, HTML table) of the inputs/outputs of the float vs the exported model.
+
+    Example:
+        >>> io_check(wb, "out/quantized.onnx")[0].verdict          # doctest: +SKIP
+        'pass'
+    """
     import onnx
 
     from axnb.diagnose import input_types
@@ -199,10 +197,3 @@ def io_check(wb, quantized_path: str | Path) -> tuple:
 
     check = input_types(wb.model, quantized_path)
     return check, to_html(io_table(wb.model, onnx.load(str(quantized_path))))
-
-
-def timed(fn, *args, **kw) -> tuple[object, float]:
-    """(fn(*args, **kw), seconds)."""
-    t = time.perf_counter()
-    out = fn(*args, **kw)
-    return out, time.perf_counter() - t

