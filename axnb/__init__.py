@@ -16,12 +16,13 @@ Example:
 # use `from axnb.calibrate import ...` to reach a module's other names.
 from axnb import data, zoo
 from axnb.calibrate import calibrate
+from axnb.compare import compare, isolation
 from axnb.config import Config, load_config, save_config
 from axnb.errors import AxnbError, ConfigError, DataError, ModelError, ZooError
 from axnb.graph import Model, load
 from axnb.outliers import outliers
 from axnb.plan import QuantPlan
-from axnb.results import CalibStats, OutlierReport
+from axnb.results import CalibStats, LayerReport, OutlierReport
 from axnb.simulate import QuantModel, simulate
 from axnb.types import CalibMethod, Method, Mode, QType
 from axnb.workbench import Workbench
@@ -29,7 +30,7 @@ from axnb.workbench import Workbench
 __version__ = "0.1.0"
 
 __all__ = [
-    "AxnbError", "CalibMethod", "CalibStats", "Config", "ConfigError", "DataError", "Method",
+    "AxnbError", "CalibMethod", "CalibStats", "Config", "LayerReport", "compare", "isolation", "ConfigError", "DataError", "Method",
     "Mode", "Model", "ModelError", "OutlierReport", "QType", "QuantModel", "QuantPlan",
     "Workbench", "ZooError", "__version__", "calibrate", "data", "load", "load_config",
     "outliers", "save_config", "simulate", "zoo",

@@ -304,11 +304,10 @@ def _edges(model: Model) -> list[list[str]]:
 
 
 def _meta(model: Model, method: str, mode: str, samples: int, **kw) -> dict:
-    fm = [ln.strip("- ") for ln in metrics.__doc__.split("\n\n")[1].splitlines()]
     return {"kind": "tensors", "method": method, "mode": mode, "samples": samples,
             "sampled": False, "model": str(model.source.name if model.source else ""),
-            "formulas": [" ".join(fm)], "notes": [], "edges": [list(e) for e in _edges(model)],
-            **kw}
+            "formulas": list(metrics.FORMULAS), "notes": [],
+            "edges": [list(e) for e in _edges(model)], **kw}
 
 
 def _with_metrics(rows: list[dict], res: dict, extra: dict | None = None) -> list[dict]:
@@ -372,7 +371,7 @@ def compare(model: Model, qmodel: QuantModel, feeds: Iterable, method="PerLayer"
         raise DataError("compare: the analysis set is empty")
     res = {k: a.result() for k, a in accs.items()}
     final = {o: {k: float(v[tensors.index(o)]) for k, v in res["e2e"].items()}
-             for o in model.outputs}
+             for o in model.outputs if o in tensors}
     reports = {m: _report(model, qmodel, m, n, time.time() - t0, res, final) for m in methods}
     return {m.value: r for m, r in reports.items()} if many else reports[methods[0]]
 

@@ -24,6 +24,14 @@ from __future__ import annotations
 import numpy as np
 
 METRICS = ("Cosin", "MSE", "SQNR", "MaxAbs")
+# NOTE: the module docstring in one line each, for reports (x float, y quantized, d = x - y).
+FORMULAS = (
+    "per sample on the flattened tensors, float64 sums, then the mean over samples; d = x - y",
+    "Cosin = sum(x*y) / sqrt(sum(x^2) * sum(y^2)); 1 if both all-zero, 0 if only one is",
+    "MSE = sum(d^2) / n",
+    "SQNR = 10 * log10(sum(x^2) / sum(d^2)) dB; +inf if x == y",
+    "MaxAbs = max |d|",
+)
 MOMENTS = ("n", "sxy", "sxx", "syy", "sdd", "maxabs")
 
 

@@ -331,7 +331,9 @@ class LayerReport:
         d = Path(out_dir) / "quant" / "debug"
         con = Console(file=io.StringIO(), width=4000, record=True, color_system=None)
         con.print(self.to_rich())
-        text = "\n".join(ln.rstrip() for ln in con.export_text().splitlines()) + "\n"
+        lines = [ln.rstrip() for ln in con.export_text().splitlines()]
+        lines += ["", "Metrics:", *(f"  {f}" for f in self.meta.get("formulas", []))]
+        text = "\n".join(lines) + "\n"
         return (_atomic_write(d / "precision_analysis_table.txt", text.encode()),
                 _atomic_write(d / "precision_analysis.mmd", self.to_mermaid().encode()))
 

@@ -96,12 +96,14 @@ def bench_model(name: str, n: int, runs: int) -> None:
 
 
 def rss_child(name: str, n: int, method: str) -> None:
-    import resource
-
     m, feeds = feeds_for(name, 128)
     cyc = (f for f in itertools.islice(itertools.cycle(feeds), n))
     calibrate(m, cyc, method=method, progress=False)
-    print(json.dumps({"maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+    # NOTE: VmHWM, not ru_maxrss: Linux carries the parent's peak into a forked child's
+    # ru_maxrss across exec, which would report the (large) benchmark parent instead.
+    status = Path("/proc/self/status").read_text().splitlines()
+    hwm = next(ln for ln in status if ln.startswith("VmHWM"))
+    print(json.dumps({"maxrss_kb": int(hwm.split()[1])}))
 
 
 def rss(name: str, method: str) -> None:

@@ -230,6 +230,8 @@ class Explorer(W.VBox):
             f"SmoothQuant {'on' if s['smooth'] else 'off'}</p><p>Next:</p><ul>{steps}</ul>")
 
     def show_table(self) -> None:
+        if self.df is None:  # NOTE: the first analysis failed; its error is shown
+            return
         p = L.rows_for_page(self.df, self.page.value - 1, self.page_size, self.search.value,
                             self.worst.value, self.sort.value)
         ok, plan = L.toggleable(self.wb.plan), self.wb.plan
