@@ -23,6 +23,7 @@ from axnb.graph import Model, load
 from axnb.outliers import outliers
 from axnb.plan import QuantPlan
 from axnb.results import CalibStats, LayerReport, OutlierReport
+from axnb.search import SearchResult, search
 from axnb.simulate import QuantModel, simulate
 from axnb.types import CalibMethod, Method, Mode, QType
 from axnb.workbench import Workbench
@@ -30,7 +31,8 @@ from axnb.workbench import Workbench
 __version__ = "0.1.0"
 
 __all__ = [
-    "AxnbError", "CalibMethod", "CalibStats", "Config", "LayerReport", "compare", "isolation", "ConfigError", "DataError", "Method",
+    "AxnbError", "CalibMethod", "CalibStats", "Config", "ConfigError", "DataError",
+    "LayerReport", "Method", "SearchResult", "compare", "isolation", "search",
     "Mode", "Model", "ModelError", "OutlierReport", "QType", "QuantModel", "QuantPlan",
     "Workbench", "ZooError", "__version__", "calibrate", "data", "load", "load_config",
     "outliers", "save_config", "simulate", "zoo",
