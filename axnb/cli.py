@@ -166,8 +166,8 @@ def _check_output_dir(out: Path, overwrite: bool) -> None:
                         "replace it or choose another --output-dir")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=out.parent, prefix=".axnb-probe-")
-        probe.close()
+        with tempfile.NamedTemporaryFile(dir=out.parent, prefix=".axnb-probe-"):
+            pass
     except OSError as e:
         raise AxnbError(f"output dir {out} is not writable: {e.strerror or e}") from None
 

@@ -15,9 +15,7 @@ from __future__ import annotations
 import datetime
 import json
 import math
-import os
 import platform
-import tempfile
 from enum import Enum
 from pathlib import Path
 
@@ -272,15 +270,7 @@ def write_report(workbench, path: str | Path, reports: dict | None = None,
     Example:
         >>> write_report(wb, "out/report.html")                      # doctest: +SKIP
     """
-    path = Path(path)
+    from axnb.results import _atomic_write
+
     text = render_report(workbench, reports, extra, **kw)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return _atomic_write(Path(path), text.encode("utf-8"))

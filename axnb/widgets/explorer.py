@@ -109,8 +109,8 @@ class Explorer(W.VBox):
         for w in (self.search, self.worst, self.sort):
             w.observe(self._on_filter, "value")
         self.page.observe(lambda _: self._sync or self.show_table(), "value")
-        self.toggles = [W.ToggleButton(description="U16", layout=W.Layout(width="64px",
-                                                                          padding="0"))
+        size = {"width": "64px", "min_width": "64px", "padding": "0"}
+        self.toggles = [W.ToggleButton(description="U16", layout=W.Layout(**size))
                         for _ in range(self.page_size)]
         self.cells = [W.HTML() for _ in range(self.page_size)]
         self._rows = [_box(t, c, align_items="center") for t, c in zip(self.toggles, self.cells)]
@@ -118,7 +118,7 @@ class Explorer(W.VBox):
         for i, tb in enumerate(self.toggles):
             tb.add_class("axnb-u16-toggle")
             tb.observe(lambda c, i=i: self._on_toggle(i, c.new), "value")
-        head = "".join(f'<div style="width:{w}px;padding:0 4px;text-align:left"><b>{h}</b></div>'
+        head = "".join(f'<div style="flex:none;width:{w}px;padding:0 4px"><b>{h}</b></div>'
                        for h, w in COLUMNS)
         head = W.HTML(f'<div style="display:flex;font:12px monospace;margin-left:70px">'
                       f"{head}</div>")

@@ -160,7 +160,7 @@ def row_html(r, active: bool, widths: tuple) -> str:
              (num("Cosin", "{:.6f}"), cosine_colour(r.get("Cosin", float("nan")), THRESHOLD)),
              (num("MSE", "{:.2e}"), ""), (num("SQNR", "{:.1f}"), "")]
     out = "".join(
-        f'<div title="{html.escape(str(t))}" style="width:{w}px;overflow:hidden;'
+        f'<div title="{html.escape(str(t))}" style="flex:none;width:{w}px;overflow:hidden;'
         f'text-overflow:ellipsis;white-space:nowrap;padding:0 4px;background:{bg or "none"}">'
         f"{html.escape(str(t))}</div>" for (t, bg), w in zip(cells, widths))
     return (f'<div style="display:flex;font:12px monospace;{"" if active else "color:#888"}">'
