@@ -209,9 +209,7 @@ def _run(con, model_file: Path, cfg, out: Path, shapes, args) -> None:
     wb.export_quantized(out / "quant" / "quantized.onnx")
     _write_json(out / "quant" / "quant_config.json", _quant_config(wb))
     _final(con, wb)
-    from axnb.view.report import write_report
-
-    write_report(wb, out / "report.html", reports=reports)
+    wb.export_html(out / "report.html", reports=reports)
 
 
 def _precision(con, wb, out: Path) -> dict:

@@ -211,11 +211,21 @@ class Workbench:
         """Write the QDQ ``quantized.onnx`` of the current plan."""
         return self.quantized().save(path)
 
-    def export_html(self, path: str | Path, reports: dict | None = None) -> Path:
-        """Write the self-contained HTML report (see :mod:`axnb.view.report`)."""
+    def export_html(self, path: str | Path, reports: dict | None = None,
+                    diagnosis: bool = True) -> Path:
+        """Write the self-contained HTML report (see :mod:`axnb.view.report`).
+
+        With ``diagnosis`` the troubleshooting checks (:func:`axnb.diagnose.diagnose`) are
+        run and included as a section.
+        """
         from axnb.view.report import write_report
 
-        return write_report(self, path, reports=reports)
+        extra = None
+        if diagnosis:
+            from axnb.diagnose import diagnose
+
+            extra = {"Diagnosis (troubleshooting checklist)": diagnose(self).to_frame()}
+        return write_report(self, path, reports=reports, extra=extra)
 
     def export_config(self, path: str | Path) -> Path:
         """Write the config with the current method and the plan as ``layer_configs``."""

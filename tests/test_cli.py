@@ -44,7 +44,9 @@ def _check_outputs(out):
     assert CalibStats.load(out / "quant/calib_stats.npz").samples == 8
     mmd = (out / "quant/debug/precision_analysis.mmd").read_text()
     assert mmd.startswith("graph")
-    HTMLParser().feed((out / "report.html").read_text())
+    report = (out / "report.html").read_text()
+    HTMLParser().feed(report)
+    assert "Diagnosis (troubleshooting checklist)" in report
     return qc
 
 

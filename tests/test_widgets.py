@@ -220,3 +220,18 @@ def test_export_tab_writes_report_config_and_quantized(ex, wb, tmp_path):
     assert {p.name for p in paths.values()} == {"report.html", "config.json", "quantized.onnx"}
     assert all(p.is_file() for p in paths.values())
     assert "U16" in paths["config"].read_text() and "report.html" in ex.export_html.value
+
+
+def test_diagnosis_tab_runs_the_checks_and_the_search_button(ex, wb):
+    ex.show_diagnosis()
+    text = ex.diagnosis_html.value
+    assert "input types" in text.lower() or "verdict" in text
+    assert ex.tabs.titles[-1] == "Diagnosis"
+    wb.reset_plan()
+    base = min(ex.final.values())
+    # NOTE: a target just above the current score, so the search must promote something.
+    ex.target.value = min(0.99999, base + 1e-4)
+    ex.run("search", ex._search)
+    assert ex.last_error is None, ex.last_error
+    assert "evaluations" in ex.search_html.value and "layers to U16" in ex.search_html.value
+    wb.reset_plan()

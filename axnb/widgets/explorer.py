@@ -19,7 +19,7 @@ import ipywidgets as W
 
 from axnb.widgets import logic as L
 
-TITLES = ("Summary", "Layers", "Outliers", "Graph", "Export")
+TITLES = ("Summary", "Layers", "Outliers", "Graph", "Export", "Diagnosis")
 COLUMNS = (("#", 44), ("Operator", 230), ("Type", 110), ("Output Tensor", 250),
            ("QDType", 56), ("Cosin", 96), ("MSE", 76), ("SQNR", 56))
 WIDTHS = tuple(w for _, w in COLUMNS)
@@ -66,7 +66,8 @@ class Explorer(W.VBox):
         self.timing = W.Label().add_class("axnb-timing")
         self.summary_html = W.HTML().add_class("axnb-summary")
         self.tabs = W.Tab([self.summary_html, self._layers_tab(), self._outliers_tab(),
-                           self._graph_tab(), self._export_tab()], titles=TITLES)
+                           self._graph_tab(), self._export_tab(), self._diagnosis_tab()],
+                          titles=TITLES)
         self.tabs.observe(self._on_tab, "selected_index")
         self.children = [self.status, W.HBox([self.progress, self.timing]), self.tabs]
         self.run("analysis")
@@ -149,6 +150,42 @@ class Explorer(W.VBox):
         go.on_click(lambda _: self._guard("export", self.export))
         self.export_html = W.HTML()
         return _box(self.folder, go, self.export_html, cls=W.VBox)
+
+    def _diagnosis_tab(self) -> W.Widget:
+        self.target = W.BoundedFloatText(0.98, min=0.0, max=1.0, step=0.001,
+                                         description="target", layout=W.Layout(width="180px"))
+        find = W.Button(description="search: fewest U16 layers", layout=W.Layout(width="220px"))
+        find.on_click(lambda _: self.run("search", self._search))
+        checks = W.Button(description="run the troubleshooting checks",
+                          layout=W.Layout(width="260px"))
+        checks.on_click(lambda _: self._guard("diagnosis", self.show_diagnosis))
+        self.search_html, self.diagnosis_html = W.HTML(), W.HTML()
+        return _box(_box(self.target, find), self.search_html, checks, self.diagnosis_html,
+                    cls=W.VBox)
+
+    def _search(self) -> None:
+        from axnb.search import search
+
+        # NOTE: rank by the analysis table already on screen (worst cosine first): no extra
+        # evaluation per layer, unlike search's default ranker.
+        layers = set(L.toggleable(self.wb.plan))
+        ranking = [op for op in self.df.sort_values("Cosin")["Operator"] if op in layers] \
+            if self.df is not None else None
+        res = search(self.wb, target=self.target.value, ranking=ranking or None,
+                     progress=False)
+        res.apply(self.wb)
+        layers = ", ".join(html.escape(x) for x in res.promoted) or "none"
+        self.search_html.value = (f"<p>{'met' if res.met else 'NOT met'} after "
+                                  f"{res.evaluations} evaluations ({res.seconds:.1f} s): "
+                                  f"{len(res.promoted)} layers to {res.qtype.value}: "
+                                  f"{layers}</p>")
+
+    def show_diagnosis(self) -> None:
+        """Run :func:`axnb.diagnose.diagnose` and show its checks (verdict, summary, fix)."""
+        from axnb.diagnose import diagnose
+
+        d = diagnose(self.wb)
+        self.diagnosis_html.value = d.to_frame().to_html(index=False, escape=True)
 
     # ---- actions -------------------------------------------------------------------------
     def run(self, label: str, action=None) -> None:
