@@ -207,6 +207,7 @@ def save_model(proto: onnx.ModelProto, path: str | Path) -> Path:
     os.close(fd)
     try:
         onnx.save(proto, tmp)
+        public_permissions(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -392,3 +393,10 @@ def _infer(proto: onnx.ModelProto) -> onnx.ModelProto:
         return onnx.shape_inference.infer_shapes(proto, strict_mode=True, data_prop=True)
     except Exception as e:  # noqa: BLE001
         raise ModelError(f"shape inference failed: {e}".splitlines()[0]) from e
+
+
+def public_permissions(path: str) -> None:
+    """mkstemp creates 0600 files; give outputs the usual umask permissions instead."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)

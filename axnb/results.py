@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from axnb.errors import AxnbError, did_you_mean
+from axnb.graph import public_permissions
 from axnb.observers import Observer
 from axnb.types import CalibMethod, QType, parse_enum
 
@@ -30,6 +31,7 @@ def _atomic_write(path: Path, payload: bytes) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(payload)
+        public_permissions(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
