@@ -107,7 +107,8 @@ def test_summary_and_status_line(wb):
 
 
 def test_explorer_renders_one_page_of_the_table(ex, wb):
-    assert [t for t in ex.tabs.titles] == ["Summary", "Layers", "Outliers", "Graph", "Export"]
+    assert [t for t in ex.tabs.titles] == ["Summary", "Layers", "Outliers", "Graph", "Export",
+                                         "Diagnosis"]
     assert "U16 layers: 0" in ex.status.value and "98%" in ex.summary_html.value
     assert len(ex.toggles) == 25 and ex.pages.value == f"of 3 ({len(ex.df)} rows)"
     assert ex._row_layers[0] is None and ex.toggles[0].disabled  # the graph input row
