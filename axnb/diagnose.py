@@ -16,7 +16,6 @@ import dataclasses
 import html
 import itertools
 import json
-import os
 import platform
 import re
 import shlex
@@ -36,7 +35,7 @@ import onnx
 from axnb import data, zoo
 from axnb.config import Config, load_config, save_config
 from axnb.errors import AxnbError
-from axnb.graph import Model, make_session
+from axnb.graph import Model, atomic_path, make_session
 from axnb.results import _atomic_write
 from axnb.types import DataFormat, Layout, TensorFormat
 from axnb.workbench import Workbench
@@ -725,17 +724,10 @@ def repro_bundle(wb: Workbench, path: str | Path, samples: int = 4,
 
 
 def _zip(root: Path, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
-            for f in sorted(root.rglob("*")):
-                if f.is_file():
-                    zf.write(f, f.relative_to(root).as_posix())
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+        for f in sorted(root.rglob("*")):
+            if f.is_file():
+                zf.write(f, f.relative_to(root).as_posix())
     return path
 
 

@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -201,18 +202,33 @@ def make_session(proto: onnx.ModelProto, providers: list[str] | None = None,
 
 def save_model(proto: onnx.ModelProto, path: str | Path) -> Path:
     """Write ``proto`` to ``path`` through a temporary file in the same folder."""
+    with atomic_path(path) as tmp:
+        onnx.save(proto, tmp)
+    return Path(path)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path):
+    """A temporary file name beside ``path``, renamed onto it only if the block succeeds.
+
+    The user never sees a half-written output: on any error the temporary file is removed and
+    ``path`` is left as it was. Parent folders are created.
+
+    Example:
+        >>> with atomic_path(tmp_dir / "a.txt") as t:          # doctest: +SKIP
+        ...     Path(t).write_text("done")
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
     try:
-        onnx.save(proto, tmp)
+        yield tmp
         public_permissions(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return path
 
 
 # ---- loading and the frontend ------------------------------------------------------------

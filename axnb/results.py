@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from axnb.errors import AxnbError, did_you_mean
-from axnb.graph import public_permissions
+from axnb.graph import atomic_path
 from axnb.observers import Observer
 from axnb.types import CalibMethod, QType, parse_enum
 
@@ -25,18 +23,9 @@ DEFAULT_PERCENTILE = 99.99
 
 
 def _atomic_write(path: Path, payload: bytes) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-        public_permissions(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    with atomic_path(path) as tmp:
+        Path(tmp).write_bytes(payload)
+    return Path(path)
 
 
 def _pack(groups: Mapping[str, Mapping[str, Observer]], meta: dict) -> bytes:

@@ -66,9 +66,7 @@ class Workbench:
         if isinstance(model, Model):
             self.model = model
         else:
-            src = str(model) if str(model).startswith("zoo:") else model
-            self.model = load(zoo.resolve(src) if str(src).startswith("zoo:") else src,
-                              config=self.config)
+            self.model = load(zoo.resolve(model), config=self.config)
         q = self.config.quant
         self._calib = calibration if calibration is not None else \
             data.calibration_set(self.model, self.config)
