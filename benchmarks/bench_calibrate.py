@@ -20,20 +20,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from axnb import data, graph, zoo
+from axnb import zoo
 from axnb.calibrate import calibrate
-from axnb.config import load_config
 
 ORT_METHOD = {"MinMax": "MinMax", "Percentile": "Percentile", "KL": "Entropy"}
 
 
 def feeds_for(name: str, n: int):
-    cfg = load_config(zoo.config_path(name))
-    m = graph.load(zoo.model_path(name), config=cfg)
-    base = list(data.calibration_set(m, cfg.with_overrides(
-        {f"quant.input_configs[{i}].calibration_size": -1
-         for i in range(len(cfg.quant.input_configs))})))
-    return m, list(itertools.islice(itertools.cycle(base), n))
+    m, _, feeds = zoo.load_with_samples(name, n)
+    return m, feeds
 
 
 def median_time(fn, runs: int = 3) -> float:

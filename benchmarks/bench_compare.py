@@ -19,27 +19,20 @@ Run: ``.venv/bin/python benchmarks/bench_compare.py [--runs 3] [--samples 16]``.
 from __future__ import annotations
 
 import argparse
-import itertools
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-from axnb import data, graph, zoo
+from axnb import zoo
 from axnb.calibrate import calibrate
 from axnb.compare import compare
-from axnb.config import load_config
 from axnb.plan import QuantPlan
 from axnb.simulate import simulate
 
 
 def setup(name: str, n: int):
-    cfg = load_config(zoo.config_path(name))
-    m = graph.load(zoo.model_path(name), config=cfg)
-    base = list(data.calibration_set(m, cfg.with_overrides(
-        {f"quant.input_configs[{i}].calibration_size": -1
-         for i in range(len(cfg.quant.input_configs))})))
-    return m, cfg, list(itertools.islice(itertools.cycle(base), n))
+    return zoo.load_with_samples(name, n)
 
 
 def timed(fn, runs: int) -> tuple[float, object]:
