@@ -254,8 +254,7 @@ def _layer_config_frame(wb):
     import pandas as pd
 
     rows = [{"Layer": n, "Op": wb.model.node_by_name[n].op_type, "QType": qt.value,
-             "Source": wb.plan.layer_sources.get(n, "") if hasattr(wb.plan, "layer_sources")
-             else ""}
+             "Source": wb.plan.layer_sources.get(n, "")}
             for n, qt in wb.plan.layer_types.items() if qt is not wb.plan.default]
     if not rows:
         rows = [{"Layer": "(all)", "Op": "", "QType": wb.plan.default.value, "Source": "default"}]

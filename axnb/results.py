@@ -29,7 +29,7 @@ def _atomic_write(path: Path, payload: bytes) -> Path:
 
 
 def _pack(groups: Mapping[str, Mapping[str, Observer]], meta: dict) -> bytes:
-    arrays = {"__meta__": np.frombuffer(json.dumps(meta).encode(), np.uint8)}
+    arrays = {}
     for g, obs in groups.items():
         for i, (name, o) in enumerate(obs.items()):
             meta.setdefault(f"{g}_names", []).append(name)

@@ -184,21 +184,26 @@ class Workbench:
         """The layer-by-layer precision table (LayerReport) of the current plan, cached.
 
         Args:
-            method: "PerLayer" or "EndToEnd" (default: the config's precision_analysis_method).
+            method: "PerLayer" or "EndToEnd" (default: the config's precision_analysis_method),
+                or a list of both: then {method: LayerReport}, computed in one pass.
             mode: "Reference" or "NPUBackend" (default: the workbench mode).
         """
         from axnb.compare import compare
 
-        m = parse_enum(Method, method or self.config.quant.precision_analysis_method,
-                       "precision_analysis_method")
+        many = isinstance(method, list | tuple)
+        ms = [parse_enum(Method, m or self.config.quant.precision_analysis_method,
+                         "precision_analysis_method") for m in (method if many else [method])]
         qm = self.quantized(mode)
-        key = (m, qm.mode, self.plan, self.method, id(self.model))
-        if key not in self._reports:
+        keys = {m: (m, qm.mode, self.plan, self.method, id(self.model)) for m in ms}
+        todo = [m for m in ms if keys[m] not in self._reports]
+        if todo:
             if len(self._reports) >= 16:   # NOTE: bounded: toggling makes a new key each time
                 self._reports.clear()
-            self._reports[key] = compare(self.model, qm, self.samples, method=m,
-                                         progress=self.progress)
-        return self._reports[key]
+            reps = compare(self.model, qm, self.samples, method=todo, progress=self.progress)
+            self._reports.update({keys[m]: reps[m.value] for m in todo})
+        if many:
+            return {m.value: self._reports[keys[m]] for m in ms}
+        return self._reports[keys[ms[0]]]
 
     def outliers(self, weights: bool = False):
         """The outlier table of the calibration statistics."""

@@ -83,14 +83,7 @@ def _default_reports(wb) -> dict:
     # PerLayer which layers cause it (the guide's next step); compare runs both in one pass.
     first = wb.config.quant.precision_analysis_method.value
     methods = [first] + [m for m in ("EndToEnd", "PerLayer") if m != first]
-    if callable(getattr(wb, "report", None)):
-        return {m: wb.report(m) for m in methods}
-    try:
-        from axnb.compare import compare
-    except ImportError:  # NOTE: the report still has the final outputs, outliers and plan
-        return {}
-    reps = compare(wb.model, wb.quantized(), wb.samples, method=methods, progress=False)
-    return {m: reps[m] for m in methods}
+    return wb.report(methods)
 
 
 def _layer_section(i: int, label: str, rep, wb, threshold: float, fine: float) -> dict:
@@ -221,7 +214,7 @@ def render_report(workbench, reports: dict | None = None, extra: dict | None = N
         workbench: an :class:`axnb.Workbench`.
         reports: label -> LayerReport (or its DataFrame, ``attrs["meta"]``/``attrs["final"]``);
             None runs EndToEnd and PerLayer (the configured method first) with
-            ``wb.report`` if the Workbench has it, else :func:`axnb.compare.compare`.
+            ``wb.report`` (one compare pass for both methods, cached by the Workbench).
         extra: more sections, title -> Figure, Styler, DataFrame, Markup or text.
         threshold: the final-output cosine line (98%, Pulsar2's guide).
         fine: the per-layer line (99.9%).
