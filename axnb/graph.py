@@ -14,9 +14,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +23,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from axnb.errors import ModelError, did_you_mean
+from axnb.io import atomic_path
 from axnb.types import TensorSpec
 
 # NOTE: ops that only move or reshape data; plans and reports treat them as pass-through.
@@ -207,30 +205,6 @@ def save_model(proto: onnx.ModelProto, path: str | Path) -> Path:
     return Path(path)
 
 
-@contextlib.contextmanager
-def atomic_path(path: str | Path):
-    """A temporary file name beside ``path``, renamed onto it only if the block succeeds.
-
-    The user never sees a half-written output: on any error the temporary file is removed and
-    ``path`` is left as it was. Parent folders are created.
-
-    Example:
-        >>> with atomic_path(tmp_dir / "a.txt") as t:          # doctest: +SKIP
-        ...     Path(t).write_text("done")
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        yield tmp
-        public_permissions(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 # ---- loading and the frontend ------------------------------------------------------------
 def read(path: str | Path) -> onnx.ModelProto:
     """Read and check an ONNX file (external data next to it is loaded too)."""
@@ -409,10 +383,3 @@ def _infer(proto: onnx.ModelProto) -> onnx.ModelProto:
         return onnx.shape_inference.infer_shapes(proto, strict_mode=True, data_prop=True)
     except Exception as e:  # noqa: BLE001
         raise ModelError(f"shape inference failed: {e}".splitlines()[0]) from e
-
-
-def public_permissions(path: str) -> None:
-    """mkstemp creates 0600 files; give outputs the usual umask permissions instead."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)

@@ -15,17 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from axnb.errors import AxnbError, did_you_mean
-from axnb.graph import atomic_path
+from axnb.io import write_bytes as _atomic_write
 from axnb.observers import Observer
 from axnb.types import CalibMethod, QType, parse_enum
 
 DEFAULT_PERCENTILE = 99.99
-
-
-def _atomic_write(path: Path, payload: bytes) -> Path:
-    with atomic_path(path) as tmp:
-        Path(tmp).write_bytes(payload)
-    return Path(path)
 
 
 def _pack(groups: Mapping[str, Mapping[str, Observer]], meta: dict) -> bytes:

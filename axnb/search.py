@@ -47,8 +47,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from axnb.errors import AxnbError, ConfigError, did_you_mean
+from axnb.io import write_bytes as _atomic_write
 from axnb.plan import QuantPlan
-from axnb.results import _atomic_write
 from axnb.types import QType, parse_enum
 
 __all__ = ["METRICS", "Evaluation", "SearchResult", "SearchState", "search"]

@@ -133,3 +133,28 @@ def parse_enum(enum: type[E], value: object, where: str = "") -> E:
             return enum(folded[value.lower()])
     prefix = f"{where}: " if where else ""
     raise ConfigError(f"{prefix}invalid value {value!r}{did_you_mean(str(value), choices)}")
+
+
+class Col:
+    """Column names of the result tables, spelled as Pulsar2 prints them (``Cosin`` included).
+
+    Rows of every table are keyed by these constants; the display strings live only here.
+    """
+
+    OPERATOR = "Operator"
+    TYPE = "Type"
+    OUTPUT = "Output Tensor"
+    ORIGINAL = "Original Tensor"
+    SHAPE = "Shape"
+    DTYPE = "DType"
+    QDTYPE = "QDType"
+    COSINE = "Cosin"
+    MSE = "MSE"
+    SQNR = "SQNR"
+    MAXABS = "MaxAbs"
+    SOURCE = "Source"
+    RVB = "Ref vs Backend Cosin"
+    MEMBERS = "Members"
+    METRICS = (COSINE, MSE, SQNR, MAXABS)
+    LAYER_TABLE = (OPERATOR, TYPE, OUTPUT, ORIGINAL, SHAPE, DTYPE, QDTYPE, COSINE, MSE, SQNR,
+                   MAXABS, SOURCE)

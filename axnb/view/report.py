@@ -263,7 +263,7 @@ def write_report(workbench, path: str | Path, reports: dict | None = None,
     Example:
         >>> write_report(wb, "out/report.html")                      # doctest: +SKIP
     """
-    from axnb.results import _atomic_write
+    from axnb.io import write_bytes as _atomic_write
 
     text = render_report(workbench, reports, extra, **kw)
     return _atomic_write(Path(path), text.encode("utf-8"))
