@@ -147,3 +147,46 @@ class Accumulator:
         n = self.samples or np.nan
         out = {k: v / n for k, v in self._sums.items()}
         return {k: float(v) if v.ndim == 0 else v for k, v in out.items()}
+
+
+# NOTE: fewer elements than this per sample make a per-sample cosine say little (1 element: it
+# is always +-1); such outputs are compared across the samples instead.
+MIN_ELEMENTS = 8
+
+
+def output_metrics(float_outputs, quant_outputs) -> dict[str, dict]:
+    """Final metrics of each model output over the samples: THE one final-metric path.
+
+    Args:
+        float_outputs / quant_outputs: one ``{output: array}`` dict per sample, same order.
+
+    Returns:
+        ``{output: {"Cosin", "MSE", "SQNR", "MaxAbs": mean over samples, "per_sample":
+        [cosine of each sample], "across_samples": bool, "elements": n}}``. An output with one
+        element per sample has no direction: its cosine (and every metric) is computed on the
+        vector stacked across the samples (``across_samples`` True, ``per_sample`` empty).
+
+    Example:
+        >>> f = [{"p": np.array([0.9])}, {"p": np.array([0.1])}]
+        >>> q = [{"p": np.array([0.8])}, {"p": np.array([0.3])}]
+        >>> m = output_metrics(f, q)["p"]
+        >>> round(m["Cosin"], 4), m["across_samples"]
+        (0.9694, True)
+    """
+    out: dict[str, dict] = {}
+    names = list(float_outputs[0]) if float_outputs else []
+    for o in names:
+        xs = [np.asarray(f[o]) for f in float_outputs]
+        ys = [np.asarray(q[o]) for q in quant_outputs]
+        n = int(xs[0].size)
+        if n <= 1:
+            m = {k: float(v) for k, v in from_moments(moments(
+                np.concatenate([x.ravel() for x in xs]),
+                np.concatenate([y.ravel() for y in ys]))).items()}
+            out[o] = {**m, "per_sample": [], "across_samples": True, "elements": n}
+            continue
+        per = from_moments(np.stack([moments(x, y) for x, y in zip(xs, ys)]))
+        out[o] = {**{k: float(np.mean(v)) for k, v in per.items()},
+                  "per_sample": [float(c) for c in per["Cosin"]], "across_samples": False,
+                  "elements": n}
+    return out

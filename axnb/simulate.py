@@ -358,6 +358,7 @@ class QuantModel:
     bias_s32: bool = True
     proto: onnx.ModelProto | None = None
     qnames: dict[str, str] = field(default_factory=dict)
+    method: CalibMethod = CalibMethod.MinMax
     _params: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     _sessions: dict = field(default_factory=dict, repr=False)
 
@@ -397,7 +398,8 @@ class QuantModel:
                 _weights_key(self.plan, self.model):
             tensors = self.model.activations()
             return QuantModel(self.model, self.mode, plan, qp, self.weights, self.bias_s32,
-                              self.proto, self.qnames, param_vectors(tensors, qp), self._sessions)
+                              self.proto, self.qnames, method, param_vectors(tensors, qp),
+                              self._sessions)
         return simulate(self.model, stats, plan, self.mode, method,
                         "S32" if self.bias_s32 else "FP32")
 
@@ -446,7 +448,7 @@ def simulate(model: Model, stats, plan, mode="Reference", method=None,
         proto = qdq_model(model, qp, wq, s32)
         return QuantModel(model, mode, plan, qp, wq, s32, proto,
                           {t: t for t in model.activations()}
-                          | {t: f"{t}__q" for t in model.inputs})
+                          | {t: f"{t}__q" for t in model.inputs}, method)
     proto, tensors, qnames = reference_model(model, wq, s32)
-    return QuantModel(model, mode, plan, qp, wq, s32, proto, qnames,
+    return QuantModel(model, mode, plan, qp, wq, s32, proto, qnames, method,
                       param_vectors(tensors, qp))

@@ -155,7 +155,6 @@ class Workbench:
                           self.config.quant.conv_bias_data_type)
         else:
             qm = prev.with_plan(self.stats, self.plan, self.method)
-        qm.method = self.method
         self._qm[mode] = qm
         return qm
 
