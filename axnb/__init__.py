@@ -1,8 +1,9 @@
 """axnb: find and fix the accuracy a network loses when quantized for an NPU.
 
-The engine (this package minus ``axnb.view`` and ``axnb.widgets``) imports only numpy, onnx and
-onnxruntime (pandas, tqdm and rich on first use); UI libraries are imported lazily by the view
-and widget layers.
+The engine (this package minus ``axnb.view``, ``axnb.widgets`` and ``axnb.checks``) imports only
+numpy, onnx and onnxruntime (pandas, tqdm and rich on first use); UI libraries are imported
+lazily by the view and widget layers. ``Workbench.snapshot()`` freezes an analysis into an
+:class:`Analysis` that :func:`axnb.view.write_report`, the Explorer and the CLI render.
 
 Example:
     >>> import axnb
@@ -22,7 +23,15 @@ from axnb.errors import AxnbError, ConfigError, DataError, ModelError, ZooError
 from axnb.graph import Model, load
 from axnb.outliers import outliers
 from axnb.plan import QuantPlan
-from axnb.results import CalibStats, LayerReport, OutlierReport
+from axnb.results import (
+    Advice,
+    Analysis,
+    CalibStats,
+    Check,
+    Diagnosis,
+    LayerReport,
+    OutlierReport,
+)
 from axnb.search import SearchResult, search
 from axnb.simulate import QuantModel, simulate
 from axnb.types import CalibMethod, Method, Mode, QType
@@ -31,7 +40,8 @@ from axnb.workbench import Workbench
 __version__ = "0.1.0"
 
 __all__ = [
-    "AxnbError", "CalibMethod", "CalibStats", "Config", "ConfigError", "DataError",
+    "Advice", "Analysis", "AxnbError", "CalibMethod", "CalibStats", "Check", "Config",
+    "ConfigError", "DataError", "Diagnosis",
     "LayerReport", "Method", "SearchResult", "compare", "isolation", "search",
     "Mode", "Model", "ModelError", "OutlierReport", "QType", "QuantModel", "QuantPlan",
     "Workbench", "ZooError", "__version__", "calibrate", "data", "load", "load_config",

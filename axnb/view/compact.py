@@ -17,16 +17,18 @@ import numbers
 
 from markupsafe import Markup, escape
 
+from axnb.advice import FINAL, LAYER
+from axnb.types import Col
 from axnb.view.tables import HIGH_PRECISION, LAYER_FORMATS, cosine_colour
 
-QTYPE_COLUMNS = ("QDType", "qtype")
+QTYPE_COLUMNS = (Col.QDTYPE, "qtype")
 
 
-def cosine_bucket(c: float, threshold: float = 0.98, fine: float = 0.999) -> int:
+def cosine_bucket(c: float, threshold: float = FINAL, fine: float = LAYER) -> int:
     """0 under ``threshold``, 1-4 from threshold to ``fine``, 5-7 from fine to 1; -1 for NaN.
 
     Example:
-        >>> [cosine_bucket(c) for c in (0.5, 0.98, 0.9995, 1.0)]
+        >>> [cosine_bucket(c) for c in (0.5, FINAL, 0.9995, 1.0)]
         [0, 1, 6, 7]
     """
     if c is None or not math.isfinite(c):
@@ -42,7 +44,7 @@ def bucket_css(threshold: float, fine: float) -> str:
     """CSS rules ``.k0{background:...}`` .. ``.k7`` at the middle of each bucket.
 
     Example:
-        >>> bucket_css(0.98, 0.999)[:23]
+        >>> bucket_css(FINAL, LAYER)[:23]
         '.k0{background:#f8696b}'
     """
     mids = [threshold - 1] + [threshold + (fine - threshold) * (i + 0.5) / 4 for i in range(4)]
@@ -58,12 +60,12 @@ def _fmt(v, col: str = "") -> str:
     if isinstance(v, float):
         return LAYER_FORMATS.get(col, "{:.6g}").format(v)
     if isinstance(v, (tuple, list)):
-        sep = "x" if all(isinstance(x, int) for x in v) and col == "Shape" else ", "
+        sep = "x" if all(isinstance(x, int) for x in v) and col == Col.SHAPE else ", "
         return sep.join(map(str, v))
     return str(v)
 
 
-def table(df, threshold=0.98, fine=0.999, index=False, cls="t") -> Markup:
+def table(df, threshold=FINAL, fine=LAYER, index=False, cls="t") -> Markup:
     """A compact HTML table: escaped text, one class on cosine ("Cosin...") cells, no other
     per-cell markup; rows of U16/S16/FP32 tensors get class ``hp``."""
     cols = list(df.columns)
@@ -73,7 +75,8 @@ def table(df, threshold=0.98, fine=0.999, index=False, cls="t") -> Markup:
         cells = [f"<td>{i}</td>"] if index else []
         hp = any(str(v) in HIGH_PRECISION for c, v in zip(cols, row) if c in QTYPE_COLUMNS)
         for c, v in zip(cols, row):
-            k = cosine_bucket(float(v), threshold, fine) if "Cosin" in c and is_number(v) else -1
+            k = cosine_bucket(float(v), threshold, fine) if Col.COSINE in str(c) and is_number(v) \
+                else -1
             cells.append(f'<td class="k{k}">' if k >= 0 else "<td>")
             cells.append(f"{escape(_fmt(v, c))}</td>")
         out.append(('<tr class="hp">' if hp else "<tr>") + "".join(cells) + "</tr>")

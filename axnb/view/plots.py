@@ -19,6 +19,9 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from axnb.advice import FINAL, LAYER
+from axnb.types import Col
+
 HIGH_PRECISION = {"U16": "#3b6fd8", "S16": "#3b6fd8", "FP32": "#8e44ad"}
 _SVG_JUNK = [
     re.compile(r"<\?xml[^>]*\?>\s*"),
@@ -36,9 +39,9 @@ def _figure(width: float, height: float) -> Figure:
 
 def _marks(df, u16: Iterable[str]) -> dict[str, np.ndarray]:
     names = set(u16)
-    qd = df["QDType"].astype(str).to_numpy() if "QDType" in df else np.full(len(df), "")
+    qd = df[Col.QDTYPE].astype(str).to_numpy() if Col.QDTYPE in df else np.full(len(df), "")
     picked = np.zeros(len(df), bool)
-    for col in ("Output Tensor", "Operator"):
+    for col in (Col.OUTPUT, Col.OPERATOR):
         if col in df and names:
             picked |= df[col].astype(str).isin(names).to_numpy()
     out = {q: qd == q for q in HIGH_PRECISION}
@@ -48,8 +51,8 @@ def _marks(df, u16: Iterable[str]) -> dict[str, np.ndarray]:
     return {q: m for q, m in out.items() if m.any()}
 
 
-def cosine_along_depth(df, threshold: float = 0.98, u16: Iterable[str] = (),
-                       fine: float | None = 0.999, title: str = "") -> Figure:
+def cosine_along_depth(df, threshold: float = FINAL, u16: Iterable[str] = (),
+                       fine: float | None = LAYER, title: str = "") -> Figure:
     """Cosine of every tensor in topological order (row order of ``df``), with the
     ``threshold`` line and the U16/S16/FP32 layers marked.
 
@@ -63,7 +66,7 @@ def cosine_along_depth(df, threshold: float = 0.98, u16: Iterable[str] = (),
     Example:
         >>> fig = cosine_along_depth(report.to_frame(), u16={"conv_5.out"})  # doctest: +SKIP
     """
-    cos = df["Cosin"].to_numpy(float)
+    cos = df[Col.COSINE].to_numpy(float)
     x = np.arange(len(cos))
     fig = _figure(9, 3.2)
     ax = fig.add_subplot()

@@ -11,16 +11,16 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 
-import numpy as np
+from axnb.advice import FINAL, LAYER
+from axnb.types import Col
 
 RED, YELLOW, GREEN = (248, 105, 107), (255, 235, 132), (99, 190, 123)
 WHITE, ORANGE = (255, 255, 255), (244, 140, 66)
 QTYPE_COLOURS = {"U16": "#cfe2ff", "S16": "#cfe2ff", "FP32": "#e2d4f0"}
 HIGH_PRECISION = frozenset(QTYPE_COLOURS)
 MISMATCH = "#f8d7da"
-LAYER_FORMATS = {"Cosin": "{:.6f}", "MSE": "{:.3e}", "SQNR": "{:.2f}", "MaxAbs": "{:.4g}"}
+LAYER_FORMATS = {Col.COSINE: "{:.6f}", Col.MSE: "{:.3e}", Col.SQNR: "{:.2f}", Col.MAXABS: "{:.4g}"}
 _CLASS_CSS = [
     {"selector": "td.axnb-low", "props": "font-weight: bold; color: #7a0000;"},
     {"selector": "td.axnb-hp", "props": "border-left: 3px solid #3b6fd8;"},
@@ -33,9 +33,9 @@ def _mix(a: tuple, b: tuple, t: float) -> str:
     return "#" + "".join(f"{round(x + (y - x) * t):02x}" for x, y in zip(a, b))
 
 
-def cosine_colour(c: float, threshold: float = 0.98, fine: float = 0.999) -> str:
+def cosine_colour(c: float, threshold: float = FINAL, fine: float = LAYER) -> str:
     """Background colour of a cosine: red under ``threshold``, red->yellow up to ``fine``,
-    yellow->green up to 1; "" for NaN.
+    yellow->green up to 1; "" for NaN (the lines of :mod:`axnb.advice`).
 
     Example:
         >>> cosine_colour(0.5), cosine_colour(1.0)
@@ -83,7 +83,7 @@ def _classes(df, fn) -> object:
                         index=df.index, columns=df.columns)
 
 
-def layer_table(df, threshold: float = 0.98, fine: float = 0.999):
+def layer_table(df, threshold: float = FINAL, fine: float = LAYER):
     """Styler of a layer table (``LayerReport.to_frame()`` columns, Pulsar2 names).
 
     NOTE: every Styler here escapes cell text (tensor names are user data).
@@ -92,17 +92,17 @@ def layer_table(df, threshold: float = 0.98, fine: float = 0.999):
     every cell of a U16/S16/FP32 row gets class ``axnb-hp`` and its QDType is tinted.
 
     Example:
-        >>> layer_table(report.to_frame(), threshold=0.98)          # doctest: +SKIP
+        >>> layer_table(report.to_frame(), threshold=0.95)          # doctest: +SKIP
     """
     st = df.style.hide(axis="index")
-    if "Cosin" in df:
-        st = st.map(lambda c: _bg(cosine_colour(c, threshold, fine)), subset=["Cosin"])
-    if "QDType" in df:
-        st = st.map(lambda q: _bg(QTYPE_COLOURS.get(str(q), "")), subset=["QDType"])
+    if Col.COSINE in df:
+        st = st.map(lambda c: _bg(cosine_colour(c, threshold, fine)), subset=[Col.COSINE])
+    if Col.QDTYPE in df:
+        st = st.map(lambda q: _bg(QTYPE_COLOURS.get(str(q), "")), subset=[Col.QDTYPE])
 
     def cls(row, col) -> str:
-        out = "axnb-hp" if str(row.get("QDType", "")) in HIGH_PRECISION else ""
-        c = row.get("Cosin", math.nan) if col == "Cosin" else math.nan
+        out = "axnb-hp" if str(row.get(Col.QDTYPE, "")) in HIGH_PRECISION else ""
+        c = row.get(Col.COSINE, math.nan) if col == Col.COSINE else math.nan
         return f"{out} axnb-low".strip() if c == c and c < threshold else out
 
     fmts = {k: v for k, v in LAYER_FORMATS.items() if k in df}
@@ -144,86 +144,50 @@ def plan_table(df):
     return st.set_table_styles(_CLASS_CSS, overwrite=False)
 
 
-def _dtype(d) -> str:
-    if isinstance(d, int):
-        from onnx import helper
-
-        d = helper.tensor_dtype_to_np_dtype(d)
-    return np.dtype(d).name
-
-
-def _spec(v) -> tuple[tuple, str]:
-    if isinstance(v, Mapping):
-        return tuple(v.get("shape", ())), _dtype(v["dtype"])
-    if hasattr(v, "shape") and hasattr(v, "dtype"):
-        return tuple(v.shape), _dtype(v.dtype)
-    shape, dtype = v
-    return tuple(shape), _dtype(dtype)
-
-
-def _vi(v) -> tuple[tuple, str]:
-    t = v.type.tensor_type
-    dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
-                 for d in t.shape.dim)
-    return dims, _dtype(t.elem_type)
-
-
-def io_specs(x) -> dict[str, tuple[str, tuple, str]]:
-    """name -> (kind, shape, dtype) of a Model (``.inputs``/``.outputs``), an ONNX ModelProto,
-    a mapping name -> TensorSpec / (shape, dtype), or an iterable of TensorSpec.
-
-    Example:
-        >>> io_specs({"x": ((1, 3), "float32")})
-        {'x': ('', (1, 3), 'float32')}
-    """
-    if hasattr(x, "graph"):
-        inits = {i.name for i in x.graph.initializer}
-        return ({v.name: ("input", *_vi(v)) for v in x.graph.input if v.name not in inits}
-                | {v.name: ("output", *_vi(v)) for v in x.graph.output})
-    if isinstance(getattr(x, "inputs", None), Mapping):
-        return ({n: ("input", *_spec(s)) for n, s in x.inputs.items()}
-                | {n: ("output", *_spec(s)) for n, s in x.outputs.items()})
-    if isinstance(x, Mapping):
-        return {n: ("", *_spec(s)) for n, s in x.items()}
-    return {s.name: ("", *_spec(s)) for s in x}
-
-
 def _shape_text(s) -> str:
     return "x".join(map(str, s)) if s is not None else "missing"
 
 
-def io_frame(float_specs, quant_specs):
-    """DataFrame of the input/output type check (see :func:`io_table`)."""
+def io_frame(check, quant_specs=None):
+    """DataFrame of the input/output type check (see :func:`io_table`).
+
+    ``check``: the :func:`axnb.checks.input_types` Check (or its rows); the view only renders
+    it. Given two models (or spec mappings), the check is run first.
+    """
     import pandas as pd
 
-    f, q = io_specs(float_specs), io_specs(quant_specs)
-    rows = []
-    for name in [*f, *(n for n in q if n not in f)]:
-        fk, fs, fd = f.get(name, ("", None, "missing"))
-        qk, qs, qd = q.get(name, ("", None, "missing"))
-        what = [w for w, bad in (("dtype", fd != qd), ("shape", fs != qs)) if bad]
-        match = "missing" if "missing" in (fd, qd) else (" + ".join(what) or "ok")
-        rows.append({"Tensor": name, "Kind": fk or qk, "Float dtype": fd,
-                     "Float shape": _shape_text(fs), "Quantized dtype": qd,
-                     "Quantized shape": _shape_text(qs), "Match": match})
-    return pd.DataFrame(rows, columns=["Tensor", "Kind", "Float dtype", "Float shape",
-                                       "Quantized dtype", "Quantized shape", "Match"])
+    if quant_specs is not None:
+        from axnb.checks.inputs import input_types
+
+        check = input_types(check, quant_specs)
+    rows = check.details["rows"] if hasattr(check, "details") else check
+    out = [{"Tensor": r["name"], "Kind": r["kind"], "Float dtype": r["float dtype"] or "missing",
+            "Float shape": _shape_text(r["float shape"]),
+            "Quantized dtype": r["quantized dtype"] or "missing",
+            "Quantized shape": _shape_text(r["quantized shape"]), "Match": r["match"]}
+           for r in rows]
+    return pd.DataFrame(out, columns=["Tensor", "Kind", "Float dtype", "Float shape",
+                                      "Quantized dtype", "Quantized shape", "Match"])
 
 
-def io_table(float_specs, quant_specs):
-    """Styler of the input/output type check: name, dtype and shape in the float and the
-    quantized model; differing cells tinted red with class ``axnb-mismatch``.
+def io_table(check, quant_specs=None):
+    """Styler of the input/output type check (:func:`axnb.checks.input_types`): name, dtype
+    and shape in the float and the quantized model; the cells of what the check found
+    different tinted red with class ``axnb-mismatch``.
 
     Example:
-        >>> io_table(wb.model, wb.quantized("NPUBackend").proto)    # doctest: +SKIP
+        >>> io_table(input_types(wb.model, wb.quantized().qdq()))    # doctest: +SKIP
     """
-    df = io_frame(float_specs, quant_specs)
+    df = io_frame(check, quant_specs)
     pairs = {"Float dtype": "Quantized dtype", "Float shape": "Quantized shape"}
     pairs |= {v: k for k, v in pairs.items()}
+    what = {"Float dtype": "dtype", "Quantized dtype": "dtype", "Float shape": "shape",
+            "Quantized shape": "shape"}
 
     def bad(row, col) -> bool:
-        return (col in pairs and row[col] != row[pairs[col]]) or \
-            (col == "Match" and row[col] != "ok")
+        m = row["Match"]
+        return (col in pairs and (m == "missing" or what[col] in m.split(" + "))) or \
+            (col == "Match" and m != "ok")
 
     st = df.style.hide(axis="index").format(escape="html").set_td_classes(
         _classes(df, lambda r, c: "axnb-mismatch" if bad(r, c) else ""))

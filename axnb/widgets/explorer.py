@@ -17,11 +17,14 @@ from pathlib import Path
 
 import ipywidgets as W
 
+from axnb.advice import FINAL
+from axnb.results import OCol
+from axnb.types import Col
 from axnb.widgets import logic as L
 
 TITLES = ("Summary", "Layers", "Outliers", "Graph", "Export", "Diagnosis")
-COLUMNS = (("#", 44), ("Operator", 230), ("Type", 110), ("Output Tensor", 250),
-           ("QDType", 56), ("Cosin", 96), ("MSE", 76), ("SQNR", 56))
+COLUMNS = (("#", 44), (Col.OPERATOR, 230), (Col.TYPE, 110), (Col.OUTPUT, 250),
+           (Col.QDTYPE, 56), (Col.COSINE, 96), (Col.MSE, 76), (Col.SQNR, 56))
 WIDTHS = tuple(w for _, w in COLUMNS)
 
 
@@ -45,6 +48,8 @@ class Explorer(W.VBox):
 
     Attributes:
         report, df, final: the current LayerReport, its frame, output -> final cosine.
+        snapshot: the current :class:`~axnb.results.Analysis` (what the Summary shows and
+            the Export tab's report renders).
         last_seconds, last_error: time and exception (or None) of the last action.
 
     Example:
@@ -57,7 +62,7 @@ class Explorer(W.VBox):
         super().__init__()
         self.wb, self.page_size = workbench, page_size
         self.analysis = analysis or workbench.config.quant.precision_analysis_method.value
-        self.report = self.df = self.last_seconds = self.last_error = None
+        self.report = self.df = self.last_seconds = self.last_error = self.snapshot = None
         self.final: dict[str, float] = {}
         self._servers, self._sync, self._stale = [], False, {2, 3}
         self._tmp = Path(tempfile.mkdtemp(prefix="axnb-explorer-"))
@@ -152,7 +157,7 @@ class Explorer(W.VBox):
         return _box(self.folder, go, self.export_html, cls=W.VBox)
 
     def _diagnosis_tab(self) -> W.Widget:
-        self.target = W.BoundedFloatText(0.98, min=0.0, max=1.0, step=0.001,
+        self.target = W.BoundedFloatText(FINAL, min=0.0, max=1.0, step=0.001,
                                          description="target", layout=W.Layout(width="180px"))
         find = W.Button(description="search: fewest U16 layers", layout=W.Layout(width="220px"))
         find.on_click(lambda _: self.run("search", self._search))
@@ -169,10 +174,10 @@ class Explorer(W.VBox):
         # NOTE: rank by the analysis table already on screen (worst cosine first): no extra
         # evaluation per layer, unlike search's default ranker.
         layers = set(L.toggleable(self.wb.plan))
-        ranking = [op for op in self.df.sort_values("Cosin")["Operator"] if op in layers] \
+        ranking = [op for op in self.df.sort_values(Col.COSINE)[Col.OPERATOR] if op in layers] \
             if self.df is not None else None
-        res = search(self.wb, target=self.target.value, ranking=ranking or None,
-                     progress=False)
+        res = search(self.wb.evaluator(), self.wb.plan, target=self.target.value,
+                     ranking=ranking or None, progress=False)
         res.apply(self.wb)
         layers = ", ".join(html.escape(x) for x in res.promoted) or "none"
         self.search_html.value = (f"<p>{'met' if res.met else 'NOT met'} after "
@@ -181,10 +186,13 @@ class Explorer(W.VBox):
                                   f"{layers}</p>")
 
     def show_diagnosis(self) -> None:
-        """Run :func:`axnb.diagnose.diagnose` and show its checks (verdict, summary, fix)."""
-        from axnb.diagnose import diagnose
+        """Run :func:`axnb.checks.diagnose` and show its checks (verdict, summary, fix); its
+        next step is the Summary's advice (the same snapshot)."""
+        from axnb.checks import diagnose
 
-        d = diagnose(self.wb)
+        snap = self.snapshot if self.snapshot is not None else self.wb.snapshot([])
+        d = diagnose(self.wb, analysis=snap)
+        self.snapshot = snap.replace(diagnosis=d)
         self.diagnosis_html.value = d.to_frame().to_html(index=False, escape=True)
 
     # ---- actions -------------------------------------------------------------------------
@@ -198,7 +206,9 @@ class Explorer(W.VBox):
             if action is not None:
                 action()
             self.report = L.layer_report(self.wb, self.analysis)
-            self.df, self.final = self.report.to_frame(), L.final_cosines(self.report)
+            self.snapshot = self.wb.snapshot(
+                reports={f"{self.analysis} {self.wb.mode.value}": self.report})
+            self.df, self.final = self.report.to_frame(), self.snapshot.final_cosine()
             self.progress.value = 1
             self.show_summary()
             self.show_table()
@@ -252,7 +262,7 @@ class Explorer(W.VBox):
 
     # ---- views ---------------------------------------------------------------------------
     def show_summary(self) -> None:
-        s = L.summary(self.wb, self.final, self.analysis, self.df)
+        s = L.summary(self.snapshot, self.analysis)
         colour = "#2e7d32" if s["ok"] else "#c62828"
         self.status.value = (f'<div style="font:13px sans-serif;color:{colour}">'
                              f"<b>{html.escape(L.status_line(s))}</b></div>")
@@ -278,10 +288,10 @@ class Explorer(W.VBox):
             self.pages.value = f"of {p.pages} ({p.total} rows)"
             for i, (row, tb, cell) in enumerate(zip(self._rows, self.toggles, self.cells)):
                 r = p.rows.iloc[i] if i < len(p.rows) else None
-                can = r is not None and r.get("Operator") in ok
-                self._row_layers[i] = r["Operator"] if can else None
+                can = r is not None and r.get(Col.OPERATOR) in ok
+                self._row_layers[i] = r[Col.OPERATOR] if can else None
                 row.layout.display = "none" if r is None else ""
-                tb.value, tb.disabled = can and L.is_u16(plan, r["Operator"]), not can
+                tb.value, tb.disabled = can and L.is_u16(plan, r[Col.OPERATOR]), not can
                 tb.button_style, tb.layout.visibility = ("info" if tb.value else "",
                                                          "visible" if can else "hidden")
                 cell.value = "" if r is None else L.row_html(r, can, WIDTHS)
@@ -289,10 +299,11 @@ class Explorer(W.VBox):
     def show_outliers(self) -> None:
         from axnb.view.tables import outlier_table, to_html
 
-        df = self.wb.outliers().to_frame()
+        rep = self.snapshot.outliers if self.snapshot is not None else self.wb.outliers()
+        df = rep.to_frame()
         self.outlier_html.value = (f"<p>{len(df)} tensors (top 100 shown)</p>"
                                    + (to_html(outlier_table(df.head(100))) if len(df) else ""))
-        opts = list(df["Op outputs"].head(300)) if len(df) else []
+        opts = list(df[OCol.TENSOR].head(300)) if len(df) else []
         with self._quiet():
             self.tensor.options, self.tensor.value = opts, opts[0] if opts else None
         self.show_absmax()
@@ -334,8 +345,7 @@ class Explorer(W.VBox):
     def export(self) -> dict:
         """Write report.html, config.json and quantized.onnx to the folder box; their paths."""
         t = time.perf_counter()
-        paths = L.export_all(self.wb, self.folder.value,
-                             {f"{self.analysis} {self.wb.mode.value}": self.report})
+        paths = L.export_all(self.wb, self.folder.value, self.snapshot)
         items = "".join(f"<li>{k}: <code>{html.escape(str(p))}</code></li>"
                         for k, p in paths.items())
         self.export_html.value = (f"<p>Written in {time.perf_counter() - t:.2f} s:</p>"

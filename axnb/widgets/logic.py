@@ -14,7 +14,10 @@ import html
 from pathlib import Path
 from typing import NamedTuple
 
-THRESHOLD = 0.98
+from axnb.advice import FINAL
+from axnb.types import Col
+
+THRESHOLD = FINAL
 CALIB_METHODS = ("MinMax", "MSE", "Percentile", "KL")
 ANALYSIS_METHODS = ("EndToEnd", "PerLayer")
 MODES = ("Reference", "NPUBackend")
@@ -51,14 +54,14 @@ def rows_for_page(df, page: int = 0, size: int = 25, query: str = "", worst: int
         >>> p.page, p.pages, p.total
         (24, 25, 611)
     """
-    cols = [c for c in ("Operator", "Type", "Output Tensor") if c in df]
+    cols = [c for c in (Col.OPERATOR, Col.TYPE, Col.OUTPUT) if c in df]
     if query:
         hit = df[cols].astype(str).apply(
             lambda s: s.str.lower().str.contains(query.lower(), regex=False))
         df = df[hit.any(axis=1)]
     if worst and worst > 0:
-        df = df.sort_values("Cosin", kind="stable", na_position="first").head(worst)
-    df = (df.sort_values("Cosin", ascending=sort == "cosine", kind="stable",
+        df = df.sort_values(Col.COSINE, kind="stable", na_position="first").head(worst)
+    df = (df.sort_values(Col.COSINE, ascending=sort == "cosine", kind="stable",
                          na_position="first") if sort.startswith("cosine")
           else df.sort_index(kind="stable"))
     pages = max(1, -(-len(df) // size))
@@ -105,35 +108,29 @@ def layer_report(wb, method: str = "EndToEnd"):
     return wb.report(method)
 
 
-def final_cosines(report) -> dict[str, float]:
-    """Output -> cosine of the whole quantized model, from a LayerReport."""
-    return {o: float(m["Cosin"]) for o, m in report.final.items()}
-
-
-def summary(wb, final: dict[str, float], analysis: str, report_df=None) -> dict:
-    """What the Summary tab shows: verdict, next steps, U16 count, plan, methods, outputs.
+def summary(analysis, method: str | None = None) -> dict:
+    """What the Summary tab shows, from an :class:`~axnb.results.Analysis` (the report's and
+    the CLI's numbers and advice): verdict, next steps, U16 count, plan, methods, outputs.
 
     Example:
-        >>> summary(wb, {"out": 0.99}, "EndToEnd")["u16"]           # doctest: +SKIP
+        >>> summary(wb.snapshot(), "EndToEnd")["u16"]               # doctest: +SKIP
         0
     """
-    from axnb.view.verdict import verdict
-
-    reports = [(analysis, report_df, {"method": analysis})] if report_df is not None else []
-    v = verdict(final, reports, None, wb.method.value, wb.smooth, wb.plan.summary(),
-                THRESHOLD, mode=wb.mode.value)
-    return {"ok": v.ok, "verdict": v.headline, "steps": v.steps,
-            "u16": sum(len(wb.plan.layers(q)) for q in HIGH), "plan": wb.plan.summary(),
-            "calibration": wb.method.value, "analysis": analysis, "mode": wb.mode.value,
-            "smooth": wb.smooth is not None,
-            "outputs": [(o, c, c >= THRESHOLD) for o, c in final.items()]}
+    an = analysis
+    adv, final = an.advice, an.final_cosine()
+    layers = an.plan.get("layers", {})
+    return {"ok": adv.ok, "verdict": adv.headline, "steps": list(adv.steps),
+            "u16": sum(len(layers.get(q, [])) for q in HIGH), "plan": an.plan.get("summary", ""),
+            "calibration": an.method, "analysis": method or an.analysis_method,
+            "mode": an.mode, "smooth": an.smoothing is not None,
+            "outputs": [(o, c, c >= adv.threshold) for o, c in final.items()]}
 
 
 def status_line(s: dict) -> str:
     """A :func:`summary` as one line of text (the Explorer's header).
 
     Example:
-        >>> status_line(summary(wb, {"out": 0.99}, "EndToEnd"))     # doctest: +SKIP
+        >>> status_line(summary(wb.snapshot(), "EndToEnd"))         # doctest: +SKIP
         'U16 layers: 0 | final cosine 99.0000% >= 98% | MinMax | EndToEnd | Reference'
     """
     worst = min((c for _, c, _ in s["outputs"]), default=float("nan"))
@@ -150,11 +147,11 @@ def row_html(r, active: bool, widths: tuple) -> str:
         v = r.get(col)
         return "-" if v is None or v != v else spec.format(v)
 
-    cells = [(r.name, ""), (r.get("Operator", ""), ""), (r.get("Type", ""), ""),
-             (r.get("Output Tensor", ""), ""),
-             (r.get("QDType", ""), QTYPE_COLOURS.get(str(r.get("QDType")), "")),
-             (num("Cosin", "{:.6f}"), cosine_colour(r.get("Cosin", float("nan")), THRESHOLD)),
-             (num("MSE", "{:.2e}"), ""), (num("SQNR", "{:.1f}"), "")]
+    cells = [(r.name, ""), (r.get(Col.OPERATOR, ""), ""), (r.get(Col.TYPE, ""), ""),
+             (r.get(Col.OUTPUT, ""), ""),
+             (r.get(Col.QDTYPE, ""), QTYPE_COLOURS.get(str(r.get(Col.QDTYPE)), "")),
+             (num(Col.COSINE, "{:.6f}"), cosine_colour(r.get(Col.COSINE, float("nan")))),
+             (num(Col.MSE, "{:.2e}"), ""), (num(Col.SQNR, "{:.1f}"), "")]
     out = "".join(
         f'<div title="{html.escape(str(t))}" style="flex:none;width:{w}px;overflow:hidden;'
         f'text-overflow:ellipsis;white-space:nowrap;padding:0 4px;background:{bg or "none"}">'
@@ -163,8 +160,9 @@ def row_html(r, active: bool, widths: tuple) -> str:
             f"{out}</div>")
 
 
-def export_all(wb, folder: str | Path, reports: dict | None = None) -> dict[str, Path]:
-    """Write quantized.onnx, config.json (the plan as layer_configs) and report.html.
+def export_all(wb, folder: str | Path, analysis=None) -> dict[str, Path]:
+    """Write quantized.onnx, config.json (the plan as layer_configs) and report.html (of
+    ``analysis``, default ``wb.snapshot()``).
 
     Example:
         >>> export_all(wb, "out/run1")["config"].name               # doctest: +SKIP
@@ -176,20 +174,20 @@ def export_all(wb, folder: str | Path, reports: dict | None = None) -> dict[str,
     folder.mkdir(parents=True, exist_ok=True)
     return {"quantized": wb.export_quantized(folder / "quantized.onnx"),
             "config": wb.export_config(folder / "config.json"),
-            "report": write_report(wb, folder / "report.html", reports)}
+            "report": write_report(analysis if analysis is not None else wb.snapshot(),
+                                   folder / "report.html")}
 
 
 def io_check(wb, quantized_path: str | Path) -> tuple:
-    """(Check, HTML table) of the inputs/outputs of the float vs the exported model.
+    """(Check, HTML table) of the inputs/outputs of the float vs the exported model: one
+    check (:func:`axnb.checks.input_types`), rendered by :func:`axnb.view.tables.io_table`.
 
     Example:
         >>> io_check(wb, "out/quantized.onnx")[0].verdict          # doctest: +SKIP
         'pass'
     """
-    import onnx
-
-    from axnb.diagnose import input_types
+    from axnb.checks.inputs import input_types
     from axnb.view.tables import io_table, to_html
 
     check = input_types(wb.model, quantized_path)
-    return check, to_html(io_table(wb.model, onnx.load(str(quantized_path))))
+    return check, to_html(io_table(check))

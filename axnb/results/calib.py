@@ -1,8 +1,4 @@
-"""Frozen, saveable results: ``CalibStats`` and ``OutlierReport``.
-
-Every result gives ``to_frame()`` (a pandas DataFrame; pandas is imported on first use),
-``save(path)`` / ``load(path)`` and an HTML repr for notebooks.
-"""
+"""Calibration results: :class:`CalibStats` (the observers) and :class:`OutlierReport`."""
 
 from __future__ import annotations
 
@@ -15,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from axnb.errors import AxnbError, did_you_mean
-from axnb.io import write_bytes as _atomic_write
+from axnb.io import write_bytes
 from axnb.observers import Observer
 from axnb.types import CalibMethod, QType, parse_enum
 
@@ -51,7 +47,7 @@ def _unpack(path: Path) -> tuple[dict, dict[str, dict[str, Observer]]]:
     return meta, groups
 
 
-@dataclass
+@dataclass(frozen=True)
 class CalibStats:
     """Calibration statistics: one Observer per float activation tensor and per weight.
 
@@ -136,7 +132,7 @@ class CalibStats:
         meta = {"kind": "CalibStats", "method": self.method.value, "samples": self.samples,
                 "percentile": self.percentile,
                 "shapes": {k: list(v) for k, v in self.shapes.items()}}
-        return _atomic_write(Path(path), _pack({"a": self.activations, "w": self.weights}, meta))
+        return write_bytes(Path(path), _pack({"a": self.activations, "w": self.weights}, meta))
 
     @classmethod
     def load(cls, path: str | Path) -> CalibStats:
@@ -161,7 +157,22 @@ class CalibStats:
 OUTLIER_LEVELS = (3, 4, 5, 6)
 
 
-@dataclass
+class OCol:
+    """Column names of the outlier table, spelled as Pulsar2 prints them."""
+
+    TENSOR = "Op outputs"
+    OP_TYPE = "Op type"
+    CHANNELS = "Channels"
+    SPARSE = "Sparse channel ratio"
+    MAX_LEVEL = "Max level"
+
+    @staticmethod
+    def level(k: int) -> str:
+        """``level>=k ratio``."""
+        return f"level>={k} ratio"
+
+
+@dataclass(frozen=True)
 class OutlierReport:
     """Pulsar2's "Ratio of outliers in tensor [level=Log(Max_Pertensor/Max_Perchannel)]".
 
@@ -185,12 +196,12 @@ class OutlierReport:
         """The table, worst first; by default only tensors with level>=3 or sparse channels."""
         import pandas as pd
 
-        cols = ["Op outputs", "Op type", "Channels", "Sparse channel ratio",
-                *[f"level>={k} ratio" for k in OUTLIER_LEVELS], "Max level"]
+        cols = [OCol.TENSOR, OCol.OP_TYPE, OCol.CHANNELS, OCol.SPARSE,
+                *[OCol.level(k) for k in OUTLIER_LEVELS], OCol.MAX_LEVEL]
         df = pd.DataFrame(self.rows, columns=cols)
         if not show_all:
-            df = df[(df["level>=3 ratio"] > 0) | (df["Sparse channel ratio"] > 0)]
-        keys = [f"level>={k} ratio" for k in reversed(OUTLIER_LEVELS)] + ["Sparse channel ratio"]
+            df = df[(df[OCol.level(3)] > 0) | (df[OCol.SPARSE] > 0)]
+        keys = [OCol.level(k) for k in reversed(OUTLIER_LEVELS)] + [OCol.SPARSE]
         return df.sort_values(keys, ascending=False, kind="stable").reset_index(drop=True)
 
     def worst(self, n: int = 10):
@@ -198,10 +209,10 @@ class OutlierReport:
 
     def tensors_at_level(self, k: int = 5) -> list[str]:
         """Tensors with at least one channel at level >= k."""
-        return [r["Op outputs"] for r in self.rows if r[f"level>={k} ratio"] > 0]
+        return [r[OCol.TENSOR] for r in self.rows if r[OCol.level(k)] > 0]
 
     def save(self, path: str | Path) -> Path:
-        return _atomic_write(Path(path), json.dumps({"kind": self.kind, "rows": self.rows},
+        return write_bytes(Path(path), json.dumps({"kind": self.kind, "rows": self.rows},
                                                     indent=1).encode())
 
     @classmethod
@@ -213,141 +224,3 @@ class OutlierReport:
         return (f"<p>Outliers ({self.kind}s): {len(self.rows)} tensors, "
                 f"{len(self.tensors_at_level(5))} with level>=5 channels</p>"
                 + self.to_frame().to_html(max_rows=30))
-
-
-@dataclass
-class LayerReport:
-    """A precision table: one row per tensor (EndToEnd/PerLayer) or per layer (isolation).
-
-    Columns follow Pulsar2's ``Operator | Type | Output Tensor | Shape | DType | QDType | Cosin |
-    MSE`` plus ``SQNR``, ``MaxAbs``, ``Source`` (why the tensor has its QDType) and ``Original
-    Tensor`` (the name in the user's model before the float frontend). Metrics are means over the
-    analysis samples of per-sample values; formulas in :mod:`axnb.metrics` and ``meta["formulas"]``.
-
-    Attributes:
-        rows: one dict per row, in graph order (isolation: worst first).
-        meta: method, mode, samples, notes, columns, edges (tensor graph for the .mmd), ...
-        final: model output -> metric -> value, for the whole quantized model (end to end).
-
-    Example:
-        >>> rep = axnb.compare(model, qmodel, feeds, method="PerLayer")   # doctest: +SKIP
-        >>> rep.worst(5)[["Output Tensor", "Cosin"]]                      # doctest: +SKIP
-    """
-
-    rows: list[dict]
-    meta: dict = field(default_factory=dict)
-    final: dict[str, dict[str, float]] = field(default_factory=dict)
-
-    @property
-    def title(self) -> str:
-        return f"Quant Precision Table【{self.meta.get('method', '')} {self.meta.get('mode', '')}】"
-
-    def to_frame(self):
-        """The table as a pandas DataFrame (Shape as a tuple)."""
-        import pandas as pd
-
-        cols = self.meta.get("columns") or (list(self.rows[0]) if self.rows else [])
-        df = pd.DataFrame(self.rows, columns=cols)
-        if "Shape" in df:
-            df["Shape"] = df["Shape"].map(lambda s: tuple(s) if isinstance(s, list) else s)
-        return df
-
-    def worst(self, n: int = 10):
-        """The ``n`` rows with the lowest cosine (NaN first), as a DataFrame."""
-        df = self.to_frame()
-        return df.sort_values("Cosin", ascending=True, kind="stable",
-                              na_position="first").head(n)
-
-    def save(self, path: str | Path) -> Path:
-        """Write JSON (inf/NaN kept as JSON's Infinity/NaN); temp name, then rename."""
-        d = {"kind": "LayerReport", "rows": self.rows, "meta": self.meta, "final": self.final}
-        return _atomic_write(Path(path), json.dumps(d, indent=1).encode())
-
-    @classmethod
-    def load(cls, path: str | Path) -> LayerReport:
-        d = json.loads(Path(path).read_text())
-        if d.get("kind") != "LayerReport":
-            raise AxnbError(f"{path}: not a saved LayerReport file")
-        return cls(d["rows"], d["meta"], d["final"])
-
-    def to_rich(self, rows: int | None = None):
-        """A rich Table (cosine coloured: >= 0.999 green, >= 0.99 yellow, else red)."""
-        from rich.table import Table
-
-        df = self.to_frame()
-        fin = "; ".join(f"{o}: Cosin {m['Cosin']:.6f}" for o, m in self.final.items())
-        notes = " ".join(self.meta.get("notes", []))
-        t = Table(title=self.title, caption=f"{self.meta.get('samples')} samples (all used); "
-                  f"final {fin}. {notes}".strip())
-        for c in df.columns:
-            t.add_column(c, justify="right" if df[c].dtype.kind == "f" else "left")
-        for r in df.head(rows).itertuples(index=False):
-            t.add_row(*[f"[{_cos_style(v)}]{_fmt(c, v)}[/]" if c == "Cosin" else _fmt(c, v)
-                        for c, v in zip(df.columns, r)])
-        return t
-
-    def to_mermaid(self) -> str:
-        """A mermaid ``graph TD``: a node per row's tensor (shape, types, cosine, MSE), edges
-        labelled with op type and node name, nodes coloured by cosine."""
-        def q(s) -> str:
-            return str(s).replace('"', "#quot;").replace("|", "#124;")
-
-        ids = {r["Output Tensor"]: f"t{i}" for i, r in enumerate(self.rows)}
-        lines, cls = ["graph TD"], {"good": [], "warn": [], "bad": []}
-        for r in self.rows:
-            i, c = ids[r["Output Tensor"]], r["Cosin"]
-            shape = "x".join(map(str, r.get("Shape", []))) or r.get("Operator", "")
-            lines.append(f'  {i}["{q(r["Output Tensor"])}<br/>{shape}<br/>'
-                         f'{r.get("DType", "FP32")}->{r["QDType"]}<br/>'
-                         f'cos {c:.6f} mse {r["MSE"]:.3e}"]')
-            cls[{"green": "good", "yellow": "warn"}.get(_cos_style(c), "bad")].append(i)
-        for a, b, op, name in self.meta.get("edges", []):
-            if a in ids and b in ids:
-                lines.append(f'  {ids[a]} -->|"{q(op)} {q(name)}"| {ids[b]}')
-        lines += [f"  classDef {k} fill:{f},stroke:{s}" for k, f, s in _MERMAID_CLASSES]
-        lines += [f"  class {','.join(v)} {k}" for k, v in cls.items() if v]
-        return "\n".join(lines) + "\n"
-
-    def write_debug(self, out_dir: str | Path) -> tuple[Path, Path]:
-        """Write Pulsar2's ``quant/debug/precision_analysis_table.txt`` (the rich table as wide
-        plain text) and ``precision_analysis.mmd``; temp names, then rename."""
-        from rich.console import Console
-
-        d = Path(out_dir) / "quant" / "debug"
-        con = Console(file=io.StringIO(), width=4000, record=True, color_system=None)
-        con.print(self.to_rich())
-        lines = [ln.rstrip() for ln in con.export_text().splitlines()]
-        lines += ["", "Metrics:", *(f"  {f}" for f in self.meta.get("formulas", []))]
-        text = "\n".join(lines) + "\n"
-        return (_atomic_write(d / "precision_analysis_table.txt", text.encode()),
-                _atomic_write(d / "precision_analysis.mmd", self.to_mermaid().encode()))
-
-    def _repr_html_(self) -> str:
-        import html
-
-        fin = "; ".join(f"{html.escape(o)}: cosine {m['Cosin']:.6f}" for o, m in self.final.items())
-        notes = "".join(f"<br/><i>{html.escape(n)}</i>" for n in self.meta.get("notes", []))
-        return (f"<p><b>{html.escape(self.title)}</b> {len(self.rows)} rows, "
-                f"{self.meta.get('samples', '?')} samples; final {fin}{notes}</p>"
-                + self.to_frame().to_html(max_rows=40))
-
-    def __repr__(self) -> str:
-        fin = ", ".join(f"{o}={m['Cosin']:.5f}" for o, m in self.final.items())
-        return (f"LayerReport({self.meta.get('method')} {self.meta.get('mode')}: "
-                f"{len(self.rows)} rows, {self.meta.get('samples')} samples, final cosine {fin})")
-
-
-_MERMAID_CLASSES = (("good", "#c8f7c5", "#2e7d32"), ("warn", "#fff3b0", "#b8860b"),
-                    ("bad", "#ffc9c9", "#c62828"))
-
-
-def _cos_style(v: float) -> str:
-    """green / yellow / red for cosine >= 0.999 / >= 0.99 / below (NaN: red)."""
-    return "green" if v >= 0.999 else "yellow" if v >= 0.99 else "red"
-
-
-def _fmt(col: str, v) -> str:
-    if isinstance(v, float):
-        return f"{v:.6f}" if col.startswith(("Cosin", "Ref vs")) else \
-            f"{v:.2f}" if col == "SQNR" else f"{v:.4e}"
-    return str(tuple(v)) if isinstance(v, list) else str(v)

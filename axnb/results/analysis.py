@@ -1,0 +1,203 @@
+"""The next steps (:class:`Advice`) and the frozen snapshot of a whole analysis (:class:`Analysis`).
+
+An Analysis holds everything the HTML report, the Explorer summary and the CLI print, as plain
+data: it renders without the model, and ``save`` / ``load`` round-trip it through JSON.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+from axnb.errors import AxnbError
+from axnb.io import write_bytes
+from axnb.results.calib import OutlierReport
+from axnb.results.checks import Check, Diagnosis
+from axnb.results.layers import LayerReport
+from axnb.results.plain import plain
+from axnb.types import Col
+
+
+@dataclass(frozen=True)
+class Advice:
+    """The verdict on the final-output cosine and the next steps (see :mod:`axnb.advice`).
+
+    Attributes:
+        ok: every final output reaches ``threshold``.
+        verdict: "pass", "warn" (a measured calibration method alone reaches it) or "fail".
+        headline: one sentence; steps: what to do next, with the figures behind each step.
+        summary, fix: the same decision as one checklist line and its action (the "next step"
+            check of :func:`axnb.checks.diagnose`).
+        details: the figures (final cosine, by_method, outliers_level5, ...).
+        threshold, fine: the final-output and the per-layer lines used.
+    """
+
+    ok: bool
+    verdict: str
+    headline: str
+    steps: tuple[str, ...] = ()
+    summary: str = ""
+    fix: str = ""
+    details: dict = field(default_factory=dict, hash=False)
+    threshold: float = math.nan
+    fine: float = math.nan
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "steps", tuple(self.steps))
+        object.__setattr__(self, "details", plain(self.details))
+
+    def to_check(self) -> Check:
+        """The advice as the checklist's "next step" check."""
+        return Check("next step", self.verdict, self.summary, self.details, self.fix)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "steps": list(self.steps)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Advice:
+        return cls(**d)
+
+    def to_frame(self):
+        """One row per step."""
+        import pandas as pd
+
+        return pd.DataFrame({"step": list(self.steps)})
+
+    def save(self, path: str | Path) -> Path:
+        return write_bytes(Path(path), json.dumps({"kind": "Advice", **self.to_dict()},
+                                                  indent=1).encode())
+
+    @classmethod
+    def load(cls, path: str | Path) -> Advice:
+        d = json.loads(Path(path).read_text())
+        if d.pop("kind", None) != "Advice":
+            raise AxnbError(f"{path}: not a saved Advice file")
+        return cls.from_dict(d)
+
+    def _repr_html_(self) -> str:
+        steps = "".join(f"<li>{html.escape(s)}</li>" for s in self.steps)
+        return f"<p><b>{html.escape(self.headline)}</b></p><ol>{steps}</ol>"
+
+    def __str__(self) -> str:
+        return "\n".join([self.headline, *(f" - {s}" for s in self.steps)])
+
+
+def _diag_dict(d: Diagnosis | None) -> list | None:
+    return None if d is None else [asdict(c) for c in d.checks]
+
+
+@dataclass(frozen=True, repr=False)
+class Analysis:
+    """A frozen snapshot of one analysis: what the report, the Explorer and the CLI show.
+
+    Made by :meth:`axnb.Workbench.snapshot`; every field is plain data (no model, no session).
+
+    Attributes:
+        config: the Pulsar2 config as a dict.
+        method, mode: calibration method and analysis mode of the snapshot.
+        analysis_method: the configured precision_analysis_method.
+        plan: {"summary", "default", "layer_configs", "rows" (per-tensor QType table: tensor,
+            kind, layer, op_type, qtype, source), "layers" ({QType: [layer names]})}.
+        reports: label -> LayerReport (meta says method and mode).
+        final: mode -> output -> final metrics (:func:`axnb.metrics.output_metrics`).
+        by_method: calibration method -> measured final cosine (min over outputs), when the
+            final cosine missed the line; {} otherwise.
+        outliers: the OutlierReport; outlier_absmax: tensor -> per-channel abs-max (the
+            tensors the report plots).
+        smoothing: SmoothQuant summary {"alpha", "threshold", "applied", "skipped"} or None.
+        diagnosis: the troubleshooting checks, when run.
+        advice: :func:`axnb.advice.for_analysis` of this snapshot.
+        model: {"name", "nodes", "opset", "io": [(kind, name, shape, dtype)], "node_order"}.
+        samples: {"calibration": n, "analysis": n}.
+        environment: (name, version) pairs.
+
+    Example:
+        >>> an = wb.snapshot()                                # doctest: +SKIP
+        >>> Analysis.load(an.save("out/analysis.json")).final_cosine()   # doctest: +SKIP
+    """
+
+    config: dict
+    method: str
+    mode: str
+    analysis_method: str
+    plan: dict
+    reports: dict[str, LayerReport]
+    final: dict[str, dict[str, dict]]
+    by_method: dict[str, float] = field(default_factory=dict)
+    outliers: OutlierReport | None = None
+    outlier_absmax: dict[str, list[float]] = field(default_factory=dict)
+    smoothing: dict | None = None
+    diagnosis: Diagnosis | None = None
+    advice: object = None  # an Advice
+    model: dict = field(default_factory=dict)
+    samples: dict = field(default_factory=dict)
+    environment: tuple = ()
+
+    def final_cosine(self, mode: str | None = None) -> dict[str, float]:
+        """Output -> final cosine in ``mode`` (default: the snapshot's mode)."""
+        return {o: float(m[Col.COSINE]) for o, m in self.final.get(mode or self.mode, {}).items()}
+
+    def replace(self, **changes) -> Analysis:
+        """A copy with some fields changed (e.g. ``diagnosis=``)."""
+        return replace(self, **changes)
+
+    def to_frame(self):
+        """Final metrics: one row per (mode, output)."""
+        import pandas as pd
+
+        rows = [{"Mode": m, "Output": o, **{k: v[k] for k in Col.METRICS if k in v}}
+                for m, outs in self.final.items() for o, v in outs.items()]
+        return pd.DataFrame(rows)
+
+    def to_dict(self) -> dict:
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["reports"] = {k: {"rows": r.rows, "meta": r.meta, "final": r.final}
+                        for k, r in self.reports.items()}
+        d["outliers"] = None if self.outliers is None else \
+            {"rows": self.outliers.rows, "kind": self.outliers.kind}
+        d["diagnosis"] = _diag_dict(self.diagnosis)
+        d["advice"] = None if self.advice is None else self.advice.to_dict()
+        return plain(d)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Analysis:
+        d = dict(d)
+        d["reports"] = {k: LayerReport(r["rows"], r["meta"], r["final"])
+                        for k, r in d["reports"].items()}
+        if d.get("outliers") is not None:
+            d["outliers"] = OutlierReport(d["outliers"]["rows"], d["outliers"]["kind"])
+        if d.get("diagnosis") is not None:
+            d["diagnosis"] = Diagnosis(tuple(Check(**c) for c in d["diagnosis"]))
+        if d.get("advice") is not None:
+            d["advice"] = Advice.from_dict(d["advice"])
+        d["environment"] = tuple(tuple(e) for e in d.get("environment", ()))
+        model = dict(d.get("model", {}))
+        model["io"] = [tuple(x) for x in model.get("io", [])]
+        d["model"] = model
+        return cls(**d)
+
+    def save(self, path: str | Path) -> Path:
+        """Write JSON (inf/NaN as JSON's Infinity/NaN); temp name, then rename."""
+        return write_bytes(Path(path), json.dumps({"kind": "Analysis", **self.to_dict()},
+                                                  indent=1).encode())
+
+    @classmethod
+    def load(cls, path: str | Path) -> Analysis:
+        d = json.loads(Path(path).read_text())
+        if d.pop("kind", None) != "Analysis":
+            raise AxnbError(f"{path}: not a saved Analysis file")
+        return cls.from_dict(d)
+
+    def __repr__(self) -> str:
+        fin = ", ".join(f"{o}={c:.5f}" for o, c in self.final_cosine().items())
+        return (f"Analysis({self.model.get('name', '?')}: {self.method}, {self.mode}, "
+                f"{self.plan.get('summary', '')}; final cosine {fin}; "
+                f"{len(self.reports)} reports)")
+
+    def _repr_html_(self) -> str:
+        head = f"<p><b>{html.escape(repr(self))}</b></p>"
+        adv = self.advice._repr_html_() if self.advice is not None else ""
+        return head + adv + self.to_frame().to_html(index=False)

@@ -1,0 +1,84 @@
+"""Results of the troubleshooting checks: :class:`Check` and :class:`Diagnosis`."""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from axnb.io import write_bytes
+from axnb.results.plain import plain
+
+VERDICTS = ("pass", "warn", "fail")
+
+
+@dataclass(frozen=True)
+class Check:
+    """One checklist item: verdict "pass" | "warn" | "fail", a one-line summary, figures, a fix."""
+
+    name: str
+    verdict: str
+    summary: str
+    details: dict = field(default_factory=dict, hash=False)
+    fix: str = ""
+
+    def __post_init__(self) -> None:
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"verdict {self.verdict!r}; valid: {', '.join(VERDICTS)}")
+        object.__setattr__(self, "details", plain(self.details))
+
+    def table(self):
+        """``details["rows"]`` as a pandas DataFrame (the checks that have a table)."""
+        import pandas as pd
+
+        return pd.DataFrame(self.details.get("rows", []))
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """A group of checks; ``worst`` is the worst verdict.
+
+    Example:
+        >>> d = Diagnosis((Check("a", "pass", "ok"), Check("b", "warn", "hm")))
+        >>> d.worst, d["b"].summary
+        ('warn', 'hm')
+    """
+
+    checks: tuple[Check, ...] = ()
+
+    @property
+    def worst(self) -> str:
+        return max((c.verdict for c in self.checks), key=VERDICTS.index, default="pass")
+
+    def __iter__(self):
+        return iter(self.checks)
+
+    def __len__(self) -> int:
+        return len(self.checks)
+
+    def __getitem__(self, name: str) -> Check:
+        return next(c for c in self.checks if c.name == name)
+
+    def to_frame(self):
+        import pandas as pd
+
+        return pd.DataFrame([(c.name, c.verdict, c.summary, c.fix) for c in self.checks],
+                            columns=["check", "verdict", "summary", "fix"])
+
+    def save(self, path: str | Path) -> Path:
+        rows = [dataclasses.asdict(c) for c in self.checks]
+        return write_bytes(Path(path), json.dumps({"checks": rows}, indent=1).encode())
+
+    @classmethod
+    def load(cls, path: str | Path) -> Diagnosis:
+        return cls(tuple(Check(**c) for c in json.loads(Path(path).read_text())["checks"]))
+
+    def _repr_html_(self) -> str:
+        colour = {"pass": "#2e7d32", "warn": "#ef6c00", "fail": "#c62828"}
+        rows = "".join(f"<tr><td>{html.escape(c.name)}</td><td style='color:{colour[c.verdict]}'>"
+                       f"<b>{c.verdict}</b></td><td>{html.escape(c.summary)}</td>"
+                       f"<td>{html.escape(c.fix)}</td></tr>" for c in self.checks)
+        return (f"<p>Diagnosis: {len(self.checks)} checks, worst <b>{self.worst}</b></p><table>"
+                f"<tr><th>check</th><th>verdict</th><th>summary</th><th>fix</th></tr>{rows}</table>")

@@ -1,0 +1,138 @@
+"""Results of the mixed-precision search: :class:`Evaluation` and :class:`SearchResult`."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from axnb.errors import AxnbError
+from axnb.io import write_bytes
+from axnb.types import QType
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One evaluated plan: promoted layers, metric per output, target met, seconds, phase."""
+
+    plan_layers: tuple[str, ...]
+    metric: dict[str, float]
+    ok: bool
+    seconds: float
+    phase: str
+
+    @property
+    def score(self) -> float:
+        """The minimum of the metric over the outputs."""
+        return min(self.metric.values()) if self.metric else float("nan")
+
+
+@dataclass(frozen=True, repr=False)
+class SearchResult:
+    """The answer of :func:`search`, with every evaluation it made (saveable, resumable).
+
+    ``promoted`` (worst first) go to ``qtype`` in ``plan``; ``met``: every output reaches
+    ``target``; ``stopped``: "met", "budget" or "unreachable"; ``baseline`` / ``final``: the
+    metric per output before and with the promotion ({} if never evaluated); ``ranking``: the
+    candidates worst first; ``base_layer_configs``: the plan the search started from.
+
+    Example:
+        >>> res = search(wb.evaluator(), wb.plan)            # doctest: +SKIP
+        >>> res.to_layer_configs()                           # doctest: +SKIP
+        [{'layer_names': ['Softmax.0'], 'data_type': 'U16'}]
+    """
+
+    promoted: tuple[str, ...]
+    qtype: QType
+    target: float
+    metric_name: str
+    met: bool
+    baseline: dict[str, float]
+    final: dict[str, float]
+    trace: tuple[Evaluation, ...]
+    evaluations: int
+    seconds: float
+    budget: int | None
+    stopped: str
+    ranking: tuple[str, ...] = ()
+    base_layer_configs: tuple[dict, ...] = ()
+    context: dict = field(default_factory=dict, compare=False)
+    base_plan: Any = field(default=None, compare=False)  # the QuantPlan searched from
+
+    @property
+    def plan(self):
+        """The base plan with the promoted layers set to ``qtype``."""
+        if self.base_plan is None:
+            raise AxnbError("a loaded SearchResult has no model: use result.apply(workbench) "
+                            "or QuantPlan.from_config(model, result.to_layer_configs())")
+        return self.base_plan.set(self.promoted, self.qtype) if self.promoted else self.base_plan
+
+    def to_layer_configs(self) -> list[dict]:
+        """Pulsar2 ``layer_configs``: the base plan's entries, then the promoted layers.
+
+        Example:
+            >>> res.to_layer_configs()                       # doctest: +SKIP
+            [{'layer_names': ['Relu.1', 'Softmax.0'], 'data_type': 'U16'}]
+        """
+        out = [dict(e) for e in self.base_layer_configs]
+        if self.promoted:
+            entry = {"layer_names": list(self.promoted), "data_type": self.qtype.value}
+            if self.qtype.is_float:  # NOTE: an FP32 override keeps the weights float too
+                entry["weight_data_type"] = "FP32"
+            out.append(entry)
+        return out
+
+    def apply(self, workbench):
+        """Set the workbench's plan to this result's plan; returns the workbench.
+
+        Example:
+            >>> res.apply(wb).final_cosine()                 # doctest: +SKIP
+        """
+        from axnb.plan import QuantPlan
+
+        if self.base_plan is not None and self.base_plan.model is workbench.model:
+            return workbench.set_plan(self.plan)
+        return workbench.set_plan(QuantPlan.from_config(workbench.model, self.to_layer_configs()))
+
+    def to_frame(self):
+        """One row per evaluation: step, phase, layer count, score, metric per output, ok, s."""
+        import pandas as pd
+
+        rows = [{"step": i, "phase": e.phase, "promoted": len(e.plan_layers), "score": e.score,
+                 **e.metric, "ok": e.ok, "seconds": e.seconds, "layers": ", ".join(e.plan_layers)}
+                for i, e in enumerate(self.trace)]
+        return pd.DataFrame(rows).set_index("step") if rows else pd.DataFrame()
+
+    def save(self, path: str | Path) -> Path:
+        """Write JSON, the trace included (temp name, then rename)."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+             if f.name != "base_plan"}
+        d.update(kind="SearchResult", qtype=self.qtype.value,
+                 trace=[dataclasses.asdict(e) for e in self.trace])
+        return write_bytes(Path(path), json.dumps(d, indent=1).encode())
+
+    @classmethod
+    def load(cls, path: str | Path) -> SearchResult:
+        """Read a result written by :meth:`save` (``plan`` then needs :meth:`apply`)."""
+        d = json.loads(Path(path).read_text())
+        if d.pop("kind", None) != "SearchResult":
+            raise AxnbError(f"{path}: not a saved SearchResult file")
+        trace = tuple(Evaluation(**{**e, "plan_layers": tuple(e["plan_layers"])})
+                      for e in d.pop("trace"))
+        tup = {k: tuple(d.pop(k)) for k in ("promoted", "ranking", "base_layer_configs")}
+        return cls(**{**d, **tup, "trace": trace, "qtype": QType(d["qtype"])})
+
+    def __repr__(self) -> str:
+        b, f = (min(d.values(), default=float("nan")) for d in (self.baseline, self.final))
+        return (f"SearchResult({len(self.promoted)} layers to {self.qtype.value}, "
+                f"{self.metric_name} {b:.5g} -> {f:.5g} "
+                f"(target {self.target:g}), {'met' if self.met else 'NOT met'}, stopped: "
+                f"{self.stopped}, {self.evaluations} evaluations, {self.seconds:.1f} s)")
+
+    def _repr_html_(self) -> str:
+        from html import escape
+
+        return (f"<p>{escape(repr(self))}</p><p>promoted: {escape(', '.join(self.promoted))}</p>"
+                + self.to_frame().to_html(max_rows=30))
