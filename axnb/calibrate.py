@@ -27,37 +27,12 @@ import onnx
 from onnx import helper, numpy_helper
 
 from axnb.errors import DataError
-from axnb.graph import Model
+from axnb.graph import Model, channel_axis, weight_axis, weighted_nodes
 from axnb.observers import Observer
 from axnb.results import CalibStats
 from axnb.types import CalibMethod, parse_enum
 
 HIST_METHODS = frozenset({CalibMethod.MSE, CalibMethod.Percentile, CalibMethod.KL})
-
-
-def channel_axis(shape: tuple[int, ...]) -> int | None:
-    """The channel axis of an activation: 1 for 4-D/5-D (NCHW), the last for 2-D/3-D."""
-    if len(shape) >= 4:
-        return 1
-    if len(shape) >= 2:
-        return len(shape) - 1
-    return None
-
-
-def weight_axis(model: Model, node: onnx.NodeProto) -> int:
-    """The output-channel axis of a Conv/ConvTranspose/Gemm/MatMul weight (input 1)."""
-    if node.op_type == "ConvTranspose":
-        return 1
-    if node.op_type == "Gemm":
-        trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
-        return 0 if trans_b else 1
-    if node.op_type == "MatMul":
-        return len(model.spec(node.input[1]).shape) - 1
-    return 0
-
-
-def _opset(model: Model) -> int:
-    return next((o.version for o in model.proto.opset_import if o.domain in ("", "ai.onnx")), 13)
 
 
 MIN_OUT, MAX_OUT = "__axnb_channel_min", "__axnb_channel_max"
@@ -78,7 +53,6 @@ def reduction_model(model: Model, tensors: list[str], raw: bool) -> tuple[onnx.M
     p.CopyFrom(model.proto)
     g = p.graph
     del g.output[:]
-    opset = _opset(model)
     for name, v in (("__axnb_flat", [-1]), ("__axnb_axis0", [0]), ("__axnb_axis1", [1])):
         _ints(g, name, v)
     mins, maxs, segments, pos = [], [], [], 0
@@ -92,11 +66,7 @@ def reduction_model(model: Model, tensors: list[str], raw: bool) -> tuple[onnx.M
         src, axis = _as_2d(g, src, spec.shape, ax, i)
         for kind, op, acc in (("min", "ReduceMin", mins), ("max", "ReduceMax", maxs)):
             red, out = f"__axnb_{kind}_{i}", f"__axnb_{kind}_flat_{i}"
-            if opset >= 18:
-                g.node.append(helper.make_node(op, [src, f"__axnb_axis{axis}"], [red],
-                                               keepdims=0))
-            else:
-                g.node.append(helper.make_node(op, [src], [red], axes=[axis], keepdims=0))
+            g.node.append(helper.make_node(op, [src, f"__axnb_axis{axis}"], [red], keepdims=0))
             g.node.append(helper.make_node("Reshape", [red, "__axnb_flat"], [out]))
             acc.append(out)
         n = spec.shape[ax] if ax is not None else 1
@@ -107,7 +77,7 @@ def reduction_model(model: Model, tensors: list[str], raw: bool) -> tuple[onnx.M
         g.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, [pos]))
     if raw:
         for t in tensors:
-            g.output.append(model._vi[t])
+            g.output.append(model.value_info(t))
     return p, segments
 
 
@@ -143,15 +113,14 @@ def _ints(g: onnx.GraphProto, name: str, v: list[int]) -> str:
 def weight_observers(model: Model) -> dict[str, Observer]:
     """Per-output-channel observers of every Conv/ConvTranspose/Gemm/MatMul weight."""
     obs: dict[str, Observer] = {}
-    for n in model.nodes:
-        if n.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul") and len(n.input) > 1:
-            w = n.input[1]
-            if w in model.initializers and w not in obs:
-                arr = model.weight(w).astype(np.float32)
-                o = Observer(channel_axis=weight_axis(model, n) if arr.ndim > 1 else None,
-                             histogram=False)
-                o.observe(arr)
-                obs[w] = o
+    for n in weighted_nodes(model):
+        w = n.input[1]
+        if w not in obs:
+            arr = model.weight(w).astype(np.float32)
+            o = Observer(channel_axis=weight_axis(model, n) if arr.ndim > 1 else None,
+                         histogram=False)
+            o.observe(arr)
+            obs[w] = o
     return obs
 
 

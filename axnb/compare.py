@@ -46,24 +46,12 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from axnb import metrics
+from axnb import metrics, qdq, runtime
 from axnb.errors import AxnbError, DataError, ModelError, did_you_mean
 from axnb.graph import DATA_MOVEMENT_OPS, Model
+from axnb.qdq import act_qparams, param_vectors, weight_q
 from axnb.results import LayerReport
-from axnb.simulate import (
-    PARAMS,
-    QuantModel,
-    _bias_nodes,
-    _bias_nodes_fq,
-    _copy,
-    _opset,
-    _rewire,
-    _sorted,
-    act_qparams,
-    bias_quantize,
-    param_vectors,
-    weight_q,
-)
+from axnb.simulate import QuantModel
 from axnb.types import CalibMethod, Method, Mode, parse_enum
 
 __all__ = ["compare", "isolation", "perlayer_values", "render_rich", "write_debug"]
@@ -73,83 +61,45 @@ DTYPES = {"float32": "FP32", "float16": "FP16", "float64": "FP64", "bfloat16": "
 
 
 # ---- graph building ------------------------------------------------------------------------
-MAGIC = 1.5 * 2.0**23  # NOTE: (v + MAGIC) - MAGIC == round_half_even(v) in float32, |v| < 2**22
-VECS = (PARAMS[0], PARAMS[4], "__axnb_rm", "__axnb_clo", "__axnb_chi")
-
-
 def _vectors(model: Model, qparams) -> dict[str, np.ndarray]:
-    """Per-tensor parameters as data: scale, on, rounding magic, clip bounds of round(x / s).
-
-    An unquantized tensor gets s = 1, magic 0 and infinite bounds, so its quantizer is exactly
-    the identity: no Where (7x slower than Mul in onnxruntime) and no graph change per plan.
-    """
-    v = param_vectors(model.activations(), qparams)
-    on, z = v[PARAMS[4]], v[PARAMS[1]]
-    return {VECS[0]: v[PARAMS[0]], VECS[1]: on,
-            VECS[2]: np.where(on, MAGIC, 0.0).astype(np.float32),
-            VECS[3]: np.where(on, v[PARAMS[2]] - z, -np.inf).astype(np.float32),
-            VECS[4]: np.where(on, v[PARAMS[3]] - z, np.inf).astype(np.float32)}
+    return param_vectors(model.activations(), qparams)
 
 
 def _base(model: Model) -> onnx.ModelProto:
-    """The float model (at the Reference graph's opset) with the parameter vectors as inputs."""
-    p = _copy(model, opset=13 if _opset(model.proto) < 13 else None)
-    n = len(model.activations())
-    for name in VECS:
-        dt = TensorProto.BOOL if name == PARAMS[4] else TensorProto.FLOAT
-        p.graph.input.append(helper.make_tensor_value_info(name, dt, [n]))
+    """The float model with the parameter vectors as inputs."""
+    p = qdq.copy(model)
+    qdq.add_param_inputs(p.graph, len(model.activations()))
     p.graph.initializer.append(numpy_helper.from_array(np.array([-1], np.int64), FLAT))
     return p
 
 
 class _Builder:
-    """Adds fake-quantizers and quantized copies of the layers to a graph from :func:`_base`.
-
-    Fake-quant = Mul(Clip(Sub(Add(Div(x, s), magic), magic), lo, hi), s): bit-identical to
-    qmath.fake_quant (clip(round(x/s) + z, qmin, qmax) - z == clip(round(x/s), qmin - z,
-    qmax - z) for integers in float32), 5 cheap passes; per-tensor scalars gathered once.
-    """
+    """Adds fake-quantizers (:class:`axnb.qdq.FakeQuant`) and quantized copies of the layers
+    to a graph from :func:`_base`."""
 
     def __init__(self, model: Model, g: onnx.GraphProto, qmodel: QuantModel) -> None:
         self.model, self.g, self.q = model, g, qmodel
-        self.index = {t: i for i, t in enumerate(model.activations())}
-        self.scalars: dict[int, tuple[str, ...]] = {}
+        self.fake = qdq.FakeQuant(g, model.activations())
+        self.index = self.fake.index
         self.consts: dict[str, str] = {}
-        self.bias = ({b: (x, w) for _, b, x, w in _bias_nodes(model, qmodel.weights, None)}
+        self.bias = ({(b.node, b.bias): b for b in qdq.bias_nodes(model, qmodel.weights)}
                      if qmodel.bias_s32 else {})
 
     def fq(self, t: str, src: str, dst: str) -> str:
-        i = self.index[t]
-        if i not in self.scalars:
-            v = f"__axnb_p{i}"
-            self.g.initializer.append(numpy_helper.from_array(np.array(i, np.int64), v))
-            self.scalars[i] = tuple(f"{v}_{k}" for k in "smlh")
-            for vec, out in zip(VECS[:1] + VECS[2:], self.scalars[i]):
-                self.g.node.append(helper.make_node("Gather", [vec, v], [out]))
-        s, m, lo, hi = self.scalars[i]
-        self.g.node.extend([
-            helper.make_node("Div", [src, s], [f"{dst}_d"]),
-            helper.make_node("Add", [f"{dst}_d", m], [f"{dst}_a"]),
-            helper.make_node("Sub", [f"{dst}_a", m], [f"{dst}_r"]),
-            helper.make_node("Clip", [f"{dst}_r", lo, hi], [f"{dst}_c"]),
-            helper.make_node("Mul", [f"{dst}_c", s], [dst])])
-        return dst
+        return self.fake.fq(t, src, dst)
 
-    def const(self, t: str) -> str:
+    def const(self, t: str, node: str = "") -> str:
         """The quantized weight or S32 bias (shared by every copy), or t itself."""
-        wq = self.q.weights
-        if t in self.consts or (t not in wq and t not in self.bias):
-            return self.consts.get(t, t)
-        name = self.consts[t] = f"{t}__axq"
-        if t in wq:
+        wq, bq = self.q.weights, self.bias.get((node, t))
+        key = bq.name if bq is not None else t
+        if key in self.consts or (t not in wq and bq is None):
+            return self.consts.get(key, t)
+        name = self.consts[key] = f"{key}__axq"
+        if bq is None:
             self.g.initializer.append(numpy_helper.from_array(wq[t].dequantized(), name))
         else:
-            x, w = self.bias[t]
-            self.g.initializer.extend([
-                numpy_helper.from_array(self.model.weight(t).astype(np.float32), f"{name}__float"),
-                numpy_helper.from_array(wq[w].scale.astype(np.float32), f"{name}__sw")])
             # NOTE: as in the Reference graph: S32 at s_in * s_w, float where x is not quantized.
-            self.g.node.extend(_bias_nodes_fq(name, self.index[x]))
+            self.fake.bias(name, self.model.weight(t), wq[bq.weight].scale, bq.x)
         return name
 
     def layers(self, sfx: str, chain: bool) -> dict[str, str]:
@@ -162,21 +112,21 @@ class _Builder:
         read: dict[str, str] = {}
         out: dict[str, str] = {}
 
-        def src(t: str) -> str:
+        def src(t: str, node: str) -> str:
             if t not in read and t in self.index:
                 read[t] = self.fq(t, t, f"{t}{sfx}_in")
-            return read.get(t) or self.const(t)
+            return read.get(t) or self.const(t, node)
 
         for x in self.model.inputs:
             if x in self.index:
-                out[x] = src(x)
+                out[x] = src(x, "")
         for n in self.model.nodes:
             if not chain and not any(o in self.index for o in n.output):
                 continue
             c = self.g.node.add()
             c.CopyFrom(n)
             c.name = f"{n.name}{sfx}"
-            c.input[:] = [src(i) if i else i for i in n.input]
+            c.input[:] = [src(i, n.name) if i else i for i in n.input]
             c.output[:] = [f"{o}{sfx}" + ("_raw" if o in self.index else "") if o else o
                            for o in n.output]
             for o, raw in zip(n.output, c.output):
@@ -188,30 +138,9 @@ class _Builder:
 
 
 def _session(p: onnx.ModelProto):
-    """A session with optimizations off: every tensor is bit-identical to the "extended" level
-    QuantModel uses (tested), and building it is 3x faster for graphs of thousands of nodes.
-
-    NOTE: large initializers are handed to onnxruntime as arrays (``add_external_initializers``)
-    instead of being serialized into the proto and parsed back: 1.3 s saved on MiniLM.
-    """
-    import onnxruntime as ort
-
-    names, vals = [], []
-    for t in p.graph.initializer:
-        if t.raw_data and len(t.raw_data) > 1 << 16:
-            vals.append(ort.OrtValue.ortvalue_from_numpy(numpy_helper.to_array(t)))
-            names.append(t.name)
-            t.ClearField("raw_data")
-            t.data_location = TensorProto.EXTERNAL
-            t.external_data.add(key="location", value="axnb-in-memory")
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    if names:
-        so.add_external_initializers(names, vals)
-    sess = ort.InferenceSession(p.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    sess._axnb_arrays = vals        # NOTE: onnxruntime does not copy them: keep them alive
-    return sess
+    """Optimizations off: every tensor is bit-identical to the "extended" level QuantModel uses
+    (tested), and building is 3x faster for graphs of thousands of nodes."""
+    return runtime.session(p, optimize=False, consume=True)
 
 
 def _add_moments(g: onnx.GraphProto, pairs: list[tuple[str, str]], out: str,
@@ -382,10 +311,12 @@ def _compare_session(model: Model, qmodel: QuantModel, ref: QuantModel, methods:
     NOTE: parameters are data, so QuantModel.with_plan clones (which share the weights and the
     session cache) reuse the session: a U8 <-> U16 toggle re-runs compare without a rebuild.
     """
-    backend, e2e = qmodel.mode is Mode.Backend, Method.EndToEnd in methods
     key = ("__axnb_compare", tuple(sorted(m.value for m in methods)))
-    if key in qmodel._sessions:
-        return qmodel._sessions[key]
+    return qmodel.sessions.get(key, lambda: _build_compare(model, qmodel, ref, methods))
+
+
+def _build_compare(model: Model, qmodel: QuantModel, ref: QuantModel, methods: tuple):
+    backend, e2e = qmodel.mode is Mode.Backend, Method.EndToEnd in methods
     acts = model.activations()
     tensors = acts if e2e else [t for t in acts if t in model.outputs]
     p, groups = _base(model), {}
@@ -407,8 +338,7 @@ def _compare_session(model: Model, qmodel: QuantModel, ref: QuantModel, methods:
     xs: dict = {}
     for k, pairs in groups.items():
         _add_moments(p.graph, pairs, f"__axnb_{k}", xs)
-    qmodel._sessions[key] = (_session(p), groups, tensors)
-    return qmodel._sessions[key]
+    return _session(p), groups, tensors
 
 
 def _report(model, qmodel, m: Method, n: int, secs: float, res, final) -> LayerReport:
@@ -435,24 +365,25 @@ def _iso_graph(model: Model, q: QuantModel, weights) -> onnx.ModelProto:
     type per tensor, as in the plan).
     """
     p = _base(model)
-    build = _Builder(model, p.graph, q)
-    for t, (src, dst) in _rewire(p, model.activations()).items():
-        build.fq(t, src, dst)
+    fake = qdq.FakeQuant(p.graph, model.activations())
+    for t, (src, dst) in qdq.rewire(p, model.activations()).items():
+        fake.fq(t, src, dst)
+    bqs = [b for b in qdq.bias_nodes(model, q.weights) if b.name != b.bias]
+    qdq.rename_biases(p.graph, bqs)
+    for b in {b.name: b for b in bqs}.values():     # NOTE: own copies of a shared bias
+        p.graph.initializer.append(numpy_helper.from_array(model.weight(b.bias), b.name))
     inits = {t.name: t for t in p.graph.initializer}
     for w in weights:
         p.graph.input.append(helper.make_tensor_value_info(w, inits[w].data_type,
                                                            inits[w].dims))
-    return _sorted(p)
+    return qdq.toposort(p)
 
 
 def _quantized_weights(model: Model, q: QuantModel) -> dict[str, np.ndarray]:
     """Every quantized (dequantized) weight and S32 bias, valued as the Reference graph's."""
     out = {w: v.dequantized() for w, v in q.weights.items()}
-    if q.bias_s32:
-        for _, b, x, w in _bias_nodes(model, q.weights, q.qparams):
-            sb = (np.float32(q.qparams[x].scale) * q.weights[w].scale).astype(np.float32)
-            out[b] = (bias_quantize(model.weight(b), sb).astype(np.float64) * sb
-                      ).astype(np.float32)
+    for b, (iq, sb) in (qdq.biases(model, q.weights, q.qparams) if q.bias_s32 else {}).items():
+        out[b] = (iq.astype(np.float64) * sb).astype(np.float32)
     return out
 
 
@@ -522,12 +453,13 @@ def isolation(model: Model, stats, plan, feeds: Iterable, layers=None, method=No
     if progress:
         tqdm.write(msg)
     final = _score(sess, fetch, feeds, ref, _vectors(model, q.qparams), allw)
+    own = {(b.node, b.bias): b.name for b in qdq.bias_nodes(model, q.weights)}
     rows = []
     for name in tqdm(names, desc="isolation", unit="layer", disable=not progress):
         n = model.node_by_name[name]
         vec = _vectors(model, {t: q.qparams[t] for t in [*n.input, *n.output]
                                if t in q.qparams})
-        w = {k: allw[k] for k in n.input if k in allw}
+        w = {k: allw[k] for k in (own.get((name, i), i) for i in n.input) if k in allw}
         rows.append(_iso_row(model, plan, n, outs, _score(sess, fetch, feeds, ref, vec, w)))
     rows.sort(key=lambda r: (not np.isnan(r["Cosin"]), r["Cosin"]))
     cols = [c for c in COLUMNS if c not in ("Original Tensor", "Shape", "DType")]

@@ -31,7 +31,66 @@ DATA_MOVEMENT_OPS = frozenset(
     {"Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Slice", "Gather", "Concat",
      "Split", "Identity", "Expand", "Tile", "DepthToSpace", "SpaceToDepth", "Pad"}
 )
+# NOTE: the one weighted-op set: input 1 is the weight (S8 per channel), input 2 the bias.
 WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+BIASED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm"})
+# NOTE: every model is converted once to this opset (or kept at its own, if newer) by the
+# frontend: 16-bit QuantizeLinear is standard from 21, and no later graph builder mixes opsets.
+CANONICAL_OPSET = 21
+
+
+def opset_of(proto: onnx.ModelProto) -> int:
+    """The default-domain opset version of a model (1 when it declares none)."""
+    return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 1)
+
+
+def canonical(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """The model at :data:`CANONICAL_OPSET` (itself if already there or newer).
+
+    Raises:
+        ModelError: naming the op (and node) that cannot be converted.
+    """
+    if opset_of(proto) >= CANONICAL_OPSET:
+        return proto
+    from onnx import version_converter
+
+    try:
+        out = version_converter.convert_version(proto, CANONICAL_OPSET)
+    except Exception as e:  # noqa: BLE001 - the converter raises bare RuntimeErrors
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        ops = sorted({n.op_type for n in proto.graph.node})
+        raise ModelError(f"cannot convert the model from opset {opset_of(proto)} to "
+                         f"{CANONICAL_OPSET} (axnb's one opset; 16-bit Q/DQ need it): {first}; "
+                         f"the model's ops: {', '.join(ops)}") from e
+    constants_to_initializers(out)
+    return out
+
+
+def channel_axis(shape: tuple[int, ...]) -> int | None:
+    """The channel axis of an activation: 1 for 4-D/5-D (NCHW), the last for 2-D/3-D."""
+    if len(shape) >= 4:
+        return 1
+    if len(shape) >= 2:
+        return len(shape) - 1
+    return None
+
+
+def weight_axis(model: Model, node: onnx.NodeProto) -> int:
+    """The output-channel axis of a Conv/ConvTranspose/Gemm/MatMul weight (input 1)."""
+    if node.op_type == "ConvTranspose":
+        return 1
+    if node.op_type == "Gemm":
+        trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+        return 0 if trans_b else 1
+    if node.op_type == "MatMul":
+        return len(model.spec(node.input[1]).shape) - 1
+    return 0
+
+
+def weighted_nodes(model: Model) -> list[onnx.NodeProto]:
+    """Conv/ConvTranspose/Gemm/MatMul nodes whose weight (input 1) is an initializer."""
+    return [n for n in model.nodes if n.op_type in WEIGHTED_OPS
+            and len(n.input) > 1 and n.input[1] in model.initializers]
 
 
 def _np_dtype(elem_type: int) -> np.dtype:
@@ -61,6 +120,8 @@ class Model:
     path: Path | None = None
 
     def __post_init__(self) -> None:
+        if opset_of(self.proto) < CANONICAL_OPSET:
+            self.proto = _infer(canonical(self.proto))
         g = self.proto.graph
         self.initializers = {t.name: t for t in g.initializer}
         self.nodes = list(g.node)
@@ -78,6 +139,13 @@ class Model:
         self.outputs = {v.name: self.spec(v.name) for v in g.output}
 
     # ---- tensors -------------------------------------------------------------------------
+    def value_info(self, tensor: str) -> onnx.ValueInfoProto:
+        """The ValueInfoProto (name, type, shape) of an input, activation or output."""
+        vi = self._vi.get(tensor)
+        if vi is None:
+            raise ModelError(f"unknown tensor {tensor!r}{did_you_mean(tensor, self.tensors())}")
+        return vi
+
     def spec(self, tensor: str) -> TensorSpec:
         """Shape and dtype of any tensor (input, activation, output or initializer)."""
         if tensor in self.initializers:
@@ -150,13 +218,15 @@ class Model:
         have = {o.name for o in p.graph.output}
         for n in names:
             if n not in have:
-                p.graph.output.append(self._vi[n])
+                p.graph.output.append(self.value_info(n))
                 have.add(n)
         return p
 
     def session(self, proto: onnx.ModelProto | None = None, **kw):
-        """An onnxruntime session for this model (or ``proto``); see :func:`make_session`."""
-        return make_session(proto or self.proto, **kw)
+        """An onnxruntime session for this model (or ``proto``); see :func:`runtime.session`."""
+        from axnb import runtime
+
+        return runtime.session(proto or self.proto, **kw)
 
     def save(self, path: str | Path) -> Path:
         """Write the optimized model (temp name, then rename)."""
@@ -166,36 +236,6 @@ class Model:
         ins = ", ".join(f"{s.name}{list(s.shape)}" for s in self.inputs.values())
         name = self.source.name if self.source else "<proto>"
         return f"Model({name}: {len(self.nodes)} nodes, inputs {ins})"
-
-
-def make_session(proto: onnx.ModelProto, providers: list[str] | None = None,
-                 threads: int | None = None, optimize: bool | str = True):
-    """An onnxruntime InferenceSession from an in-memory proto.
-
-    Args:
-        proto: the model.
-        providers: execution providers, CPU by default.
-        threads: intra-op threads (None: onnxruntime's default).
-        optimize: onnxruntime graph optimizations: True (all), False (none) or a level name
-            ("basic", "extended", "all"). "extended" computes every tensor bit-identically to
-            no optimization (it skips the NCHWc layout rewrites of "all").
-    """
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    # NOTE: onnxruntime rewrites DQ(int8 weight) -> MatMul into MatMulNBits, which by default
-    # quantizes the *activations* to int8 on the fly (accuracy level 4); level 1 keeps them
-    # float, so a 16-bit activation plan is simulated at 16 bits as the NPU would run it.
-    so.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", "1")
-    if threads:
-        so.intra_op_num_threads = threads
-    level = {True: "all", False: "disable"}.get(optimize, optimize)
-    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel,
-                                          f"ORT_{'DISABLE' if level == 'disable' else 'ENABLE'}"
-                                          f"_{'ALL' if level == 'disable' else level.upper()}")
-    return ort.InferenceSession(proto.SerializeToString(), so,
-                                providers=providers or ["CPUExecutionProvider"])
 
 
 def save_model(proto: onnx.ModelProto, path: str | Path) -> Path:
@@ -370,7 +410,7 @@ def load(path: str | Path, config=None, input_shapes: Mapping[str, tuple[int, ..
     fix_input_shapes(work, shapes, where=str(path))
     constants_to_initializers(work)
     opt = optimize(work) if optimize_graph else work
-    opt = _infer(opt)
+    opt = _infer(canonical(opt))
     name_nodes(opt)
     model = Model(opt, source=path, name_map=tensor_name_map(orig, opt))
     if output_dir is not None:
@@ -383,3 +423,10 @@ def _infer(proto: onnx.ModelProto) -> onnx.ModelProto:
         return onnx.shape_inference.infer_shapes(proto, strict_mode=True, data_prop=True)
     except Exception as e:  # noqa: BLE001
         raise ModelError(f"shape inference failed: {e}".splitlines()[0]) from e
+
+
+def make_session(proto, **kw):
+    """NOTE: transitional alias of :func:`axnb.runtime.session` (the one session factory)."""
+    from axnb import runtime
+
+    return runtime.session(proto, **kw)

@@ -28,8 +28,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from axnb.calibrate import channel_axis
-from axnb.graph import Model
+from axnb.graph import WEIGHTED_OPS, Model, channel_axis
 from axnb.outliers import channel_levels
 from axnb.results import CalibStats
 
@@ -38,7 +37,6 @@ S_MIN, S_MAX = 1e-5, 1e5
 _FLAT = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"})
 _POOLS = frozenset({"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool"})
 _HOMOGENEOUS = frozenset({"Relu", "LeakyRelu"}) | _POOLS
-_LAYERS = frozenset({"MatMul", "Gemm", "Conv", "ConvTranspose"})
 
 
 @dataclass(frozen=True)
@@ -122,7 +120,7 @@ def _map_axis(model: Model, node: onnx.NodeProto, axis: int, forward: bool) -> i
 
 def _input_axis(model: Model, node: onnx.NodeProto) -> int | None:
     """The input-channel axis a weighted layer needs on input 0; None if not smoothable."""
-    if node.op_type not in _LAYERS or len(node.input) < 2 or \
+    if node.op_type not in WEIGHTED_OPS or len(node.input) < 2 or \
             node.input[1] not in model.initializers or node.input[0] in model.initializers:
         return None
     shape = _shape(model, node.input[0])
@@ -239,7 +237,7 @@ class _Rewrite:
                 helper.make_node("Mul", [t, f"{out}/s"], [out], name=f"{out}/Mul"))
             for node, slot in readers:
                 nodes[self.index[id(node)]].input[slot] = out
-            g.value_info.add().CopyFrom(self.model._vi[t])
+            g.value_info.add().CopyFrom(self.model.value_info(t))
             g.value_info[-1].name = out
         # NOTE: an original whose every reader now has a private copy is dropped.
         used = {i for n in nodes for i in n.input} | {v.name for v in [*g.output, *g.input]}

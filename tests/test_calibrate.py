@@ -9,7 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from axnb import data, graph
+from axnb import data, graph, runtime
 from axnb.calibrate import calibrate
 from axnb.config import load_config
 from axnb.errors import AxnbError, DataError
@@ -92,7 +92,7 @@ def test_method_switch_needs_no_model_run(cnn_stats, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("a session was created")
 
-    monkeypatch.setattr(graph, "make_session", boom)
+    monkeypatch.setattr(runtime, "session", boom)
     t = "x"
     ranges = {meth: cnn_stats.range(t, meth) for meth in ("MinMax", "Percentile", "MSE", "KL")}
     assert all(lo < 0 < hi for lo, hi in ranges.values())

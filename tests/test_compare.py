@@ -15,14 +15,15 @@ import pytest
 from onnx import helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
-from axnb import data, graph, qmath
+from axnb import data, graph, qmath, runtime
 from axnb.calibrate import calibrate
 from axnb.config import load_config
 from axnb.metrics import Accumulator, cosine
 from axnb.observers import Observer
 from axnb.plan import QuantPlan
+from axnb.qdq import bias_nodes, bias_quantize
 from axnb.results import LayerReport
-from axnb.simulate import _bias_nodes, bias_quantize, simulate
+from axnb.simulate import simulate
 
 # NOTE: `axnb.compare` is the function; the module is reached through importlib.
 C = importlib.import_module("axnb.compare")
@@ -88,7 +89,7 @@ def test_endtoend_chain_is_bit_identical_to_quantmodel_run(cnn):
     acts = m.activations()
     for t in acts:
         p.graph.output.append(helper.make_empty_tensor_value_info(chain[t]))
-    sess = graph.make_session(p, optimize="extended")
+    sess = runtime.session(p, optimize="extended")
     got = sess.run([chain[t] for t in acts], {**feeds[0], **C._vectors(m, q.qparams)})
     want = q.run(feeds[0], acts)
     for t, v in zip(acts, got):
@@ -112,7 +113,7 @@ def test_endtoend_last_row_is_the_final_output_metric(cnn, cnn_reports):
 # ---- PerLayer vs the single-node oracle ----------------------------------------------------
 def _oracle(m, q, node, F):
     """The layer alone in onnx.reference: fake-quantized float inputs, quantized weights/bias."""
-    bias = {b: (x, w) for _, b, x, w in _bias_nodes(m, q.weights, q.qparams)}
+    bias = {b.bias: (b.x, b.weight) for b in bias_nodes(m, q.weights, q.qparams)}
     acts, inits, feed = set(m.activations()), [], {}
     for i in filter(None, node.input):
         if i in acts:
@@ -166,7 +167,7 @@ def test_perlayer_equals_single_node_oracle(which, request):
     names = [x for n in layers for o in n.output[:1] for x in (f"{o}__pl_raw", pl[o])]
     for n in names:
         p.graph.output.append(helper.make_empty_tensor_value_info(n))
-    sess = graph.make_session(p, optimize="extended")
+    sess = runtime.session(p, optimize="extended")
     fl = m.session(m.with_outputs(acts), optimize="extended")
     f = feeds[0]
     F = dict(zip(acts, fl.run(acts, f)))
@@ -346,9 +347,9 @@ def test_plan_toggle_reuses_the_compare_session(cnn):
     plan2 = plan.set(m.nodes[5].name, "U16")
     q2 = q.with_plan(stats, plan2)
     key = ("__axnb_compare", ("PerLayer",))
-    sess = q._sessions[key][0]
+    sess = q.sessions[key][0]
     rep = C.compare(m, q2, feeds[:1], "PerLayer", progress=False)
-    assert q2._sessions[key][0] is sess                     # no rebuild
+    assert q2.sessions[key][0] is sess                     # no rebuild
     fresh = C.compare(m, simulate(m, stats, plan2), feeds[:1], "PerLayer", progress=False)
     assert rep.rows == fresh.rows
     assert "U16" in {r["QDType"] for r in rep.rows}

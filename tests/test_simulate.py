@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import platform
 import types
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -11,7 +13,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
-from axnb import data, graph, qmath
+from axnb import data, graph, qmath, runtime
 from axnb.calibrate import calibrate
 from axnb.config import load_config
 from axnb.simulate import simulate
@@ -49,9 +51,9 @@ def test_reference_is_bit_faithful_to_qmath(cnn):
     p.CopyFrom(q.proto)
     for n in names:
         p.graph.output.append(helper.make_empty_tensor_value_info(n))
-    sess = graph.make_session(p, optimize="extended")
+    sess = runtime.session(p, optimize="extended")
     vals = dict(zip([o.name for o in sess.get_outputs()],
-                    sess.run(None, {**feeds[0], **q._params})))
+                    sess.run(None, {**feeds[0], **q.params})))
     for t in m.activations()[1:]:
         qp = q.qparams[t]
         want = qmath.fake_quant(vals[f"{t}__f"], np.float32(qp.scale),
@@ -122,7 +124,22 @@ def _tiny(tmp_path):
     return m, feeds
 
 
-@pytest.mark.parametrize("qt", [QType.U8, QType.S8, QType.U16, QType.S16])
+def _vnni() -> bool:
+    cpu = Path("/proc/cpuinfo")
+    flags = cpu.read_text() if cpu.exists() else ""
+    return "vnni" in flags or platform.machine() not in ("x86_64", "AMD64")
+
+
+# NOTE: onnxruntime's U8S8 integer kernels on x86 AVX2 without VNNI add pairs of u8*s8 products
+# in saturating int16 (pmaddubsw; documented in onnxruntime's quantization guide), so its 8-bit
+# Backend results differ from exact integer arithmetic there. This failed at dc7081a on such a
+# machine too; an NPU does not saturate. 16-bit runs in float kernels and is checked everywhere.
+_SAT = pytest.mark.xfail(not _vnni(), reason="onnxruntime U8S8 saturation on AVX2 without VNNI",
+                         strict=False)
+
+
+@pytest.mark.parametrize("qt", [pytest.param(QType.U8, marks=_SAT),
+                                pytest.param(QType.S8, marks=_SAT), QType.U16, QType.S16])
 def test_tiny_model_reference_backend_and_onnx_reference(tmp_path, qt):
     m, feeds = _tiny(tmp_path)
     stats = calibrate(m, feeds, progress=False)
@@ -160,7 +177,7 @@ def test_plan_change_reuses_reference_structure(cnn):
     b = simulate(m, stats, _plan(m, **{t: QType.U16}))
     assert a.proto.SerializeToString() == b.proto.SerializeToString()
     i = m.activations().index(t)
-    for k in a._params:
-        diff = np.flatnonzero(a._params[k] != b._params[k])
+    for k in a.params:
+        diff = np.flatnonzero(a.params[k] != b.params[k])
         assert set(diff) <= {i}, k
-    assert b._params["__axnb_qmax"][i] == 65535
+    assert b.params["__axnb_chi"][i] == 65535 - b.qparams[t].zero_point
