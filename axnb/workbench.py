@@ -407,13 +407,16 @@ class _Evaluator:
 def _environment(providers) -> tuple[tuple[str, str], ...]:
     import datetime
     import platform
+    from importlib import metadata
 
     import onnx
     import onnxruntime
 
-    import axnb
-
-    return (("axnb", axnb.__version__), ("onnx", onnx.__version__),
+    try:  # NOTE: not `import axnb`: the package imports this module (an import cycle)
+        version = metadata.version("axnb")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    return (("axnb", version), ("onnx", onnx.__version__),
             ("onnxruntime", onnxruntime.__version__), ("numpy", np.__version__),
             ("Python", platform.python_version()), ("Platform", platform.platform()),
             ("Machine", platform.machine()),

