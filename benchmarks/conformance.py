@@ -50,33 +50,43 @@ ROOT = M.ROOT
 
 # ---------------------------------------------------------------- child processes
 
+def _hwm_kb(pid: int) -> int:
+    """VmHWM (peak RSS) of a live process, kB; 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for ln in fh:
+                if ln.startswith("VmHWM:"):
+                    return int(ln.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def run_child(cmd: list[str], log: Path, timeout: float, env: dict | None = None) -> dict:
     """Run ``cmd`` with stdout+stderr to ``log``: exit code, seconds, peak RSS (MB) of the child.
 
-    The child runs in the log's folder, so ``python -c`` does not pick up a source tree from the
+    Peak RSS is the child's own VmHWM, polled every 20 ms (``ru_maxrss`` of a forked child
+    starts from the parent's RSS on Linux, so it would report this big process instead). The
+    child runs in the log's folder, so ``python -c`` does not pick up a source tree from the
     current directory (``--axnb-src`` / the installed axnb decide).
     """
     import subprocess
 
     t0 = time.perf_counter()
+    hwm, timed_out = 0, False
     with open(log, "wb") as fh:
         p = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=log.parent,
                              start_new_session=True)
-        rc, ru, timed_out = None, None, False
-        while rc is None:
-            pid, status, ru_ = os.wait4(p.pid, os.WNOHANG)
-            if pid:
-                rc, ru = os.waitstatus_to_exitcode(status), ru_
-                break
+        while p.poll() is None:
+            hwm = max(hwm, _hwm_kb(p.pid))
             if time.perf_counter() - t0 > timeout:
                 os.killpg(p.pid, signal.SIGKILL)
-                _, status, ru = os.wait4(p.pid, 0)
-                rc, timed_out = os.waitstatus_to_exitcode(status), True
+                p.wait()
+                timed_out = True
                 break
-            time.sleep(0.05)
-        p.returncode = rc
+            time.sleep(0.02)
     secs = time.perf_counter() - t0
-    return {"rc": rc, "seconds": round(secs, 2), "peak_rss_mb": round(ru.ru_maxrss / 1024, 1),
+    return {"rc": p.returncode, "seconds": round(secs, 2), "peak_rss_mb": round(hwm / 1024, 1),
             "timed_out": timed_out}
 
 
@@ -185,14 +195,18 @@ def ort_quantize(model: Path, feeds: list[dict], work: Path) -> tuple[Path | Non
             src, how = pre, "pre_process(no symbolic)"
         except Exception:
             pass
-    out = work / "ort_qdq.onnx"
-    try:
-        quantize_static(str(src), str(out), _Reader(feeds), quant_format=QuantFormat.QDQ,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        per_channel=True, calibrate_method=CalibrationMethod.MinMax)
-    except Exception as e:  # noqa: BLE001 - recorded, the suite goes on
-        return None, _short(e), how
-    return out, None, how
+    out, err = work / "ort_qdq.onnx", None
+    for cand, label in ([(src, how)] + ([(work / "float.onnx", "raw")] if src != work / "float.onnx"
+                                        else [])):
+        try:
+            quantize_static(str(cand), str(out), _Reader(feeds), quant_format=QuantFormat.QDQ,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            per_channel=True, calibrate_method=CalibrationMethod.MinMax)
+            session(out)                     # an invalid model counts as a failure
+            return out, None, label
+        except Exception as e:  # noqa: BLE001 - recorded, the suite goes on
+            err = f"{label}: {_short(e)}" if err is None else f"{err}; {label}: {_short(e)}"
+    return None, err, how
 
 
 def _short(e: BaseException, n: int = 200) -> str:

