@@ -217,7 +217,10 @@ def _tensor_rows(model: Model, qmodel: QuantModel) -> list[dict]:
     rows = []
     for t in model.activations():
         p, spec, qp = model.producer.get(t), model.spec(t), qmodel.qparams.get(t)
-        rows.append({"Operator": p.name if p else "Input", "Type": p.op_type if p else "Input",
+        g = model.group_of.get(p.name) if p is not None else None
+        op, kind = (g.name, g.op) if g is not None and g.output == t else \
+            (p.name, p.op_type) if p else ("Input", "Input")
+        rows.append({"Operator": op, "Type": kind,
                      "Output Tensor": t, "Original Tensor": orig.get(t, ""),
                      "Shape": list(spec.shape),
                      "DType": DTYPES.get(spec.dtype.name, spec.dtype.name.upper()),
@@ -353,6 +356,11 @@ def _report(model, qmodel, m: Method, n: int, secs: float, res, final) -> LayerR
         if mode is Mode.Backend:
             meta["notes"].append("PerLayer rows use fake-quant (Reference) arithmetic with the "
                                  "Backend model's parameters; final uses the Backend model.")
+    if model.internal:
+        # NOTE: one row per fused group: its internal tensors are float and not deployed.
+        rows = [r for r in rows if r["Output Tensor"] not in model.internal]
+        meta["notes"].append(f"{len(model.internal)} tensors inside fused groups "
+                             f"(fusion {model.fusion.value}) stay float and have no row")
     return LayerReport(rows, meta, final)
 
 
@@ -396,10 +404,23 @@ def _iso_layers(model: Model, q: QuantModel, layers) -> tuple[list[str], list[st
                 raise ModelError(f"isolation: unknown layer {name!r}"
                                  f"{did_you_mean(name, model.node_by_name)}")
         return layers, []
-    quant = [n for n in model.nodes if any(t in q.qparams for t in n.output)
-             or (len(n.input) > 1 and n.input[1] in q.weights)]
+    heads = {g.name for g in model.groups if g.output}
+    quant = [n for n in model.nodes
+             if (n.name not in model.group_of or n.name in heads)
+             and (any(t in q.qparams for t in _iso_tensors(model, n))
+                  or (len(n.input) > 1 and n.input[1] in q.weights))]
     return ([n.name for n in quant if n.op_type not in DATA_MOVEMENT_OPS],
             [n.name for n in quant if n.op_type in DATA_MOVEMENT_OPS])
+
+
+def _members(model: Model, n) -> list:
+    g = model.group_of.get(n.name)
+    return [model.node_by_name[m] for m in g.members] if g is not None and g.output else [n]
+
+
+def _iso_tensors(model: Model, n) -> list[str]:
+    """A layer's (or its fused group's) input and output tensors."""
+    return [t for m in _members(model, n) for t in [*m.input, *m.output]]
 
 
 def _score(sess, names, feeds, ref, params, weights) -> dict[str, np.ndarray]:
@@ -457,9 +478,10 @@ def isolation(model: Model, stats, plan, feeds: Iterable, layers=None, method=No
     rows = []
     for name in tqdm(names, desc="isolation", unit="layer", disable=not progress):
         n = model.node_by_name[name]
-        vec = _vectors(model, {t: q.qparams[t] for t in [*n.input, *n.output]
+        vec = _vectors(model, {t: q.qparams[t] for t in _iso_tensors(model, n)
                                if t in q.qparams})
-        w = {k: allw[k] for k in (own.get((name, i), i) for i in n.input) if k in allw}
+        w = {k: allw[k] for m in _members(model, n)
+             for k in (own.get((m.name, i), i) for i in m.input) if k in allw}
         rows.append(_iso_row(model, plan, n, outs, _score(sess, fetch, feeds, ref, vec, w)))
     rows.sort(key=lambda r: (not np.isnan(r["Cosin"]), r["Cosin"]))
     cols = [c for c in COLUMNS if c not in ("Original Tensor", "Shape", "DType")]

@@ -36,6 +36,7 @@ from axnb.io import write_text
 from axnb.types import (
     CalibMethod,
     DataFormat,
+    Fusion,
     Layout,
     Method,
     Mode,
@@ -70,7 +71,7 @@ _ENUM_FIELDS: dict[str, type[Enum]] = {
     "precision_analysis_method": Method, "precision_analysis_mode": Mode,
     "data_type": QType, "weight_data_type": QType, "tensor_format": TensorFormat,
     "src_format": TensorFormat, "tensor_layout": Layout, "src_layout": Layout,
-    "src_dtype": SrcDType,
+    "src_dtype": SrcDType, "fusion": Fusion,
 }
 _SELECTORS = ("layer_names", "op_types", "start_tensor_names", "end_tensor_names")
 # NOTE: "zoo:minilm" or "https://..." name a resource, not a file; a drive letter is one char.
@@ -158,6 +159,7 @@ class QuantConfig(_Frozen):
     smooth_quant_strength: float = 0.6
     conv_bias_data_type: str = "S32"
     layer_configs: tuple[LayerConfig, ...] = ()
+    fusion: Fusion = Fusion.npu
 
 
 @dataclass(frozen=True)
@@ -509,7 +511,7 @@ _QUANT: dict[str, Kind] = {
     "precision_analysis_method": _enum(Method), "precision_analysis_mode": _enum(Mode),
     "input_sample_dir": _opt_str, "enable_smooth_quant": _bool,
     "smooth_quant_threshold": _unit, "smooth_quant_strength": _unit,
-    "conv_bias_data_type": _choice("S32", "FP32")}
+    "conv_bias_data_type": _choice("S32", "FP32"), "fusion": _enum(Fusion)}
 _IN_PROC: dict[str, Kind] = {
     "tensor_name": _str, "tensor_format": _enum(TensorFormat), "tensor_layout": _enum(Layout),
     "src_format": _enum(TensorFormat), "src_layout": _enum(Layout), "src_dtype": _enum(SrcDType),

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ from onnx import helper, numpy_helper
 
 from axnb.errors import ModelError, did_you_mean
 from axnb.io import atomic_path
-from axnb.types import TensorSpec
+from axnb.types import Fusion, TensorSpec, parse_enum
 
 # NOTE: ops that only move or reshape data; plans and reports treat them as pass-through.
 DATA_MOVEMENT_OPS = frozenset(
@@ -112,12 +113,14 @@ class Model:
         inputs / outputs: name -> TensorSpec, in graph order.
         name_map: original tensor name -> optimized tensor name (None where folded away).
         path: where ``optimized.onnx`` was written, if it was.
+        fusion: the quantizer-placement policy; :attr:`groups` are found with it.
     """
 
     proto: onnx.ModelProto
     source: Path | None = None
     name_map: dict[str, str | None] = field(default_factory=dict)
     path: Path | None = None
+    fusion: Fusion = Fusion.npu
 
     def __post_init__(self) -> None:
         if opset_of(self.proto) < CANONICAL_OPSET:
@@ -137,6 +140,24 @@ class Model:
         self.inputs = {v.name: self.spec(v.name) for v in g.input
                        if v.name not in self.initializers}
         self.outputs = {v.name: self.spec(v.name) for v in g.output}
+
+    # ---- fused groups --------------------------------------------------------------------
+    @cached_property
+    def groups(self):
+        """The fused operator groups (:func:`axnb.fusion.find_groups` under ``fusion``)."""
+        from axnb.fusion import find_groups
+
+        return find_groups(self, self.fusion)
+
+    @cached_property
+    def internal(self) -> dict[str, object]:
+        """Tensor -> the group it is internal to (these tensors are never quantized)."""
+        return {t: g for g in self.groups for t in g.internal}
+
+    @cached_property
+    def group_of(self) -> dict[str, object]:
+        """Node name -> its group (nodes outside groups are absent)."""
+        return {n: g for g in self.groups for n in g.members}
 
     # ---- tensors -------------------------------------------------------------------------
     def value_info(self, tensor: str) -> onnx.ValueInfoProto:
@@ -383,7 +404,8 @@ def tensor_name_map(orig: onnx.ModelProto, opt: onnx.ModelProto) -> dict[str, st
 
 
 def load(path: str | Path, config=None, input_shapes: Mapping[str, tuple[int, ...]] | None = None,
-         optimize_graph: bool = True, output_dir: str | Path | None = None) -> Model:
+         optimize_graph: bool = True, output_dir: str | Path | None = None,
+         fusion: Fusion | str | None = None) -> Model:
     """Load, check and frontend-optimize a float ONNX model.
 
     Args:
@@ -392,6 +414,7 @@ def load(path: str | Path, config=None, input_shapes: Mapping[str, tuple[int, ..
         input_shapes: overrides ``config.input_shapes``.
         optimize_graph: run the frontend optimization (onnxslim).
         output_dir: if given, ``<output_dir>/frontend/optimized.onnx`` is written.
+        fusion: quantizer placement (npu, ort, none); default ``config.quant.fusion`` or npu.
 
     Returns:
         The optimized, shape-inferred, indexed Model. Its float outputs equal the original's.
@@ -412,7 +435,9 @@ def load(path: str | Path, config=None, input_shapes: Mapping[str, tuple[int, ..
     opt = optimize(work) if optimize_graph else work
     opt = _infer(canonical(opt))
     name_nodes(opt)
-    model = Model(opt, source=path, name_map=tensor_name_map(orig, opt))
+    quant = getattr(config, "quant", None)
+    fusion = parse_enum(Fusion, fusion or getattr(quant, "fusion", Fusion.npu), "fusion")
+    model = Model(opt, source=path, name_map=tensor_name_map(orig, opt), fusion=fusion)
     if output_dir is not None:
         model.path = model.save(Path(output_dir) / "frontend" / "optimized.onnx")
     return model

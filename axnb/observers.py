@@ -210,7 +210,9 @@ class Observer:
         x = _as_float(x).ravel()
         if x.size == 0:
             return
-        if bounds is not None and np.isfinite(bounds).all():
+        # NOTE: in-graph ReduceMin/Max may skip NaN, so finite bounds do not prove finite data;
+        # one sum (a fraction of the binning's cost) does, and NaN would corrupt bin indexes.
+        if bounds is not None and np.isfinite(bounds).all() and np.isfinite(np.add.reduce(x)):
             self.count += x.size
             self._bin(x, float(bounds[0]), float(bounds[1]))
             return

@@ -121,14 +121,17 @@ def _selected(model: Model, e: LayerConfig, where: str) -> Iterable[tuple[int, s
             raise ConfigError(f"{where}.layer_names: unknown layer {name!r}"
                               f"{did_you_mean(name, names)}")
         yield 0, name, f"layer_name {name}"
-    ops = sorted({n.op_type for n in model.nodes})
+    group_ops = {g.op: g for g in model.groups if g.output}
+    ops = sorted({n.op_type for n in model.nodes} | set(group_ops))
     for op in e.op_types:
         if op not in ops:
             hint = nearest(op, ops)
             tail = f"; did you mean {' or '.join(map(repr, hint))}?" if hint else ""
             raise ConfigError(f"{where}.op_types: unknown op type {op!r}{tail} (op types in the "
                               f"optimized model: {', '.join(ops)})")
-        yield from ((1, n.name, f"op_type {op}") for n in model.nodes if n.op_type == op)
+        # NOTE: a fused group's name (LayerNorm, GELU, ...) selects every member of such groups.
+        yield from ((1, n.name, f"op_type {op}") for n in model.nodes if n.op_type == op
+                    or getattr(model.group_of.get(n.name), "op", None) == op)
     if e.start_tensor_names:
         nodes, label = _subgraph(model, e, where)
         yield from ((2, n, label) for n in nodes)
@@ -164,7 +167,26 @@ def _assign(model: Model, entries: tuple, overrides: Mapping[str, QType], defaul
             if q.is_float:  # NOTE: an FP32 toggle means "leave this layer in float"
                 w, wsrc = QType.FP32, "override"
         layer[n.name] = (q, w or QType.S8, src, wsrc)
+    _unify_groups(model, layer, overrides)
     return layer, {n for n, c in chosen.items() if c[3] == 0} | set(overrides)
+
+
+def _unify_groups(model: Model, layer: dict, overrides: Mapping[str, QType]) -> None:
+    """A fused group computes at one type: a selection or override of any member (the highest
+    claim; overrides first) applies to every member."""
+    for g in model.groups:
+        if not g.output:
+            continue
+        claims = [layer[m] for m in g.members if m in overrides] or \
+                 [layer[m] for m in g.members if layer[m][2] != "default"]
+        if not claims:
+            continue
+        q, _, src, _ = max(claims, key=lambda c: _rank(c[0]))
+        for m in g.members:
+            w, wsrc = layer[m][1], layer[m][3]
+            if q.is_float and src == "override":
+                w, wsrc = QType.FP32, "override"
+            layer[m] = (q, w, src, wsrc)
 
 
 def _tensor_types(model: Model, acts: list, layer: dict, follow: set, data_inputs,
@@ -227,8 +249,22 @@ def _resolve(model: Model, entries: tuple, overrides: Mapping[str, QType], defau
     for n in model.nodes:
         out = next((o for o in n.output if o in is_act), None)
         q, src = (types[out], sources[out]) if n.name in follow and out else layer[n.name][::2]
+        g = model.group_of.get(n.name)
+        if g is not None and g.output and n.name != g.name:
+            src = f"follows group {g.name}"      # NOTE: one toggle/candidate per group: its head
         layer_types[n.name], layer_sources[n.name] = q, src
+    for t, g in model.internal.items():
+        if t in types:
+            types[t], sources[t] = QType.FP32, _inside(g)
     return types, weights, sources, layer_types, layer_sources
+
+
+def _inside(g) -> str:
+    if g.op == "ort":
+        return "not quantized by onnxruntime's QDQ quantizer (fusion ort)"
+    if g.op == "mask":
+        return f"attention mask of {g.name}: float up to its Softmax"
+    return f"inside {g.op} {g.name}"
 
 
 # ---------------------------------------------------------------- the plan

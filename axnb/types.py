@@ -68,6 +68,21 @@ class Mode(_Str):
     Backend = "NPUBackend"
 
 
+class Fusion(_Str):
+    """Where quantizers go (axnb's ``quant.fusion``, an extension of the Pulsar2 schema).
+
+    ``npu``: at the boundaries of fused operator groups, as NPU compilers deploy them (Conv/Gemm/
+    MatMul + bias + Relu/Clip/LeakyRelu; LayerNorm, RMSNorm, GELU, SiLU, HardSwish, Mish written
+    out as elementwise ops; additive attention masks stay float up to their Softmax).
+    ``ort``: exactly the tensors onnxruntime's QDQ quantizer quantizes (inputs and outputs of the
+    ops in its QDQ registry). ``none``: every float tensor (axnb before 0.2).
+    """
+
+    npu = "npu"
+    ort = "ort"
+    none = "none"
+
+
 class DataFormat(_Str):
     """Calibration data format (Pulsar2 ``calibration_format``)."""
 

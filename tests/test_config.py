@@ -25,7 +25,7 @@ from axnb.config import (
 from axnb.errors import ConfigError
 from axnb.types import CalibMethod, DataFormat, Layout, Method, Mode, QType, SrcDType, TensorFormat
 
-CONFIGS = Path(__file__).resolve().parents[1] / "data" / "configs"
+CONFIGS = __import__("axnb.zoo", fromlist=["CONFIGS"]).CONFIGS
 
 
 def full_config() -> dict:

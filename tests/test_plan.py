@@ -25,7 +25,9 @@ DENSE = L0 + "output.dense/MatMul_output_0"
 
 
 def _load(zoo, name):
-    return graph.load(zoo.model_path(name), config=load_config(zoo.config_path(name)))
+    # NOTE: the resolution rules are tested per tensor (fusion none); groups: test_fusion.py.
+    return graph.load(zoo.model_path(name), config=load_config(zoo.config_path(name)),
+                      fusion="none")
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,309 @@
+"""Fused operator groups: where a deployed model has quantizers, and where it has none.
+
+A real NPU toolchain (and onnxruntime's QDQ quantizer) quantizes at the boundaries of fused
+operator groups, not on every tensor. :func:`find_groups` finds, once per model and policy
+(:class:`~axnb.types.Fusion`), the groups whose *internal* tensors stay float:
+
+- Conv / ConvTranspose / Gemm / MatMul + a bias Add (initializer) + Relu / Clip / LeakyRelu;
+- elementwise regions around a seed op (Sqrt, Erf, Tanh, Sigmoid, HardSigmoid, Softplus) with
+  one float input and one output read outside: LayerNorm (mean/variance, Pow or Mul, Div or
+  Reciprocal + Mul, ReduceSum / N) and RMSNorm with their affine, GELU (Erf and Tanh forms),
+  SiLU, HardSwish, Mish;
+- additive attention masks: the branch of the Add before a Softmax that does not descend from
+  a weighted op stays float up to the Softmax (a -inf or float32-min mask quantized to 8 bits
+  destroys the scores).
+
+Policy ``ort`` instead keeps float every tensor that no op of onnxruntime's QDQ registry reads
+or writes (so axnb reproduces what ``quantize_static`` deploys); ``none`` keeps nothing float.
+
+Example:
+    >>> import onnx
+    >>> from onnx import helper, numpy_helper
+    >>> import numpy as np
+    >>> g = helper.make_graph(
+    ...     [helper.make_node("MatMul", ["x", "w"], ["m"], name="mm"),
+    ...      helper.make_node("Add", ["m", "b"], ["a"], name="add"),
+    ...      helper.make_node("Relu", ["a"], ["y"], name="relu")], "g",
+    ...     [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4])],
+    ...     [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4])],
+    ...     [numpy_helper.from_array(np.eye(4, dtype=np.float32), "w"),
+    ...      numpy_helper.from_array(np.ones(4, np.float32), "b")])
+    >>> from axnb.graph import Model
+    >>> [(f.name, f.op, f.internal) for f in Model(helper.make_model(g)).groups]
+    [('mm', 'MatMul+Add+Relu', ('m', 'a'))]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from axnb.types import Fusion
+
+__all__ = ["ELEMENTWISE", "SEEDS", "Group", "find_groups"]
+
+ELEMENTWISE = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "Sqrt", "Reciprocal", "Erf", "Tanh",
+                         "Sigmoid", "HardSigmoid", "Softplus", "Clip", "Neg", "Abs", "Exp",
+                         "ReduceMean", "ReduceSum", "Cast", "Max", "Min"})
+SEEDS = frozenset({"Sqrt", "Erf", "Tanh", "Sigmoid", "HardSigmoid", "Softplus", "Clip"})
+ACTIVATIONS = frozenset({"Relu", "Clip", "LeakyRelu"})
+_WEIGHTED = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+_LINEAR = frozenset({"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Div", "Mul", "Cast"})
+_MAX_BACK = 12      # NOTE: the longest decomposed norm (ReduceSum/N variants) is 9 nodes back
+
+
+@dataclass(frozen=True)
+class Group:
+    """One fused operator group: float inside, quantized at ``output``.
+
+    Attributes:
+        name: the group's name (its head node: the weighted op, else the output's producer).
+        op: what it is, e.g. ``"LayerNorm"``, ``"GELU"``, ``"Conv+Add+Relu"``, ``"mask"``.
+        members: node names, topological order.
+        internal: tensors that stay float (every member output but ``output``).
+        output: the tensor quantized at the group's type ("" for a mask: float to the Softmax).
+    """
+
+    name: str
+    op: str
+    members: tuple[str, ...]
+    internal: tuple[str, ...]
+    output: str
+
+
+def find_groups(model, policy=Fusion.npu) -> tuple[Group, ...]:
+    """The fused groups of ``model`` under ``policy`` (disjoint; members in graph order)."""
+    policy = Fusion(policy)
+    if policy is Fusion.none:
+        return ()
+    if policy is Fusion.ort:
+        return _ort(model)
+    taken: set[str] = set()
+    groups = []
+    for finder in (_masks, _linear, _regions):
+        for g in finder(model, taken):
+            groups.append(g)
+            taken.update(g.members)
+    order = {n.name: i for i, n in enumerate(model.nodes)}
+    return tuple(sorted(groups, key=lambda g: order[g.members[0]]))
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+def _is_const(model, t: str) -> bool:
+    return t in model.initializers or t == ""
+
+
+def _dyn(model, n) -> list[str]:
+    """Non-constant inputs of a node."""
+    return [i for i in n.input if not _is_const(model, i)]
+
+
+def _group(model, nodes, output: str, op: str, head=None) -> Group:
+    order = {n.name: i for i, n in enumerate(model.nodes)}
+    nodes = sorted(nodes, key=lambda n: order[n.name])
+    internal = tuple(o for n in nodes for o in n.output if o and o != output)
+    head = head or (model.producer[output] if output else nodes[-1])
+    return Group(head.name, op, tuple(n.name for n in nodes), internal, output)
+
+
+def _closed(model, nodes, output: str) -> bool:
+    """Every tensor made inside is read only inside (except ``output``) and is not a graph
+    output."""
+    names = {n.name for n in nodes}
+    for n in nodes:
+        for o in n.output:
+            if o == output or not o:
+                continue
+            if o in model.outputs or any(c.name not in names for c in model.consumers.get(o, [])):
+                return False
+    return True
+
+
+# ---- weighted op + bias + activation -----------------------------------------------------------
+def _linear(model, taken: set[str]):
+    for n in model.nodes:
+        if n.op_type not in _WEIGHTED or n.name in taken or len(n.input) < 2 \
+                or n.input[1] not in model.initializers:
+            continue
+        nodes, end, ops = [n], n.output[0], [n.op_type]
+        nxt = _single(model, end, taken)
+        if nxt is not None and nxt.op_type == "Add" and len(_dyn(model, nxt)) == 1:
+            nodes.append(nxt)
+            end, ops = nxt.output[0], [*ops, "Add"]
+            nxt = _single(model, end, taken)
+        if nxt is not None and nxt.op_type in ACTIVATIONS and len(_dyn(model, nxt)) == 1:
+            nodes.append(nxt)
+            end, ops = nxt.output[0], [*ops, nxt.op_type]
+        if len(nodes) > 1 and _closed(model, nodes, end):
+            yield _group(model, nodes, end, "+".join(ops), head=n)
+
+
+def _single(model, t: str, taken: set[str]):
+    """The only consumer of ``t`` (None if several, none, or already in a group)."""
+    cs = model.consumers.get(t, [])
+    if len(cs) != 1 or cs[0].name in taken or t in model.outputs:
+        return None
+    return cs[0]
+
+
+# ---- elementwise regions (norms, activations) ----------------------------------------------------
+def _regions(model, taken: set[str]):
+    for seed in model.nodes:
+        if seed.op_type not in SEEDS or seed.name in taken:
+            continue
+        g = _region(model, seed, taken)
+        if g is not None:
+            taken.update(g.members)
+            yield g
+
+
+def _region(model, seed, taken: set[str]) -> Group | None:
+    nodes = {seed.name: seed}
+    made = set(seed.output)
+    end, size = seed.output[0], 0
+    while size != len(nodes):           # NOTE: back, then forward, until nothing joins
+        size = len(nodes)
+        x = _back(model, nodes, made, taken)
+        if x is None:
+            return None
+        end = _forward(model, nodes, made, taken, x, end)
+    members = list(nodes.values())
+    if len(members) < 2 or not _closed(model, members, end):
+        return None
+    return _group(model, members, end, _name(members))
+
+
+def _back(model, nodes: dict, made: set, taken: set[str]) -> str | None:
+    """Pull in producers whose outputs are read only inside; returns the one float input."""
+    for _ in range(_MAX_BACK):
+        leaves = _leaves(model, nodes.values(), made)
+        inner = [t for t in leaves if _grows(model, t, taken, nodes)
+                 and all(c.name in nodes for c in model.consumers.get(t, []))]
+        if not inner:
+            return leaves[0] if len(leaves) == 1 else None
+        p = model.producer[inner[0]]
+        nodes[p.name] = p
+        made.update(o for o in p.output if o)
+    return None
+
+
+def _forward(model, nodes: dict, made: set, taken: set[str], x: str, end: str) -> str:
+    """Extend over elementwise readers of ``end`` whose other inputs come from inside, from
+    ``x``, or from one elementwise op of ``x`` (GELU's 0.5 * x)."""
+    while (c := _single(model, end, taken)) is not None and c.op_type in ELEMENTWISE:
+        side = [model.producer.get(i) for i in _dyn(model, c) if i not in made and i != x]
+        if any(s is None or s.op_type not in ELEMENTWISE or s.name in taken
+               or set(_dyn(model, s)) != {x} for s in side):
+            break
+        for s in [*side, c]:
+            nodes[s.name] = s
+            made.update(o for o in s.output if o)
+        end = c.output[0]
+    return end
+
+
+def _leaves(model, nodes, made: set[str]) -> list[str]:
+    return list(dict.fromkeys(i for n in nodes for i in _dyn(model, n) if i not in made))
+
+
+def _grows(model, t: str, taken: set[str], nodes: dict) -> bool:
+    p = model.producer.get(t)
+    return p is not None and p.op_type in ELEMENTWISE and p.name not in taken \
+        and p.name not in nodes
+
+
+def _name(members) -> str:
+    ops = {n.op_type for n in members}
+    if "Sqrt" in ops and ops & {"ReduceMean", "ReduceSum"}:
+        return "LayerNorm" if "Sub" in ops else "RMSNorm"
+    if "Erf" in ops or ("Tanh" in ops and "Pow" in ops):
+        return "GELU"
+    if "Softplus" in ops and "Tanh" in ops:
+        return "Mish"
+    if "HardSigmoid" in ops or {"Clip", "Add", "Mul"} <= ops:
+        return "HardSwish"
+    if "Sigmoid" in ops and "Mul" in ops:
+        return "SiLU"
+    return "+".join(sorted(ops))
+
+
+# ---- additive attention masks --------------------------------------------------------------------
+def _masks(model, taken: set[str]):
+    heavy = _heavy(model)
+    for sm in (n for n in model.nodes if n.op_type == "Softmax"):
+        add, path = _mask_add(model, sm)
+        if add is None:
+            continue
+        light = [i for i in _dyn(model, add) if not heavy.get(i, False)]
+        if len(light) != 1 or len(_dyn(model, add)) != 2:
+            continue
+        branch = _ancestors(model, light[0])
+        nodes = [n for n in [*branch, add, *path] if n.name not in taken]
+        if nodes:
+            internal = tuple(dict.fromkeys(
+                [i for i in model.inputs if i in _branch_inputs(model, branch, light[0])]
+                + [o for n in nodes for o in n.output if o]))
+            order = {n.name: i for i, n in enumerate(model.nodes)}
+            nodes.sort(key=lambda n: order[n.name])
+            yield Group(add.name, "mask", tuple(n.name for n in nodes), internal, "")
+
+
+def _mask_add(model, sm):
+    """The Add whose output reaches the Softmax through at most 3 linear ops, and those ops."""
+    t, path = sm.input[0], []
+    for _ in range(4):
+        p = model.producer.get(t)
+        if p is None:
+            return None, []
+        if p.op_type == "Add":
+            return p, path
+        if p.op_type not in _LINEAR or len(_dyn(model, p)) != 1 \
+                or len(model.consumers.get(t, [])) != 1:
+            return None, []
+        path.append(p)
+        t = _dyn(model, p)[0]
+    return None, []
+
+
+def _heavy(model) -> dict[str, bool]:
+    """tensor -> True when it descends from a weighted op (the scores, not the mask)."""
+    heavy: dict[str, bool] = {}
+    for n in model.nodes:
+        h = n.op_type in _WEIGHTED or any(heavy.get(i, False) for i in n.input)
+        for o in n.output:
+            heavy[o] = h
+    return heavy
+
+
+def _ancestors(model, t: str) -> list:
+    """The nodes computing ``t`` (back to graph inputs and initializers)."""
+    seen: dict[str, object] = {}
+    todo = [t]
+    while todo:
+        p = model.producer.get(todo.pop())
+        if p is not None and p.name not in seen:
+            seen[p.name] = p
+            todo.extend(i for i in p.input if i)
+    return list(seen.values())
+
+
+def _branch_inputs(model, branch, t: str) -> set[str]:
+    ins = {i for n in branch for i in n.input}
+    return ins | {t}
+
+
+# ---- onnxruntime's QDQ quantizer -----------------------------------------------------------------
+def _ort(model) -> tuple[Group, ...]:
+    """One pseudo-group holding every tensor that no QDQ-registry op reads or writes."""
+    from onnxruntime.quantization.registry import QDQRegistry
+
+    touched = set()
+    for n in model.nodes:
+        if n.op_type in QDQRegistry:
+            touched.update(i for i in n.input if i)
+            touched.update(o for o in n.output if o)
+    float_only = tuple(t for t in model.activations() if t not in touched)
+    if not float_only:
+        return ()
+    members = tuple(dict.fromkeys(model.producer[t].name for t in float_only
+                                  if t in model.producer))
+    return (Group("onnxruntime-unquantized", "ort", members, float_only, ""),)
