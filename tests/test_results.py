@@ -48,6 +48,8 @@ def test_check_and_diagnosis_round_trip(tmp_path):
     d = Diagnosis((Check("a", "pass", "ok", {"x": np.float32(1.5)}), Check("b", "fail", "no")))
     assert d.worst == "fail" and d["a"].details == {"x": 1.5}
     assert Diagnosis.load(d.save(tmp_path / "d.json")) == d
+    assert Check.load(d["a"].save(tmp_path / "c.json")) == d["a"]
+    assert d["a"].to_frame()["verdict"].tolist() == ["pass"] and "<table>" in d["a"]._repr_html_()
     with pytest.raises(ValueError, match="verdict"):
         Check("x", "ok", "bad verdict")
 

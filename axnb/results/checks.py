@@ -35,6 +35,20 @@ class Check:
 
         return pd.DataFrame(self.details.get("rows", []))
 
+    def to_frame(self):
+        """The check as one row: check, verdict, summary, fix (its table: :meth:`table`)."""
+        return Diagnosis((self,)).to_frame()
+
+    def save(self, path: str | Path) -> Path:
+        return Diagnosis((self,)).save(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Check:
+        return Diagnosis.load(path).checks[0]
+
+    def _repr_html_(self) -> str:
+        return Diagnosis((self,))._repr_html_()
+
 
 @dataclass(frozen=True)
 class Diagnosis:
