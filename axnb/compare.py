@@ -40,7 +40,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -54,7 +53,7 @@ from axnb.results import LayerReport
 from axnb.simulate import QuantModel
 from axnb.types import CalibMethod, Method, Mode, parse_enum
 
-__all__ = ["compare", "isolation", "perlayer_values", "render_rich", "write_debug"]
+__all__ = ["compare", "isolation", "perlayer_values"]
 log = logging.getLogger(__name__)
 FLAT = "__axnb_flat"
 DTYPES = {"float32": "FP32", "float16": "FP16", "float64": "FP64", "bfloat16": "BF16"}
@@ -505,25 +504,3 @@ def _iso_row(model: Model, plan, n, outs: list[str], res: dict) -> dict:
     if len(outs) > 1:
         row.update({f"Cosin[{o}]": float(res["Cosin"][i]) for i, o in enumerate(outs)})
     return row
-
-
-# ---- rendering (the code lives on LayerReport) ---------------------------------------------
-def render_rich(report: LayerReport, rows: int | None = None):
-    """The report as a rich Table titled ``Quant Precision Table【<method> <mode>】``.
-
-    Example:
-        >>> render_rich(rep, rows=3).title                                 # doctest: +SKIP
-        'Quant Precision Table【PerLayer Reference】'
-    """
-    return report.to_rich(rows)
-
-
-def write_debug(report: LayerReport, out_dir) -> tuple[Path, Path]:
-    """Write ``<out_dir>/quant/debug/precision_analysis_table.txt`` and ``.mmd`` (Pulsar2's).
-
-    Example:
-        >>> txt, mmd = write_debug(rep, "out")                             # doctest: +SKIP
-        >>> mmd.name                                                       # doctest: +SKIP
-        'precision_analysis.mmd'
-    """
-    return report.write_debug(out_dir)
