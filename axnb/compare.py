@@ -291,17 +291,22 @@ def compare(model: Model, qmodel: QuantModel, feeds: Iterable, method="PerLayer"
     t0 = time.time()
     sess, groups, tensors = _compare_session(model, qmodel, ref, methods)
     accs = {k: metrics.Accumulator((len(v),)) for k, v in groups.items()}
+    # NOTE: per pair, whether the float (x) / quantized (y) side was ever non-finite.
+    bad = {k: np.zeros((len(v), 2), bool) for k, v in groups.items()}
     fetch, params = [f"__axnb_{k}" for k in groups], _vectors(model, ref.qparams)
     for feed in tqdm(feeds, desc="compare", unit="sample", disable=not progress):
         extra = ({f"__axnb_b{i}": v for i, v in enumerate(qmodel.run(feed, tensors).values())}
                  if backend else {})
         for k, v in zip(groups, sess.run(fetch, {**feed, **params, **extra})):
             accs[k].add_moments(_moments(v))
+            bad[k] |= ~np.isfinite(v.reshape(-1, 6)[:, 1:3])
     n = accs["e2e"].samples
     if n == 0:
         raise DataError("compare: the analysis set is empty")
     res = {k: a.result() for k, a in accs.items()}
-    final = {o: {k: float(v[tensors.index(o)]) for k, v in res["e2e"].items()}
+    res["bad"] = {k: {x: b for (x, _), b in zip(groups[k], bad[k])} for k in ("e2e", "pl")
+                  if k in bad}
+    final = {o: {k: float(v[tensors.index(o)]) for k, v in res["e2e"].items() if k != "bad"}
              for o in model.outputs if o in tensors}
     reports = {m: _report(model, qmodel, m, n, time.time() - t0, res, final) for m in methods}
     return {m.value: r for m, r in reports.items()} if many else reports[methods[0]]
@@ -355,12 +360,30 @@ def _report(model, qmodel, m: Method, n: int, secs: float, res, final) -> LayerR
         if mode is Mode.Backend:
             meta["notes"].append("PerLayer rows use fake-quant (Reference) arithmetic with the "
                                  "Backend model's parameters; final uses the Backend model.")
+    _nonfinite(rows, res["bad"]["e2e" if m is Method.EndToEnd else "pl"], meta)
     if model.internal:
         # NOTE: one row per fused group: its internal tensors are float and not deployed.
         rows = [r for r in rows if r["Output Tensor"] not in model.internal]
         meta["notes"].append(f"{len(model.internal)} tensors inside fused groups "
                              f"(fusion {model.fusion.value}) stay float and have no row")
     return LayerReport(rows, meta, final)
+
+
+def _nonfinite(rows: list[dict], bad: dict, meta: dict) -> None:
+    """Name the first tensor (graph order) where NaN/Inf appear: in the float model itself, or
+    only in the quantized one; every metric from there on is undefined and the notes say why."""
+    flags = [(r, *bad.get(r["Output Tensor"], (False, False))) for r in rows]
+    first_f = next((r for r, f, _ in flags if f), None)
+    first_q = next((r for r, f, q in flags if q and not f), None)
+    if first_f is not None:
+        meta["float_nonfinite"] = first_f["Output Tensor"]
+        meta["notes"].append(f"the FLOAT model itself gives NaN/Inf from {first_f['Operator']} "
+                             f"({first_f['Output Tensor']}); metrics of such tensors are NaN")
+    if first_q is not None:
+        meta["nonfinite"] = first_q["Output Tensor"]
+        meta["notes"].append(f"the quantized model gives NaN/Inf first at {first_q['Operator']} "
+                             f"({first_q['Output Tensor']}) where the float model is finite; "
+                             "metrics from there on are NaN: fix that layer first (U16/FP32)")
 
 
 # ---- isolation -----------------------------------------------------------------------------

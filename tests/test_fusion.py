@@ -181,3 +181,29 @@ def test_one_element_output_is_compared_across_samples():
     assert res["Cosin"] == pytest.approx(metrics.cosine(x, y), abs=1e-12)
     # NOTE: per sample, a 1-element cosine is +-1 whatever the error: the reason for the rule.
     assert {round(metrics.cosine(a["y"], b["y"]), 6) for a, b in zip(fo, qo)} <= {1.0, -1.0}
+
+
+def test_a_nan_producing_plan_is_named_at_its_first_tensor():
+    """Unfused (every tensor U8), a LayerNorm row of near-constant values gets variance 0 and
+    std 0, so d / std is NaN: the report names that first non-finite tensor; fused, no NaN."""
+    proto, _ = tiny.layernorm_decomposed()
+    feeds = _feeds(tiny.layernorm_decomposed, 4)
+    for f in feeds:
+        f["x"][0, 0, :] = 0.5 + 1e-4 * np.arange(16, dtype=np.float32)
+    reps = {}
+    for fusion in ("none", "npu"):
+        m = _model(proto, fusion)
+        stats = calibrate(m, feeds, progress=False)
+        q = simulate(m, stats, QuantPlan.from_config(m), "Reference")
+        reps[fusion] = C.compare(m, q, feeds, "EndToEnd", progress=False)
+        if fusion == "none":
+            fl = runtime.session(m.with_outputs(m.activations()))
+            names = [o.name for o in fl.get_outputs()]
+            first = next(t for r in reps[fusion].rows for t in [r["Output Tensor"]]
+                         if all(np.isfinite(dict(zip(names, fl.run(None, f)))[t]).all()
+                                for f in feeds)
+                         and not all(np.isfinite(q.run(f, [t])[t]).all() for f in feeds))
+    assert reps["none"].meta["nonfinite"] == first == "xn"
+    assert any("xn" in n for n in reps["none"].meta["notes"])
+    assert "nonfinite" not in reps["npu"].meta
+    assert np.isfinite(reps["npu"].final["y"]["Cosin"])
