@@ -12,9 +12,9 @@ import warnings
 import numpy as np
 import onnx
 import pytest
+import tiny
 from onnx import TensorProto, helper, numpy_helper
 
-import tiny
 from axnb import metrics, runtime
 from axnb.calibrate import calibrate
 from axnb.graph import Model, canonical
