@@ -155,8 +155,12 @@ def _plan(an: Analysis) -> dict:
     default = an.plan.get("default", "U8")
     df = pd.DataFrame(an.plan.get("rows", []))
     keep = df[(df["qtype"] != default) & (df["qtype"] != "S8")] if len(df) else df
+    # NOTE: tensors inside a fused group stay float by construction, not by the plan's choice.
+    inside = keep["source"].astype(str).str.startswith("inside ") if len(keep) else keep
+    n_inside = int(inside.sum()) if len(keep) else 0
+    keep = keep[~inside] if len(keep) else keep
     return {"summary": an.plan.get("summary", ""), "n": len(keep), "default": default,
-            "table": table(keep, cls="t sortable") if len(keep) else None}
+            "inside": n_inside, "table": table(keep, cls="t sortable") if len(keep) else None}
 
 
 class _Absmax:
