@@ -151,7 +151,7 @@ def calibrate(model: Model, feeds: Iterable[dict[str, np.ndarray]], method=None,
 
     method = parse_enum(CalibMethod, method or "MinMax", "calibration_method")
     hist = method in HIST_METHODS if histograms is None else histograms
-    tensors = model.activations()
+    tensors = model.points()     # NOTE: a fused group's inside is never quantized
     proto, segments = reduction_model(model, tensors, raw=hist)
     # NOTE: "extended" optimizations compute every tensor bit-identically to none (which is what
     # onnxruntime's own calibrators use), so ranges match them exactly, and run faster.

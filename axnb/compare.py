@@ -61,13 +61,13 @@ DTYPES = {"float32": "FP32", "float16": "FP16", "float64": "FP64", "bfloat16": "
 
 # ---- graph building ------------------------------------------------------------------------
 def _vectors(model: Model, qparams) -> dict[str, np.ndarray]:
-    return param_vectors(model.activations(), qparams)
+    return param_vectors(model.points(), qparams)
 
 
 def _base(model: Model) -> onnx.ModelProto:
     """The float model with the parameter vectors as inputs."""
     p = qdq.copy(model)
-    qdq.add_param_inputs(p.graph, len(model.activations()))
+    qdq.add_param_inputs(p.graph, len(model.points()))
     p.graph.initializer.append(numpy_helper.from_array(np.array([-1], np.int64), FLAT))
     return p
 
@@ -78,7 +78,7 @@ class _Builder:
 
     def __init__(self, model: Model, g: onnx.GraphProto, qmodel: QuantModel) -> None:
         self.model, self.g, self.q = model, g, qmodel
-        self.fake = qdq.FakeQuant(g, model.activations())
+        self.fake = qdq.FakeQuant(g, model.points())
         self.index = self.fake.index
         self.consts: dict[str, str] = {}
         self.bias = ({(b.node, b.bias): b for b in qdq.bias_nodes(model, qmodel.weights)}
@@ -110,6 +110,7 @@ class _Builder:
         """
         read: dict[str, str] = {}
         out: dict[str, str] = {}
+        inside = self.model.internal
 
         def src(t: str, node: str) -> str:
             if t not in read and t in self.index:
@@ -120,7 +121,7 @@ class _Builder:
             if x in self.index:
                 out[x] = src(x, "")
         for n in self.model.nodes:
-            if not chain and not any(o in self.index for o in n.output):
+            if not chain and not any(o in self.index or o in inside for o in n.output):
                 continue
             c = self.g.node.add()
             c.CopyFrom(n)
@@ -131,7 +132,8 @@ class _Builder:
             for o, raw in zip(n.output, c.output):
                 if o in self.index:
                     out[o] = self.fq(o, raw, f"{o}{sfx}")
-                if chain and o:
+                # NOTE: PerLayer runs a fused group as one layer: its members read each other.
+                if o and (chain or o in inside):
                     read[o] = out.get(o, raw)
         return out
 
@@ -208,13 +210,13 @@ def _originals(model: Model) -> dict[str, str]:
         if new:
             inv.setdefault(new, []).append(orig)
     return {t: t if (t in names or not model.name_map) else ", ".join(names)
-            for t in model.activations() for names in [inv.get(t, [])]}
+            for t in model.points() for names in [inv.get(t, [])]}
 
 
 def _tensor_rows(model: Model, qmodel: QuantModel) -> list[dict]:
     orig, sources = _originals(model), getattr(qmodel.plan, "sources", {})
     rows = []
-    for t in model.activations():
+    for t in model.points():
         p, spec, qp = model.producer.get(t), model.spec(t), qmodel.qparams.get(t)
         g = model.group_of.get(p.name) if p is not None else None
         op, kind = (g.name, g.op) if g is not None and g.output == t else \
@@ -228,7 +230,7 @@ def _tensor_rows(model: Model, qmodel: QuantModel) -> list[dict]:
 
 
 def _edges(model: Model) -> list[list[str]]:
-    acts = set(model.activations())
+    acts = set(model.points())
     return list(dict.fromkeys(
         (i, o, n.op_type, n.name) for n in model.nodes for i in n.input if i in acts
         for o in n.output if o in acts))
@@ -324,7 +326,7 @@ def _compare_session(model: Model, qmodel: QuantModel, ref: QuantModel, methods:
 
 def _build_compare(model: Model, qmodel: QuantModel, ref: QuantModel, methods: tuple):
     backend, e2e = qmodel.mode is Mode.Backend, Method.EndToEnd in methods
-    acts = model.activations()
+    acts = model.points()
     tensors = acts if e2e else [t for t in acts if t in model.outputs]
     p, groups = _base(model), {}
     build = _Builder(model, p.graph, ref)
@@ -363,7 +365,6 @@ def _report(model, qmodel, m: Method, n: int, secs: float, res, final) -> LayerR
     _nonfinite(rows, res["bad"]["e2e" if m is Method.EndToEnd else "pl"], meta)
     if model.internal:
         # NOTE: one row per fused group: its internal tensors are float and not deployed.
-        rows = [r for r in rows if r["Output Tensor"] not in model.internal]
         meta["notes"].append(f"{len(model.internal)} tensors inside fused groups "
                              f"(fusion {model.fusion.value}) stay float and have no row")
     return LayerReport(rows, meta, final)
@@ -395,8 +396,8 @@ def _iso_graph(model: Model, q: QuantModel, weights) -> onnx.ModelProto:
     type per tensor, as in the plan).
     """
     p = _base(model)
-    fake = qdq.FakeQuant(p.graph, model.activations())
-    for t, (src, dst) in qdq.rewire(p, model.activations()).items():
+    fake = qdq.FakeQuant(p.graph, model.points())
+    for t, (src, dst) in qdq.rewire(p, model.points()).items():
         fake.fq(t, src, dst)
     bqs = [b for b in qdq.bias_nodes(model, q.weights) if b.name != b.bias]
     qdq.rename_biases(p.graph, bqs)
@@ -518,7 +519,9 @@ def isolation(model: Model, stats, plan, feeds: Iterable, layers=None, method=No
 
 
 def _iso_row(model: Model, plan, n, outs: list[str], res: dict) -> dict:
-    out = next((o for o in n.output if o in model.activations()), n.output[0])
+    g = model.group_of.get(n.name)
+    out = g.output if g is not None and g.output else \
+        next((o for o in n.output if o in model.points()), n.output[0])
     row = {"Operator": n.name, "Type": n.op_type, "Output Tensor": out,
            "QDType": str(getattr(plan, "layer_types", {}).get(n.name, plan.acts.get(out, ""))),
            "Cosin": float(np.min(res["Cosin"])), "MSE": float(np.max(res["MSE"])),

@@ -79,12 +79,12 @@ def find_groups(model, policy=Fusion.npu) -> tuple[Group, ...]:
         return _ort(model)
     taken: set[str] = set()
     groups = []
-    for finder in (_masks, _linear, _regions):
+    for finder in (_indices, _masks, _linear, _regions):
         for g in finder(model, taken):
             groups.append(g)
             taken.update(g.members)
     order = {n.name: i for i, n in enumerate(model.nodes)}
-    return tuple(sorted(groups, key=lambda g: order[g.members[0]]))
+    return tuple(sorted(groups, key=lambda g: order.get(g.members[0], -1) if g.members else -1))
 
 
 # ---- helpers ---------------------------------------------------------------------------------
@@ -224,6 +224,30 @@ def _name(members) -> str:
     if "Sigmoid" in ops and "Mul" in ops:
         return "SiLU"
     return "+".join(sorted(ops))
+
+
+# ---- float tensors that are really integers ---------------------------------------------------
+_FLOAT_TYPES = frozenset({1, 10, 11, 16})   # FLOAT, FLOAT16, DOUBLE, BFLOAT16
+_INDEX_INPUT = {"Gather": 1, "GatherElements": 1, "GatherND": 1, "ScatterND": 1,
+                "ScatterElements": 1, "OneHot": 0}
+
+
+def _indices(model, taken: set[str]):
+    """Float tensors read only as indices or cast to integers (token ids fed as float): a
+    quantizer would change which row is read, and no toolchain puts one there."""
+    for t in model.activations():
+        cs = model.consumers.get(t, [])
+        if cs and t not in model.outputs and all(_as_index(c, t) for c in cs):
+            yield Group(t, "index", (), (t,), "")
+
+
+def _as_index(node, t: str) -> bool:
+    if node.op_type == "Cast":
+        to = next((a.i for a in node.attribute if a.name == "to"), 1)
+        return to not in _FLOAT_TYPES
+    k = _INDEX_INPUT.get(node.op_type)
+    return k is not None and len(node.input) > k and node.input[k] == t \
+        and t not in node.input[:k]
 
 
 # ---- additive attention masks --------------------------------------------------------------------

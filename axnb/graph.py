@@ -186,6 +186,12 @@ class Model:
         """Float activation tensors (inputs and node outputs) in topological order."""
         return [t for t in self.tensors() if t in self._vi and self.spec(t).dtype.kind == "f"]
 
+    def points(self) -> list[str]:
+        """The quantization points: float activations outside fused groups' insides (what is
+        observed, fake-quantized and compared), in topological order."""
+        internal = self.internal
+        return [t for t in self.activations() if t not in internal]
+
     def weight(self, name: str) -> np.ndarray:
         """An initializer as a numpy array."""
         return numpy_helper.to_array(self.initializers[name])
@@ -309,7 +315,8 @@ def fix_input_shapes(proto: onnx.ModelProto, shapes: Mapping[str, tuple[int, ...
                 raise ModelError(f"input_shapes: {v.name!r} has rank {len(dims)} "
                                  f"{_dims(v)}, got {list(want)}")
             for d, w in zip(dims, want):
-                if d.HasField("dim_value") and d.dim_value not in (0, w):
+                # NOTE: 0 and negative values (Paddle exports -1) are dynamic, not fixed.
+                if d.HasField("dim_value") and d.dim_value > 0 and d.dim_value != w:
                     raise ModelError(f"input_shapes: {v.name!r} dim is fixed to {d.dim_value} "
                                      f"in the model, got {w} ({list(want)} vs {_dims(v)})")
                 d.Clear()
@@ -444,10 +451,70 @@ def load(path: str | Path, config=None, input_shapes: Mapping[str, tuple[int, ..
 
 
 def _infer(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Shape inference; strict first, else lenient plus shapes measured by one onnxruntime run.
+
+    NOTE: strict inference fails on models whose untaken If branch is ill-typed (a whole graph
+    inside one If, as in Silero VAD); onnxruntime runs them, so the shapes it produces are used.
+    """
+    _clear_dynamic(proto)
     try:
         return onnx.shape_inference.infer_shapes(proto, strict_mode=True, data_prop=True)
     except Exception as e:  # noqa: BLE001
-        raise ModelError(f"shape inference failed: {e}".splitlines()[0]) from e
+        first = f"shape inference failed: {e}".splitlines()[0]
+    try:
+        out = onnx.shape_inference.infer_shapes(proto, strict_mode=False)
+        _measure_shapes(out)
+    except Exception as e2:  # noqa: BLE001
+        raise ModelError(f"{first}; measuring shapes with onnxruntime failed too: "
+                         f"{str(e2).splitlines()[0]}") from e2
+    return out
+
+
+def _clear_dynamic(proto: onnx.ModelProto) -> None:
+    """Negative dims (Paddle's -1) in outputs and value_info become unknown dims."""
+    for v in [*proto.graph.output, *proto.graph.value_info]:
+        for d in v.type.tensor_type.shape.dim:
+            if d.HasField("dim_value") and d.dim_value < 0:
+                d.Clear()
+
+
+def _measure_shapes(proto: onnx.ModelProto) -> None:
+    """Fill missing or partial value_info of main-graph tensors from one run on zeros."""
+    from axnb import runtime
+
+    g = proto.graph
+    known = {v.name: v for v in [*g.input, *g.value_info, *g.output]}
+    inits = {t.name for t in g.initializer}
+
+    def complete(v) -> bool:
+        t = v.type.tensor_type
+        return t.elem_type != 0 and t.HasField("shape") and all(
+            d.HasField("dim_value") and d.dim_value >= 0 for d in t.shape.dim)
+
+    todo = [o for n in g.node for o in n.output if o and (o not in known or not complete(known[o]))]
+    if not todo:
+        return
+    p = onnx.ModelProto()
+    p.CopyFrom(proto)
+    have = {o.name for o in p.graph.output}
+    p.graph.output.extend(helper.make_empty_tensor_value_info(t) for t in todo if t not in have)
+    feed = {v.name: np.zeros([d.dim_value for d in v.type.tensor_type.shape.dim],
+                             _np_dtype(v.type.tensor_type.elem_type))
+            for v in g.input if v.name not in inits}
+    sess = runtime.session(p, optimize=False)
+    names = [o.name for o in sess.get_outputs()]
+    vals = dict(zip(names, sess.run(None, feed)))
+    outputs = {o.name: o for o in g.output}
+    for t in todo:
+        a = np.asarray(vals[t])
+        vi = helper.make_tensor_value_info(t, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
+        if t in outputs:
+            outputs[t].CopyFrom(vi)
+        else:
+            old = [v for v in g.value_info if v.name == t]
+            for v in old:
+                g.value_info.remove(v)
+            g.value_info.append(vi)
 
 
 def make_session(proto, **kw):

@@ -264,6 +264,8 @@ def _inside(g) -> str:
         return "not quantized by onnxruntime's QDQ quantizer (fusion ort)"
     if g.op == "mask":
         return f"attention mask of {g.name}: float up to its Softmax"
+    if g.op == "index":
+        return "read only as indices / cast to integers: never quantized"
     return f"inside {g.op} {g.name}"
 
 

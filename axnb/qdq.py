@@ -311,7 +311,7 @@ def qdq_model(model: Model, qp: Mapping[str, QParams], wq: Mapping[str, WeightQ]
     """A QDQ ONNX model (opset >= 21) with the given parameters; loads in stock onnxruntime."""
     p = copy(model)
     g = p.graph
-    tensors = model.activations()
+    tensors = model.points()
     io = rewire(p, tensors)
     for t in tensors:
         src, dst = io[t]

@@ -53,7 +53,7 @@ def reference_model(model: Model, wq: Mapping[str, WeightQ], bias_s32: bool = Tr
     """
     p = qdq.copy(model)
     g = p.graph
-    tensors = model.activations()
+    tensors = model.points()
     io = qdq.rewire(p, tensors)
     qdq.add_param_inputs(g, len(tensors))
     fq = qdq.FakeQuant(g, tensors)
@@ -130,7 +130,7 @@ class QuantModel:
         qp = act_qparams(stats, plan, method)
         if self.mode is Mode.Reference and _weights_key(plan, self.model) == \
                 _weights_key(self.plan, self.model):
-            tensors = self.model.activations()
+            tensors = self.model.points()
             return QuantModel(self.model, self.mode, plan, qp, self.weights, self.bias_s32,
                               self.proto, self.qnames, method, param_vectors(tensors, qp),
                               self.sessions)

@@ -102,7 +102,8 @@ def test_nan_in_float_activations_does_not_break_calibration():
     feeds[1]["x"][0, -2:, :] = np.nan
     with pytest.warns(RuntimeWarning, match="non-finite"):
         stats = calibrate(m, feeds, method="MSE", progress=False)
-    for t in m.activations():
+    assert set(stats.activations) == set(m.points()) == {"x", "y"}   # the group's boundary
+    for t in m.points():
         lo, hi = stats.range(t, "MSE")
         assert np.isfinite([lo, hi]).all(), t
 
@@ -207,3 +208,21 @@ def test_a_nan_producing_plan_is_named_at_its_first_tensor():
     assert any("xn" in n for n in reps["none"].meta["notes"])
     assert "nonfinite" not in reps["npu"].meta
     assert np.isfinite(reps["npu"].final["y"]["Cosin"])
+
+
+def test_perlayer_runs_a_fused_group_as_one_layer():
+    """The first group reads the graph input, so its PerLayer row (the group alone on fake-quant
+    float inputs, weights and bias quantized inside) equals its EndToEnd row exactly."""
+    proto, _ = tiny.conv_bias_relu()
+    m = _model(proto)
+    g = m.groups[0]
+    assert g.op == "Conv+Relu" and g.internal == ("c0",)
+    feeds = _feeds(tiny.conv_bias_relu, 4)
+    stats = calibrate(m, feeds, progress=False)
+    q = simulate(m, stats, QuantPlan.from_config(m), "Reference")
+    reps = C.compare(m, q, feeds, ["EndToEnd", "PerLayer"], progress=False)
+    row = {k: {r["Output Tensor"]: r for r in rep.rows} for k, rep in reps.items()}
+    assert "c0" not in row["PerLayer"] and row["PerLayer"][g.output]["Operator"] == g.name
+    assert row["PerLayer"][g.output]["Cosin"] == pytest.approx(
+        row["EndToEnd"][g.output]["Cosin"], abs=1e-12)
+    assert row["PerLayer"][g.output]["Cosin"] < 1.0       # the weights' error is in it

