@@ -516,9 +516,3 @@ def _measure_shapes(proto: onnx.ModelProto) -> None:
                 g.value_info.remove(v)
             g.value_info.append(vi)
 
-
-def make_session(proto, **kw):
-    """NOTE: transitional alias of :func:`axnb.runtime.session` (the one session factory)."""
-    from axnb import runtime
-
-    return runtime.session(proto, **kw)
