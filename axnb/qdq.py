@@ -93,7 +93,7 @@ def act_qparams(stats, plan, method=None) -> dict[str, QParams]:
 
     Example:
         >>> qp = act_qparams(stats, plan, "MinMax")     # doctest: +SKIP
-        >>> qp["x"].qtype
+        >>> qp["x"].qtype                               # doctest: +SKIP
         <QType.U8: 'U8'>
     """
     out = {}
