@@ -363,6 +363,12 @@ def _report(model, qmodel, m: Method, n: int, secs: float, res, final) -> LayerR
             meta["notes"].append("PerLayer rows use fake-quant (Reference) arithmetic with the "
                                  "Backend model's parameters; final uses the Backend model.")
     _nonfinite(rows, res["bad"]["e2e" if m is Method.EndToEnd else "pl"], meta)
+    ones = [r["Output Tensor"] for r in rows if int(np.prod(r["Shape"])) == 1]
+    if ones:
+        meta["across_samples"] = ones
+        meta["notes"].append(f"{len(ones)} tensors have one element per sample ("
+                             + ", ".join(ones[:3]) + (", ..." if len(ones) > 3 else "")
+                             + "): their metrics compare the values stacked across the samples")
     if model.internal:
         # NOTE: one row per fused group: its internal tensors are float and not deployed.
         meta["notes"].append(f"{len(model.internal)} tensors inside fused groups "

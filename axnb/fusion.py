@@ -43,7 +43,9 @@ __all__ = ["ELEMENTWISE", "SEEDS", "Group", "find_groups"]
 
 ELEMENTWISE = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "Sqrt", "Reciprocal", "Erf", "Tanh",
                          "Sigmoid", "HardSigmoid", "Softplus", "Clip", "Neg", "Abs", "Exp",
-                         "ReduceMean", "ReduceSum", "Cast", "Max", "Min"})
+                         "ReduceMean", "ReduceSum", "Cast", "Max", "Min",
+                         # NOTE: shape-only ops (constant shapes) appear inside exported norms
+                         "Reshape", "Expand", "Unsqueeze", "Squeeze"})
 SEEDS = frozenset({"Sqrt", "Erf", "Tanh", "Sigmoid", "HardSigmoid", "Softplus", "Clip"})
 ACTIVATIONS = frozenset({"Relu", "Clip", "LeakyRelu"})
 _WEIGHTED = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
@@ -157,65 +159,82 @@ def _regions(model, taken: set[str]):
 
 
 def _region(model, seed, taken: set[str]) -> Group | None:
-    nodes = {seed.name: seed}
-    made = set(seed.output)
-    end, size = seed.output[0], 0
-    while size != len(nodes):           # NOTE: back, then forward, until nothing joins
-        size = len(nodes)
-        x = _back(model, nodes, made, taken)
-        if x is None:
-            return None
-        end = _forward(model, nodes, made, taken, x, end)
-    members = list(nodes.values())
-    if len(members) < 2 or not _closed(model, members, end):
+    """The elementwise region around ``seed``: from its one float input X (the backward cone's
+    leaf every other leaf derives from) to the last elementwise op computed only from X."""
+    x = _source(model, seed, taken)
+    if x is None:
+        return None
+    derived = _reach(model, x, taken)
+    end = seed.output[0]
+    while (c := _single(model, end, taken)) is not None and c.op_type in ELEMENTWISE \
+            and all(i in derived for i in _dyn(model, c)):
+        end = c.output[0]
+    members = [n for n in model.subgraph([x], [end]) if n.name not in taken]
+    if len(members) < 2 or any(n.op_type not in ELEMENTWISE for n in members) \
+            or seed not in members or not _closed(model, members, end):
         return None
     return _group(model, members, end, _name(members))
 
 
-def _back(model, nodes: dict, made: set, taken: set[str]) -> str | None:
-    """Pull in producers whose outputs are read only inside; returns the one float input."""
-    for _ in range(_MAX_BACK):
-        leaves = _leaves(model, nodes.values(), made)
-        inner = [t for t in leaves if _grows(model, t, taken, nodes)
-                 and all(c.name in nodes for c in model.consumers.get(t, []))]
-        if not inner:
-            return leaves[0] if len(leaves) == 1 else None
-        p = model.producer[inner[0]]
-        nodes[p.name] = p
-        made.update(o for o in p.output if o)
+def _source(model, seed, taken: set[str]) -> str | None:
+    """The float input of the region: the cone leaf that all other leaves descend from."""
+    cone, todo, leaves = {}, [(seed, 0)], []
+    while todo:
+        n, depth = todo.pop()
+        for t in _dyn(model, n):
+            p = model.producer.get(t)
+            if p is None or p.op_type not in ELEMENTWISE or p.name in taken or depth >= _MAX_BACK:
+                leaves.append(t)
+            elif p.name not in cone:
+                cone[p.name] = p
+                todo.append((p, depth + 1))
+    leaves = list(dict.fromkeys(leaves))
+    if len(leaves) == 1:
+        return leaves[0]
+    for cand in leaves:
+        if all(cand in _above(model, t) for t in leaves if t != cand):
+            return cand
     return None
 
 
-def _forward(model, nodes: dict, made: set, taken: set[str], x: str, end: str) -> str:
-    """Extend over elementwise readers of ``end`` whose other inputs come from inside, from
-    ``x``, or from one elementwise op of ``x`` (GELU's 0.5 * x)."""
-    while (c := _single(model, end, taken)) is not None and c.op_type in ELEMENTWISE:
-        side = [model.producer.get(i) for i in _dyn(model, c) if i not in made and i != x]
-        if any(s is None or s.op_type not in ELEMENTWISE or s.name in taken
-               or set(_dyn(model, s)) != {x} for s in side):
+def _above(model, t: str) -> set[str]:
+    """Tensors ``t`` is computed from through elementwise ops (bounded)."""
+    seen, todo = set(), [(t, 0)]
+    while todo:
+        u, depth = todo.pop()
+        p = model.producer.get(u)
+        if p is None or p.op_type not in ELEMENTWISE or depth >= _MAX_BACK:
+            continue
+        for i in _dyn(model, p):
+            if i not in seen:
+                seen.add(i)
+                todo.append((i, depth + 1))
+    return seen
+
+
+def _reach(model, x: str, taken: set[str]) -> set[str]:
+    """Tensors computed from ``x`` alone (and constants) through elementwise ops (bounded)."""
+    out, frontier = {x}, [x]
+    for _ in range(2 * _MAX_BACK):
+        nxt = []
+        for t in frontier:
+            for c in model.consumers.get(t, []):
+                if c.op_type in ELEMENTWISE and c.name not in taken \
+                        and all(i in out for i in _dyn(model, c)):
+                    new = [o for o in c.output if o and o not in out]
+                    out.update(new)
+                    nxt.extend(new)
+        if not nxt:
             break
-        for s in [*side, c]:
-            nodes[s.name] = s
-            made.update(o for o in s.output if o)
-        end = c.output[0]
-    return end
-
-
-def _leaves(model, nodes, made: set[str]) -> list[str]:
-    return list(dict.fromkeys(i for n in nodes for i in _dyn(model, n) if i not in made))
-
-
-def _grows(model, t: str, taken: set[str], nodes: dict) -> bool:
-    p = model.producer.get(t)
-    return p is not None and p.op_type in ELEMENTWISE and p.name not in taken \
-        and p.name not in nodes
+        frontier = nxt
+    return out
 
 
 def _name(members) -> str:
     ops = {n.op_type for n in members}
     if "Sqrt" in ops and ops & {"ReduceMean", "ReduceSum"}:
         return "LayerNorm" if "Sub" in ops else "RMSNorm"
-    if "Erf" in ops or ("Tanh" in ops and "Pow" in ops):
+    if "Erf" in ops or ("Tanh" in ops and ("Pow" in ops or len(members) >= 6)):
         return "GELU"
     if "Softplus" in ops and "Tanh" in ops:
         return "Mish"

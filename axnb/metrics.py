@@ -130,6 +130,7 @@ class Accumulator:
     def __init__(self, shape: tuple[int, ...] = ()) -> None:
         self.shape = tuple(shape)
         self._sums = {k: np.zeros(self.shape, np.float64) for k in METRICS}
+        self._pooled = np.zeros(self.shape + (6,), np.float64)
         self.samples = 0
 
     def add(self, x, y) -> None:
@@ -138,15 +139,30 @@ class Accumulator:
 
     def add_moments(self, m) -> None:
         """Add one sample given its moments, shaped ``shape + (6,)``."""
+        m = np.asarray(m, np.float64)
         for k, v in from_moments(m).items():
             self._sums[k] += v
+        self._pooled[..., :5] += m[..., :5]
+        self._pooled[..., 5] = np.fmax(self._pooled[..., 5], m[..., 5])
         self.samples += 1
 
     def result(self) -> dict[str, float | np.ndarray]:
         """Mean over the samples added so far of each metric (NaN before any sample)."""
         n = self.samples or np.nan
         out = {k: v / n for k, v in self._sums.items()}
-        return {k: float(v) if v.ndim == 0 else v for k, v in out.items()}
+        if self.samples:
+            # NOTE: a 1-element tensor has no direction per sample (its cosine is +-1): its
+            # metrics are those of the vector stacked across the samples (summed moments).
+            one = self._pooled[..., 0] <= self.samples
+            if one.any():
+                pooled = from_moments(self._pooled)
+                out = {k: np.where(one, pooled[k], v) for k, v in out.items()}
+        return {k: float(v) if np.ndim(v) == 0 else v for k, v in out.items()}
+
+    def across_samples(self) -> np.ndarray | bool:
+        """Where :meth:`result` compared across the samples (1 element per sample)."""
+        one = self._pooled[..., 0] <= self.samples
+        return bool(one) if one.ndim == 0 else one
 
 
 # NOTE: fewer elements than this per sample make a per-sample cosine say little (1 element: it

@@ -180,6 +180,9 @@ def test_one_element_output_is_compared_across_samples():
     x = np.concatenate([f["y"].ravel() for f in fo])
     y = np.concatenate([o["y"].ravel() for o in qo])
     assert res["Cosin"] == pytest.approx(metrics.cosine(x, y), abs=1e-12)
+    rep = C.compare(m, q, feeds, "EndToEnd", progress=False)
+    assert rep.final["y"]["Cosin"] == pytest.approx(res["Cosin"], abs=1e-9)
+    assert rep.meta["across_samples"] == ["logit", "y"]
     # NOTE: per sample, a 1-element cosine is +-1 whatever the error: the reason for the rule.
     assert {round(metrics.cosine(a["y"], b["y"]), 6) for a, b in zip(fo, qo)} <= {1.0, -1.0}
 
