@@ -48,6 +48,7 @@ ELEMENTWISE = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "Sqrt", "Reciprocal"
                          "Reshape", "Expand", "Unsqueeze", "Squeeze"})
 SEEDS = frozenset({"Sqrt", "Erf", "Tanh", "Sigmoid", "HardSigmoid", "Softplus", "Clip"})
 ACTIVATIONS = frozenset({"Relu", "Clip", "LeakyRelu"})
+_AFFINE = frozenset({"Add", "Mul", "Sub", "Div"})
 _WEIGHTED = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 _LINEAR = frozenset({"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Div", "Mul", "Cast"})
 _MAX_BACK = 12      # NOTE: the longest decomposed norm (ReduceSum/N variants) is 9 nodes back
@@ -128,9 +129,12 @@ def _linear(model, taken: set[str]):
             continue
         nodes, end, ops = [n], n.output[0], [n.op_type]
         nxt = _single(model, end, taken)
-        if nxt is not None and nxt.op_type == "Add" and len(_dyn(model, nxt)) == 1:
+        # NOTE: a bias Add and a constant affine (a BatchNorm written as Mul/Add, as Paddle
+        # exports) fold into the weights on an NPU: they are inside the group.
+        while nxt is not None and nxt.op_type in _AFFINE and len(_dyn(model, nxt)) == 1 \
+                and len(nodes) < 4:
             nodes.append(nxt)
-            end, ops = nxt.output[0], [*ops, "Add"]
+            end, ops = nxt.output[0], [*ops, nxt.op_type]
             nxt = _single(model, end, taken)
         if nxt is not None and nxt.op_type in ACTIVATIONS and len(_dyn(model, nxt)) == 1:
             nodes.append(nxt)

@@ -229,3 +229,21 @@ def test_perlayer_runs_a_fused_group_as_one_layer():
     assert row["PerLayer"][g.output]["Cosin"] == pytest.approx(
         row["EndToEnd"][g.output]["Cosin"], abs=1e-12)
     assert row["PerLayer"][g.output]["Cosin"] < 1.0       # the weights' error is in it
+
+
+def test_a_constant_affine_after_a_conv_folds_into_its_group():
+    """Conv -> Mul(scale) -> Add(shift) -> Relu (a BatchNorm exported as Mul/Add) is one group."""
+    w = tiny.weights(4, 3, 3, 3, scale=0.2)
+    inits = [numpy_helper.from_array(v, k) for k, v in (
+        ("w", w), ("s", tiny.weights(1, 4, 1, 1, scale=0.5, offset=0.1) + 1),
+        ("t", tiny.weights(1, 4, 1, 1, scale=0.3)))]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Mul", ["c", "s"], ["cs"], name="scale"),
+             helper.make_node("Add", ["cs", "t"], ["ct"], name="shift"),
+             helper.make_node("Relu", ["ct"], ["y"], name="relu")]
+    g = helper.make_graph(nodes, "affine", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, [1, 3, 8, 8])], [helper.make_tensor_value_info(
+            "y", TensorProto.FLOAT, [1, 4, 8, 8])], inits)
+    m = _model(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+    assert [(x.op, x.internal, x.output) for x in m.groups] == [
+        ("Conv+Mul+Add+Relu", ("c", "cs", "ct"), "y")]
