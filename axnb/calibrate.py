@@ -155,7 +155,7 @@ def calibrate(model: Model, feeds: Iterable[dict[str, np.ndarray]], method=None,
     proto, segments = reduction_model(model, tensors, raw=hist)
     # NOTE: "extended" optimizations compute every tensor bit-identically to none (which is what
     # onnxruntime's own calibrators use), so ranges match them exactly, and run faster.
-    sess = model.session(proto, providers=providers, optimize="extended")
+    sess = model.session(proto, providers=providers, optimize="extended", low_memory=hist)
     acc = _Extremes(model, tensors, segments, providers)
     obs = {t: Observer(channel_axis=channel_axis(model.spec(t).shape), bins=bins, histogram=hist)
            for t in tensors}

@@ -226,21 +226,44 @@ def drop_initializers(g: onnx.GraphProto, names) -> None:
 
 
 def toposort(p: onnx.ModelProto) -> onnx.ModelProto:
-    """Topologically sort nodes (inserted nodes were appended at the end)."""
+    """Topologically sort nodes, each as soon as its inputs exist (inserted nodes were appended
+    at the end).
+
+    NOTE: onnxruntime runs nodes in this order and frees a tensor after its last reader, so a
+    reduction or quantizer placed right after its producer keeps memory flat: appended at the
+    end, every tensor it reads would stay alive for the whole run (GBs on large detectors).
+    """
+    import heapq
+
     g = p.graph
     have = {i.name for i in g.input} | {t.name for t in g.initializer} | {""}
-    todo, out = list(g.node), []
-    while todo:
-        rest = []
-        for n in todo:
-            if all(i in have for i in n.input):
-                out.append(n)
-                have.update(n.output)
-            else:
-                rest.append(n)
-        if len(rest) == len(todo):
-            raise ModelError(f"cannot order the quantized graph at node {rest[0].name!r}")
-        todo = rest
+    nodes = list(g.node)
+    ready_at = {t: 0 for t in have}         # tensor -> position of the node that made it
+    waiting: dict[str, list[int]] = {}
+    missing = []
+    for k, n in enumerate(nodes):
+        need = {i for i in n.input if i not in have}
+        missing.append(len(need))
+        for i in need:
+            waiting.setdefault(i, []).append(k)
+    heap = [(0, k) for k, c in enumerate(missing) if c == 0]
+    heapq.heapify(heap)
+    out, pos = [], 0
+    while heap:
+        _, k = heapq.heappop(heap)
+        out.append(nodes[k])
+        pos += 1
+        for o in nodes[k].output:
+            if o in ready_at:
+                continue
+            ready_at[o] = pos
+            for j in waiting.pop(o, []):
+                missing[j] -= 1
+                if missing[j] == 0:
+                    heapq.heappush(heap, (pos, j))
+    if len(out) != len(nodes):
+        stuck = next(n for n, c in zip(nodes, missing) if c > 0)
+        raise ModelError(f"cannot order the quantized graph at node {stuck.name!r}")
     del g.node[:]
     g.node.extend(out)
     return p

@@ -24,7 +24,8 @@ _LEVELS = {True: "ALL", False: "DISABLE_ALL", "all": "ALL", "extended": "EXTENDE
 
 
 def session(proto: onnx.ModelProto, providers: list[str] | None = None,
-            threads: int | None = None, optimize: bool | str = True, consume: bool = False):
+            threads: int | None = None, optimize: bool | str = True, consume: bool = False,
+            low_memory: bool = False):
     """An onnxruntime InferenceSession from an in-memory proto.
 
     Args:
@@ -37,6 +38,8 @@ def session(proto: onnx.ModelProto, providers: list[str] | None = None,
         consume: the caller hands ``proto`` over (a temporary graph): its large initializers
             are then passed to onnxruntime as arrays instead of being serialized and parsed back
             (1.3 s saved on MiniLM), which empties them in ``proto``.
+        low_memory: no memory arena and no memory pattern: each tensor is freed after its last
+            reader instead of being held in a preplanned block (large analysis graphs).
     """
     import onnxruntime as ort
 
@@ -48,6 +51,9 @@ def session(proto: onnx.ModelProto, providers: list[str] | None = None,
     so.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", "1")
     if threads:
         so.intra_op_num_threads = threads
+    if low_memory:
+        so.enable_mem_pattern = False
+        so.enable_cpu_mem_arena = False
     so.graph_optimization_level = getattr(ort.GraphOptimizationLevel,
                                           f"ORT_ENABLE_{_LEVELS[optimize]}".replace(
                                               "ENABLE_DISABLE", "DISABLE"))

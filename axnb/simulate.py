@@ -118,7 +118,7 @@ class QuantModel:
             for n in key:
                 p.graph.output.append(helper.make_empty_tensor_value_info(n))
         level = True if self.mode is Mode.Backend else "extended"
-        return runtime.session(p, optimize=level, consume=bool(key))
+        return runtime.session(p, optimize=level, consume=bool(key), low_memory=bool(key))
 
     def with_plan(self, stats, plan, method=None) -> QuantModel:
         """The same model under another plan or method, reusing the Reference session.
