@@ -191,7 +191,9 @@ def _run(con, model_file: Path, cfg, out: Path, shapes, args) -> None:
     if args.search_target:
         from axnb.search import search
 
-        res = search(wb.evaluator(), wb.plan, target=args.search_target)
+        # NOTE: ranked by the PerLayer table (one pass) instead of one evaluation per layer.
+        res = search(wb.evaluator(), wb.plan, target=args.search_target,
+                     ranking=wb.ranking())
         res.apply(wb)
         con.print(f"[bold]search[/]: {len(res.promoted)} layers to {res.qtype.value}, "
                   f"target met: {res.met} after {res.evaluations} evaluations")

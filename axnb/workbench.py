@@ -256,6 +256,23 @@ class Workbench:
             return {m.value: self._reports[keys[m]] for m in ms}
         return self._reports[keys[ms[0]]]
 
+    def ranking(self, method="PerLayer", mode=None) -> list[str]:
+        """Search candidates, worst first by the layer table (one compare pass, cached).
+
+        The cheap ranking for :func:`axnb.search.search` (``ranking=wb.ranking()``): no
+        evaluation per layer. A fused group is one candidate (its head); data-movement ops
+        that follow their input are left out, as in search's own candidates.
+
+        Example:
+            >>> res = search(wb.evaluator(), wb.plan, ranking=wb.ranking())   # doctest: +SKIP
+        """
+        rep = self.report(method, mode)
+        src = self.plan.layer_sources
+        rows = sorted((r for r in rep.rows if r[Col.OPERATOR] in src
+                       and not src[r[Col.OPERATOR]].startswith("follows")),
+                      key=lambda r: (not np.isnan(r[Col.COSINE]), r[Col.COSINE]))
+        return list(dict.fromkeys(r[Col.OPERATOR] for r in rows))
+
     def outliers(self, weights: bool = False) -> OutlierReport:
         """The outlier table of the calibration statistics."""
         return outliers(self.stats, self.model, weights=weights)

@@ -64,6 +64,14 @@ def bench(name: str, target: float | None = None, n: int = 16) -> None:
     print(f"  greedy one at a time (same ranking): {1 + phases['rank'] + runs} evaluations "
           f"({runs} after the ranking, {tg:.1f} s) -> {k} U16 layers")
     print(f"  search promoted: {', '.join(res.promoted)}")
+    t = time.perf_counter()
+    ranking = wb.ranking()
+    rt = time.perf_counter() - t
+    cheap = search(wb.evaluator(), wb.plan, target=target, ranking=ranking, progress=False)
+    print(f"  search ranked by PerLayer ({rt:.1f} s, no evaluation): {cheap.evaluations} "
+          f"evaluations in {cheap.seconds + rt:.1f} s -> {len(cheap.promoted)} U16 layers, "
+          f"score {min(cheap.final.values()):.5f}, met {cheap.met}; evaluations "
+          f"{cheap.evaluations / max(res.evaluations, 1):.2f}x of the default search")
 
 
 if __name__ == "__main__":

@@ -164,3 +164,13 @@ def test_workbench_imports_no_view_checks_or_widgets():
     names |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     assert not {m for m in names if m.startswith(("axnb.view", "axnb.widgets", "axnb.checks",
                                                   "axnb.diagnose"))}
+
+
+def test_ranking_is_the_perlayer_table_worst_first_one_candidate_per_group(wb):
+    rank = wb.ranking()
+    rep = {r["Operator"]: r["Cosin"] for r in wb.report("PerLayer").rows}
+    assert rank and all(n in wb.plan.layer_types for n in rank)
+    assert [rep[n] for n in rank] == sorted(rep[n] for n in rank)
+    members = {m for g in wb.model.groups if g.output for m in g.members if m != g.name}
+    assert not members & set(rank)
+    assert not any(wb.plan.layer_sources[n].startswith("follows") for n in rank)
