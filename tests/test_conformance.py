@@ -64,3 +64,12 @@ def test_build_exits_0_and_export_is_finite(spec: M.Spec, tmp_path: Path):
     bad = [(i, o.name) for i, f in enumerate(feeds)
            for o, y in zip(s.get_outputs(), s.run(None, f)) if not np.isfinite(y).all()]
     assert not bad, f"non-finite outputs of the exported model (sample, output): {bad[:5]}"
+    if spec.min_cosine is not None:
+        from axnb.metrics import output_metrics
+
+        f = ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
+        names = [o.name for o in s.get_outputs()]
+        fl = [dict(zip(names, f.run(names, x))) for x in feeds]
+        qu = [dict(zip(names, s.run(names, x))) for x in feeds]
+        worst = min(v["Cosin"] for v in output_metrics(fl, qu).values())
+        assert worst >= spec.min_cosine, f"export cosine {worst:.5f} < {spec.min_cosine}"
