@@ -25,10 +25,12 @@ $(STAMP): pyproject.toml Makefile
 
 # NOTE: browser tests use Debian's Chromium driven by Playwright (never a downloaded browser
 # build); without root or apt the browser tests skip with a message instead of failing.
+# NOTE: espeak-ng speaks the real speech the voice-activity conformance models are fed.
 browser:
-	@command -v chromium >/dev/null 2>&1 || { (apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
-	  echo "chromium not installed: browser tests will be skipped"; }
+	@command -v chromium >/dev/null 2>&1 && command -v espeak-ng >/dev/null 2>&1 || { \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	  chromium espeak-ng >/dev/null) || \
+	  echo "chromium / espeak-ng not installed: browser and speech tests will be skipped"; }
 
 setup: $(STAMP)
 
