@@ -64,6 +64,7 @@ def bench(name: str, target: float | None = None, n: int = 16) -> None:
     print(f"  greedy one at a time (same ranking): {1 + phases['rank'] + runs} evaluations "
           f"({runs} after the ranking, {tg:.1f} s) -> {k} U16 layers")
     print(f"  search promoted: {', '.join(res.promoted)}")
+    wb.set_plan(base)                     # NOTE: the greedy loop above left its last plan
     t = time.perf_counter()
     ranking = wb.ranking()
     rt = time.perf_counter() - t
