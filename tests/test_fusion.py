@@ -252,8 +252,13 @@ def test_a_constant_affine_after_a_conv_folds_into_its_group():
 def test_fusion_ort_quantizes_every_tensor_quantize_static_does(zoo_ready, tmp_path):
     """fusion "ort" against onnxruntime's own quantize_static on the zoo CNN: every tensor it
     puts a QuantizeLinear on is a quantization point of the plan (a few more are: see fusion)."""
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod,
-                                          QuantFormat, QuantType, quantize_static)
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     from axnb import graph
     from axnb.config import load_config
