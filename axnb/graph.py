@@ -184,13 +184,23 @@ class Model:
 
     def activations(self) -> list[str]:
         """Float activation tensors (inputs and node outputs) in topological order."""
-        return [t for t in self.tensors() if t in self._vi and self.spec(t).dtype.kind == "f"]
+        return list(self._activations)
 
     def points(self) -> list[str]:
         """The quantization points: float activations outside fused groups' insides (what is
         observed, fake-quantized and compared), in topological order."""
+        return list(self._points)
+
+    # NOTE: computed once: both are read on every plan toggle and by every graph builder.
+    @cached_property
+    def _activations(self) -> tuple[str, ...]:
+        return tuple(t for t in self.tensors()
+                     if t in self._vi and self.spec(t).dtype.kind == "f")
+
+    @cached_property
+    def _points(self) -> tuple[str, ...]:
         internal = self.internal
-        return [t for t in self.activations() if t not in internal]
+        return tuple(t for t in self._activations if t not in internal)
 
     def weight(self, name: str) -> np.ndarray:
         """An initializer as a numpy array."""

@@ -19,8 +19,9 @@ import onnx
 from onnx import TensorProto, numpy_helper
 
 __all__ = ["SessionCache", "session"]
-_LEVELS = {True: "ALL", False: "DISABLE_ALL", "all": "ALL", "extended": "EXTENDED",
-           "basic": "BASIC", "disable": "DISABLE_ALL"}
+_LEVELS = {True: "ORT_ENABLE_ALL", False: "ORT_DISABLE_ALL", "all": "ORT_ENABLE_ALL",
+           "extended": "ORT_ENABLE_EXTENDED", "basic": "ORT_ENABLE_BASIC",
+           "disable": "ORT_DISABLE_ALL"}
 
 
 def session(proto: onnx.ModelProto, providers: list[str] | None = None,
@@ -54,9 +55,7 @@ def session(proto: onnx.ModelProto, providers: list[str] | None = None,
     if low_memory:
         so.enable_mem_pattern = False
         so.enable_cpu_mem_arena = False
-    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel,
-                                          f"ORT_ENABLE_{_LEVELS[optimize]}".replace(
-                                              "ENABLE_DISABLE", "DISABLE"))
+    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _LEVELS[optimize])
     keep = _external_initializers(proto, so) if consume else []
     sess = ort.InferenceSession(proto.SerializeToString(), so,
                                 providers=providers or ["CPUExecutionProvider"])

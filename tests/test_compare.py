@@ -7,7 +7,6 @@ import dataclasses
 import importlib
 import json
 import math
-import re
 
 import numpy as np
 import onnx
@@ -275,28 +274,6 @@ def test_table_columns_and_names(cnn, cnn_reports):
     assert w["Cosin"].is_monotonic_increasing and len(w) == 5
     assert view_text.render_rich(rep).title == "Quant Precision Table【PerLayer Reference】"
     assert rep.meta["samples"] == 3 and rep.meta["sampled"] is False
-
-
-def test_debug_files_are_written_and_parseable(cnn_reports, tmp_path):
-    rep = cnn_reports["EndToEnd"]
-    txt, mmd = view_text.write_debug(rep, tmp_path)
-    assert txt == tmp_path / "quant/debug/precision_analysis_table.txt"
-    text = txt.read_text()
-    assert "Quant Precision Table【EndToEnd Reference】" in text
-    assert all(r["Output Tensor"] in text for r in rep.rows)   # wide: nothing truncated
-    lines = mmd.read_text().splitlines()
-    assert lines[0] == "graph TD"
-    nodes = [re.match(r'  (t\d+)\["([^<"]+)<br/>', ln) for ln in lines]
-    nodes = [(x.group(1), x.group(2)) for x in nodes if x]
-    assert sorted(n for _, n in nodes) == sorted(r["Output Tensor"] for r in rep.rows)
-    ids = {i for i, _ in nodes}
-    assert len(ids) == len(nodes)
-    edges = [re.fullmatch(r'  (t\d+) -->\|"[^"|]+"\| (t\d+)', ln) for ln in lines]
-    edges = [e.groups() for e in edges if e]
-    assert len(edges) >= len(nodes) - 1 and all(a in ids and b in ids for a, b in edges)
-    classed = [i for ln in lines if ln.startswith("  class ") for i in ln.split()[1].split(",")]
-    assert sorted(classed) == sorted(ids)
-    assert not list(tmp_path.rglob(".precision*"))              # no temp files left
 
 
 def test_layer_report_save_load_round_trip(cnn_reports, tmp_path):

@@ -7,17 +7,14 @@ data: it renders without the model, and ``save`` / ``load`` round-trip it throug
 from __future__ import annotations
 
 import html
-import json
 import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-from axnb.errors import AxnbError
-from axnb.io import write_bytes
 from axnb.results.calib import OutlierReport
 from axnb.results.checks import Check, Diagnosis
 from axnb.results.layers import LayerReport
-from axnb.results.plain import plain
+from axnb.results.plain import load_json, plain, save_json
 from axnb.types import Col
 
 
@@ -67,15 +64,11 @@ class Advice:
         return pd.DataFrame({"step": list(self.steps)})
 
     def save(self, path: str | Path) -> Path:
-        return write_bytes(Path(path), json.dumps({"kind": "Advice", **self.to_dict()},
-                                                  indent=1).encode())
+        return save_json(path, "Advice", self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> Advice:
-        d = json.loads(Path(path).read_text())
-        if d.pop("kind", None) != "Advice":
-            raise AxnbError(f"{path}: not a saved Advice file")
-        return cls.from_dict(d)
+        return cls.from_dict(load_json(path, "Advice"))
 
     def _repr_html_(self) -> str:
         steps = "".join(f"<li>{html.escape(s)}</li>" for s in self.steps)
@@ -181,15 +174,11 @@ class Analysis:
 
     def save(self, path: str | Path) -> Path:
         """Write JSON (inf/NaN as JSON's Infinity/NaN); temp name, then rename."""
-        return write_bytes(Path(path), json.dumps({"kind": "Analysis", **self.to_dict()},
-                                                  indent=1).encode())
+        return save_json(path, "Analysis", self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> Analysis:
-        d = json.loads(Path(path).read_text())
-        if d.pop("kind", None) != "Analysis":
-            raise AxnbError(f"{path}: not a saved Analysis file")
-        return cls.from_dict(d)
+        return cls.from_dict(load_json(path, "Analysis"))
 
     def __repr__(self) -> str:
         fin = ", ".join(f"{o}={c:.5f}" for o, c in self.final_cosine().items())

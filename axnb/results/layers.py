@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from axnb.errors import AxnbError
-from axnb.io import write_bytes
+from axnb.results.plain import load_json, save_json
 from axnb.results.plain import plain as _plain
 from axnb.types import Col
 
@@ -72,14 +70,12 @@ class LayerReport:
 
     def save(self, path: str | Path) -> Path:
         """Write JSON (inf/NaN kept as JSON's Infinity/NaN); temp name, then rename."""
-        d = {"kind": "LayerReport", "rows": self.rows, "meta": self.meta, "final": self.final}
-        return write_bytes(Path(path), json.dumps(_plain(d), indent=1).encode())
+        return save_json(path, "LayerReport",
+                         _plain({"rows": self.rows, "meta": self.meta, "final": self.final}))
 
     @classmethod
     def load(cls, path: str | Path) -> LayerReport:
-        d = json.loads(Path(path).read_text())
-        if d.get("kind") != "LayerReport":
-            raise AxnbError(f"{path}: not a saved LayerReport file")
+        d = load_json(path, "LayerReport")
         return cls(d["rows"], d["meta"], d["final"])
 
     def _repr_html_(self) -> str:

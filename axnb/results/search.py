@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from axnb.errors import AxnbError
-from axnb.io import write_bytes
+from axnb.results.plain import load_json, save_json
 from axnb.types import QType
 
 
@@ -109,16 +108,13 @@ class SearchResult:
         """Write JSON, the trace included (temp name, then rename)."""
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
              if f.name != "base_plan"}
-        d.update(kind="SearchResult", qtype=self.qtype.value,
-                 trace=[dataclasses.asdict(e) for e in self.trace])
-        return write_bytes(Path(path), json.dumps(d, indent=1).encode())
+        d.update(qtype=self.qtype.value, trace=[dataclasses.asdict(e) for e in self.trace])
+        return save_json(path, "SearchResult", d)
 
     @classmethod
     def load(cls, path: str | Path) -> SearchResult:
         """Read a result written by :meth:`save` (``plan`` then needs :meth:`apply`)."""
-        d = json.loads(Path(path).read_text())
-        if d.pop("kind", None) != "SearchResult":
-            raise AxnbError(f"{path}: not a saved SearchResult file")
+        d = load_json(path, "SearchResult")
         trace = tuple(Evaluation(**{**e, "plan_layers": tuple(e["plan_layers"])})
                       for e in d.pop("trace"))
         tup = {k: tuple(d.pop(k)) for k in ("promoted", "ranking", "base_layer_configs")}
