@@ -645,7 +645,8 @@ def _parse_value(value: object) -> object:
         return json.loads(value)
     except ValueError:
         pass
-    words = {"true": True, "false": False, "none": None, "null": None}
+    # NOTE: not "none": it is a value of quant.fusion (`--quant.fusion none`).
+    words = {"true": True, "false": False, "null": None}
     return words.get(value.strip().lower(), value)
 
 

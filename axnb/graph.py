@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -94,6 +95,10 @@ def weighted_nodes(model: Model) -> list[onnx.NodeProto]:
             and len(n.input) > 1 and n.input[1] in model.initializers]
 
 
+def _dims_of(v: onnx.ValueInfoProto):
+    return v.type.tensor_type.shape.dim
+
+
 def _np_dtype(elem_type: int) -> np.dtype:
     return np.dtype(helper.tensor_dtype_to_np_dtype(elem_type))
 
@@ -121,6 +126,7 @@ class Model:
     name_map: dict[str, str | None] = field(default_factory=dict)
     path: Path | None = None
     fusion: Fusion = Fusion.npu
+    input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if opset_of(self.proto) < CANONICAL_OPSET:
@@ -175,7 +181,8 @@ class Model:
         vi = self._vi.get(tensor)
         if vi is None:
             raise ModelError(f"unknown tensor {tensor!r}{did_you_mean(tensor, self.tensors())}")
-        shape = tuple(d if isinstance(d, int) else -1 for d in _dims(vi))
+        shape = self.input_shapes.get(tensor) or tuple(
+            d if isinstance(d, int) else -1 for d in _dims(vi))
         return TensorSpec(tensor, shape, _np_dtype(vi.type.tensor_type.elem_type))
 
     def tensors(self) -> list[str]:
@@ -449,18 +456,81 @@ def load(path: str | Path, config=None, input_shapes: Mapping[str, tuple[int, ..
     work.CopyFrom(orig)
     fix_input_shapes(work, shapes, where=str(path))
     constants_to_initializers(work)
-    opt = optimize(work) if optimize_graph else work
-    opt = _infer(canonical(opt))
+    opt, loose = _frontend(orig, work, optimize_graph, config)
     name_nodes(opt)
     quant = getattr(config, "quant", None)
     fusion = parse_enum(Fusion, fusion or getattr(quant, "fusion", Fusion.npu), "fusion")
-    model = Model(opt, source=path, name_map=tensor_name_map(orig, opt), fusion=fusion)
+    model = Model(opt, source=path, name_map=tensor_name_map(orig, opt), fusion=fusion,
+                  input_shapes=loose)
     if output_dir is not None:
         model.path = model.save(Path(output_dir) / "frontend" / "optimized.onnx")
+    _warn_subgraphs(model, path)
     return model
 
 
-def _infer(proto: onnx.ModelProto) -> onnx.ModelProto:
+def _warn_subgraphs(model: Model, path: Path) -> None:
+    """Say that the bodies of If / Loop / Scan nodes stay float (only the main graph is
+    quantized, as by onnxruntime's quantize_static): the figures do not cover them."""
+    def count(g: onnx.GraphProto) -> int:
+        return sum(1 + sum(count(a.g) for a in n.attribute if a.type == onnx.AttributeProto.GRAPH)
+                   for n in g.node)
+
+    inner = {n.name: sum(count(a.g) for a in n.attribute if a.type == onnx.AttributeProto.GRAPH)
+             for n in model.nodes}
+    inner = {k: v for k, v in inner.items() if v}
+    if inner:
+        listed = ", ".join(f"{k} ({n.op_type} of {v} nodes)" for k, v in inner.items()
+                           for n in [model.node_by_name[k]])
+        warnings.warn(f"{path.name}: {sum(inner.values())} nodes inside control-flow subgraphs "
+                      f"stay float, not quantized: {listed}; only main-graph tensors are "
+                      f"quantized and compared. An NPU toolchain needs the control flow folded "
+                      f"away (fix the inputs its condition reads)", stacklevel=3)
+
+
+def _frontend(orig: onnx.ModelProto, work: onnx.ModelProto, slim: bool, config=None):
+    """(optimized, inferred graph; ``{input: static shape}`` kept beside it, if any).
+
+    NOTE: onnxruntime refuses some models once their inputs are static (Silero VAD's whole
+    graph inside one If: optimizing with static shapes breaks the untaken branch's LSTM). Then
+    the graph keeps the model's own dynamic input dims, shapes are measured at the static ones
+    and ``Model.input_shapes`` carries them (feeds, specs); the export keeps the dynamic dims.
+    The shapes are measured on the first calibration sample when there is a config (zeros
+    can take the other branch of an If), else on zeros.
+    """
+    try:
+        return _infer(canonical(optimize(work) if slim else work)), {}
+    except ModelError as e:
+        static = {v.name: tuple(d.dim_value for d in v.type.tensor_type.shape.dim)
+                  for v in work.graph.input}
+        loose = {v.name: static[v.name] for v in orig.graph.input
+                 if v.name in static and not all(isinstance(d, int) and d > 0 for d in _dims(v))}
+        if not loose:
+            raise
+        dyn = onnx.ModelProto()
+        dyn.CopyFrom(orig)
+        constants_to_initializers(dyn)
+        try:
+            out = _infer(canonical(optimize(dyn) if slim else dyn), loose)
+            _measure_shapes(out, loose, _first_feed(work, config))
+        except Exception:  # noqa: BLE001 - the first error is the one to report
+            raise e from None
+        return out, loose
+
+
+def _first_feed(proto: onnx.ModelProto, config) -> dict | None:
+    """The first calibration sample of ``config`` for the inputs of ``proto`` (None without)."""
+    if config is None or not getattr(config.quant, "input_configs", None):
+        return None
+    from types import SimpleNamespace
+
+    from axnb import data
+
+    specs = {v.name: TensorSpec(v.name, tuple(d.dim_value for d in v.type.tensor_type.shape.dim),
+                                _np_dtype(v.type.tensor_type.elem_type)) for v in proto.graph.input}
+    return next(iter(data.calibration_set(SimpleNamespace(inputs=specs), config)), None)
+
+
+def _infer(proto: onnx.ModelProto, shapes: Mapping | None = None) -> onnx.ModelProto:
     """Shape inference; strict first, else lenient plus shapes measured by one onnxruntime run.
 
     NOTE: strict inference fails on models whose untaken If branch is ill-typed (a whole graph
@@ -473,7 +543,7 @@ def _infer(proto: onnx.ModelProto) -> onnx.ModelProto:
         first = f"shape inference failed: {e}".splitlines()[0]
     try:
         out = onnx.shape_inference.infer_shapes(proto, strict_mode=False)
-        _measure_shapes(out)
+        _measure_shapes(out, shapes)
     except Exception as e2:  # noqa: BLE001
         raise ModelError(f"{first}; measuring shapes with onnxruntime failed too: "
                          f"{str(e2).splitlines()[0]}") from e2
@@ -488,8 +558,12 @@ def _clear_dynamic(proto: onnx.ModelProto) -> None:
                 d.Clear()
 
 
-def _measure_shapes(proto: onnx.ModelProto) -> None:
-    """Fill missing or partial value_info of main-graph tensors from one run on zeros."""
+def _measure_shapes(proto: onnx.ModelProto, shapes: Mapping | None = None,
+                    feed: dict | None = None) -> None:
+    """Fill missing or partial value_info of main-graph tensors from one run on ``feed``, else
+    on zeros (of ``shapes`` where given, else of the graph inputs' static dims).
+
+    NOTE: symbolic dims count as missing."""
     from axnb import runtime
 
     g = proto.graph
@@ -508,9 +582,10 @@ def _measure_shapes(proto: onnx.ModelProto) -> None:
     p.CopyFrom(proto)
     have = {o.name for o in p.graph.output}
     p.graph.output.extend(helper.make_empty_tensor_value_info(t) for t in todo if t not in have)
-    feed = {v.name: np.zeros([d.dim_value for d in v.type.tensor_type.shape.dim],
-                             _np_dtype(v.type.tensor_type.elem_type))
-            for v in g.input if v.name not in inits}
+    shapes = shapes or {}
+    feed = feed or {v.name: np.zeros(shapes.get(v.name) or [d.dim_value for d in _dims_of(v)],
+                                     _np_dtype(v.type.tensor_type.elem_type))
+                    for v in g.input if v.name not in inits}
     sess = runtime.session(p, optimize=False)
     names = [o.name for o in sess.get_outputs()]
     vals = dict(zip(names, sess.run(None, feed)))

@@ -18,7 +18,8 @@ A failing step is recorded and the suite goes on. Results: a table on stdout and
 ``out/conformance.json``.
 
 Run: ``make conformance`` or
-``.venv/bin/python benchmarks/conformance.py [--only NAME ...] [--samples 16] [--axnb-src DIR]``
+``.venv/bin/python benchmarks/conformance.py [--only NAME ...] [--samples 16] [--axnb-src DIR]
+[--set quant.fusion=ort ...]``
 (``--axnb-src`` puts another axnb source tree first on the children's PYTHONPATH, e.g. an
 exported commit, to compare two versions).
 """
@@ -287,6 +288,9 @@ def run_model(spec: M.Spec, n: int, args, env: dict) -> dict:
                             "--output-dir", str(out_dir), "--overwrite"]
         if n != P.N_SAMPLES:
             cmd += ["--samples", str(n)]
+        for kv in args.set or ():
+            k, _, v = kv.partition("=")
+            cmd += [f"--{k}", v]
         b = run_child(cmd, log, args.timeout, env)
         r["build"] = {**b, "ok": b["rc"] == 0, "error": None if b["rc"] == 0 else first_error(log)}
         if args.logs:
@@ -406,6 +410,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds per child")
     ap.add_argument("--no-ort", action="store_true", help="skip onnxruntime quantize_static")
     ap.add_argument("--no-reported", action="store_true", help="skip axnb's reported cosine")
+    ap.add_argument("--set", nargs="+", metavar="KEY=VALUE",
+                    help="config overrides for axnb build, e.g. quant.fusion=ort")
     ap.add_argument("--keep", action="store_true", help="keep the temporary build folders")
     args = ap.parse_args(argv)
     env = child_env(args.axnb_src)

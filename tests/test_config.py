@@ -329,8 +329,10 @@ def test_with_overrides_parses_strings_and_validates() -> None:
         "input_shapes": "x:1x3x8x8",
         "npu_mode": "NPU1",
         "compiler.check": 0,
+        "quant.fusion": "none",     # NOTE: the word, not Python's None (`--quant.fusion none`)
     })
     q = new.quant
+    assert q.fusion.value == "none"
     assert q.calibration_method is CalibMethod.MSE and q.precision_analysis is False
     assert q.smooth_quant_strength == 0.75
     assert q.input_configs[1].calibration_size == 64

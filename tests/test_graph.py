@@ -129,3 +129,22 @@ def test_external_data(zoo_ready, tmp_path):
     assert (tmp_path / "ext.data").stat().st_size > 1_000_000
     m = graph.load(dst)
     assert len(m.nodes) > 50 and m.initializers
+
+
+def test_control_flow_bodies_are_named_as_float(tmp_path) -> None:
+    def branch(op: str) -> onnx.GraphProto:
+        return helper.make_graph([helper.make_node(op, ["x"], ["y_" + op])], op, [],
+                                 [helper.make_tensor_value_info("y_" + op, TensorProto.FLOAT,
+                                                                [1, 4])])
+    g = helper.make_graph(
+        [helper.make_node("If", ["c"], ["y"], name="gate", then_branch=branch("Relu"),
+                          else_branch=branch("Neg"))], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4]),
+         helper.make_tensor_value_info("c", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    p = tmp_path / "if.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), p)
+    with pytest.warns(UserWarning, match=r"2 nodes inside control-flow subgraphs stay float.*"
+                                         r"gate \(If of 2 nodes\)"):
+        m = graph.load(p)
+    assert m.points() == ["x", "y"]
