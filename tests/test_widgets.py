@@ -212,6 +212,9 @@ def test_graph_tab_serves_both_models_and_close_stops_them(ex, wb):
     ex.tabs.selected_index = 3
     assert ex.last_error is None and len(ex._servers) == 2
     assert all(s.running for s in ex._servers) and ex.graph_html.value.count("<iframe") == 2
+    fl, qu = (s.path for s in ex._servers)
+    assert fl != qu and fl.read_bytes() != qu.read_bytes() and b"QuantizeLinear" in \
+        qu.read_bytes() and b"QuantizeLinear" not in fl.read_bytes()
     assert "pass" in ex.io_html.value and "Quantized dtype" in ex.io_html.value
     servers = list(ex._servers)
     ex.close()

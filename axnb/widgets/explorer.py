@@ -145,7 +145,7 @@ class Explorer(W.VBox):
         self.graph_html, self.io_html = W.HTML(), W.HTML()
         reload = W.Button(description="re-export and reload", layout=W.Layout(width="200px"))
         reload.on_click(lambda _: self._guard("graph", self.show_graph))
-        return _box(reload, self.graph_html, self.io_html, cls=W.VBox)
+        return _box(reload, self.graph_html, self.io_html, cls=W.VBox).add_class("axnb-graph")
 
     def _export_tab(self) -> W.Widget:
         self.folder = W.Text(str(Path(self.wb.config.output_dir or "out/axnb") / "explorer"),
@@ -319,18 +319,20 @@ class Explorer(W.VBox):
             self.absmax_msg.value = f"<i>{html.escape(str(e))}</i>"
 
     def show_graph(self) -> None:
-        """Export quantized.onnx, (re)start netron on both models, refresh the type check."""
+        """Export quantized.onnx, show it and the float graph in netron (offline, through the
+        Jupyter server), refresh the I/O type check."""
         from axnb.view.netron_view import serve
 
         self.stop_servers()
         qpath = self.wb.export_quantized(self._tmp / "quantized.onnx")
+        m = self.wb.model  # NOTE: with SmoothQuant on, the smoothed float graph
+        fpath = Path(m.path) if getattr(m, "path", None) and Path(m.path).is_file() else \
+            m.save(self._tmp / "optimized.onnx")
         cols = []
-        for title, src in (("float (optimized)", self.wb.model), ("quantized.onnx", qpath)):
+        for title, src in (("float (optimized)", fpath), ("quantized.onnx", qpath)):
             try:
                 self._servers.append(serve(src))
-                srv = self._servers[-1]
-                body = f'<a href="{srv.url}" target="_blank">{srv.url}</a>' + srv.iframe_html(
-                    height=560)
+                body = self._servers[-1].iframe_html(height=580)
             except Exception as e:
                 body = (f'<p style="color:#c62828">netron could not start: {html.escape(str(e))}'
                         f". Open <code>{html.escape(str(qpath))}</code> in netron yourself.</p>")
