@@ -11,7 +11,7 @@ plan over to it:
 - ``quantize_static.json``: activation / weight types, per-channel, the op types, the
   ``nodes_to_exclude`` (FP32 layers and FP32 weights) and ``extra_options``; ``float_tensors``
   lists the tensors axnb keeps float, whose Q/DQ pairs the script removes if onnxruntime put any;
-- ``calibration.npz``: the calibration feeds; ``quantize.py``: runs it all (numpy, onnx and
+- ``calibration.npz``: a few calibration feeds; ``quantize.py``: runs it all (numpy, onnx and
   onnxruntime only).
 
 Why these options (each one makes onnxruntime's quantizer compute what axnb's export computes):
@@ -59,6 +59,7 @@ Example:
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -77,6 +78,7 @@ __all__ = ["ORT_TYPES", "compare", "export", "float_tensors", "nodes_to_exclude"
 ORT_TYPES = {QType.U8: "QUInt8", QType.S8: "QInt8", QType.U16: "QUInt16", QType.S16: "QInt16"}
 MODEL, OVERRIDES, OPTIONS = "model.onnx", "tensor_quant_overrides.json", "quantize_static.json"
 CALIBRATION, SCRIPT = "calibration.npz", "quantize.py"
+SAMPLES = 8
 TEMPLATE = Path(__file__).with_name("templates") / "ort_quantize.py"
 # NOTE: onnxruntime's ops whose output shares the input's parameters (operators/direct_q8.py,
 # gather.py, split.py, pad.py, maxpool.py, resize.py).
@@ -211,13 +213,17 @@ def _npz(feeds: Iterable[Mapping[str, np.ndarray]]) -> bytes:
     return buf.getvalue()
 
 
-def export(qm, calibration: Iterable[Mapping[str, np.ndarray]], path: str | Path) -> Path:
+def export(qm, calibration: Iterable[Mapping[str, np.ndarray]], path: str | Path,
+           samples: int = SAMPLES) -> Path:
     """Write the ``ort_quant`` folder for a quantized model (see the module docstring).
 
     Args:
         qm: the :class:`axnb.simulate.QuantModel` whose plan and parameters to carry over.
         calibration: the calibration feeds (dicts input -> array).
         path: the folder to write; an existing one is replaced only if it is such a folder.
+        samples: how many calibration feeds to write. NOTE: they do not change the result:
+            every tensor onnxruntime calibrates is either pinned by an override or made float
+            again, so a few keep the folder small (``quantize.py --calibration`` takes others).
 
     Returns:
         ``path``. Example: see the module docstring.
@@ -232,7 +238,7 @@ def export(qm, calibration: Iterable[Mapping[str, np.ndarray]], path: str | Path
         tqo = tensor_quant_overrides(qm.qparams, qm.model)
         write_text(tmp / OVERRIDES, json.dumps(tqo, indent=1))
         write_text(tmp / OPTIONS, json.dumps(options(qm), indent=1))
-        write_bytes(tmp / CALIBRATION, _npz(calibration))
+        write_bytes(tmp / CALIBRATION, _npz(itertools.islice(calibration, samples)))
         write_text(tmp / SCRIPT, TEMPLATE.read_text())
     return path
 
