@@ -384,6 +384,17 @@ class Workbench:
         """Write the QDQ ``quantized.onnx`` of the current plan."""
         return self.quantized().save(path)
 
+    def export_ort(self, path: str | Path) -> Path:
+        """Write the ``ort_quant/`` folder: onnxruntime's quantize_static reproduces the current
+        plan and ranges from it (:mod:`axnb.ortquant`; run its ``quantize.py``).
+
+        Example:
+            >>> wb.export_ort("out/ort_quant")              # doctest: +SKIP
+        """
+        from axnb import ortquant
+
+        return ortquant.export(self.quantized(), self.calibration, path)
+
     def export_config(self, path: str | Path) -> Path:
         """Write the config with the current method and the plan as ``layer_configs``."""
         d = self.config.to_dict()
