@@ -13,6 +13,8 @@ never mixed with a new run; ``--overwrite`` replaces it):
     quant/quant_config.json                 per-tensor QType, source, range, scale, zero point
     quant/calib_stats.npz                   the calibration statistics
     quant/debug/precision_analysis_table.txt, precision_analysis.mmd   (quant.precision_analysis)
+    ort_quant/                              onnxruntime quantize_static reproducing the plan
+                                            (python ort_quant/quantize.py; axnb.ortquant)
     analysis.json                           the Analysis the report renders (Analysis.load)
     report.html                             the self-contained report
 
@@ -211,6 +213,7 @@ def _run(con, model_file: Path, cfg, out: Path, shapes, args) -> None:
     con.print(_df_table(_layer_config_frame(wb), "Layer Config Table"))
     reports = _precision(con, wb, out) if cfg.quant.precision_analysis else {}
     wb.export_quantized(out / "quant" / "quantized.onnx")
+    wb.export_ort(out / "ort_quant")
     _write_json(out / "quant" / "quant_config.json", _quant_config(wb))
     from axnb.checks import diagnose
     from axnb.view.report import write_report
