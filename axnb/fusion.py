@@ -362,9 +362,25 @@ def _ort(model) -> tuple[Group, ...]:
     for n in model.nodes:                    # NOTE: graph order: chains of moves propagate
         if n.op_type in direct and n.input and n.input[0] in touched:
             touched.update(o for o in n.output if o)
+    touched -= _removed_activation_inputs(model, touched)
     float_only = tuple(t for t in model.activations() if t not in touched)
     if not float_only:
         return ()
     members = tuple(dict.fromkeys(model.producer[t].name for t in float_only
                                   if t in model.producer))
     return (Group("onnxruntime-unquantized", "ort", members, float_only, ""),)
+
+
+def _removed_activation_inputs(model, touched: set[str]) -> set[str]:
+    """Inputs of the Relu / Clip nodes quantize_static removes (QDQRemovableActivation).
+
+    NOTE: with asymmetric activations it drops a Relu / Clip whose input is quantized, read
+    only by it and neither a graph input nor output: the producer writes the activation's
+    output at the activation's range, whose saturation does the clipping. Keeping the node with
+    its input float and its output quantized computes the same values.
+    """
+    outputs = set(model.outputs)
+    return {n.input[0] for n in model.nodes
+            if n.op_type in ("Relu", "Clip") and n.input[0] in touched and n.output[0] in touched
+            and len(model.consumers.get(n.input[0], ())) == 1 and n.input[0] in model.producer
+            and n.input[0] not in outputs}
