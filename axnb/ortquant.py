@@ -28,9 +28,11 @@ Why these options (each one makes onnxruntime's quantizer compute what axnb's ex
   scales, Mul/Add constants) and, under ``fusion: "npu"``, the insides of fused groups; the
   script gives them back their float values.
 
-Measured (tests/test_ortquant.py): the same Q/DQ scales and zero points on every activation and
-weight. The one difference left is in S32 biases: onnxruntime divides ``b / (s_in * s_w)`` in
-float64, axnb (as ONNX QuantizeLinear) in float32, so a value at a rounding tie can differ by 1.
+Measured (tests/test_ortquant.py, ``fusion: "ort"``): the same Q/DQ scales and zero points on
+every activation and weight, except a data-movement output whose input axnb quantizes with other
+parameters (onnxruntime shares them; one Slice in silero_vad_op15). Under ``npu`` a tensor only
+non-registry ops touch stays float in onnxruntime's model. S32 biases can differ by 1 at a
+rounding tie: onnxruntime divides ``b / (s_in * s_w)`` in float64, axnb in float32.
 
 Example:
     >>> import numpy as np, onnx, tempfile
