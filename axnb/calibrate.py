@@ -49,8 +49,7 @@ def reduction_model(model: Model, tensors: list[str], raw: bool) -> tuple[onnx.M
         (proto, segments): ``segments[i] = (start, stop)`` of tensor i in the vectors. With
         ``raw`` the tensors themselves follow as outputs, in order.
     """
-    p = onnx.ModelProto()
-    p.CopyFrom(model.proto)
+    p = model.work_copy()
     g = p.graph
     del g.output[:]
     for name, v in (("__axnb_flat", [-1]), ("__axnb_axis0", [0]), ("__axnb_axis1", [1])):

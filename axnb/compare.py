@@ -66,7 +66,7 @@ def _vectors(model: Model, qparams) -> dict[str, np.ndarray]:
 
 def _base(model: Model) -> onnx.ModelProto:
     """The float model with the parameter vectors as inputs."""
-    p = qdq.copy(model)
+    p = qdq.copy(model, shared=True)
     qdq.add_param_inputs(p.graph, len(model.points()))
     p.graph.initializer.append(numpy_helper.from_array(np.array([-1], np.int64), FLAT))
     return p

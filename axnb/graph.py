@@ -255,10 +255,23 @@ class Model:
         return list(seen.values())
 
     # ---- running -------------------------------------------------------------------------
-    def with_outputs(self, names: Iterable[str]) -> onnx.ModelProto:
-        """A copy of the proto whose graph outputs are the model outputs plus ``names``."""
+    def work_copy(self) -> onnx.ModelProto:
+        """A copy of the proto to build session-only graphs on: its large initializers are
+        shared in memory by every session (:func:`axnb.runtime.shared_copy`); never save it."""
         p = onnx.ModelProto()
-        p.CopyFrom(self.proto)
+        p.CopyFrom(self._shared)
+        return p
+
+    @cached_property
+    def _shared(self) -> onnx.ModelProto:
+        from axnb import runtime
+
+        return runtime.shared_copy(self, self.proto)
+
+    def with_outputs(self, names: Iterable[str]) -> onnx.ModelProto:
+        """A copy of the proto (to run, not to save: see :meth:`work_copy`) whose graph outputs
+        are the model outputs plus ``names``."""
+        p = self.work_copy()
         have = {o.name for o in p.graph.output}
         for n in names:
             if n not in have:

@@ -143,8 +143,10 @@ def bias_nodes(model: Model, wq: Mapping[str, WeightQ],
 def bias_quantize(b: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """S32 bias: round_half_even(b / scale) saturated to int32 (QuantizeLinear semantics)."""
     scale = scale.astype(np.float32)
+    # NOTE: the quotient in float64, as onnxruntime's quantizer computes it (a float32 quotient
+    # rounds differently at ties: one S32 bias off by 1 cost the zoo CNN 0.0013 cosine).
     with np.errstate(divide="ignore", invalid="ignore"):
-        q = np.rint(b.astype(np.float32) / scale)
+        q = np.rint(b.astype(np.float64) / scale.astype(np.float64))
     # NOTE: a scale that underflowed to 0 (tiny input scale x tiny weight scale) keeps bias 0.
     q = np.where(scale > 0, q, 0.0)
     return np.clip(q, -(2.0**31), S32_MAX).astype(np.int32)
@@ -174,8 +176,11 @@ def param_vectors(tensors: list[str], qp: Mapping[str, QParams]) -> dict[str, np
 
 
 # ---- graph edits ---------------------------------------------------------------------------
-def copy(model: Model) -> onnx.ModelProto:
-    """A copy of the model's proto to build on."""
+def copy(model: Model, shared: bool = False) -> onnx.ModelProto:
+    """A copy of the model's proto to build on; ``shared``: for session-only graphs, with the
+    large weights shared in memory (:meth:`Model.work_copy`), never to be saved."""
+    if shared:
+        return model.work_copy()
     p = onnx.ModelProto()
     p.CopyFrom(model.proto)
     return p
@@ -309,17 +314,21 @@ class FakeQuant:
         toggle needs no rebuild); the float bias where ``x`` is not quantized."""
         v = f"{dst}__bq"
         s, on, *_ = self._scalar(self.index[x])
-        consts = {"zero": 0.0, "min": -(2.0**31), "max": S32_MAX}
+        f64 = {"b64": b_float.astype(np.float64), "min": np.float64(-(2.0**31)),
+               "max": np.float64(S32_MAX)}
         self.g.initializer.extend(
             [numpy_helper.from_array(b_float.astype(np.float32), f"{v}_float"),
-             numpy_helper.from_array(w_scale.astype(np.float32), f"{v}_sw")]
-            + [numpy_helper.from_array(np.array(c, np.float32), f"{v}_{k}")
-               for k, c in consts.items()])
+             numpy_helper.from_array(w_scale.astype(np.float32), f"{v}_sw"),
+             numpy_helper.from_array(np.array(0.0, np.float32), f"{v}_zero")]
+            + [numpy_helper.from_array(np.asarray(c), f"{v}_{k}") for k, c in f64.items()])
+        # NOTE: the quotient in float64, as :func:`bias_quantize` (and onnxruntime) compute it.
         self.g.node.extend([
             helper.make_node("Mul", [s, f"{v}_sw"], [f"{v}_sb"]),
-            helper.make_node("Div", [f"{v}_float", f"{v}_sb"], [f"{v}_d"]),
+            helper.make_node("Cast", [f"{v}_sb"], [f"{v}_sbd"], to=TensorProto.DOUBLE),
+            helper.make_node("Div", [f"{v}_b64", f"{v}_sbd"], [f"{v}_d"]),
             helper.make_node("Round", [f"{v}_d"], [f"{v}_r"]),
-            helper.make_node("Clip", [f"{v}_r", f"{v}_min", f"{v}_max"], [f"{v}_rc"]),
+            helper.make_node("Clip", [f"{v}_r", f"{v}_min", f"{v}_max"], [f"{v}_rcd"]),
+            helper.make_node("Cast", [f"{v}_rcd"], [f"{v}_rc"], to=TensorProto.FLOAT),
             helper.make_node("Mul", [f"{v}_rc", f"{v}_sb"], [f"{v}_m"]),
             # NOTE: as bias_quantize: a scale that underflowed to 0 gives bias 0, not NaN.
             helper.make_node("Greater", [f"{v}_sb", f"{v}_zero"], [f"{v}_pos"]),
@@ -356,7 +365,7 @@ def qdq_model(model: Model, qp: Mapping[str, QParams], wq: Mapping[str, WeightQ]
     for w, q in wq.items():
         _dq_initializer(g, w, q.q, q.scale, q.axis)
     for name, (q, sb) in (biases(model, wq, qp) if bias_s32 else {}).items():
-        _dq_initializer(g, name, q, sb, 0)
+        _dq_initializer(g, name, q, sb, _bias_axis(q.shape, sb.size))
     _keep_shared(model, g, [b.bias for b in bqs])
     return toposort(p)
 
@@ -368,6 +377,13 @@ def _keep_shared(model: Model, g: onnx.GraphProto, dropped: list[str]) -> None:
     for b in dict.fromkeys(dropped):
         if b in read and b not in have:
             g.initializer.append(numpy_helper.from_array(model.weight(b), b))
+
+
+def _bias_axis(shape: tuple[int, ...], n: int) -> int:
+    """The axis of a per-channel bias scale: the one dim of size ``n`` ([N], [1, N], ...)."""
+    if n <= 1 or len(shape) <= 1:
+        return 0
+    return max(i for i, d in enumerate(shape) if d == n)
 
 
 def _dq_initializer(g: onnx.GraphProto, name: str, q: np.ndarray, scale: np.ndarray,

@@ -51,7 +51,7 @@ def reference_model(model: Model, wq: Mapping[str, WeightQ], bias_s32: bool = Tr
         (proto, tensors, qnames): tensor i of ``tensors`` uses entry i of each vector;
         ``qnames[t]`` is the name of t's quantized value in the graph.
     """
-    p = qdq.copy(model)
+    p = qdq.copy(model, shared=True)     # NOTE: run, never saved (export is qdq_model)
     g = p.graph
     tensors = model.points()
     io = qdq.rewire(p, tensors)

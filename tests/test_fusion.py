@@ -108,11 +108,11 @@ def test_nan_in_float_activations_does_not_break_calibration():
         assert np.isfinite([lo, hi]).all(), t
 
 
-def _shared_bias_gemms():
+def _shared_bias_gemms(bias_shape=(8,)):
     """Two Gemms with different inputs reading ONE bias initializer (tied layers)."""
     w1 = tiny.weights(8, 8, scale=0.3)
     w2 = tiny.weights(8, 8, scale=0.2, offset=0.4)
-    b = tiny.weights(8, scale=0.5)
+    b = tiny.weights(8, scale=0.5).reshape(bias_shape)
     nodes = [helper.make_node("Gemm", ["x", "w1", "b"], ["h"], name="g1", transB=1),
              helper.make_node("Relu", ["h"], ["r"], name="relu"),
              helper.make_node("Mul", ["r", "three"], ["r3"], name="mul"),
@@ -143,6 +143,19 @@ def test_bias_shared_by_two_gemms_quantizes_once_per_consumer():
     assert rep.final["y"]["Cosin"] > 0.99
     iso = C.isolation(m, stats, plan, feeds, progress=False)
     assert {r["Operator"] for r in iso.rows} >= {"g1", "g2"}
+
+
+def test_a_2d_gemm_bias_dequantizes_along_its_channel_axis():
+    """A [1, N] Gemm bias (as jax2tf exports it): per-channel S32 scale on axis 1. NOTE: with
+    optimizations on, onnxruntime folds a wrong axis away; with them off it fails to run."""
+    m = _model(_shared_bias_gemms(bias_shape=(1, 8)))
+    feeds = [{"x": tiny.hidden(2, 8, i)[0]} for i in range(4)]
+    stats, plan = calibrate(m, feeds, progress=False), QuantPlan.from_config(m)
+    be, ref = (simulate(m, stats, plan, mode) for mode in ("Backend", "Reference"))
+    off = runtime.session(be.qdq(), optimize=False)
+    for f in feeds:
+        a, r = off.run(None, f)[0], ref.run(f)["y"]
+        assert np.abs(a - r).max() <= 2 * ref.qparams["y"].scale
 
 
 def test_opset11_model_is_canonical_and_runs_through_compare():
