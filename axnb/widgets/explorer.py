@@ -63,6 +63,7 @@ class Explorer(W.VBox):
         self.wb, self.page_size = workbench, page_size
         self.analysis = analysis or workbench.config.quant.precision_analysis_method.value
         self.report = self.df = self.last_seconds = self.last_error = self.snapshot = None
+        self.change = ""
         self.final: dict[str, float] = {}
         self._servers, self._sync, self._stale = [], False, {2, 3}
         self._tmp = Path(tempfile.mkdtemp(prefix="axnb-explorer-"))
@@ -70,7 +71,7 @@ class Explorer(W.VBox):
         self.progress = W.IntProgress(min=0, max=3, layout=W.Layout(width="160px"))
         self.timing = W.Label().add_class("axnb-timing")
         self.summary_html = W.HTML().add_class("axnb-summary")
-        self.tabs = W.Tab([self.summary_html, self._layers_tab(), self._outliers_tab(),
+        self.tabs = W.Tab([self._summary_tab(), self._layers_tab(), self._outliers_tab(),
                            self._graph_tab(), self._export_tab(), self._diagnosis_tab()],
                           titles=TITLES)
         self.tabs.observe(self._on_tab, "selected_index")
@@ -78,6 +79,36 @@ class Explorer(W.VBox):
         self.run("analysis")
 
     # ---- building ------------------------------------------------------------------------
+    def _summary_tab(self) -> W.Widget:
+        self.measure_btn = W.Button(description="try the next steps (measure each)",
+                                    layout=W.Layout(width="280px")).add_class("axnb-measure")
+        self.apply_btn = W.Button(description="apply the best measured step", disabled=True,
+                                  layout=W.Layout(width="260px")).add_class("axnb-apply")
+        self.measure_btn.on_click(lambda _: self._guard("measure", self.measure))
+        self.apply_btn.on_click(lambda _: self.apply_best())
+        return _box(self.summary_html, _box(self.measure_btn, self.apply_btn), cls=W.VBox)
+
+    def measure(self) -> None:
+        """Try every next step on the workbench (:func:`axnb.advice.measured`; its state is
+        restored) and show the measured steps in the Summary."""
+        from axnb import advice
+
+        self.timing.value, t = "measuring the next steps...", time.perf_counter()
+        self.snapshot = advice.measured(self.wb, self.snapshot)
+        self.show_summary()
+        self.timing.value = f"next steps measured: {time.perf_counter() - t:.1f} s"
+
+    def apply_best(self) -> None:
+        """Apply the first measured step (what the Summary lists first) and re-analyse."""
+        from axnb import advice
+
+        trials = self.snapshot.advice.trials if self.snapshot is not None else ()
+        if trials:
+            self.run(trials[0]["label"], lambda: advice.apply(self.wb, trials[0]))
+            with self._quiet():
+                self.calib.value = self.wb.method.value
+                self.smooth.value = self.wb.smooth is not None
+
     def _layers_tab(self) -> W.Widget:
         wb, lay = self.wb, W.Layout(width="230px")
         self.calib = W.Dropdown(options=L.CALIB_METHODS, value=wb.method.value,
@@ -202,6 +233,7 @@ class Explorer(W.VBox):
 
         self.progress.value, self.progress.bar_style = 0, "info"
         self.timing.value, t = f"{label}: running...", time.perf_counter()
+        before = min(self.final.values(), default=None)
         try:
             if action is not None:
                 action()
@@ -222,7 +254,10 @@ class Explorer(W.VBox):
         self.progress.value, self.progress.bar_style = 3, "success"
         self.last_error, self._stale = None, self._stale | {3}
         self.last_seconds = time.perf_counter() - t
-        self.timing.value = f"{label}: {self.last_seconds:.2f} s"
+        self.change = L.change(before, min(self.final.values(), default=None))
+        self.timing.value = f"{label}: {self.change}{self.last_seconds:.2f} s"
+        self.timing.add_class("axnb-drop") if "lowers" in self.change else \
+            self.timing.remove_class("axnb-drop")
 
     def _set_smooth(self, on: bool) -> None:
         self.wb.set_smooth_quant(on)
@@ -270,12 +305,18 @@ class Explorer(W.VBox):
                        f"{'&#10004; >=' if ok else '&#10008; <'} {L.THRESHOLD:.0%}</td></tr>"
                        for o, c, ok in s["outputs"])
         steps = "".join(f"<li>{html.escape(x)}</li>" for x in s["steps"])
+        where = "".join(f"<li>{html.escape(x)}</li>" for x in s["where"])
+        rejected = "".join(f"<li>{html.escape(x)}</li>" for x in s["rejected"])
+        self.apply_btn.disabled = not (self.snapshot and self.snapshot.advice.trials)
+        self.measure_btn.disabled = s["ok"]
         self.summary_html.value = (
             f'<p style="color:{colour}"><b>{html.escape(s["verdict"])}</b></p>'
             f"<table><tr><th>output</th><th>final cosine</th><th></th></tr>{outs}</table>"
             f"<p>U16 layers: {s['u16']} &mdash; plan: {html.escape(s['plan'])}<br>"
             f"calibration {s['calibration']}, analysis {s['analysis']}, mode {s['mode']}, "
-            f"SmoothQuant {'on' if s['smooth'] else 'off'}</p><p>Next:</p><ul>{steps}</ul>")
+            f"SmoothQuant {'on' if s['smooth'] else 'off'}</p>"
+            + (f"<ul>{where}</ul>" if where else "") + f"<p>Next:</p><ol>{steps}</ol>"
+            + (f"<p>Tried, not recommended:</p><ul>{rejected}</ul>" if rejected else ""))
 
     def show_table(self) -> None:
         if self.df is None:  # NOTE: the first analysis failed; its error is shown

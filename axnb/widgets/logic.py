@@ -120,10 +120,25 @@ def summary(analysis, method: str | None = None) -> dict:
     adv, final = an.advice, an.final_cosine()
     layers = an.plan.get("layers", {})
     return {"ok": adv.ok, "verdict": adv.headline, "steps": list(adv.steps),
+            "where": list(adv.where), "rejected": list(adv.details.get("not_recommended", [])),
             "u16": sum(len(layers.get(q, [])) for q in HIGH), "plan": an.plan.get("summary", ""),
             "calibration": an.method, "analysis": method or an.analysis_method,
             "mode": an.mode, "smooth": an.smoothing is not None,
             "outputs": [(o, c, c >= adv.threshold) for o, c in final.items()]}
+
+
+def change(before: float | None, after: float | None) -> str:
+    """The change of the final cosine (min over outputs) an action made, for the status line;
+    a drop is marked. Empty when there is no "before".
+
+    Example:
+        >>> change(0.9675, 0.9894), change(0.9675, 0.9447), change(None, 0.9)
+        ('0.96750 -> 0.98940 (+0.02190), ', '0.96750 -> 0.94470 (-0.02280, lowers it), ', '')
+    """
+    if before is None or after is None:
+        return ""
+    d = after - before
+    return f"{before:.5f} -> {after:.5f} ({d:+.5f}{', lowers it' if d < 0 else ''}), "
 
 
 def status_line(s: dict) -> str:

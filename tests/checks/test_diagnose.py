@@ -8,13 +8,17 @@ from axnb.checks import Check, Diagnosis, diagnose, next_step
 from axnb.workbench import Workbench
 
 
-def test_next_step_on_minilm_suggests_smooth_quant(zoo_ready):
+def test_next_step_on_minilm_names_smooth_quant_untried(zoo_ready):
     wb = Workbench("zoo:minilm", progress=False)
     wb.set_samples(wb.samples[:8])
     check = next_step(wb)
     print("\nnext step (MiniLM):", check.summary, "|", check.fix)
     assert check.verdict == "fail" and check.details["outliers_level5"] > 0
-    assert "enable_smooth_quant" in check.fix and "level>=5" in check.summary
+    # NOTE: next_step reads the snapshot: the calibration methods are measured, SmoothQuant is
+    # named (level>=5 channels) but not recommended before axnb.advice.measure has tried it
+    assert check.fix.startswith("MSE calibration: ") and "(tried)" in check.fix
+    assert "level>=5" in check.summary and any(
+        "Not measured yet" in s and "SmoothQuant" in s for s in check.details["steps"])
     assert min(check.details["final_cosine"].values()) < 0.9
     assert set(check.details["by_method"]) == {"MinMax", "MSE", "Percentile"}
     assert wb.method.value == "MinMax"                                  # restored
@@ -32,8 +36,9 @@ def test_next_step_on_the_zoo_cnn_follows_the_flowchart(rapid):
         assert check.verdict == "pass"
     elif by_m[best] >= 0.98:                  # a method alone is enough: say which one
         assert check.verdict == "warn" and f"set calibration_method {best}" in check.fix
-    else:
-        assert check.verdict == "fail" and "PerLayer" in check.fix
+    else:                                     # NOTE: only measured steps are recommended
+        assert check.verdict == "fail" and ("(tried)" in check.fix) == (
+            by_m[best] > final + 0.005)
 
 
 def test_diagnose_runs_and_round_trips(small_wb, reference, deploy, tmp_path):
