@@ -112,11 +112,15 @@ class Workbench:
         Example:
             >>> wb.set_samples(wb.samples[:8]).final_cosine()          # doctest: +SKIP
         """
+        # NOTE: a FeedSet names its samples (file names); other feeds are named by position
+        names = list(getattr(feeds, "names", None) or ())
         feeds = tuple(feeds)
         if not feeds:
             raise AxnbError("no analysis samples (check quant.input_sample_dir and the "
                             "calibration dataset)")
         self._samples = feeds
+        self.sample_names = names if len(names) == len(feeds) else \
+            [f"sample #{i}" for i in range(len(feeds))]
         self._float = None
         self._reports.clear()
         self._finals.clear()
@@ -347,6 +351,7 @@ class Workbench:
                 for t in top},
             smoothing=self._smooth_info(), model=self._model_info(),
             samples={"calibration": self.stats.samples, "analysis": len(self.samples)},
+            sample_names=tuple(self.sample_names),
             environment=_environment(self.providers))
         an = an.replace(advice=advice.for_analysis(an))
         if len(self._snapshots) >= CACHE:

@@ -116,6 +116,8 @@ class Analysis:
         diagnosis: the troubleshooting checks, when run.
         advice: :func:`axnb.advice.for_analysis` of this snapshot.
         trials: the next steps measured on the workbench (:func:`axnb.advice.measure`), or ().
+        sample_names: the analysis samples' names (file names, else "sample #i"), in the order
+            of every ``per_sample`` list.
         model: {"name", "nodes", "opset", "io": [(kind, name, shape, dtype)], "node_order"}.
         samples: {"calibration": n, "analysis": n}.
         environment: (name, version) pairs.
@@ -139,6 +141,7 @@ class Analysis:
     diagnosis: Diagnosis | None = None
     advice: object = None  # an Advice
     trials: tuple = ()
+    sample_names: tuple = ()
     model: dict = field(default_factory=dict)
     samples: dict = field(default_factory=dict)
     environment: tuple = ()
@@ -182,6 +185,7 @@ class Analysis:
             d["advice"] = Advice.from_dict(d["advice"])
         d["environment"] = tuple(tuple(e) for e in d.get("environment", ()))
         d["trials"] = tuple(d.get("trials", ()))
+        d["sample_names"] = tuple(d.get("sample_names", ()))
         model = dict(d.get("model", {}))
         model["io"] = [tuple(x) for x in model.get("io", [])]
         d["model"] = model
