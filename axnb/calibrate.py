@@ -38,7 +38,8 @@ HIST_METHODS = frozenset({CalibMethod.MSE, CalibMethod.Percentile, CalibMethod.K
 MIN_OUT, MAX_OUT = "__axnb_channel_min", "__axnb_channel_max"
 
 
-def reduction_model(model: Model, tensors: list[str], raw: bool) -> tuple[onnx.ModelProto, list]:
+def reduction_model(model: Model, tensors: list[str], raw: bool | list[str]
+                    ) -> tuple[onnx.ModelProto, list]:
     """A copy of the model whose outputs are the per-channel min and max of all ``tensors``.
 
     NOTE: every tensor's per-channel ReduceMin/ReduceMax is flattened and concatenated into two
@@ -47,7 +48,8 @@ def reduction_model(model: Model, tensors: list[str], raw: bool) -> tuple[onnx.M
 
     Returns:
         (proto, segments): ``segments[i] = (start, stop)`` of tensor i in the vectors. With
-        ``raw`` the tensors themselves follow as outputs, in order.
+        ``raw`` the tensors themselves follow as outputs, in order (``raw`` may name the
+        tensors to return, a subset of ``tensors``).
     """
     p = model.work_copy()
     g = p.graph
@@ -74,9 +76,8 @@ def reduction_model(model: Model, tensors: list[str], raw: bool) -> tuple[onnx.M
     for name, parts in ((MIN_OUT, mins), (MAX_OUT, maxs)):
         g.node.append(helper.make_node("Concat", parts, [name], axis=0))
         g.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, [pos]))
-    if raw:
-        for t in tensors:
-            g.output.append(model.value_info(t))
+    for t in (tensors if raw is True else raw or []):
+        g.output.append(model.value_info(t))
     return p, segments
 
 
@@ -151,25 +152,31 @@ def calibrate(model: Model, feeds: Iterable[dict[str, np.ndarray]], method=None,
     method = parse_enum(CalibMethod, method or "MinMax", "calibration_method")
     hist = method in HIST_METHODS if histograms is None else histograms
     tensors = model.points()     # NOTE: a fused group's inside is never quantized
-    proto, segments = reduction_model(model, tensors, raw=hist)
+    # NOTE: a reshape / slice / pool output takes its source's range (Model.shares): observed
+    # for min/max (the outlier table), but neither binned nor used for its own range
+    follows = {t: s for t, s in model.shares.items() if t in set(tensors) and s in set(tensors)}
+    binned = [t for t in tensors if t not in follows] if hist else []
+    proto, segments = reduction_model(model, tensors, raw=binned)
     # NOTE: "extended" optimizations compute every tensor bit-identically to none (which is what
     # onnxruntime's own calibrators use), so ranges match them exactly, and run faster.
     sess = model.session(proto, providers=providers, optimize="extended", low_memory=hist)
     acc = _Extremes(model, tensors, segments, providers)
-    obs = {t: Observer(channel_axis=channel_axis(model.spec(t).shape), bins=bins, histogram=hist)
-           for t in tensors}
-    n = 0
+    keep = set(binned)
+    obs = {t: Observer(channel_axis=channel_axis(model.spec(t).shape), bins=bins,
+                       histogram=t in keep) for t in tensors}
+    n, index = 0, {t: i for i, t in enumerate(tensors)}
     total = len(feeds) if hasattr(feeds, "__len__") else None
     for feed in tqdm(feeds, total=total, desc="calibrate", unit="sample", disable=not progress):
         _check_feed(model, feed, n)
         vmin, vmax, *raw = sess.run(None, feed)
         bad = acc.update(vmin, vmax)
         if bad:
-            acc.observe_raw(obs, bad, feed, dict(zip(tensors, raw)))
-        if hist:
+            acc.observe_raw(obs, bad, feed, dict(zip(binned, raw)))
+        if binned:
             lo, hi = acc.tensor_bounds(vmin, vmax)
-            for i, (t, x) in enumerate(zip(tensors, raw)):
+            for t, x in zip(binned, raw):
                 if t not in bad:
+                    i = index[t]
                     obs[t].observe_histogram(x, (lo[i], hi[i]))
         n += 1
     if n == 0:
@@ -182,7 +189,8 @@ def calibrate(model: Model, feeds: Iterable[dict[str, np.ndarray]], method=None,
         warnings.warn(f"non-finite values (NaN/Inf) in {len(bad)} tensors: {listed}; they were "
                       "ignored for ranges and histograms", RuntimeWarning, stacklevel=2)
     shapes = {t: model.spec(t).shape for t in tensors}
-    return CalibStats(obs, weight_observers(model), method=method, samples=n, shapes=shapes)
+    return CalibStats(obs, weight_observers(model), method=method, samples=n, shapes=shapes,
+                      follows=follows)
 
 
 class _Extremes:

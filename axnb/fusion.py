@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 from axnb.types import Fusion
 
-__all__ = ["ELEMENTWISE", "SEEDS", "Group", "find_groups"]
+__all__ = ["ELEMENTWISE", "SAME_PARAMS", "SEEDS", "Group", "find_groups", "shared_params"]
 
 ELEMENTWISE = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "Sqrt", "Reciprocal", "Erf", "Tanh",
                          "Sigmoid", "HardSigmoid", "Softplus", "Clip", "Neg", "Abs", "Exp",
@@ -52,6 +52,12 @@ _AFFINE = frozenset({"Add", "Mul", "Sub", "Div"})
 _WEIGHTED = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 _DATA_MOVEMENT = frozenset({"Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Slice",
                             "Gather", "GatherElements", "Concat", "Split", "Pad"})
+# NOTE: ops whose output is a selection or rearrangement of their input's values: a deployed
+# model keeps the input's scale and zero point through them (onnxruntime's QDQDirect8BitOp,
+# QDQSplit, QDQGather, QDQMaxPool, QDQResize; NPU compilers do not requantize a reshape).
+SAME_PARAMS = frozenset({"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Slice",
+                         "Gather", "GatherElements", "Split", "MaxPool", "AveragePool",
+                         "Resize", "DepthToSpace", "SpaceToDepth", "Pad"})
 _LINEAR = frozenset({"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Div", "Mul", "Cast"})
 _MAX_BACK = 12      # NOTE: the longest decomposed norm (ReduceSum/N variants) is 9 nodes back
 
@@ -384,3 +390,38 @@ def _removed_activation_inputs(model, touched: set[str]) -> set[str]:
             if n.op_type in ("Relu", "Clip") and n.input[0] in touched and n.output[0] in touched
             and len(model.consumers.get(n.input[0], ())) == 1 and n.input[0] in model.producer
             and n.input[0] not in outputs}
+
+
+def shared_params(model) -> dict[str, str]:
+    """Output tensor -> the input tensor whose quantization parameters it reuses (policies npu
+    and ort; ``none`` gives every tensor its own range, as before).
+
+    A constant Pad (other than 0) and a cubic Resize can leave their input's range, so they
+    get their own.
+    """
+    if model.fusion is Fusion.none:
+        return {}
+    out = {}
+    for n in model.nodes:
+        if n.op_type not in SAME_PARAMS or not n.input or _is_const(model, n.input[0]):
+            continue
+        if (n.op_type == "Pad" and not _zero_pad(model, n)) or (
+                n.op_type == "Resize" and _attr(n, "mode", b"nearest") == b"cubic"):
+            continue
+        for o in n.output:
+            if o:
+                out[o] = out.get(n.input[0], n.input[0])
+    return out
+
+
+def _attr(n, name: str, default):
+    return next((a.s for a in n.attribute if a.name == name), default)
+
+
+def _zero_pad(model, n) -> bool:
+    import numpy as np
+
+    if _attr(n, "mode", b"constant") != b"constant":
+        return True
+    v = n.input[2] if len(n.input) > 2 else ""
+    return v == "" or (v in model.initializers and not np.any(model.weight(v)))

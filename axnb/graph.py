@@ -161,6 +161,14 @@ class Model:
         return {t: g for g in self.groups for t in g.internal}
 
     @cached_property
+    def shares(self) -> dict[str, str]:
+        """Tensor -> the tensor whose quantization parameters it reuses
+        (:func:`axnb.fusion.shared_params`: reshapes, slices, pools... keep their input's)."""
+        from axnb.fusion import shared_params
+
+        return shared_params(self)
+
+    @cached_property
     def group_of(self) -> dict[str, object]:
         """Node name -> its group (nodes outside groups are absent)."""
         return {n: g for g in self.groups for n in g.members}

@@ -299,3 +299,34 @@ def test_fusion_ort_quantizes_every_tensor_quantize_static_does(zoo_ready, tmp_p
     ours = {t for t in m.points() if not plan.acts[t].is_float}
     assert theirs <= ours
     assert len(ours - theirs) <= 3
+
+
+def _matmul_slice():
+    w = tiny.weights(8, 8, scale=0.4, offset=0.2)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"),
+             helper.make_node("Slice", ["h", "s0", "s1", "ax"], ["half"], name="slice"),
+             helper.make_node("Reshape", ["half", "shape"], ["y"], name="reshape")]
+    inits = {"w": w, "s0": np.array([0], np.int64), "s1": np.array([4], np.int64),
+             "ax": np.array([1], np.int64), "shape": np.array([-1], np.int64)}
+    g = helper.make_graph(nodes, "ms", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                      [2, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [8])],
+                          [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("fusion", ["npu", "ort", "none"])
+def test_slice_and_reshape_outputs_keep_their_sources_parameters(fusion):
+    """A deployed model does not requantize a slice or a reshape: they reuse the source's scale
+    and zero point (all methods), and get no histogram of their own; "none" keeps today's."""
+    m = _model(_matmul_slice(), fusion)
+    feeds = [{"x": tiny.hidden(2, 8, i)[0]} for i in range(4)]
+    stats = calibrate(m, feeds, method="Percentile", progress=False)
+    qp = simulate(m, stats, QuantPlan.from_config(m), "Reference").qparams
+    if fusion == "none":
+        assert qp["half"] != qp["h"] and stats.activations["half"].has_histogram
+        return
+    assert stats.follows == {"half": "h", "y": "h"}
+    assert qp["half"] == qp["y"] == qp["h"]
+    assert not stats.activations["y"].has_histogram
+    assert stats.range("y", "MSE") == stats.range("h", "MSE")

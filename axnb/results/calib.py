@@ -66,10 +66,12 @@ class CalibStats:
     samples: int = 0
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     percentile: float = DEFAULT_PERCENTILE
+    follows: dict[str, str] = field(default_factory=dict)
 
     @property
     def has_histograms(self) -> bool:
-        return all(o.has_histogram for o in self.activations.values())
+        # NOTE: any, not all: tensors that take their source's range (Model.shares) have none
+        return any(o.has_histogram for o in self.activations.values())
 
     def observer(self, tensor: str) -> Observer:
         """The observer of an activation or weight tensor; unknown names suggest the nearest."""
@@ -83,7 +85,9 @@ class CalibStats:
     def range(self, tensor: str, method=None, qtype=QType.U8) -> tuple[float, float]:
         """(lo, hi) quantization range of a tensor for ``method`` (default: self.method)."""
         m = parse_enum(CalibMethod, method or self.method, "calibration_method")
-        o = self.observer(tensor)
+        # NOTE: a reshape / slice / pool output has its source's range (``follows``: no
+        # requantization in a deployed model; it keeps no histogram of its own)
+        o = self.observer(self.follows.get(tensor, tensor))
         if m is not CalibMethod.MinMax and not o.has_histogram:
             raise AxnbError(f"{m.value} needs histograms, but these statistics were collected "
                             "with MinMax only; recalibrate with histograms=True")
@@ -102,13 +106,13 @@ class CalibStats:
         if m is not CalibMethod.MinMax and not self.has_histograms:
             raise AxnbError(f"{m.value} needs histograms; recalibrate with histograms=True")
         return CalibStats(self.activations, self.weights, m, self.samples, self.shapes,
-                          self.percentile)
+                          self.percentile, self.follows)
 
     def merge(self, other: CalibStats) -> CalibStats:
         """Statistics of both calibration sets, as if collected in one pass."""
         acts = {t: o.merge(other.activations[t]) for t, o in self.activations.items()}
         return CalibStats(acts, self.weights, self.method, self.samples + other.samples,
-                          self.shapes, self.percentile)
+                          self.shapes, self.percentile, self.follows)
 
     def to_frame(self, methods: Iterable[str] | None = None):
         """One row per activation tensor: shape, min, max, and the range of each method."""
@@ -130,7 +134,7 @@ class CalibStats:
     def save(self, path: str | Path) -> Path:
         """Write to a compressed ``.npz`` (temp name, then rename)."""
         meta = {"kind": "CalibStats", "method": self.method.value, "samples": self.samples,
-                "percentile": self.percentile,
+                "percentile": self.percentile, "follows": self.follows,
                 "shapes": {k: list(v) for k, v in self.shapes.items()}}
         return write_bytes(Path(path), _pack({"a": self.activations, "w": self.weights}, meta))
 
@@ -140,7 +144,8 @@ class CalibStats:
         if meta.get("kind") != "CalibStats":
             raise AxnbError(f"{path}: not a saved CalibStats file")
         return cls(g.get("a", {}), g.get("w", {}), CalibMethod(meta["method"]), meta["samples"],
-                   {k: tuple(v) for k, v in meta["shapes"].items()}, meta["percentile"])
+                   {k: tuple(v) for k, v in meta["shapes"].items()}, meta["percentile"],
+                   meta.get("follows", {}))
 
     def _repr_html_(self) -> str:
         head = f"<p>CalibStats: {len(self.activations)} tensors, {len(self.weights)} weights, " \
