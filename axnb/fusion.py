@@ -39,7 +39,8 @@ from dataclasses import dataclass
 
 from axnb.types import Fusion
 
-__all__ = ["ELEMENTWISE", "SAME_PARAMS", "SEEDS", "Group", "find_groups", "shared_params"]
+__all__ = ["ELEMENTWISE", "ORT_SAME_PARAMS", "SAME_PARAMS", "SEEDS", "Group", "find_groups",
+           "shared_params"]
 
 ELEMENTWISE = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "Sqrt", "Reciprocal", "Erf", "Tanh",
                          "Sigmoid", "HardSigmoid", "Softplus", "Clip", "Neg", "Abs", "Exp",
@@ -58,6 +59,11 @@ _DATA_MOVEMENT = frozenset({"Reshape", "Transpose", "Flatten", "Squeeze", "Unsqu
 SAME_PARAMS = frozenset({"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Slice",
                          "Gather", "GatherElements", "Split", "MaxPool", "AveragePool",
                          "Resize", "DepthToSpace", "SpaceToDepth", "Pad"})
+# NOTE: exactly onnxruntime's (operators/direct_q8.py, gather.py, split.py, pad.py, maxpool.py,
+# resize.py): the set of policy ``ort`` and of the onnxruntime overrides export.
+ORT_SAME_PARAMS = frozenset({"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten",
+                             "AveragePool", "Slice", "TopK", "Gather", "GatherElements", "Split",
+                             "Pad", "MaxPool", "Resize"})
 _LINEAR = frozenset({"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Div", "Mul", "Cast"})
 _MAX_BACK = 12      # NOTE: the longest decomposed norm (ReduceSum/N variants) is 9 nodes back
 
@@ -396,17 +402,18 @@ def shared_params(model) -> dict[str, str]:
     """Output tensor -> the input tensor whose quantization parameters it reuses (policies npu
     and ort; ``none`` gives every tensor its own range, as before).
 
-    A constant Pad (other than 0) and a cubic Resize can leave their input's range, so they
-    get their own.
+    Under ``npu`` a constant Pad (other than 0) and a cubic Resize can leave their input's
+    range, so they get their own; ``ort`` follows onnxruntime exactly (:data:`ORT_SAME_PARAMS`).
     """
     if model.fusion is Fusion.none:
         return {}
-    out = {}
+    npu, out = model.fusion is Fusion.npu, {}
     for n in model.nodes:
-        if n.op_type not in SAME_PARAMS or not n.input or _is_const(model, n.input[0]):
+        if n.op_type not in (SAME_PARAMS if npu else ORT_SAME_PARAMS) or not n.input or \
+                _is_const(model, n.input[0]):
             continue
-        if (n.op_type == "Pad" and not _zero_pad(model, n)) or (
-                n.op_type == "Resize" and _attr(n, "mode", b"nearest") == b"cubic"):
+        if npu and ((n.op_type == "Pad" and not _zero_pad(model, n)) or (
+                n.op_type == "Resize" and _attr(n, "mode", b"nearest") == b"cubic")):
             continue
         for o in n.output:
             if o:

@@ -71,6 +71,7 @@ import onnx
 from onnx import numpy_helper
 
 from axnb.errors import AxnbError
+from axnb.fusion import ORT_SAME_PARAMS
 from axnb.io import atomic_dir, write_bytes, write_text
 from axnb.types import QType
 
@@ -82,11 +83,8 @@ MODEL, OVERRIDES, OPTIONS = "model.onnx", "tensor_quant_overrides.json", "quanti
 CALIBRATION, SCRIPT = "calibration.npz", "quantize.py"
 SAMPLES = 8
 TEMPLATE = Path(__file__).with_name("templates") / "ort_quantize.py"
-# NOTE: onnxruntime's ops whose output shares the input's parameters (operators/direct_q8.py,
-# gather.py, split.py, pad.py, maxpool.py, resize.py).
-SHARING = frozenset({"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "AveragePool",
-                     "Slice", "TopK", "Gather", "GatherElements", "Split", "Pad", "MaxPool",
-                     "Resize"})
+# NOTE: onnxruntime's ops whose output shares the input's parameters (one set, in fusion.py).
+SHARING = ORT_SAME_PARAMS
 # NOTE: how onnxruntime and axnb name what feeds a Q (activation) or DQ (initializer) node.
 _SUFFIXES = ("_QuantizeLinear_Input", "_quantized", "__f", "__i")
 
