@@ -29,7 +29,8 @@ from axnb.results import Advice
 from axnb.types import Col
 
 __all__ = ["FINAL", "LAYER", "METHODS_TRIED", "Advice", "advise", "apply", "for_analysis",
-           "grade", "helps", "line", "measure", "measured", "step_text", "trial", "where_lines"]
+           "grade", "helps", "line", "measure", "measured", "spread", "spread_text", "step_text",
+           "trial", "where_lines"]
 
 FINAL = 0.98
 """Final-output cosine line: at or above it the quantized model is roughly normal."""
@@ -113,6 +114,69 @@ def where_lines(reports, fine: float = LAYER) -> tuple[str, ...]:
     return tuple(out)
 
 
+def spread(per_sample, names=(), threshold: float = FINAL, n: int = 3) -> dict | None:
+    """The per-sample spread of a final cosine: mean, min, the ``n`` worst samples by name, how
+    many are under ``threshold`` and the mean of the others. None without per-sample values
+    (a 1-element output is compared across samples).
+
+    Example:
+        >>> sp = spread([0.99, 0.69, 0.995, 0.98], ["a", "b", "c", "d"])
+        >>> sp["min"], sp["worst"][0], sp["under"], round(sp["mean_others"], 4)
+        (0.69, ('b', 0.69), 1, 0.9883)
+    """
+    per = [float(c) for c in per_sample or ()]
+    if not per:
+        return None
+    names = list(names) if len(names or ()) == len(per) else [f"sample #{i}" for i in
+                                                                range(len(per))]
+    order = sorted(range(len(per)), key=lambda i: (math.isfinite(per[i]), per[i]))
+    under = [i for i in order if not per[i] >= threshold]
+    others = [per[i] for i in range(len(per)) if i not in set(under)]
+    return {"n": len(per), "mean": sum(per) / len(per), "min": per[order[0]],
+            "worst": [(names[i], per[i]) for i in order[:n]], "under": len(under),
+            "mean_others": sum(others) / len(others) if others else math.nan}
+
+
+def spreads(analysis, threshold: float = FINAL) -> dict[str, dict[str, dict | None]]:
+    """mode -> output -> :func:`spread` of an :class:`~axnb.results.Analysis`.
+
+    Example:
+        >>> spreads(wb.snapshot())["Reference"]["fetch_name_0"]["min"]   # doctest: +SKIP
+        0.6934
+    """
+    a = analysis
+    return {m: {o: spread(v.get("per_sample"), a.sample_names, threshold)
+                for o, v in outs.items()} for m, outs in a.final.items()}
+
+
+def spread_text(sp: Mapping | None, threshold: float = FINAL) -> str:
+    """A :func:`spread` as one sentence; it says when a few samples are the whole story.
+
+    Example:
+        >>> t = spread_text(spread([0.99, 0.69, 0.995, 0.98], ["a", "b", "c", "d"]))
+        >>> print(t[:53]); print(t[74:])
+        per sample: mean 0.9137, min 0.6900; worst: b 0.6900,
+        1 of 4 under 98% (the others average 0.9883)
+    """
+    if not sp:
+        return "per sample: n/a (a 1-element output is compared across the samples)"
+    worst = ", ".join(f"{n} {c:.4f}" for n, c in sp["worst"])
+    text = (f"per sample: mean {sp['mean']:.4f}, min {sp['min']:.4f}; worst: {worst}; "
+            f"{sp['under']} of {sp['n']} under {line(threshold)}")
+    if sp["under"] and math.isfinite(sp["mean_others"]):
+        text += f" (the others average {sp['mean_others']:.4f})"
+    return text
+
+
+def _spread_line(sp: Mapping | None, threshold: float) -> tuple[str, ...]:
+    if not sp or not sp["under"]:
+        return ()
+    few = sp["under"] <= max(1, sp["n"] // 4) and sp["mean_others"] >= threshold
+    return ((f"A few samples are the whole story: {sp['under']} of {sp['n']} are under "
+             f"{line(threshold)} and the others average {sp['mean_others']:.4f}; "
+             if few else "Spread: ") + spread_text(sp, threshold) + ".",)
+
+
 def _smooth_hint(outliers) -> list:
     return [] if outliers is None else outliers.tensors_at_level(5)
 
@@ -140,13 +204,17 @@ def step_text(t: Mapping) -> str:
 
 def helps(t: Mapping, gain: float = GAIN) -> bool:
     """A trial is recommended only when it was measured to raise the metric by more than
-    ``gain`` (never one that lowers it).
+    ``gain`` or a tenth of the remaining loss (1 - before), whichever is smaller; never one
+    that lowers it.
 
     Example:
         >>> helps({"before": 0.96, "after": 0.95}), helps({"before": 0.96, "after": 0.99})
         (False, True)
+        >>> helps({"before": 0.9998, "after": 0.99995})        # 75% of what was left
+        True
     """
-    return math.isfinite(t["after"]) and t["after"] > t["before"] + gain
+    need = min(gain, 0.1 * (1 - t["before"])) if math.isfinite(t["before"]) else gain
+    return math.isfinite(t["after"]) and t["after"] > t["before"] + need
 
 
 def _calibration_trials(method: str, score: float, by_m: Mapping[str, float]) -> list[dict]:
@@ -159,7 +227,7 @@ def _calibration_trials(method: str, score: float, by_m: Mapping[str, float]) ->
 def advise(final: Mapping[str, float], reports=(), outliers=None, method: str = "MinMax",
            smooth: Mapping | None = None, plan_summary: str = "", mode: str = "",
            by_method: Mapping[str, float] | None = None, threshold: float = FINAL,
-           fine: float = LAYER, trials=()) -> Advice:
+           fine: float = LAYER, trials=(), spread: Mapping | None = None) -> Advice:
     """The tuning flowchart with this model's numbers, ending in measured next steps only.
 
     Final cosine (min over outputs) >= ``threshold``: pass. Else the headline, where the loss
@@ -181,6 +249,8 @@ def advise(final: Mapping[str, float], reports=(), outliers=None, method: str = 
         threshold, fine: the final-output and the per-layer lines.
         trials: measured steps (:func:`trial` dicts, e.g. from :func:`measure`); calibration
             trials are also made from ``by_method``.
+        spread: the per-sample :func:`spread` of the worst output (the verdict says when a
+            few samples carry the loss).
 
     Example:
         >>> a = advise({"out": 0.95}, method="MinMax", by_method={"MSE": 0.985})
@@ -198,7 +268,8 @@ def advise(final: Mapping[str, float], reports=(), outliers=None, method: str = 
                               if m != method}}
     det: dict = {"final_cosine": final, "target": threshold, "layer_target": fine,
                  "method": method, "mode": mode, "by_method": by_m, "plan": plan_summary}
-    places = where_lines(reports, fine) + ((
+    det["spread"] = dict(spread) if spread else None
+    places = _spread_line(spread, threshold) + where_lines(reports, fine) + ((
         f"SmoothQuant is on ({len(smooth.get('applied', ()))} tensors smoothed, alpha "
         f"{smooth.get('alpha')}).",) if smooth is not None else ())
     if ok:
@@ -360,19 +431,18 @@ def apply(wb, t: Mapping):
     raise ValueError(f"unknown trial kind {t['kind']!r} (calibration, smooth_quant, u16)")
 
 
-def measured(wb, analysis=None, **kw):
+def measured(wb, analysis=None, threshold: float = FINAL, **kw):
     """The snapshot (``analysis``, default ``wb.snapshot()``) with every next step measured:
-    :func:`measure` when the final cosine misses the line, then its advice.
+    :func:`measure` when the final cosine misses ``threshold``, then its advice.
 
     Example:
         >>> an = measured(wb); print(an.advice)                          # doctest: +SKIP
     """
     an = analysis if analysis is not None else wb.snapshot()
-    adv = an.advice
-    if adv is not None and adv.ok:
+    if min(an.final_cosine().values(), default=math.nan) >= threshold:
         return an
-    an = an.replace(trials=tuple(measure(wb, **kw)))
-    return an.replace(advice=for_analysis(an))
+    an = an.replace(trials=tuple(measure(wb, target=threshold, **kw)))
+    return an.replace(advice=for_analysis(an, threshold))
 
 
 def for_analysis(analysis, threshold: float = FINAL, fine: float = LAYER) -> Advice:
@@ -382,6 +452,9 @@ def for_analysis(analysis, threshold: float = FINAL, fine: float = LAYER) -> Adv
         >>> for_analysis(wb.snapshot()).steps              # doctest: +SKIP
     """
     a = analysis
-    return advise(a.final_cosine(), a.reports, a.outliers, a.method, a.smoothing,
+    fin = a.final_cosine()
+    worst = min(fin, key=fin.get) if fin else None
+    per = a.final.get(a.mode, {}).get(worst, {}).get("per_sample") if worst else None
+    return advise(fin, a.reports, a.outliers, a.method, a.smoothing,
                   a.plan.get("summary", ""), a.mode, a.by_method, threshold, fine,
-                  getattr(a, "trials", ()))
+                  getattr(a, "trials", ()), spread(per, a.sample_names, threshold))

@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         kind = "" if isinstance(e, AxnbError | FileNotFoundError | PermissionError) \
             else f"{type(e).__name__}: "
-        print(f"axnb: error: {kind}{msg}", file=sys.stderr)
+        # NOTE: "\n" first: a progress bar cut short by the error leaves its line unfinished
+        print(f"\naxnb: error: {kind}{msg}", file=sys.stderr)
         return 2
 
 
@@ -234,6 +235,8 @@ def summary(an, out: Path, reports: dict | None = None) -> dict:
     """``summary.json``: per mode and output the final metrics and their per-sample spread,
     the verdict, the measured next steps, the first non-finite tensors, the files written."""
     final = {}
+    names = list(an.sample_names) or [f"sample #{i}" for i in
+                                      range(an.samples.get("analysis", 0))]
     for mode, outs in an.final.items():
         final[mode] = {}
         for o, m in outs.items():
@@ -244,7 +247,9 @@ def summary(an, out: Path, reports: dict | None = None) -> dict:
                 "across_samples": bool(m.get("across_samples")),
                 "samples": len(per) or an.samples.get("analysis"),
                 "per_sample": ({"mean": sum(per) / len(per), "min": min(per),
-                                "worst": [{"sample": i, "Cosin": per[i]} for i in worst]}
+                                "worst": [{"sample": i, "name": names[i] if i < len(names)
+                                           else f"sample #{i}", "Cosin": per[i]}
+                                          for i in worst]}
                                if per else None)}
     nonfinite = {label: r.meta["nonfinite"] for label, r in (reports or {}).items()
                  if r.meta.get("nonfinite")}
@@ -272,14 +277,16 @@ def _final(con, an) -> None:
     """The final-output cosine per mode and output, then the advice (from the Analysis)."""
     from rich.markup import escape
 
-    from axnb.advice import line
+    from axnb.advice import line, spread_text, spreads
 
-    adv = an.advice
+    adv, sp = an.advice, spreads(an)
     for mode in ("Reference", "NPUBackend"):
         for o, c in an.final_cosine(mode).items():
             verdict = "roughly normal" if c >= adv.threshold else \
                 f"below {line(adv.threshold)}: bisect layer by layer"
             con.print(f"final output [cyan]{o}[/] cosine ({mode}): [bold]{c:.5f}[/] - {verdict}")
+            con.print(f"    {spread_text(sp.get(mode, {}).get(o), adv.threshold)}",
+                      markup=False)
     con.print(f"[bold]{'verdict' if adv.ok else 'next steps'}[/]: {escape(adv.headline)}")
     for w in adv.where:
         con.print(f"    {w}", markup=False)

@@ -261,6 +261,8 @@ def render_report(analysis: Analysis, extra: dict | None = None, *,
     return env.get_template("report.html.j2").render(
         an=an, model=_model_info(an), env=list(an.environment), verdict=v,
         finals=table(pd.DataFrame(rows), threshold=threshold, fine=fine), sections=sections,
+        spread=[(m, o, advice.spread_text(sp, threshold))
+                for m, outs in advice.spreads(an, threshold).items() for o, sp in outs.items()],
         rvb=_ref_vs_backend(sections, threshold, fine), outliers=_outliers(an), plan=_plan(an),
         smooth=_smooth(an), diagnosis=_diagnosis(an), extra=_extra(extra), formulas=FORMULAS,
         threshold=threshold, fine=fine, bucket_css=Markup(bucket_css(threshold, fine)),

@@ -88,13 +88,13 @@ class Explorer(W.VBox):
         self.apply_btn.on_click(lambda _: self.apply_best())
         return _box(self.summary_html, _box(self.measure_btn, self.apply_btn), cls=W.VBox)
 
-    def measure(self) -> None:
-        """Try every next step on the workbench (:func:`axnb.advice.measured`; its state is
-        restored) and show the measured steps in the Summary."""
+    def measure(self, **kw) -> None:
+        """Try every next step on the workbench (:func:`axnb.advice.measured`, ``kw`` passed to
+        :func:`axnb.advice.measure`; its state is restored) and show them in the Summary."""
         from axnb import advice
 
         self.timing.value, t = "measuring the next steps...", time.perf_counter()
-        self.snapshot = advice.measured(self.wb, self.snapshot)
+        self.snapshot = advice.measured(self.wb, self.snapshot, **kw)
         self.show_summary()
         self.timing.value = f"next steps measured: {time.perf_counter() - t:.1f} s"
 
@@ -302,8 +302,8 @@ class Explorer(W.VBox):
         self.status.value = (f'<div style="font:13px sans-serif;color:{colour}">'
                              f"<b>{html.escape(L.status_line(s))}</b></div>")
         outs = "".join(f"<tr><td>{html.escape(o)}</td><td>{c:.6f}</td><td>"
-                       f"{'&#10004; >=' if ok else '&#10008; <'} {L.THRESHOLD:.0%}</td></tr>"
-                       for o, c, ok in s["outputs"])
+                       f"{'&#10004; >=' if ok else '&#10008; <'} {L.THRESHOLD:.0%}</td>"
+                       f"<td>{html.escape(sp)}</td></tr>" for o, c, ok, sp in s["outputs"])
         steps = "".join(f"<li>{html.escape(x)}</li>" for x in s["steps"])
         where = "".join(f"<li>{html.escape(x)}</li>" for x in s["where"])
         rejected = "".join(f"<li>{html.escape(x)}</li>" for x in s["rejected"])
@@ -311,7 +311,8 @@ class Explorer(W.VBox):
         self.measure_btn.disabled = s["ok"]
         self.summary_html.value = (
             f'<p style="color:{colour}"><b>{html.escape(s["verdict"])}</b></p>'
-            f"<table><tr><th>output</th><th>final cosine</th><th></th></tr>{outs}</table>"
+            f"<table><tr><th>output</th><th>final cosine</th><th></th><th>spread</th></tr>"
+            f"{outs}</table>"
             f"<p>U16 layers: {s['u16']} &mdash; plan: {html.escape(s['plan'])}<br>"
             f"calibration {s['calibration']}, analysis {s['analysis']}, mode {s['mode']}, "
             f"SmoothQuant {'on' if s['smooth'] else 'off'}</p>"

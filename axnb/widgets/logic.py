@@ -116,15 +116,20 @@ def summary(analysis, method: str | None = None) -> dict:
         >>> summary(wb.snapshot(), "EndToEnd")["u16"]               # doctest: +SKIP
         0
     """
+    from axnb.advice import spread_text, spreads
+
     an = analysis
     adv, final = an.advice, an.final_cosine()
+    sp = spreads(an, adv.threshold).get(an.mode, {})
     layers = an.plan.get("layers", {})
     return {"ok": adv.ok, "verdict": adv.headline, "steps": list(adv.steps),
             "where": list(adv.where), "rejected": list(adv.details.get("not_recommended", [])),
             "u16": sum(len(layers.get(q, [])) for q in HIGH), "plan": an.plan.get("summary", ""),
             "calibration": an.method, "analysis": method or an.analysis_method,
             "mode": an.mode, "smooth": an.smoothing is not None,
-            "outputs": [(o, c, c >= adv.threshold) for o, c in final.items()]}
+            "samples": an.samples.get("analysis"),
+            "outputs": [(o, c, c >= adv.threshold, spread_text(sp.get(o), adv.threshold))
+                        for o, c in final.items()]}
 
 
 def change(before: float | None, after: float | None) -> str:
@@ -148,10 +153,11 @@ def status_line(s: dict) -> str:
         >>> status_line(summary(wb.snapshot(), "EndToEnd"))         # doctest: +SKIP
         'U16 layers: 0 | final cosine 99.0000% >= 98% | MinMax | EndToEnd | Reference'
     """
-    worst = min((c for _, c, _ in s["outputs"]), default=float("nan"))
+    worst = min((c for _, c, *_ in s["outputs"]), default=float("nan"))
     return (f"U16 layers: {s['u16']} | final cosine {worst:.4%} "
             f"{'>=' if s['ok'] else '<'} {THRESHOLD:.0%} | {s['calibration']} | "
-            f"{s['analysis']} | {s['mode']}{' | SmoothQuant' if s['smooth'] else ''}")
+            f"{s['analysis']} | {s['mode']}{' | SmoothQuant' if s['smooth'] else ''}"
+            + (f" | {s['samples']} samples" if s.get("samples") else ""))
 
 
 def row_html(r, active: bool, widths: tuple) -> str:
