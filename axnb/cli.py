@@ -264,11 +264,13 @@ def summary(an, out: Path, reports: dict | None = None) -> dict:
 
 
 def _precision(con, wb, out: Path) -> dict:
-    from axnb.view.text import render_rich, write_debug
+    from axnb.view.text import render_console, write_debug
 
     method = wb.config.quant.precision_analysis_method
     rep = wb.report(method)
-    con.print(render_rich(rep))
+    # NOTE: the terminal gets the worst rows with full names, fitted to its width; the whole
+    # table (every column, every row) is written to quant/debug/precision_analysis_table.txt
+    con.print(render_console(rep, width=con.width))
     write_debug(rep, out)
     return {f"{method.value} {wb.mode.value}": rep}
 

@@ -261,3 +261,21 @@ def test_debug_files_are_written_and_parseable(e2e_report, tmp_path):
     classed = [i for ln in lines if ln.startswith("  class ") for i in ln.split()[1].split(",")]
     assert sorted(classed) == sorted(ids)
     assert not list(tmp_path.rglob(".precision*"))              # no temp files left
+
+
+@pytest.mark.parametrize("width", [60, 80, 120, 200])
+def test_console_table_fits_the_terminal_and_keeps_full_names(e2e_report, width):
+    import io
+
+    from rich.console import Console
+
+    from axnb.view.text import render_console
+
+    con = Console(file=io.StringIO(), width=width, record=True, color_system=None)
+    con.print(render_console(e2e_report, width=width, rows=10))
+    text = con.export_text()
+    assert max(len(ln) for ln in text.splitlines()) <= width
+    worst = e2e_report.to_frame().sort_values("Cosin", kind="stable").head(10)
+    assert all(op in text for op in worst["Operator"])              # on one line, uncut
+    assert all(t in text for t in worst["Output Tensor"]) == (width >= 120)
+    assert "the 10 worst of" in text and "precision_analysis_table.txt" in text

@@ -16,7 +16,7 @@ from axnb.advice import grade
 from axnb.io import write_text
 from axnb.types import Col
 
-__all__ = ["render_rich", "to_mermaid", "write_debug"]
+__all__ = ["render_console", "render_rich", "to_mermaid", "write_debug"]
 
 _RICH = {"good": "green", "warn": "yellow", "bad": "red"}
 _MERMAID_CLASSES = (("good", "#c8f7c5", "#2e7d32"), ("warn", "#fff3b0", "#b8860b"),
@@ -45,6 +45,47 @@ def render_rich(report, rows: int | None = None):
     for r in df.head(rows).itertuples(index=False):
         t.add_row(*[f"[{_RICH[grade(v)]}]{_fmt(c, v)}[/]" if c == Col.COSINE else _fmt(c, v)
                     for c, v in zip(df.columns, r)])
+    return t
+
+
+def render_console(report, width: int = 100, rows: int = 15):
+    """The ``rows`` worst rows of the report for a terminal ``width`` columns wide: position,
+    the full operator and tensor names, type, QDType, cosine, SQNR; no cell is cut (a name
+    longer than the space folds). The whole table is :func:`write_debug`'s text file.
+
+    Example:
+        >>> from rich.console import Console                          # doctest: +SKIP
+        >>> Console(width=80).print(render_console(rep, width=80))    # doctest: +SKIP
+    """
+    from rich.table import Table
+
+    df = report.to_frame()
+    df = df.assign(**{"#": range(len(df))}).sort_values(Col.COSINE, kind="stable").head(rows)
+    names = [c for c in (Col.OPERATOR, Col.OUTPUT) if c in df]
+    small = [c for c in ("#", Col.TYPE, Col.QDTYPE, Col.COSINE, Col.SQNR) if c in df]
+    cell = {c: max(len(c), *(len(_fmt(c, v)) for v in df[c])) + 3 for c in small}
+    need = {c: max(len(c), *(len(str(v)) for v in df[c])) + 3 for c in names}
+    # NOTE: both names when they fit on one line each, else the operator alone (the name
+    # layer_configs and wb.set_qtype take); then SQNR and Type give way to the name
+    if len(names) > 1 and sum(cell.values()) + sum(need.values()) + 1 > width:
+        names = names[:1]
+    for c in (Col.SQNR, Col.TYPE):
+        if c in small and sum(cell.values()) + sum(need[n] for n in names) + 1 > width:
+            small.remove(c)
+            cell.pop(c)
+    fixed = sum(cell.values())
+    room = max(12, (width - fixed - 1) // max(1, len(names)) - 3)
+    t = Table(title=f"{report.title}: the {len(df)} worst of {len(report.rows)} rows",
+              caption="all rows: quant/debug/precision_analysis_table.txt", width=width,
+              title_justify="left", caption_justify="left")
+    for c in ["#", *names, *small[1:]]:
+        wide = c in names
+        t.add_column(c, justify="left" if wide or c in (Col.TYPE, Col.QDTYPE) else "right",
+                     overflow="fold", no_wrap=not wide, max_width=room if wide else None,
+                     ratio=1 if wide else None)
+    for _, r in df.iterrows():
+        t.add_row(*[f"[{_RICH[grade(r[c])]}]{_fmt(c, r[c])}[/]" if c == Col.COSINE
+                    else _fmt(c, r[c]) for c in ["#", *names, *small[1:]]])
     return t
 
 
