@@ -158,13 +158,14 @@ def calibrate(model: Model, feeds: Iterable[dict[str, np.ndarray]], method=None,
 
 
 def observe_chunk(model: Model, feeds: Iterable[dict[str, np.ndarray]], histograms: bool,
-                  bins: int = 2048, providers: list[str] | None = None, start: int = 0
-                  ) -> tuple[dict[str, Observer], int]:
+                  bins: int = 2048, providers: list[str] | None = None, start: int = 0,
+                  cache: dict | None = None) -> tuple[dict[str, Observer], int]:
     """The activation observers of some samples, and their count: one chunk of :func:`calibrate`.
 
     A pure function of the samples: observers of disjoint chunks merged
     (``Observer.merge``) equal those of one pass, bit for bit (how :mod:`axnb.cluster` splits
-    calibration across workers). ``start`` is the index of the first sample (for errors).
+    calibration across workers). ``start`` is the index of the first sample (for errors);
+    ``cache``, a dict kept by the caller, keeps the session for the next chunk of this model.
 
     Example:
         >>> from axnb import zoo, graph, data
@@ -180,12 +181,13 @@ def observe_chunk(model: Model, feeds: Iterable[dict[str, np.ndarray]], histogra
         (True, 4)
     """
     tensors = model.points()     # NOTE: a fused group's inside is never quantized
-    follows = _follows(model, tensors)
-    binned = [t for t in tensors if t not in follows] if histograms else []
-    proto, segments = reduction_model(model, tensors, raw=binned)
-    # NOTE: "extended" optimizations compute every tensor bit-identically to none (which is what
-    # onnxruntime's own calibrators use), so ranges match them exactly, and run faster.
-    sess = model.session(proto, providers=providers, optimize="extended", low_memory=histograms)
+    key = ("calibrate", histograms, tuple(providers or ()))
+    built = cache.get(key) if cache is not None else None
+    if built is None:
+        built = _reduction_session(model, tensors, histograms, providers)
+        if cache is not None:
+            cache[key] = built
+    binned, segments, sess = built
     acc = _Extremes(model, tensors, segments, providers)
     keep = set(binned)
     obs = {t: Observer(channel_axis=channel_axis(model.spec(t).shape), bins=bins,
@@ -206,6 +208,16 @@ def observe_chunk(model: Model, feeds: Iterable[dict[str, np.ndarray]], histogra
         n += 1
     acc.finish(obs)
     return obs, n
+
+
+def _reduction_session(model: Model, tensors: list[str], histograms: bool, providers):
+    follows = _follows(model, tensors)
+    binned = [t for t in tensors if t not in follows] if histograms else []
+    proto, segments = reduction_model(model, tensors, raw=binned)
+    # NOTE: "extended" optimizations compute every tensor bit-identically to none (which is what
+    # onnxruntime's own calibrators use), so ranges match them exactly, and run faster.
+    sess = model.session(proto, providers=providers, optimize="extended", low_memory=histograms)
+    return binned, segments, sess
 
 
 def _follows(model: Model, tensors: list[str]) -> dict[str, str]:

@@ -104,6 +104,7 @@ def connect(cluster):
 # ---- what a worker holds ---------------------------------------------------------------------
 _MODELS: dict[str, Model] = {}
 _QMODELS: dict[tuple, QuantModel] = {}
+_SESSIONS: dict[str, dict] = {}  # NOTE: model digest -> the calibration session(s) of it
 
 
 def _model_blob(model: Model) -> tuple[str, bytes]:
@@ -181,25 +182,28 @@ def _qmodel(model: Model, digest: str, spec: dict, weights: dict) -> QuantModel:
 # ---- tasks (run on the workers) -----------------------------------------------------------------
 def _calib_task(digest, blob, feeds, start, hist, bins):
     model = _load(digest, blob)
-    return observe_chunk(model, feeds, hist, bins, start=start)
+    t0 = time.perf_counter()
+    out = observe_chunk(model, feeds, hist, bins, start=start,
+                        cache=_SESSIONS.setdefault(digest, {}))
+    return out, time.perf_counter() - t0
 
 
 def _compare_task(digest, blob, qspec, weights, rspec, rweights, feeds, methods):
     model = _load(digest, blob)
     qm = _qmodel(model, digest, qspec, weights)
     ref = _qmodel(model, digest, rspec, rweights) if rspec is not None else None
-    return compare_chunk(model, qm, feeds, methods, ref)
+    t0 = time.perf_counter()
+    return compare_chunk(model, qm, feeds, methods, ref), time.perf_counter() - t0
 
 
 def _metrics_task(digest, blob, qspec, weights, feeds):
     model = _load(digest, blob)
     qm = _qmodel(model, digest, qspec, weights)
-    names = list(model.outputs)
-    out = []
+    names, out, t0 = list(model.outputs), [], time.perf_counter()
     for f in feeds:
         fl = dict(zip(names, model._axnb_float.run(names, f)))
         out.append(metrics.sample_terms(fl, qm.run(f)))
-    return out
+    return out, time.perf_counter() - t0
 
 
 def _probe_task(digest, blob):
@@ -233,7 +237,9 @@ class Cluster:
         self._futures: dict[str, object] = {}  # NOTE: digest -> future holding the bytes
         # NOTE: id -> (object, digest): the object is held so that its id is not reused
         self._digests: dict[int, tuple[object, str, bytes | None]] = {}
-        self.tasks: list[tuple[str, int, float]] = []  # (kind, samples, seconds) per run
+        # NOTE: per run: kind, task count, wall seconds, each task's compute seconds (on its
+        # worker, after the model was loaded): the figures of a cost model for N workers
+        self.runs: list[dict] = []
 
     # ---- lifecycle ----------------------------------------------------------------------
     @property
@@ -330,7 +336,8 @@ class Cluster:
         return out
 
     def _run(self, kind: str, fn, args: tuple, chunks, progress: bool) -> list:
-        """One task per chunk, ``fn(*args, chunk, ...)``; results in chunk order."""
+        """One task per chunk, ``fn(*args, *chunk) -> (result, seconds)``; results in chunk
+        order (a retried task's result replaces nothing: each key has one result)."""
         from tqdm.auto import tqdm
 
         d = _distributed()
@@ -341,11 +348,13 @@ class Cluster:
         out: list = [None] * len(futs)
         bar = tqdm(total=len(futs), desc=f"{kind} ({len(futs)} tasks)", unit="task",
                    disable=not progress)
+        secs = [0.0] * len(futs)
         for f in d.as_completed(futs):
-            out[index[f.key]] = f.result()
+            out[index[f.key]], secs[index[f.key]] = f.result()
             bar.update(1)
         bar.close()
-        self.tasks.append((kind, len(futs), time.perf_counter() - t0))
+        self.runs.append({"kind": kind, "tasks": len(futs), "wall": time.perf_counter() - t0,
+                          "task_seconds": secs})
         return out
 
     # ---- the work -------------------------------------------------------------------------
@@ -380,8 +389,10 @@ class Cluster:
         chunks = [(c, methods) for _, c in self._chunks(feeds)]
         parts = self._run("compare", _compare_task, (digest, blob, q, w, r, rw), chunks,
                           progress)
-        return compare_finish(model, qmodel, methods, merge_chunks(parts),
-                                   time.time() - t0, many)
+        t1 = time.perf_counter()
+        part = merge_chunks(parts)
+        self.runs[-1]["merge"] = time.perf_counter() - t1
+        return compare_finish(model, qmodel, methods, part, time.time() - t0, many)
 
     def output_metrics(self, model: Model, qmodel: QuantModel, feeds: Iterable,
                        progress: bool = False) -> dict[str, dict]:

@@ -89,7 +89,7 @@ def test_calibration_is_identical(client, wb, feeds):
     one = calibrate(wb.model, feeds, "MSE", histograms=True, progress=False)
     c = cluster.Cluster(client, chunk=3)
     two = c.calibrate(wb.model, feeds, "MSE", histograms=True, progress=False)
-    assert c.tasks[-1][:2] == ("calibrate", 4)
+    assert (c.runs[-1]["kind"], c.runs[-1]["tasks"]) == ("calibrate", 4)
     _same_stats(one, two)
     for m in ("MinMax", "Percentile", "MSE", "KL"):
         assert one.ranges(m) == two.ranges(m)
@@ -180,10 +180,10 @@ def test_final_metrics_are_identical(client, wb):
 
 def test_search_trace_is_identical(client, wb):
     ranking = wb.ranking()[:6]
-    one = search(wb.evaluator(), wb.plan, target=0.999, budget=4, ranking=ranking,
+    one = search(wb.evaluator(), wb.plan, target=0.9999999, budget=4, ranking=ranking,
                  progress=False)
     ev = cluster.Cluster(client).evaluator(wb.quantized(), wb.stats, wb.samples)
-    two = search(ev, wb.plan, target=0.999, budget=4, ranking=ranking, progress=False)
+    two = search(ev, wb.plan, target=0.9999999, budget=4, ranking=ranking, progress=False)
     assert [(e.plan_layers, e.metric, e.ok, e.phase) for e in one.trace] == \
         [(e.plan_layers, e.metric, e.ok, e.phase) for e in two.trace]
     assert len(one.trace) >= 2 and one.promoted == two.promoted
