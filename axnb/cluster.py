@@ -370,10 +370,12 @@ class Cluster:
         digest, blob = self._model(model)
         chunks = [(feeds_, start, hist, bins) for start, feeds_ in self._chunks(feeds)]
         parts = self._run("calibrate", _calib_task, (digest, blob), chunks, progress)
+        t0 = time.perf_counter()
         obs, n = parts[0] if parts else ({}, 0)
         for o2, n2 in parts[1:]:
             obs = {t: o.merge(o2[t]) for t, o in obs.items()}
             n += n2
+        self.runs[-1]["merge"] = time.perf_counter() - t0
         return finish(model, obs, n, m)
 
     def compare(self, model: Model, qmodel: QuantModel, feeds: Iterable, method="PerLayer",
