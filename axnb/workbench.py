@@ -226,14 +226,32 @@ class Workbench:
         """``evaluate(plan) -> {output: score}`` for :func:`axnb.search.search`.
 
         It scores any plan with this workbench's model, statistics, method, mode and samples
-        as they are now, and changes nothing: not ``wb.plan``, not the caches.
+        as they are now, and changes nothing: not ``wb.plan``, not the caches. A task metric
+        (``"top1"``, ``"agreement"``, ...) gives an :class:`axnb.evaluate.TaskEvaluator` on the
+        config's evaluation samples (then ``search(..., max_drop=0.01)``).
 
         Example:
             >>> score = wb.evaluator()(wb.plan.set("Softmax.0", "U16"))   # doctest: +SKIP
         """
+        from axnb import evaluate
         from axnb.search import check_metric
 
+        if metric in evaluate.NAMES or callable(metric):
+            return evaluate.TaskEvaluator(self, metric, mode=mode)
         return _Evaluator(self, check_metric(metric), metric, mode)
+
+    def evaluate(self, metric=None, labels=None, mode=None, **kw):
+        """The task metric of the current plan, float vs quantized (:mod:`axnb.evaluate`):
+        top-1 / agreement / IoU / MAE / nearest-neighbour agreement or a callable, on the
+        config's ``evaluation`` block (its samples and labels); arguments override it.
+
+        Example:
+            >>> wb.evaluate().summary()                                  # doctest: +SKIP
+            'top1 0.9062 float -> 0.9062 Reference (drop 0.0000), 4 of 128 samples flip; ...'
+        """
+        from axnb import evaluate
+
+        return evaluate.for_workbench(self, metric, labels, mode, **kw)
 
     def report(self, method=None, mode=None):
         """The layer-by-layer precision table (LayerReport) of the current plan, cached.
