@@ -41,7 +41,17 @@ from pathlib import Path
 
 from axnb import metrics, qdq, runtime
 from axnb.calibrate import HIST_METHODS, finish, observe_chunk
-from axnb.compare import _methods, _reference, compare_chunk, compare_finish, merge_chunks
+from axnb.compare import (
+    _iso_estimate,
+    _methods,
+    _reference,
+    compare_chunk,
+    compare_finish,
+    isolation_chunk,
+    isolation_finish,
+    isolation_setup,
+    merge_chunks,
+)
 from axnb.errors import AxnbError
 from axnb.graph import Model
 from axnb.simulate import QuantModel, reference_model
@@ -105,6 +115,7 @@ def connect(cluster):
 _MODELS: dict[str, Model] = {}
 _QMODELS: dict[tuple, QuantModel] = {}
 _SESSIONS: dict[str, dict] = {}  # NOTE: model digest -> the calibration session(s) of it
+_ISO: dict[tuple, dict] = {}  # NOTE: (model, weights, qparams, feeds) -> isolation session
 
 
 def _model_blob(model: Model) -> tuple[str, bytes]:
@@ -203,6 +214,17 @@ def _metrics_task(digest, blob, qspec, weights, feeds):
     for f in feeds:
         fl = dict(zip(names, model._axnb_float.run(names, f)))
         out.append(metrics.sample_terms(fl, qm.run(f)))
+    return out, time.perf_counter() - t0
+
+
+def _iso_task(digest, blob, qspec, weights, fkey, feeds, layers):
+    model = _load(digest, blob)
+    qm = _qmodel(model, digest, qspec, weights)
+    key = (digest, qspec["weights"], qspec["qdigest"], fkey)
+    if key not in _ISO and len(_ISO) >= 2:
+        _ISO.pop(next(iter(_ISO)))
+    t0 = time.perf_counter()
+    out = isolation_chunk(model, qm, feeds, layers, cache=_ISO.setdefault(key, {}))
     return out, time.perf_counter() - t0
 
 
@@ -405,6 +427,30 @@ class Cluster:
         chunks = [(c,) for _, c in self._chunks(feeds)]
         parts = self._run("metrics", _metrics_task, (digest, blob, q, w), chunks, progress)
         return metrics.combine_outputs([t for p in parts for t in p])
+
+    def isolation(self, model: Model, stats, plan, feeds: Iterable, layers=None, method=None,
+                  progress: bool = True):
+        """:func:`axnb.compare.isolation` with the layers split across the workers (each task
+        a batch of layers over every sample): the same report, every score bit for bit."""
+        q, names, skipped = isolation_setup(model, stats, plan, layers, method)
+        feeds = list(feeds)
+        digest, blob = self._model(model)
+        spec, w = self._qspec(q)
+        fblob = pickle.dumps(feeds, protocol=pickle.HIGHEST_PROTOCOL)
+        fkey = hashlib.sha1(fblob).hexdigest()
+        fut = self._put(fkey, feeds)
+        cands = [None, *names]
+        size = self.chunk or max(1, math.ceil(len(cands) / (2 * self.threads)))
+        chunks = [(cands[i:i + size],) for i in range(0, len(cands), size)]
+        parts = self._run("isolation", _iso_task, (digest, blob, spec, w, fkey, fut), chunks,
+                          progress)
+        scores = {k: v for p in parts for k, v in p.items()}
+        run = self.runs[-1]
+        # NOTE: each task also runs every sample once with all quantizers off (its reference)
+        dt = sum(run["task_seconds"]) / max(1, (len(cands) + len(chunks)) * len(feeds))
+        msg = _iso_estimate(len(names), len(feeds), dt) + \
+            f" of one thread; {len(chunks)} tasks on {self.threads} worker threads"
+        return isolation_finish(model, plan, q, len(feeds), names, skipped, scores, msg)
 
     def evaluator(self, qmodel: QuantModel, stats, feeds, metric: str = "cosine"):
         """``evaluate(plan) -> {output: score}`` for :func:`axnb.search.search`, each

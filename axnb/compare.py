@@ -53,8 +53,8 @@ from axnb.results import LayerReport
 from axnb.simulate import QuantModel
 from axnb.types import CalibMethod, Method, Mode, parse_enum
 
-__all__ = ["compare", "compare_chunk", "compare_finish", "isolation", "merge_chunks",
-           "perlayer_values"]
+__all__ = ["compare", "compare_chunk", "compare_finish", "isolation", "isolation_chunk",
+           "isolation_finish", "isolation_setup", "merge_chunks", "perlayer_values"]
 log = logging.getLogger(__name__)
 FLAT = "__axnb_flat"
 DTYPES = {"float32": "FP32", "float16": "FP16", "float64": "FP64", "bfloat16": "BF16"}
@@ -546,43 +546,95 @@ def isolation(model: Model, stats, plan, feeds: Iterable, layers=None, method=No
     """
     from tqdm.auto import tqdm
 
-    method = parse_enum(CalibMethod, method or stats.method, "calibration_method")
-    q = QuantModel(model, Mode.Reference, plan, act_qparams(stats, plan, method),
-                   weight_q(model, plan))
-    feeds, outs = list(feeds), list(model.outputs)
-    names, skipped = _iso_layers(model, q, layers)
-    allw = _quantized_weights(model, q)
-    sess, fetch = _session(_iso_graph(model, q, allw)), outs
-    off, times = _vectors(model, {}), []
-    ref = []
-    for f in feeds:
-        t0 = time.perf_counter()
-        ref.append(sess.run(fetch, {**f, **off}))
-        times.append(time.perf_counter() - t0)
-    dt = float(np.median(times[1:] or times))
-    msg = (f"isolation: {len(names)} layers x {len(feeds)} samples x {dt * 1e3:.1f} ms/run "
-           f"~ {(len(names) + 1) * len(feeds) * dt:.0f} s")
+    q, names, skipped = isolation_setup(model, stats, plan, layers, method)
+    feeds = list(feeds)
+    prep = _iso_prepare(model, q)
+    ref, dt = _iso_ref(model, prep, feeds)
+    msg = _iso_estimate(len(names), len(feeds), dt)
     log.info(msg)
     if progress:
         tqdm.write(msg)
-    final = _score(sess, fetch, feeds, ref, _vectors(model, q.qparams), allw)
-    own = {(b.node, b.bias): b.name for b in qdq.bias_nodes(model, q.weights)}
-    rows = []
+    scores = {None: _iso_score(model, q, prep, feeds, ref, None)}
     for name in tqdm(names, desc="isolation", unit="layer", disable=not progress):
-        n = model.node_by_name[name]
-        vec = _vectors(model, {t: q.qparams[t] for t in _iso_tensors(model, n)
-                               if t in q.qparams})
-        w = {k: allw[k] for m in _members(model, n)
-             for k in (own.get((m.name, i), i) for i in m.input) if k in allw}
-        rows.append(_iso_row(model, plan, n, outs, _score(sess, fetch, feeds, ref, vec, w)))
+        scores[name] = _iso_score(model, q, prep, feeds, ref, name)
+    return isolation_finish(model, plan, q, len(feeds), names, skipped, scores, msg)
+
+
+def isolation_setup(model: Model, stats, plan, layers=None, method=None):
+    """(the Reference QuantModel of the ranges, layers to isolate, data-movement layers
+    skipped) of :func:`isolation`: the client's part when the layers run elsewhere."""
+    method = parse_enum(CalibMethod, method or stats.method, "calibration_method")
+    q = QuantModel(model, Mode.Reference, plan, act_qparams(stats, plan, method),
+                   weight_q(model, plan))
+    return (q, *_iso_layers(model, q, layers))
+
+
+def _iso_prepare(model: Model, q: QuantModel) -> tuple:
+    allw = _quantized_weights(model, q)
+    own = {(b.node, b.bias): b.name for b in qdq.bias_nodes(model, q.weights)}
+    return _session(_iso_graph(model, q, allw)), allw, own
+
+
+def _iso_ref(model: Model, prep: tuple, feeds: list) -> tuple[list, float]:
+    """The float outputs of every sample through the isolation graph (all quantizers off),
+    and the median seconds of one run."""
+    sess, off, ref, times = prep[0], _vectors(model, {}), [], []
+    for f in feeds:
+        t0 = time.perf_counter()
+        ref.append(sess.run(list(model.outputs), {**f, **off}))
+        times.append(time.perf_counter() - t0)
+    return ref, float(np.median(times[1:] or times))
+
+
+def _iso_estimate(layers: int, samples: int, dt: float) -> str:
+    return (f"isolation: {layers} layers x {samples} samples x {dt * 1e3:.1f} ms/run "
+            f"~ {(layers + 1) * samples * dt:.0f} s")
+
+
+def _iso_score(model: Model, q: QuantModel, prep: tuple, feeds, ref, name: str | None):
+    """One layer's scores (``name`` None: every layer quantized, the report's ``final``)."""
+    sess, allw, own = prep
+    outs = list(model.outputs)
+    if name is None:
+        return _score(sess, outs, feeds, ref, _vectors(model, q.qparams), allw)
+    n = model.node_by_name[name]
+    vec = _vectors(model, {t: q.qparams[t] for t in _iso_tensors(model, n) if t in q.qparams})
+    w = {k: allw[k] for m in _members(model, n)
+         for k in (own.get((m.name, i), i) for i in m.input) if k in allw}
+    return _score(sess, outs, feeds, ref, vec, w)
+
+
+def isolation_chunk(model: Model, q: QuantModel, feeds, layers, cache: dict | None = None
+                    ) -> dict:
+    """Scores of some layers (None: the all-quantized ``final``): one chunk of
+    :func:`isolation`, a pure function of the layers (each runs every sample, in order, so
+    a layer's scores are the single-process ones bit for bit). ``cache``, a dict the caller
+    keeps for this ``q``, holds the session and the float outputs for the next chunk."""
+    feeds = list(feeds)
+    hit = (cache or {}).get("iso")
+    if hit is None:
+        prep = _iso_prepare(model, q)
+        hit = (prep, _iso_ref(model, prep, feeds)[0])
+        if cache is not None:
+            cache["iso"] = hit
+    prep, ref = hit
+    return {name: _iso_score(model, q, prep, feeds, ref, name) for name in layers}
+
+
+def isolation_finish(model: Model, plan, q: QuantModel, samples: int, names, skipped,
+                     scores: dict, estimate: str) -> LayerReport:
+    """The isolation LayerReport from every layer's scores (``scores[None]``: final)."""
+    outs = list(model.outputs)
+    rows = [_iso_row(model, plan, model.node_by_name[n], outs, scores[n]) for n in names]
     rows.sort(key=lambda r: (not np.isnan(r["Cosin"]), r["Cosin"]))
     cols = [c for c in COLUMNS if c not in ("Original Tensor", "Shape", "DType")]
-    meta = _meta(model, "Isolation", q.mode.value, len(feeds), kind="layers",
+    meta = _meta(model, "Isolation", q.mode.value, samples, kind="layers",
                  columns=cols + ([f"Cosin[{o}]" for o in outs] if len(outs) > 1 else []),
-                 estimate=msg, skipped=skipped)
+                 estimate=estimate, skipped=list(skipped))
     if skipped:
         meta["notes"].append(f"{len(skipped)} data-movement layers not isolated (their "
                              "quantization is their input's); pass layers= to include them")
+    final = scores[None]
     return LayerReport(rows, meta, {o: {k: float(v[i]) for k, v in final.items()}
                                     for i, o in enumerate(outs)})
 

@@ -195,3 +195,17 @@ def test_local_cluster_starts_and_stops():
         assert "1 workers, 1 threads" in repr(c)
         client = c.client
     assert client.status == "closed"
+
+
+def test_isolation_is_identical(client, wb):
+    from axnb.compare import isolation
+
+    feeds = wb.samples[:3]
+    one = isolation(wb.model, wb.stats, wb.plan, feeds, progress=False)
+    c = cluster.Cluster(client, chunk=16)
+    two = c.isolation(wb.model, wb.stats, wb.plan, feeds, progress=False)
+    assert c.runs[-1]["tasks"] == -(-(len(one.rows) + 1) // 16)
+    assert one.rows == two.rows and one.final == two.final
+    assert {k: v for k, v in one.meta.items() if k != "estimate"} == \
+        {k: v for k, v in two.meta.items() if k != "estimate"}
+    assert "layers x 3 samples x" in two.meta["estimate"]
