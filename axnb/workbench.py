@@ -61,10 +61,19 @@ class Workbench:
             calibration set); held in memory, so keep it to a few dozen samples.
         progress: show progress bars.
         providers: onnxruntime execution providers (CPU by default).
+        cluster: run calibration, the layer tables, final metrics and evaluations on Dask
+            (:class:`axnb.cluster.Cluster`: a Client, a scheduler address or ``"local:N"``);
+            the results are the same. :meth:`close` stops a cluster this started.
     """
 
     def __init__(self, model, config=None, calibration=None, analysis=None,
-                 progress: bool = True, providers: list[str] | None = None) -> None:
+                 progress: bool = True, providers: list[str] | None = None,
+                 cluster=None) -> None:
+        if cluster is not None:
+            from axnb.cluster import Cluster
+
+            cluster = Cluster(cluster)
+        self.cluster = cluster
         self.config = _resolve_config(model, config)
         self.progress, self.providers = progress, providers
         if isinstance(model, Model):
@@ -85,14 +94,25 @@ class Workbench:
         self.mode = parse_enum(Mode, q.precision_analysis_mode, "precision_analysis_mode")
         # NOTE: the plan first: a bad layer_configs entry fails before minutes of calibration.
         self.plan = QuantPlan.from_config(self.model, self.config)
-        self.stats = calibrate(self.model, self._calib, method=self.method, histograms=True,
-                               progress=progress, providers=providers)
+        self.stats = self._calibrate(self.model)
         self._qm: dict[Mode, QuantModel] = {}
         self._plain = (self.model, self.stats)
         self._smoothed: dict[tuple, tuple] = {}
         self.smooth = None
         if q.enable_smooth_quant:
             self.set_smooth_quant(True)
+
+    def _calibrate(self, model: Model):
+        if self.cluster is not None:
+            return self.cluster.calibrate(model, self._calib, self.method, histograms=True,
+                                          progress=self.progress)
+        return calibrate(model, self._calib, method=self.method, histograms=True,
+                         progress=self.progress, providers=self.providers)
+
+    def close(self) -> None:
+        """Stop the Dask cluster this workbench started (``cluster="local:N"`` or an address)."""
+        if self.cluster is not None:
+            self.cluster.close()
 
     # ---- data ----------------------------------------------------------------------------
     @property
@@ -169,8 +189,7 @@ class Workbench:
                q.smooth_quant_threshold if threshold is None else threshold)
         if on and key not in self._smoothed:
             res = smooth.apply(self._plain[0], self._plain[1], alpha=key[0], threshold=key[1])
-            st = calibrate(res.model, self._calib, method=self.method, histograms=True,
-                           progress=self.progress, providers=self.providers)
+            st = self._calibrate(res.model)
             self._smoothed[key] = (res.model, st, res)
         self.model, self.stats, self.smooth = self._smoothed[key] if on else (*self._plain, None)
         overrides = dict(self.plan.overrides)
@@ -214,8 +233,9 @@ class Workbench:
         qm = self.quantized(mode)
         hit = self._finals.get(qm.mode)
         if hit is None or hit[0] is not qm:
-            self._finals[qm.mode] = (qm, output_metrics(self.float_outputs(),
-                                                        [qm.run(f) for f in self.samples]))
+            res = self.cluster.output_metrics(self.model, qm, self.samples) if self.cluster \
+                else output_metrics(self.float_outputs(), [qm.run(f) for f in self.samples])
+            self._finals[qm.mode] = (qm, res)
         return self._finals[qm.mode][1]
 
     def final_cosine(self, mode=None) -> dict[str, float]:
@@ -238,6 +258,8 @@ class Workbench:
 
         if metric in evaluate.NAMES or callable(metric):
             return evaluate.TaskEvaluator(self, metric, mode=mode)
+        if self.cluster is not None:
+            return self.cluster.evaluator(self.quantized(mode), self.stats, self.samples, metric)
         return _Evaluator(self, check_metric(metric), metric, mode)
 
     def evaluate(self, metric=None, labels=None, mode=None, **kw):
@@ -272,7 +294,8 @@ class Workbench:
         if todo:
             if len(self._reports) >= CACHE:
                 self._reports.clear()
-            reps = compare(self.model, qm, self.samples, method=todo, progress=self.progress)
+            run = self.cluster.compare if self.cluster is not None else compare
+            reps = run(self.model, qm, self.samples, method=todo, progress=self.progress)
             self._reports.update({keys[m]: reps[m.value] for m in todo})
         if many:
             return {m.value: self._reports[keys[m]] for m in ms}
