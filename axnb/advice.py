@@ -171,10 +171,11 @@ def spread_text(sp: Mapping | None, threshold: float = FINAL) -> str:
 def _spread_line(sp: Mapping | None, threshold: float) -> tuple[str, ...]:
     if not sp or not sp["under"]:
         return ()
-    few = sp["under"] <= max(1, sp["n"] // 4) and sp["mean_others"] >= threshold
-    return ((f"A few samples are the whole story: {sp['under']} of {sp['n']} are under "
-             f"{line(threshold)} and the others average {sp['mean_others']:.4f}; "
-             if few else "Spread: ") + spread_text(sp, threshold) + ".",)
+    if sp["under"] <= max(1, sp["n"] // 4) and sp["mean_others"] >= threshold:
+        worst = ", ".join(f"{n} {c:.4f}" for n, c in sp["worst"][:sp["under"]])
+        return (f"A few samples are the whole story: {sp['under']} of {sp['n']} are under "
+                f"{line(threshold)} ({worst}); the others average {sp['mean_others']:.4f}.",)
+    return (f"Spread: {spread_text(sp, threshold)}.",)
 
 
 def _smooth_hint(outliers) -> list:

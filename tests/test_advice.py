@@ -138,3 +138,18 @@ def test_the_u16_step_is_small_and_says_its_cost(cnn):
     n = len(wb.plan.layer_types)
     assert 1 <= len(u16["change"]["u16"]) <= 8 and f"of {n} layers U16" in u16["cost"]
     assert "evaluations" in u16["cost"] and json.dumps(u16["change"]["u16"]) in u16["how"]
+
+
+def test_the_verdict_says_when_a_few_samples_are_the_whole_story():
+    per = [0.999] * 29 + [0.69, 0.80, 0.84]
+    names = [f"img{i}.png" for i in range(32)]
+    sp = advice.spread(per, names)
+    assert (sp["n"], sp["under"], sp["min"], sp["worst"][0]) == (32, 3, 0.69, ("img29.png", 0.69))
+    a = advise({"out": sum(per) / 32}, spread=sp)
+    assert a.where[0] == ("A few samples are the whole story: 3 of 32 are under 98% (img29.png "
+                          "0.6900, img30.png 0.8000, img31.png 0.8400); the others average "
+                          "0.9990.") and a.details["spread"]["min"] == 0.69
+    broad = advise({"out": 0.9}, spread=advice.spread([0.9] * 8))
+    assert broad.where[0].startswith("Spread: per sample: mean 0.9000, min 0.9000; worst: "
+                                     "sample #0 0.9000")
+    assert advice.spread([]) is None and "n/a" in advice.spread_text(None)
