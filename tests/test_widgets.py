@@ -241,6 +241,7 @@ def test_export_tab_writes_report_config_and_quantized(ex, wb, tmp_path):
     assert {p.name for p in paths.values()} == {"report.html", "config.json", "quantized.onnx"}
     assert all(p.is_file() for p in paths.values())
     assert "U16" in paths["config"].read_text() and "report.html" in ex.export_html.value
+    assert all(str(p.resolve()) in ex.export_html.value for p in paths.values())  # absolute
     # NOTE: one Analysis: the exported report shows the Summary's numbers and advice.
     from html import unescape
 

@@ -131,7 +131,8 @@ class Explorer(W.VBox):
             buttons.append(W.Button(description=label))
             buttons[-1].on_click(lambda _, label=label, fn=fn: self.run(label, fn))
         self.all_u8, self.all_u16, self.reset = buttons
-        self.search = W.Text(placeholder="search name / type", continuous_update=False,
+        # NOTE: filters as one types (only one page of rows is rendered, so it stays cheap)
+        self.search = W.Text(placeholder="search name / type", continuous_update=True,
                              layout=W.Layout(width="200px"))
         self.worst = W.BoundedIntText(0, min=0, max=10**6, description="worst N",
                                       layout=W.Layout(width="150px"))
@@ -390,7 +391,7 @@ class Explorer(W.VBox):
         """Write report.html, config.json and quantized.onnx to the folder box; their paths."""
         t = time.perf_counter()
         paths = L.export_all(self.wb, self.folder.value, self.snapshot)
-        items = "".join(f"<li>{k}: <code>{html.escape(str(p))}</code></li>"
+        items = "".join(f"<li>{k}: <code>{html.escape(str(Path(p).resolve()))}</code></li>"
                         for k, p in paths.items())
         self.export_html.value = (f"<p>Written in {time.perf_counter() - t:.2f} s:</p>"
                                   f"<ul>{items}</ul>")
