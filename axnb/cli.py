@@ -66,6 +66,9 @@ def _build_args(b: argparse.ArgumentParser) -> None:
                    help="analysis samples to use (default: all of the analysis set)")
     b.add_argument("--fail-under", type=float, default=None, metavar="COSINE",
                    help="exit with status 3 when a final-output cosine (either mode) is below")
+    b.add_argument("--dask", default=None, metavar="ADDRESS",
+                   help="run on a Dask cluster: a scheduler address, or local:N for N local "
+                        "workers (needs pip install axnb[dask])")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,8 +159,13 @@ def build(args) -> int:
     out = Path(args.output_dir or cfg.output_dir or "out")
     _check_output_dir(out, args.overwrite)
     shapes = parse_input_shapes(args.input_shapes) if args.input_shapes else None
-    with atomic_dir(out, replace=True) as tmp:
-        _run(con, model_file, cfg, tmp, shapes, args)
+    args.cluster = _cluster(con, getattr(args, "dask", None))
+    try:
+        with atomic_dir(out, replace=True) as tmp:
+            _run(con, model_file, cfg, tmp, shapes, args)
+    finally:
+        if args.cluster is not None:
+            args.cluster.close()
     con.print(f"[bold green]done[/]: outputs in {out.resolve()}; report: "
               f"{(out / 'report.html').resolve()}")
     fail = getattr(args, "fail_under", None)
@@ -170,6 +178,17 @@ def build(args) -> int:
             con.print(f"[bold red]fail-under[/]: {o} ({mode}) cosine {c:.5f} < {fail}")
             return 3
     return 0
+
+
+def _cluster(con, address):
+    """The axnb.cluster.Cluster of ``--dask`` (None without it)."""
+    if not address:
+        return None
+    from axnb.cluster import Cluster
+
+    cl = Cluster(address)
+    con.print(f"[bold]dask[/]: {cl!r}")
+    return cl
 
 
 def _check_output_dir(out: Path, overwrite: bool) -> None:
@@ -194,7 +213,7 @@ def _run(con, model_file: Path, cfg, out: Path, shapes, args) -> None:
     model = graph.load(model_file, config=cfg, input_shapes=shapes, output_dir=out)
     con.print(f"[bold]frontend[/]: {model_file.name}: {len(model.nodes)} nodes after "
               f"optimization -> {out.name}/frontend/optimized.onnx")
-    wb = Workbench(model, cfg)
+    wb = Workbench(model, cfg, cluster=getattr(args, "cluster", None))
     if args.samples:
         wb.set_samples(wb.samples[: args.samples])
     con.print(_quant_config_table(wb))
