@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import math
 import pickle
+import threading
 import time
 import uuid
 from collections.abc import Iterable
@@ -119,6 +120,8 @@ _MODELS: dict[str, Model] = {}
 _QMODELS: dict[tuple, QuantModel] = {}
 _SESSIONS: dict[str, dict] = {}  # NOTE: model digest -> the calibration session(s) of it
 _ISO: dict[tuple, dict] = {}  # NOTE: (model, weights, qparams, feeds) -> isolation session
+# NOTE: a worker with several threads runs tasks side by side: they build each cache entry once
+_LOCK = threading.RLock()
 
 
 def _model_blob(model: Model) -> tuple[str, bytes]:
@@ -144,9 +147,14 @@ def _worker_name() -> str:
 
 def _load(digest: str, blob: bytes) -> Model:
     """The worker's Model for ``digest``: rebuilt and checked (a float session) once."""
-    m = _MODELS.get(digest)
-    if m is not None:
+    with _LOCK:
+        m = _MODELS.get(digest)
+        if m is None:
+            m = _MODELS[digest] = _rebuild(blob)
         return m
+
+
+def _rebuild(blob: bytes) -> Model:
     import onnx
 
     try:
@@ -165,7 +173,6 @@ def _load(digest: str, blob: bytes) -> Model:
         why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise WorkerError(f"worker {_worker_name()} cannot load the model {name}: "
                           f"{type(e).__name__}: {why}") from None
-    _MODELS[digest] = m
     return m
 
 
@@ -175,30 +182,37 @@ def _qmodel(model: Model, digest: str, spec: dict, weights: dict) -> QuantModel:
     NOTE: rebuilt from its parameters as :func:`axnb.simulate.simulate` builds it, so the
     graph, and every number it gives, is the client's.
     """
-    mode, s32 = Mode(spec["mode"]), spec["bias_s32"]
-    key = (digest, spec["weights"], mode, s32) + ((spec["qdigest"],) if mode is Mode.Backend
-                                                  else ())
-    base = _QMODELS.get(key)
-    if base is None:
-        if len(_QMODELS) >= CACHE:
-            _QMODELS.pop(next(iter(_QMODELS)))
-        if mode is Mode.Backend:
-            proto = qdq.qdq_model(model, spec["qparams"], weights, s32)
-            qnames = {t: t for t in model.activations()} | {t: f"{t}__q" for t in model.inputs}
-        else:
-            proto, _, qnames = reference_model(model, weights, s32)
-        base = _QMODELS[key] = QuantModel(model, mode, None, {}, weights, s32, proto, qnames)
+    mode = Mode(spec["mode"])
+    key = (digest, spec["weights"], mode, spec["bias_s32"]) + (
+        (spec["qdigest"],) if mode is Mode.Backend else ())
+    with _LOCK:
+        base = _QMODELS.get(key) or _base_qmodel(model, key, spec, weights)
     qp = spec["qparams"]
     params = qdq.param_vectors(model.points(), qp) if mode is Mode.Reference else {}
     return replace(base, qparams=qp, method=CalibMethod(spec["method"]), params=params)
 
 
+def _base_qmodel(model: Model, key: tuple, spec: dict, weights: dict) -> QuantModel:
+    """The QuantModel of a weights set (Backend: of a parameter set too), kept in _QMODELS."""
+    mode, s32 = Mode(spec["mode"]), spec["bias_s32"]
+    if len(_QMODELS) >= CACHE:
+        _QMODELS.pop(next(iter(_QMODELS)))
+    if mode is Mode.Backend:
+        proto = qdq.qdq_model(model, spec["qparams"], weights, s32)
+        qnames = {t: t for t in model.activations()} | {t: f"{t}__q" for t in model.inputs}
+    else:
+        proto, _, qnames = reference_model(model, weights, s32)
+    base = _QMODELS[key] = QuantModel(model, mode, None, {}, weights, s32, proto, qnames)
+    return base
+
+
 # ---- tasks (run on the workers) -----------------------------------------------------------------
 def _calib_task(digest, blob, feeds, start, hist, bins):
     model = _load(digest, blob)
+    with _LOCK:
+        cache = _SESSIONS.setdefault(digest, {})
     t0 = time.perf_counter()
-    out = observe_chunk(model, feeds, hist, bins, start=start,
-                        cache=_SESSIONS.setdefault(digest, {}))
+    out = observe_chunk(model, feeds, hist, bins, start=start, cache=cache)
     return out, time.perf_counter() - t0
 
 

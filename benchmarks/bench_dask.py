@@ -84,20 +84,24 @@ def on_cluster(workers: int, m, calib, samples, qm, runs: int) -> dict:
 
 
 def cost_model(name: str, samples: int, one: dict, two: dict) -> str:
-    """Fit ``T(N) = o + S c / N + K m`` on the warm 1-worker run; check it on 2 workers."""
+    """Fit ``T(N) = o + S c / N + K m`` on the last warm 1-worker run; check it on 2 workers.
+
+    NOTE: all three terms come from that one run (its wall time, its tasks' compute seconds
+    on the worker, its client merge), so ``o`` is what the run spent outside compute and merge.
+    """
     r1, r2 = one["run"], two["run"]
-    c = sum(r1["task_seconds"]) / samples
-    k, merge = r1["tasks"], r1["merge"]
-    m = merge / k
-    o = one["warm"] - samples * c - merge
+    busy = sum(r1["task_seconds"])
+    c, k, merge = busy / samples, r1["tasks"], r1["merge"]
+    m, o = merge / k, r1["wall"] - busy - merge
     pred2 = o + samples * c / 2 + r2["tasks"] * m
+    par = sum(r2["task_seconds"]) / r2["wall"]
     lines = [f"  {name}: c = {c * 1e3:.1f} ms/sample on one worker thread, m = {m * 1e3:.1f} "
              f"ms/task merge, o = {o:.2f} s per run ({k} tasks of {samples / k:.1f} samples)",
              "    task seconds, 1 worker:  " + ", ".join(f"{x:.2f}" for x in r1["task_seconds"]),
              "    task seconds, 2 workers: " + ", ".join(f"{x:.2f}" for x in r2["task_seconds"])
-             + f"  (sum {sum(r2['task_seconds']):.2f} s vs {sum(r1['task_seconds']):.2f} s "
-             "on 1 worker: more means the 2 workers did not get 2 free cores)",
-             f"    2 workers: predicted {pred2:.2f} s, measured {two['warm']:.2f} s"]
+             + f" (sum {sum(r2['task_seconds']):.2f} s vs {busy:.2f} s on 1 worker)",
+             f"    2 workers: predicted {pred2:.2f} s, measured {r2['wall']:.2f} s; tasks ran "
+             f"{par:.2f} at a time (2.00 = two free cores)"]
     big, chunk = 10_000, max(1, round(samples / k))
     for n in (1, 2, 4, 8, 16):
         t = o + big * c / n + (big / chunk) * m
