@@ -235,14 +235,14 @@ def _run(con, model_file: Path, cfg, out: Path, shapes, args) -> None:
     wb.export_quantized(out / "quant" / "quantized.onnx")
     wb.export_ort(out / "ort_quant")
     _write_json(out / "quant" / "quant_config.json", _quant_config(wb))
-    from axnb import advice
+    from axnb import nextsteps
     from axnb.checks import diagnose
     from axnb.view.report import write_report
 
     an = wb.snapshot(reports=reports, modes=("Reference", "NPUBackend"))
     if not an.advice.ok:
         con.print("[bold]next steps[/]: trying each (calibration methods, SmoothQuant, U16)...")
-    an = advice.measured(wb, an)
+    an = nextsteps.measured(wb, an)
     an = an.replace(diagnosis=diagnose(wb, analysis=an))
     _final(con, an)
     an.save(out / "analysis.json")

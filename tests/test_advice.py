@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from axnb import advice
+from axnb import advice, nextsteps
 from axnb.advice import FINAL, LAYER, advise, grade, where_lines
 from axnb.outliers import outlier_row
 from axnb.results import Advice, OutlierReport
@@ -105,7 +105,7 @@ def cnn(zoo_ready):
     # passes 98%, against a line it misses (half way from its cosine to 1), so there is
     # something to fix and the claims below are still checked on real numbers.
     line = FINAL if score < FINAL else 1 - (1 - score) / 2
-    return wb, advice.measured(wb, threshold=line), line
+    return wb, nextsteps.measured(wb, threshold=line), line
 
 
 def test_every_step_printed_was_measured_and_the_first_delivers_what_it_said(cnn):
@@ -124,7 +124,7 @@ def test_every_step_printed_was_measured_and_the_first_delivers_what_it_said(cnn
     plan, method = wb.plan, wb.method
     try:
         for t in adv.trials:  # NOTE: each step from the same start, as it was measured
-            got = min(advice.apply(wb, t).final_cosine().values())
+            got = min(nextsteps.apply(wb, t).final_cosine().values())
             assert got == pytest.approx(t["after"], abs=1e-9), t["label"]
             assert got - before == pytest.approx(t["after"] - t["before"], abs=1e-9)
             wb.set_smooth_quant(False).set_method(method).set_plan(plan)

@@ -115,7 +115,7 @@ class Analysis:
         smoothing: SmoothQuant summary {"alpha", "threshold", "applied", "skipped"} or None.
         diagnosis: the troubleshooting checks, when run.
         advice: :func:`axnb.advice.for_analysis` of this snapshot.
-        trials: the next steps measured on the workbench (:func:`axnb.advice.measure`), or ().
+        trials: the next steps measured on the workbench (:func:`axnb.nextsteps.measure`), or ().
         sample_names: the analysis samples' names (file names, else "sample #i"), in the order
             of every ``per_sample`` list.
         model: {"name", "nodes", "opset", "io": [(kind, name, shape, dtype)], "node_order"}.

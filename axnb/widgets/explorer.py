@@ -89,22 +89,22 @@ class Explorer(W.VBox):
         return _box(self.summary_html, _box(self.measure_btn, self.apply_btn), cls=W.VBox)
 
     def measure(self, **kw) -> None:
-        """Try every next step on the workbench (:func:`axnb.advice.measured`, ``kw`` passed to
-        :func:`axnb.advice.measure`; its state is restored) and show them in the Summary."""
-        from axnb import advice
+        """Try every next step on the workbench (:func:`axnb.nextsteps.measured`, ``kw`` passed to
+        :func:`axnb.nextsteps.measure`; its state is restored) and show them in the Summary."""
+        from axnb import nextsteps
 
         self.timing.value, t = "measuring the next steps...", time.perf_counter()
-        self.snapshot = advice.measured(self.wb, self.snapshot, **kw)
+        self.snapshot = nextsteps.measured(self.wb, self.snapshot, **kw)
         self.show_summary()
         self.timing.value = f"next steps measured: {time.perf_counter() - t:.1f} s"
 
     def apply_best(self) -> None:
         """Apply the first measured step (what the Summary lists first) and re-analyse."""
-        from axnb import advice
+        from axnb import nextsteps
 
         trials = self.snapshot.advice.trials if self.snapshot is not None else ()
         if trials:
-            self.run(trials[0]["label"], lambda: advice.apply(self.wb, trials[0]))
+            self.run(trials[0]["label"], lambda: nextsteps.apply(self.wb, trials[0]))
             with self._quiet():
                 self.calib.value = self.wb.method.value
                 self.smooth.value = self.wb.smooth is not None

