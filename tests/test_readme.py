@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+# NOTE: a block that needs the reader's own files or services says so on its first line
+ALL = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+BLOCKS = [b for b in ALL if not b.startswith("# not run by tests/test_readme.py")]
 
 
 def test_the_readme_has_snippets():
-    assert len(BLOCKS) >= 3 and all(b.lstrip().startswith(("import", "from")) or
-                                    "import axnb" in b.splitlines()[0] for b in BLOCKS)
+    assert len(BLOCKS) >= 3 and all(b.startswith(("import axnb", "from axnb")) for b in BLOCKS)
 
 
 @pytest.mark.timeout(600)
