@@ -38,6 +38,7 @@ from typing import Any
 from axnb.errors import ConfigError, did_you_mean, nearest
 from axnb.io import write_text
 from axnb.types import (
+    TASK_METRICS,
     CalibMethod,
     DataFormat,
     Fusion,
@@ -547,11 +548,9 @@ _IN_PROC: dict[str, Kind] = {
     "src_format": _enum(TensorFormat), "src_layout": _enum(Layout), "src_dtype": _enum(SrcDType),
     "mean": _floats, "std": _floats}
 def _metric_name(v: Any, where: str) -> str:
-    from axnb.evaluate import NAMES  # NOTE: the one list of metric names; no import at load
-
     name = _str(v, where)
-    if name not in NAMES and not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", name):
-        raise ConfigError(f"{where}: unknown metric {name!r}{did_you_mean(name, NAMES)} (or "
+    if name not in TASK_METRICS and not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", name):
+        raise ConfigError(f"{where}: unknown metric {name!r}{did_you_mean(name, TASK_METRICS)} (or "
                           "'package.module:function' for your own)")
     return name
 

@@ -47,6 +47,7 @@ import numpy as np
 from axnb.errors import AxnbError, ConfigError, DataError, did_you_mean
 from axnb.metrics import output_metrics
 from axnb.results.plain import load_json, plain, save_json
+from axnb.types import TASK_METRICS
 
 __all__ = ["METRICS", "TaskEvaluator", "TaskReport", "TaskSet", "evaluate", "for_workbench",
            "resolve_metric", "score", "task_set"]
@@ -68,7 +69,8 @@ METRICS: dict[str, _Builtin] = {
     "mae": _Builtin("optional", False, "mean |f - label| (no labels: mean |q - f|)", False),
     "nn_agreement": _Builtin("none", True, "nearest other sample (cosine) unchanged", True),
 }
-NAMES = tuple(METRICS)
+NAMES = TASK_METRICS
+assert set(NAMES) == set(METRICS), "axnb.types.TASK_METRICS must list every built-in metric"
 
 
 def resolve_metric(metric: str | Callable) -> str | Callable:

@@ -173,3 +173,7 @@ class Col:
     METRICS = (COSINE, MSE, SQNR, MAXABS)
     LAYER_TABLE = (OPERATOR, TYPE, OUTPUT, ORIGINAL, SHAPE, DTYPE, QDTYPE, COSINE, MSE, SQNR,
                    MAXABS, SOURCE)
+
+# NOTE: the built-in task metrics (axnb.evaluate defines them; the config validates names
+# against this list without importing the evaluation engine).
+TASK_METRICS = ("top1", "topk", "agreement", "iou", "mae", "nn_agreement")
