@@ -201,8 +201,8 @@ def test_perlayer_values_of_a_graph_input_is_its_fake_quant(cnn):
 
 
 # ---- a deliberately broken layer -----------------------------------------------------------
-def _clip(stats, t, frac=0.03):
-    """A copy of the statistics whose observer for t saw a max 33x too small."""
+def _clip(stats, t, frac=0.003):
+    """A copy of the statistics whose observer for t saw a max 333x too small."""
     o = Observer.from_arrays(stats.activations[t].to_arrays())
     o.max = o.max * frac
     return dataclasses.replace(stats, activations={**stats.activations, t: o})
