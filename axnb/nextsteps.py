@@ -23,6 +23,10 @@ from axnb.types import Col
 __all__ = ["apply", "measure", "measured"]
 
 
+# NOTE: the largest isolation ranking measure runs (layers x samples); beyond it, PerLayer ranks.
+ISOLATION_RUNS = 400
+
+
 def measure(wb, target: float = FINAL, top: int = 8, budget: int = 16,
             rank_samples: int = 4) -> list[dict]:
     """Try every candidate next step on ``wb`` and return the measured :func:`trial` dicts.
@@ -31,7 +35,8 @@ def measure(wb, target: float = FINAL, top: int = 8, budget: int = 16,
     * SmoothQuant, when it is off and the outlier table has level>=5 channels (one
       recalibration of the rewritten model, cached by the workbench);
     * U16 for the fewest layers: the ``top`` layers most sensitive quantized alone
-      (:func:`axnb.compare.isolation` on ``rank_samples`` samples, a ranking only), then
+      (:func:`axnb.compare.isolation` on ``rank_samples`` samples, a ranking only; the
+      PerLayer table's worst when that would exceed :data:`ISOLATION_RUNS` runs), then
       :func:`axnb.search.search` over them (at most ``budget`` evaluations, all samples); the
       best set evaluated is the trial, with its cost.
 
@@ -91,10 +96,17 @@ def _u16_trial(wb, before: float, target: float, top: int, budget: int,
     from axnb.search import search
 
     t0 = time.perf_counter()
-    iso = isolation(wb.model, wb.stats, wb.plan, _worst_samples(wb, rank_samples),
-                    method=wb.method, progress=False)
-    ranked = [r[Col.OPERATOR] for r in iso.rows if r[Col.OPERATOR] in wb.plan.layer_types
-              and wb.plan.layer_types[r[Col.OPERATOR]].value == "U8"][:top]
+    u8 = [n for n, q in wb.plan.layer_types.items() if q.value == "U8"]
+    if len(u8) * rank_samples <= ISOLATION_RUNS:
+        iso = isolation(wb.model, wb.stats, wb.plan, _worst_samples(wb, rank_samples),
+                        method=wb.method, progress=False)
+        order, how = [r[Col.OPERATOR] for r in iso.rows], "most sensitive alone"
+    else:
+        # NOTE: isolating every layer of a large model took longer than the build itself
+        # (PP-OCRv4 det, layout_cdla: > 15 min on a loaded 2-core machine); the PerLayer
+        # table (one pass) ranks them instead
+        order, how = wb.ranking(), "worst in the PerLayer table"
+    ranked = [n for n in order if n in set(u8)][:top]
     if not ranked:
         return None
     res = search(wb.evaluator(), wb.plan, target=target, budget=budget, ranking=ranked,
@@ -108,7 +120,7 @@ def _u16_trial(wb, before: float, target: float, top: int, budget: int,
         return None
     layers = list(best.plan_layers)
     cost = (f"{len(layers)} of {len(wb.plan.layer_types)} layers U16; found in "
-            f"{len(res.trace)} evaluations over the {len(ranked)} layers most sensitive alone, "
+            f"{len(res.trace)} evaluations over the {len(ranked)} layers {how}, "
             f"{time.perf_counter() - t0:.0f} s")
     names = json.dumps(layers)
     return advice.trial("u16", f"U16 for {', '.join(layers)}", before, best.score, {"u16": layers},
