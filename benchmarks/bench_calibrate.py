@@ -13,12 +13,12 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from timing import timed
 
 from axnb import zoo
 from axnb.calibrate import calibrate
@@ -29,15 +29,6 @@ ORT_METHOD = {"MinMax": "MinMax", "Percentile": "Percentile", "KL": "Entropy"}
 def feeds_for(name: str, n: int):
     m, _, feeds = zoo.load_with_samples(name, n)
     return m, feeds
-
-
-def median_time(fn, runs: int = 3) -> float:
-    ts = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
 
 
 def float_pass(m, feeds):
@@ -75,17 +66,17 @@ def ort_calibrator(m, feeds, method: str, tmp: Path):
 def bench_model(name: str, n: int, runs: int) -> None:
     m, feeds = feeds_for(name, n)
     print(f"\n## {name}: {len(m.nodes)} nodes, {len(m.activations())} activations, {n} samples")
-    t_float = median_time(float_pass(m, feeds), runs)
+    t_float, _ = timed(float_pass(m, feeds), runs)
     print(f"(a) float inference            {t_float:8.3f} s")
     with tempfile.TemporaryDirectory() as d:
         for meth in ("MinMax", "Percentile", "MSE", "KL"):
-            t = median_time(lambda meth=meth: calibrate(m, feeds, method=meth, progress=False),
-                            runs)
+            t, _ = timed(lambda meth=meth: calibrate(m, feeds, method=meth, progress=False),
+                         runs)
             line = f"(b) axnb {meth:<10}             {t:8.3f} s  b/a {t / t_float:5.2f}x"
             if meth in ORT_METHOD:
                 # NOTE: onnxruntime's Entropy takes minutes here; it is timed once.
                 r = 1 if meth == "KL" else runs
-                tc = median_time(ort_calibrator(m, feeds, ORT_METHOD[meth], Path(d)), r)
+                tc, _ = timed(ort_calibrator(m, feeds, ORT_METHOD[meth], Path(d)), r)
                 line += f"   (c) ort {ORT_METHOD[meth]:<10} {tc:8.3f} s  b/c {t / tc:5.2f}x"
             print(line, flush=True)
 

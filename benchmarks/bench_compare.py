@@ -19,10 +19,11 @@ Run: ``.venv/bin/python benchmarks/bench_compare.py [--runs 3] [--samples 16]``.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 from pathlib import Path
+
+from timing import timed
 
 from axnb import zoo
 from axnb.calibrate import calibrate
@@ -33,15 +34,6 @@ from axnb.simulate import simulate
 
 def setup(name: str, n: int):
     return zoo.load_with_samples(name, n)
-
-
-def timed(fn, runs: int) -> tuple[float, object]:
-    ts, out = [], None
-    for _ in range(runs):
-        t = time.perf_counter()
-        out = fn()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts), out
 
 
 def ort_workflow(m, feeds, tmp: Path) -> dict[str, float]:

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import time
+
+from timing import timed
 
 from axnb import data, runtime, zoo
 from axnb.calibrate import calibrate
@@ -45,23 +46,14 @@ def setup(n_calib: int, n_analysis: int):
     return m, calib, samples, qm
 
 
-def timed(fn, runs: int) -> float:
-    ts = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
-
-
 def one_process(m, calib, samples, qm, runs: int) -> dict:
     runtime.set_default_threads(2)
     try:
         compare(m, qm, samples[:1], METHODS, progress=False)   # NOTE: builds its session once
         return {"calibrate": timed(lambda: calibrate(m, calib, "MinMax", histograms=True,
-                                                     progress=False), runs),
+                                                     progress=False), runs)[0],
                 "layer table": timed(lambda: compare(m, qm, samples, METHODS, progress=False),
-                                     runs)}
+                                     runs)[0]}
     finally:
         runtime.set_default_threads(None)
 
@@ -78,7 +70,7 @@ def on_cluster(workers: int, m, calib, samples, qm, runs: int) -> dict:
             t = time.perf_counter()
             fn()
             cold = time.perf_counter() - t
-            warm = timed(fn, runs)
+            warm, _ = timed(fn, runs)
             out[kind] = {"cold": cold, "warm": warm, "run": c.runs[-1]}
     return out
 

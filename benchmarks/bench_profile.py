@@ -20,24 +20,15 @@ import collections
 import importlib
 import json
 import tempfile
-import time
 from pathlib import Path
 
 import onnxruntime as ort
+from timing import timed
 
 import axnb
 from axnb import runtime
 
 CMP = importlib.import_module("axnb.compare")
-
-
-def best(fn, runs: int = 3) -> float:
-    ts = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return min(ts)
 
 
 def op_shares(prof_file: str) -> list[tuple[str, float, int]]:
@@ -57,12 +48,12 @@ def profile(name: str, n: int) -> None:
     feeds, m = wb.samples, wb.model
     fa = m.session()
     fn = runtime.session(m.proto, optimize=False)
-    ta = best(lambda: [fa.run(None, f) for f in feeds])
-    tb = best(lambda: [fn.run(None, f) for f in feeds])
+    ta, _ = timed(lambda: [fa.run(None, f) for f in feeds], stat=min)
+    tb, _ = timed(lambda: [fn.run(None, f) for f in feeds], stat=min)
     q = wb.quantized("Reference")
     methods = ["EndToEnd", "PerLayer"]
     CMP.compare(m, q, feeds, methods, progress=False)               # build + cache
-    tc = best(lambda: CMP.compare(m, q, feeds, methods, progress=False))
+    tc, _ = timed(lambda: CMP.compare(m, q, feeds, methods, progress=False), stat=min)
     with tempfile.TemporaryDirectory() as d:
         plain = runtime.session
 
