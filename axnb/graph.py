@@ -95,8 +95,9 @@ def weighted_nodes(model: Model) -> list[onnx.NodeProto]:
             and len(n.input) > 1 and n.input[1] in model.initializers]
 
 
-def _dims_of(v: onnx.ValueInfoProto):
-    return v.type.tensor_type.shape.dim
+def _static_dims(v: onnx.ValueInfoProto) -> tuple[int, ...]:
+    """The dim values of a (static-shaped) value info; 0 where a dim is not a number."""
+    return tuple(d.dim_value for d in v.type.tensor_type.shape.dim)
 
 
 def _np_dtype(elem_type: int) -> np.dtype:
@@ -521,8 +522,7 @@ def _frontend(orig: onnx.ModelProto, work: onnx.ModelProto, slim: bool, config=N
     try:
         return _infer(canonical(optimize(work) if slim else work)), {}
     except ModelError as e:
-        static = {v.name: tuple(d.dim_value for d in v.type.tensor_type.shape.dim)
-                  for v in work.graph.input}
+        static = {v.name: _static_dims(v) for v in work.graph.input}
         loose = {v.name: static[v.name] for v in orig.graph.input
                  if v.name in static and not all(isinstance(d, int) and d > 0 for d in _dims(v))}
         if not loose:
@@ -546,8 +546,8 @@ def _first_feed(proto: onnx.ModelProto, config) -> dict | None:
 
     from axnb import data
 
-    specs = {v.name: TensorSpec(v.name, tuple(d.dim_value for d in v.type.tensor_type.shape.dim),
-                                _np_dtype(v.type.tensor_type.elem_type)) for v in proto.graph.input}
+    specs = {v.name: TensorSpec(v.name, _static_dims(v), _np_dtype(v.type.tensor_type.elem_type))
+             for v in proto.graph.input}
     return next(iter(data.calibration_set(SimpleNamespace(inputs=specs), config)), None)
 
 
@@ -604,7 +604,7 @@ def _measure_shapes(proto: onnx.ModelProto, shapes: Mapping | None = None,
     have = {o.name for o in p.graph.output}
     p.graph.output.extend(helper.make_empty_tensor_value_info(t) for t in todo if t not in have)
     shapes = shapes or {}
-    feed = feed or {v.name: np.zeros(shapes.get(v.name) or [d.dim_value for d in _dims_of(v)],
+    feed = feed or {v.name: np.zeros(shapes.get(v.name) or _static_dims(v),
                                      _np_dtype(v.type.tensor_type.elem_type))
                     for v in g.input if v.name not in inits}
     sess = runtime.session(p, optimize=False)
