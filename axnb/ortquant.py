@@ -31,8 +31,12 @@ Why these options (each one makes onnxruntime's quantizer compute what axnb's ex
 Measured (tests/test_ortquant.py, ``fusion: "ort"``): the same Q/DQ scales and zero points on
 every activation and weight, except a data-movement output whose input axnb quantizes with other
 parameters (onnxruntime shares them; one Slice in silero_vad_op15). Under ``npu`` a tensor only
-non-registry ops touch stays float in onnxruntime's model. S32 biases can differ by 1 at a
-rounding tie: onnxruntime divides ``b / (s_in * s_w)`` in float64, axnb in float32.
+non-registry ops touch stays float in onnxruntime's model. S32 biases match: both divide
+``b / (s_in * s_w)`` in float64.
+
+``model.onnx`` differs from axnb's frontend model in one float-equivalent way: a Gemm bias of
+shape ``[1, N]`` is stored as ``[N]``. NOTE: onnxruntime (1.23) quantizes a 2-D Gemm bias per
+channel on axis 0, which gives a model that fails at run time (magika's ``Dense_1``).
 
 Example:
     >>> import numpy as np, onnx, tempfile
@@ -234,13 +238,34 @@ def export(qm, calibration: Iterable[Mapping[str, np.ndarray]], path: str | Path
         raise AxnbError(f"export_ort: {path} exists and is not an ort_quant folder axnb wrote; "
                         f"choose a new folder (one is replaced only if it holds {OPTIONS})")
     with atomic_dir(path, replace=True) as tmp:
-        write_bytes(tmp / MODEL, qm.model.proto.SerializeToString())
+        write_bytes(tmp / MODEL, _for_ort(qm.model.proto).SerializeToString())
         tqo = tensor_quant_overrides(qm.qparams, qm.model)
         write_text(tmp / OVERRIDES, json.dumps(tqo, indent=1))
         write_text(tmp / OPTIONS, json.dumps(options(qm), indent=1))
         write_bytes(tmp / CALIBRATION, _npz(itertools.islice(calibration, samples)))
         write_text(tmp / SCRIPT, TEMPLATE.read_text())
     return path
+
+
+def _for_ort(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """``proto``, or a copy whose ``[1, N]`` Gemm bias initializers are ``[N]`` (see the module
+    docstring); a bias that another node also reads is left as it is."""
+    g = proto.graph
+    readers: dict[str, int] = {}
+    for n in g.node:
+        for i in n.input:
+            readers[i] = readers.get(i, 0) + 1
+    gemm_c = {n.input[2] for n in g.node if n.op_type == "Gemm" and len(n.input) > 2}
+    flat = [t.name for t in g.initializer if t.name in gemm_c and readers[t.name] == 1
+            and len(t.dims) == 2 and t.dims[0] == 1]
+    if not flat:
+        return proto
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    for t in out.graph.initializer:
+        if t.name in flat:
+            t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).reshape(-1), t.name))
+    return out
 
 
 def _script(folder: Path):
