@@ -31,6 +31,7 @@ from axnb.metrics import output_metrics
 from axnb.outliers import outliers
 from axnb.plan import QuantPlan
 from axnb.results import Analysis, LayerReport, OCol, OutlierReport, plain
+from axnb.results.analysis import MAX_DROP
 from axnb.simulate import QuantModel, simulate
 from axnb.types import CalibMethod, Col, Method, Mode, QType, parse_enum
 
@@ -88,6 +89,7 @@ class Workbench:
         self._reports: dict[tuple, object] = {}
         self._finals: dict[Mode, tuple] = {}
         self._snapshots: dict[tuple, Analysis] = {}
+        self._tasks: dict[tuple, object] = {}
         self.set_samples(analysis if analysis is not None else
                          data.analysis_set(self.model, self.config))
         self.method = parse_enum(CalibMethod, q.calibration_method, "calibration_method")
@@ -125,15 +127,18 @@ class Workbench:
         """The calibration feeds the statistics were collected on (as given)."""
         return self._calib
 
-    def set_samples(self, feeds: Iterable[dict[str, np.ndarray]]) -> Workbench:
+    def set_samples(self, feeds: Iterable[dict[str, np.ndarray]],
+                    names: Iterable[str] | None = None) -> Workbench:
         """Analyse on other samples (kept in memory); the float outputs and every cached report,
         final metric and snapshot of the old samples are dropped. Returns self.
 
+        ``names``: the samples' names (default: a FeedSet's file names, else "sample #i").
+
         Example:
-            >>> wb.set_samples(wb.samples[:8]).final_cosine()          # doctest: +SKIP
+            >>> wb.set_samples(wb.samples[:8], wb.sample_names[:8]).final_cosine()  # doctest: +SKIP
         """
         # NOTE: a FeedSet names its samples (file names); other feeds are named by position
-        names = list(getattr(feeds, "names", None) or ())
+        names = list(names if names is not None else getattr(feeds, "names", None) or ())
         feeds = tuple(feeds)
         if not feeds:
             raise AxnbError("no analysis samples (check quant.input_sample_dir and the "
@@ -145,6 +150,7 @@ class Workbench:
         self._reports.clear()
         self._finals.clear()
         self._snapshots.clear()
+        self._tasks.clear()  # NOTE: without an evaluation dataset, the task set is these
         return self
 
     # ---- changing the plan (cheap) -------------------------------------------------------
@@ -275,6 +281,30 @@ class Workbench:
 
         return evaluate.for_workbench(self, metric, labels, mode, **kw)
 
+    def task_reports(self, modes: Iterable[str] | None = None) -> dict:
+        """mode -> :meth:`evaluate` (the config's evaluation block) of the current plan, cached
+        per plan, method and model: what :meth:`snapshot` carries with ``task=True``.
+
+        Example:
+            >>> wb.task_reports(["NPUBackend"])["NPUBackend"].quant_score   # doctest: +SKIP
+            0.9140625
+        """
+        if self.config.evaluation is None:
+            raise AxnbError('no task metric: the config has no "evaluation" block (e.g. '
+                            '"evaluation": {"metric": "top1", "labels": "labels.json"}); '
+                            'wb.evaluate("agreement") needs no labels')
+        out = {}
+        for m in modes or [self.mode.value]:
+            mode = parse_enum(Mode, m, "precision_analysis_mode")
+            key = (mode, self.plan, self.method, id(self.model), id(self.stats))
+            if key not in self._tasks:
+                if len(self._tasks) >= CACHE:
+                    self._tasks.clear()
+                # NOTE: the entry holds the model and stats, so no id is reused while it lives
+                self._tasks[key] = (self.evaluate(mode=mode), self.model, self.stats)
+            out[mode.value] = self._tasks[key][0]
+        return out
+
     def report(self, method=None, mode=None):
         """The layer-by-layer precision table (LayerReport) of the current plan, cached.
 
@@ -346,7 +376,7 @@ class Workbench:
 
     # ---- the snapshot --------------------------------------------------------------------
     def snapshot(self, methods: Iterable[str] | None = None, modes: Iterable[str] | None = None,
-                 reports: dict | None = None) -> Analysis:
+                 reports: dict | None = None, task: bool = False) -> Analysis:
         """Everything the report, the Explorer and the CLI show, as a frozen :class:`Analysis`.
 
         Computes what is missing (cached: a second call with the same state runs nothing).
@@ -358,6 +388,9 @@ class Workbench:
             modes: modes of the final metrics (default: ``wb.mode``; it always comes first).
             reports: label -> LayerReport (or a DataFrame with ``attrs["meta"]``) already
                 computed, used instead of ``methods``.
+            task: also measure the task metric of the config's ``evaluation`` block in each
+                mode (:meth:`task_reports`; one pass over its labelled samples per mode, so
+                off by default); the accepted drop is its ``max_drop`` (else 0.01).
 
         Example:
             >>> an = wb.snapshot(); an.advice.headline          # doctest: +SKIP
@@ -370,7 +403,7 @@ class Workbench:
             Mode, m, "precision_analysis_mode").value for m in (modes or ()))]))
         key = (tuple(methods), tuple(modes), None if reports is None else
                tuple((k, id(r)) for k, r in reports.items()), self.plan, self.method,
-               self.mode, id(self.model), id(self.stats), id(self.smooth))
+               self.mode, id(self.model), id(self.stats), id(self.smooth), bool(task))
         hit = self._snapshots.get(key)
         if hit is not None:
             return hit[1]
@@ -393,13 +426,18 @@ class Workbench:
             smoothing=self._smooth_info(), model=self._model_info(),
             samples={"calibration": self.stats.samples, "analysis": len(self.samples)},
             sample_names=tuple(self.sample_names),
-            environment=_environment(self.providers))
+            environment=_environment(self.providers),
+            task=self.task_reports(modes) if task else {}, max_drop=self._max_drop())
         an = an.replace(advice=advice.for_analysis(an))
         if len(self._snapshots) >= CACHE:
             self._snapshots.clear()
         # NOTE: the entry holds what its key names by id, so no id is reused while it lives.
         self._snapshots[key] = ((self.model, self.stats, self.smooth, given), an)
         return an
+
+    def _max_drop(self) -> float:
+        ev = self.config.evaluation
+        return MAX_DROP if ev is None or ev.max_drop is None else float(ev.max_drop)
 
     def _plan_info(self) -> dict:
         p = self.plan

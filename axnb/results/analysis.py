@@ -17,6 +17,14 @@ from axnb.results.layers import LayerReport
 from axnb.results.plain import load_json, plain, save_json
 from axnb.types import Col
 
+MAX_DROP = 0.01
+"""The accepted task-metric drop when neither ``--max-drop`` nor the config's
+``evaluation.max_drop`` says one: 1 point of top-1 / agreement / IoU (in the metric's units)."""
+# NOTE: metrics whose drop reads in percentage points; MAE and callables read in their units
+_POINTS = ("top1", "topk", "agreement", "iou", "nn_agreement")
+_LABELS = {"top1": "top-1", "agreement": "agreement", "iou": "IoU", "mae": "MAE",
+           "nn_agreement": "nearest-neighbour agreement"}
+
 
 @dataclass(frozen=True)
 class Advice:
@@ -90,6 +98,91 @@ class Advice:
                           *(f" - {s}" for s in self.steps)])
 
 
+def task_label(report) -> str:
+    """How a task metric is named on every surface ("top-1", "top-5", "IoU", ...).
+
+    Example:
+        >>> from axnb.evaluate import TaskReport
+        >>> task_label(TaskReport("top1", "p", 0.9, 0.9)), task_label(
+        ...     TaskReport("topk", "p", 0.9, 0.9, params={"k": 3}))
+        ('top-1', 'top-3')
+    """
+    if report.metric == "topk":
+        return f"top-{report.params.get('k', 5)}"
+    return _LABELS.get(report.metric, report.metric)
+
+
+def _num(v: float) -> str:
+    return f"{v:.3f}" if math.isfinite(v) else "NaN (the metric gave no finite value)"
+
+
+def amount(report, v: float) -> str:
+    """A drop (or a max drop) in the metric's units: percentage points for accuracies.
+
+    Example:
+        >>> from axnb.evaluate import TaskReport
+        >>> amount(TaskReport("top1", "p", 0.9, 0.9), -0.0078), amount(
+        ...     TaskReport("mae", "p", 0.1, 0.1, higher_is_better=False), 0.02)
+        ('-0.8 points', '0.02')
+    """
+    if not math.isfinite(v):
+        return "NaN (the metric gave no finite value)"
+    return f"{v * 100:.1f} points" if report.metric in _POINTS else f"{v:.4g}"
+
+
+def task_line(report) -> str:
+    """One task report as the line every surface prints.
+
+    Example:
+        >>> from axnb.evaluate import TaskReport
+        >>> task_line(TaskReport("top1", "p", 0.90625, 0.9140625, mode="NPUBackend"))
+        'top-1 float 0.906, quantized 0.914 (NPUBackend): drop -0.8 points'
+    """
+    r = report
+    text = (f"{task_label(r)} float {_num(r.float_score)}, quantized {_num(r.quant_score)}"
+            f"{f' ({r.mode})' if r.mode else ''}: drop {amount(r, r.drop)}")
+    if r.binary and r.rows:
+        text += f", {len(r.flips)} of {r.samples} samples flip"
+    return text
+
+
+def task_verdict(task: dict, max_drop: float, name: str = "the accepted drop"
+                 ) -> tuple[bool, str]:
+    """(acceptable in every mode, one line on the worst mode) of mode -> TaskReport at an
+    accepted ``max_drop``; a NaN drop is not acceptable (and says why).
+
+    Example:
+        >>> from axnb.evaluate import TaskReport
+        >>> ok, text = task_verdict({"NPUBackend": TaskReport(
+        ...     "top1", "p", 0.92, 0.914, mode="NPUBackend")}, 0.01, "your --max-drop")
+        >>> ok, text[:51]
+        (True, 'top-1 drops 0.6 points (0.920 -> 0.914, NPUBackend)')
+        >>> text[51:]
+        ': acceptable at your --max-drop of 1.0 points'
+    """
+    if not task:
+        raise ValueError("task_verdict: no task reports")
+    # NOTE: the worst mode decides; on a tie the deployed one (NPUBackend, listed last) speaks
+    worst = max(reversed(list(task.values())),
+                key=lambda r: (not math.isfinite(r.drop), r.drop if math.isfinite(r.drop)
+                               else 0.0))
+    ok = all(math.isfinite(r.drop) and r.drop <= max_drop + 1e-12 for r in task.values())
+    how = "gains" if math.isfinite(worst.drop) and worst.drop < 0 else "drops"
+    size = amount(worst, abs(worst.drop)) if math.isfinite(worst.drop) else amount(worst,
+                                                                                  worst.drop)
+    return ok, (f"{task_label(worst)} {how} {size} ({_num(worst.float_score)} -> "
+                f"{_num(worst.quant_score)}{', ' + worst.mode if worst.mode else ''}): "
+                f"{'acceptable' if ok else 'too much'} at {name} of "
+                f"{amount(worst, max_drop)}")
+
+
+def _task_from_dict(d: dict):
+    from axnb.evaluate import TaskReport  # NOTE: lazy: evaluate imports results.plain
+
+    d = {k: v for k, v in d.items() if k not in ("drop", "flips")}
+    return TaskReport(**{**d, "rows": tuple(d.get("rows", ()))})
+
+
 def _diag_dict(d: Diagnosis | None) -> list | None:
     return None if d is None else [asdict(c) for c in d.checks]
 
@@ -121,6 +214,11 @@ class Analysis:
         model: {"name", "nodes", "opset", "io": [(kind, name, shape, dtype)], "node_order"}.
         samples: {"calibration": n, "analysis": n}.
         environment: (name, version) pairs.
+        task: mode -> :class:`axnb.evaluate.TaskReport`, the task metric (top-1, agreement...)
+            float vs quantized on the config's evaluation samples (``wb.snapshot(task=True)``);
+            {} when not measured.
+        max_drop: the accepted task-metric drop of the verdict (metric units; ``--max-drop``,
+            else the config's ``evaluation.max_drop``, else :data:`MAX_DROP`).
 
     Example:
         >>> an = wb.snapshot()                                # doctest: +SKIP
@@ -145,6 +243,36 @@ class Analysis:
     model: dict = field(default_factory=dict)
     samples: dict = field(default_factory=dict)
     environment: tuple = ()
+    task: dict = field(default_factory=dict)
+    max_drop: float = MAX_DROP
+
+    def task_verdict(self) -> tuple[bool, str] | None:
+        """(acceptable, one line) of the task metric at :attr:`max_drop` (:func:`task_verdict`),
+        or None when no task metric was measured; the line says where the max drop came from.
+
+        Example:
+            >>> an = wb.snapshot(task=True); an.task_verdict()          # doctest: +SKIP
+            (True, 'top-1 gains 0.8 points (0.906 -> 0.914, Reference): acceptable at ...')
+        """
+        return task_verdict(self.task, self.max_drop, self.max_drop_source()) if self.task \
+            else None
+
+    def max_drop_source(self) -> str:
+        """Where :attr:`max_drop` came from: the config's ``evaluation.max_drop``, the default,
+        or (neither) the caller, e.g. ``axnb build --max-drop``."""
+        cfg = (self.config.get("evaluation") or {}).get("max_drop")
+        if cfg is not None and float(cfg) == self.max_drop:
+            return "the config's evaluation.max_drop"
+        return "the default max drop" if cfg is None and self.max_drop == MAX_DROP else \
+            "your --max-drop"
+
+    def steps(self) -> tuple[str, ...]:
+        """The advice's next steps; with a task metric measured, without the step that asks
+        to check one (it is right here)."""
+        steps = tuple(self.advice.steps) if self.advice is not None else ()
+        if self.task:
+            steps = tuple(s for s in steps if not s.startswith("Check the task metric"))
+        return steps
 
     def final_cosine(self, mode: str | None = None) -> dict[str, float]:
         """Output -> final cosine in ``mode`` (default: the snapshot's mode)."""
@@ -170,6 +298,7 @@ class Analysis:
             {"rows": self.outliers.rows, "kind": self.outliers.kind}
         d["diagnosis"] = _diag_dict(self.diagnosis)
         d["advice"] = None if self.advice is None else self.advice.to_dict()
+        d["task"] = {m: r.to_dict() for m, r in self.task.items()}
         return plain(d)
 
     @classmethod
@@ -189,6 +318,7 @@ class Analysis:
         model = dict(d.get("model", {}))
         model["io"] = [tuple(x) for x in model.get("io", [])]
         d["model"] = model
+        d["task"] = {m: _task_from_dict(r) for m, r in d.get("task", {}).items()}
         return cls(**d)
 
     def save(self, path: str | Path) -> Path:
@@ -201,8 +331,9 @@ class Analysis:
 
     def __repr__(self) -> str:
         fin = ", ".join(f"{o}={c:.5f}" for o, c in self.final_cosine().items())
+        task = "".join(f"; {task_line(r)}" for r in self.task.values())
         return (f"Analysis({self.model.get('name', '?')}: {self.method}, {self.mode}, "
-                f"{self.plan.get('summary', '')}; final cosine {fin}; "
+                f"{self.plan.get('summary', '')}; final cosine {fin}{task}; "
                 f"{len(self.reports)} reports)")
 
     def _repr_html_(self) -> str:
