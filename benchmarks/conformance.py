@@ -7,7 +7,10 @@ For each model of ``benchmarks/conformance/models.py`` (prepares missing samples
 2. the exported ``TMP/quant/quantized.onnx`` measured with plain onnxruntime (no axnb code):
    per output, the mean over samples of the per-sample cosine against the float model (an
    output with one element per sample: the cosine of the vector stacked across samples, marked
-   ``*``), and whether any output is NaN/Inf;
+   ``*``), and whether any output is NaN/Inf; at two onnxruntime levels: ``cos`` runs the
+   Q/DQ as written (level basic: exact integer semantics, what an NPU computes and what axnb's
+   NPUBackend reports), ``(cpu)`` at level all on this CPU's integer kernels (which add u8*s8
+   pairs in saturating int16 on AVX2 without VNNI);
 3. onnxruntime's own ``quantize_static`` (QDQ, U8 activations, S8 per-channel weights, MinMax,
    the same samples; ``quant_pre_process`` first when it works) measured the same way;
 4. axnb's reported NPUBackend final cosine: ``TMP/summary.json`` if the build wrote one, else
@@ -119,16 +122,24 @@ def axnb_cmd() -> list[str]:
 
 # ---------------------------------------------------------------- measurements (plain ORT)
 
-def session(path: Path):
+# NOTE: quantized models are measured twice: "exact" runs their Q/DQ as written (level basic:
+# integer semantics, as an NPU computes, and what axnb's NPUBackend reports); "cpu" at level all
+# runs 8-bit patterns on this CPU's integer kernels, which saturate on AVX2 without VNNI.
+LEVELS = {"exact": "ORT_ENABLE_BASIC", "cpu": "ORT_ENABLE_ALL"}
+
+
+def session(path: Path, level: str = "ORT_ENABLE_ALL"):
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.log_severity_level = 3
+    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
-def run_all(path: Path, feeds: list[dict]) -> tuple[list[str], list[list[np.ndarray]]]:
-    s = session(path)
+def run_all(path: Path, feeds: list[dict], level: str = "ORT_ENABLE_ALL"
+            ) -> tuple[list[str], list[list[np.ndarray]]]:
+    s = session(path, level)
     names = [o.name for o in s.get_outputs()]
     return names, [[np.asarray(o) for o in s.run(None, f)] for f in feeds]
 
@@ -309,8 +320,7 @@ def run_model(spec: M.Spec, n: int, args, env: dict) -> dict:
         qpath = out_dir / "quant" / "quantized.onnx"
         if qpath.is_file():
             try:
-                qn, q = run_all(qpath, feeds)
-                r["export"] = compare_outputs(ref_names, ref, qn, q)
+                r["export"], r["export_cpu"] = measure(qpath, feeds, ref_names, ref)
             except Exception as e:  # noqa: BLE001
                 r["export_error"] = _short(e)
         else:
@@ -323,8 +333,7 @@ def run_model(spec: M.Spec, n: int, args, env: dict) -> dict:
                 if err:
                     r["ort_error"] = err
                 else:
-                    qn, q = run_all(opath, feeds)
-                    r["ort"] = compare_outputs(ref_names, ref, qn, q)
+                    r["ort"], r["ort_cpu"] = measure(opath, feeds, ref_names, ref)
             except Exception as e:  # noqa: BLE001
                 r["ort_error"] = _short(e)
 
@@ -347,6 +356,12 @@ def run_model(spec: M.Spec, n: int, args, env: dict) -> dict:
         else:
             shutil.rmtree(work, ignore_errors=True)
     return r
+
+
+def measure(path: Path, feeds, ref_names, ref) -> tuple[dict, dict]:
+    """compare_outputs of a quantized model at each of LEVELS (exact, cpu)."""
+    return tuple(compare_outputs(ref_names, ref, *run_all(path, feeds, lv))
+                 for lv in LEVELS.values())
 
 
 # ---------------------------------------------------------------- table
@@ -374,7 +389,8 @@ def row(r: dict) -> list[str]:
     return [r["name"], r["family"], str(r.get("opset", "-")), ",".join(r["features"])[:46],
             "ok" if b.get("ok") else (f"rc={b.get('rc')}" if b else "ERR"), nanfree,
             _cos_cell(exp, r.get("export_error") if b.get("ok") else None),
-            _cos_cell(r.get("ort"), r.get("ort_error")),
+            _cos_cell(r.get("export_cpu"), None),
+            _cos_cell(r.get("ort"), r.get("ort_error")), _cos_cell(r.get("ort_cpu"), None),
             _f(worst(r.get("reported"))) if r.get("reported") else
             ("ERR " + (r.get("reported_error") or ""))[:28] if r.get("reported_error") else "-",
             _f(r.get("reported_delta"), 2 if (r.get("reported_delta") or 0) > 0.01 else 5)
@@ -383,7 +399,8 @@ def row(r: dict) -> list[str]:
 
 
 HEAD = ["model", "family", "opset", "features", "build", "NaN-free", "axnb export cos",
-        "ORT quantize_static cos", "axnb reported", "|d|", "build s", "RSS MB"]
+        "(cpu)", "ORT quantize_static cos", "(cpu)", "axnb reported", "|d|", "build s",
+        "RSS MB"]
 
 
 def table(rows: list[dict]) -> str:
@@ -395,7 +412,9 @@ def table(rows: list[dict]) -> str:
             if r.get("build") and not r["build"]["ok"]]
     errs += [f"  {r['name']}: {r['error']}" for r in rows if r.get("error")]
     foot = ["* = an output with one element per sample: cosine of the vector stacked across "
-            "samples; cosines are the worst output's"]
+            "samples; cosines are the worst output's",
+            "cos: the Q/DQ run as written (exact integer semantics, onnxruntime level basic); "
+            "(cpu): level all, this CPU's integer kernels (saturate on AVX2 without VNNI)"]
     return "\n".join(lines + foot + (["build / suite errors:"] + errs if errs else []))
 
 
