@@ -29,6 +29,19 @@ The answer is the smallest evaluated set that meets the target (ties: the higher
 all candidates with ``met=False``. Evaluations are memoised by the frozenset of promoted layers
 and recorded in the trace. ``budget`` bounds the distinct evaluations, those of a resumed trace
 included: a resumed search with the same budget re-runs nothing, a larger one continues.
+``max_seconds`` bounds the time the same way (a resumed search's earlier seconds included): no
+evaluation starts once it is spent, and the search stops with ``stopped="time"``, its answer
+the best so far as for ``"budget"``.
+
+Batches (:meth:`SearchState.pending`): the rank step's singletons do not depend on each other's
+scores, so the state machine asks for all of them at once (as far as the budget reaches); with
+``speculate`` it also offers the prune candidates as they are if every earlier removal fails.
+An evaluator with ``evaluate_many`` (a Workbench on a Dask cluster) runs a batch side by side;
+the state machine stays here and takes the scores in the sequential order, whatever order they
+arrive in, so the trace, the promoted set and every score are the sequential search's (the
+trace is in that order; a speculative score the sequential path never asks for is dropped:
+not in the trace, not counted by the budget). Baseline, full and the bisection stay one plan
+at a time (each depends on the last); on a cluster each of those splits its samples instead.
 
 The search sees no Workbench: it asks an ``evaluate(plan) -> {output: score}`` callable
 (:meth:`axnb.Workbench.evaluator` gives one that leaves the workbench as it was). A task
@@ -40,11 +53,15 @@ Example:
     >>> res = search(wb.evaluator(), wb.plan, target=0.98, budget=40)   # doctest: +SKIP
     >>> res.promoted, res.met, res.evaluations                        # doctest: +SKIP
     >>> res.apply(wb); res.save("out/search.json")                    # doctest: +SKIP
+    >>> wb = axnb.Workbench("zoo:minilm", cluster="local:2")           # doctest: +SKIP
+    >>> search(wb.evaluator(), wb.plan, max_seconds=600).stopped        # doctest: +SKIP
+    'met'
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -65,8 +82,13 @@ class _Budget(Exception):
     """A new evaluation is needed but the budget is spent."""
 
 
+class _Halt(Exception):
+    """A new evaluation is needed but the driver stopped the search (:meth:`SearchState.stop`)."""
+
+
 class SearchState:
-    """The search as a state machine: ask :meth:`next`, run that plan, :meth:`tell` the score.
+    """The search as a state machine: ask :meth:`pending` (or :meth:`next`), :meth:`tell` the
+    scores.
 
     Args:
         ranked: candidate layers, worst first (or in any order with ``rank=True``).
@@ -75,6 +97,8 @@ class SearchState:
         trace: earlier evaluations (:class:`Evaluation` or ``(layers, score)`` pairs) that
             answer requests without new runs.
         rank: rank ``ranked`` first by evaluating each layer promoted alone.
+        speculate: :meth:`pending` also offers the prune candidates that are needed only if
+            every earlier removal fails (for a driver that evaluates side by side).
 
     Example:
         >>> s = SearchState(["a", "b", "c"], target=1.0)
@@ -85,61 +109,112 @@ class SearchState:
     """
 
     def __init__(self, ranked: Iterable[str], target: float, budget: int | None = None,
-                 trace: Iterable = (), rank: bool = False) -> None:
+                 trace: Iterable = (), rank: bool = False, speculate: bool = False) -> None:
         self.ranked = list(dict.fromkeys(ranked))
         self.target, self.budget, self._rank = float(target), budget, rank
+        self.speculate = speculate
         self.memo: dict[frozenset, float] = {}
         for e in trace:
             layers, score = (e.plan_layers, e.score) if isinstance(e, Evaluation) else e
             self.memo[frozenset(layers)] = float(score)
         self.phase, self.stopped = "baseline", ""
-        self._pending: frozenset | None = None
+        # NOTE: (set, phase) of each new evaluation in the order the sequential search takes
+        # it: the trace order, whatever order the scores arrived in
+        self.log: list[tuple[frozenset, str]] = []
+        self._told: dict[frozenset, float] = {}  # NOTE: scores not yet taken by the search
+        self._batch: list[frozenset] = []
+        self._halt = ""
         # NOTE: decisions use only sets this run asked for, so a resumed run replays the same
         # path (a cache hit never changes the search, it only saves the run)
         self._seen: set[frozenset] = set()
         self._gen = self._run()
 
+    def pending(self) -> list[frozenset[str]]:
+        """Every set of layers to evaluate now, in the order the sequential search asks them
+        ([] once the search is done). They do not depend on each other's scores, except with
+        ``speculate``: a prune candidate after the first is needed only if the removals before
+        it fail, and a score told for a set the search never takes is dropped (not in
+        :attr:`log`, not counted by the budget).
+
+        Example:
+            >>> s = SearchState(["a", "b"], target=1.0, rank=True)
+            >>> s.tell(s.next(), 0.5)
+            >>> sorted(map(sorted, s.pending()))
+            [['a'], ['b']]
+        """
+        if self._halt or not self._batch or self._batch[0] in self._told \
+                or self._batch[0] in self.memo:
+            try:
+                self._batch = next(self._gen)
+            except StopIteration:
+                self._batch = []
+        return [s for s in self._batch if s not in self._told and s not in self.memo]
+
     def next(self) -> frozenset[str] | None:
-        """The next set of layers to evaluate; None once the search is done."""
-        if self._pending is not None and self._pending not in self.memo:
-            return self._pending
-        try:
-            self._pending = next(self._gen)
-        except StopIteration:
-            self._pending = None
-        return self._pending
+        """The next set of layers to evaluate (the first of :meth:`pending`); None once done."""
+        todo = self.pending()
+        return todo[0] if todo else None
 
     def tell(self, layers: frozenset[str], score: float) -> None:
         """Report the score (min over outputs of the metric) of an evaluated set."""
-        self.memo[frozenset(layers)] = float(score)
+        self._told[frozenset(layers)] = float(score)
 
-    def _ask(self, layers: Iterable[str], phase: str) -> Iterator[frozenset]:
+    def stop(self, reason: str) -> None:
+        """Start no new evaluation: the search takes the scores told so far, then stops with
+        ``stopped = reason`` at the first set it would have to evaluate (e.g. ``"time"``)."""
+        self._halt = reason
+
+    def _ask(self, layers: Iterable[str], phase: str,
+             ahead: Callable[[], Iterable[frozenset]] = tuple) -> Iterator[list[frozenset]]:
+        """The score of ``layers``; a new evaluation is asked with ``ahead()``, the sets the
+        search will ask next (as far as the budget allows), as one batch."""
         s = frozenset(layers)
         self._seen.add(s)
-        if s not in self.memo:
+        while s not in self.memo:
             if self.budget is not None and len(self.memo) >= self.budget:
                 raise _Budget
+            if s in self._told:
+                self.memo[s] = self._told.pop(s)
+                self.log.append((s, phase))
+                break
+            if self._halt:
+                raise _Halt
             self.phase = phase
-            yield s
+            yield self._batch_of(s, ahead)
         return self.memo[s]
+
+    def _batch_of(self, s: frozenset, ahead: Callable[[], Iterable[frozenset]]) -> list:
+        room = math.inf if self.budget is None else self.budget - len(self.memo)
+        batch, seen = [s], {s}
+        for t in ahead():
+            if len(batch) >= room:
+                break
+            if t not in seen and t not in self.memo and t not in self._told:
+                batch.append(t)
+                seen.add(t)
+        return batch
 
     def _ok(self, score: float) -> bool:
         return score >= self.target  # NOTE: NaN (a broken run) never meets the target
 
-    def _run(self) -> Iterator[frozenset]:
+    def _run(self) -> Iterator[list[frozenset]]:
         try:
             self.stopped = yield from self._search()
         except _Budget:
             self.stopped = "budget"
+        except _Halt:
+            self.stopped = self._halt
 
-    def _search(self) -> Iterator[frozenset]:
+    def _search(self) -> Iterator[list[frozenset]]:
         """The algorithm of the module docstring; returns why it stopped."""
         if self._ok((yield from self._ask((), "baseline"))):
             return "met"
         if self._rank:
             gain = {}
-            for n in self.ranked:
-                gain[n] = yield from self._ask([n], "rank")
+            for i, n in enumerate(self.ranked):
+                # NOTE: every singleton is asked whatever the scores: one batch
+                gain[n] = yield from self._ask([n], "rank", lambda i=i: (
+                    frozenset([m]) for m in self.ranked[i + 1:]))
             self.ranked.sort(key=lambda n: -gain[n])  # NOTE: stable: ties keep the order given
         known = {k: self._ok(self.memo[p]) for k in range(len(self.ranked) + 1)
                  if (p := frozenset(self.ranked[:k])) in self._seen}
@@ -156,11 +231,18 @@ class SearchState:
                 hi = mid
             else:
                 lo, step = mid, step * 2
-        keep = list(self.ranked[:hi])
-        for n in reversed(self.ranked[:hi]):
-            if self._ok((yield from self._ask(set(keep) - {n}, "prune"))):
-                keep.remove(n)
+        yield from self._prune(list(self.ranked[:hi]))
         return "met"
+
+    def _prune(self, keep: list[str]) -> Iterator[list[frozenset]]:
+        order = list(reversed(keep))
+        for i, n in enumerate(order):
+            # NOTE: speculation: the later candidates as they are if every removal before
+            # them fails (the common case once bisection found a minimal prefix)
+            def ahead(i=i, kept=frozenset(keep)):
+                return (kept - {m} for m in order[i + 1:]) if self.speculate else ()
+            if self._ok((yield from self._ask(set(keep) - {n}, "prune", ahead))):
+                keep.remove(n)
 
     def _best(self) -> frozenset | None:
         ok = [s for s, v in self.memo.items() if self._ok(v) and s <= set(self.ranked)]
@@ -249,24 +331,55 @@ def _drop_target(evaluate: Callable, max_drop: float) -> float:
     return float(target_for(max_drop))
 
 
-def _evaluate(evaluate: Callable, base: QuantPlan, layers: tuple[str, ...], q: QType,
-              phase: str, target: float) -> Evaluation:
-    t = time.perf_counter()
-    metric = {k: float(v) for k, v in evaluate(base.set(layers, q) if layers else base).items()}
-    return Evaluation(layers, metric, min(metric.values()) >= target, time.perf_counter() - t,
-                      phase)
+def _results(evaluate: Callable, plans: list[QuantPlan], late: Callable[[], bool]
+             ) -> Iterator[tuple[int, Mapping[str, float], float]]:
+    """``(index, metric, seconds)`` of ``plans`` as they complete, none started once ``late()``:
+    side by side by the evaluator's ``evaluate_many`` when it has one, else one at a time."""
+    many = getattr(evaluate, "evaluate_many", None)
+    if many is not None:
+        yield from many(plans, stop=late)
+        return
+    for i, plan in enumerate(plans):
+        if late():
+            return
+        t = time.perf_counter()
+        metric = evaluate(plan)
+        yield i, metric, time.perf_counter() - t
+
+
+def _run_batch(evaluate: Callable, state: SearchState, base: QuantPlan, q: QType,
+               late: Callable[[], bool], bar) -> dict[frozenset, tuple]:
+    """Evaluate :meth:`SearchState.pending` (told to ``state``): set -> (layers, metric, s)."""
+    batch = state.pending()
+    # NOTE: layers in the ranking's order as it is now, as the sequential search writes them
+    layers = [tuple(n for n in state.ranked if n in s) for s in batch]
+    plans = [base.set(ls, q) if ls else base for ls in layers]
+    out = {}
+    for i, metric, secs in _results(evaluate, plans, late):
+        metric = {k: float(v) for k, v in metric.items()}
+        out[batch[i]] = (layers[i], metric, secs)
+        state.tell(batch[i], min(metric.values()))
+        bar.update()
+        bar.set_postfix(phase=state.phase, layers=len(layers[i]),
+                        score=f"{min(metric.values()):.5f}")
+    return out
 
 
 def search(evaluate: Callable[[QuantPlan], Mapping[str, float]], base_plan: QuantPlan,
            target: float = FINAL, budget: int | None = None, qtype="U16",
            ranking: list[str] | None = None, resume: SearchResult | str | Path | None = None,
-           progress: bool = True, max_drop: float | None = None) -> SearchResult:
+           progress: bool = True, max_drop: float | None = None,
+           max_seconds: float | None = None) -> SearchResult:
     """Find the fewest layers to promote to ``qtype`` so that every output reaches ``target``.
 
     Args:
         evaluate: ``evaluate(plan) -> {output: score}`` (higher is better), without side
             effects, e.g. :meth:`axnb.Workbench.evaluator`; its ``metric`` and ``context``
-            attributes (if any) are recorded, and a resumed search must match them.
+            attributes (if any) are recorded, and a resumed search must match them. One with
+            ``evaluate_many(plans, stop)`` (yielding ``(index, scores, seconds)`` as plans
+            complete; the evaluators of a Workbench on a Dask cluster) gets each batch of
+            independent plans at once, and speculative prune candidates unless its
+            ``concurrent`` attribute is False (module docstring).
         base_plan: the plan to start from (the promotions are added to it).
         target: the score every output must reach (cosine: 0.98 as in Pulsar2's guide).
         budget: most evaluations (resumed ones included); None = no limit.
@@ -279,6 +392,8 @@ def search(evaluate: Callable[[QuantPlan], Mapping[str, float]], base_plan: Quan
             0.01 = 1 point of top-1); needs a task evaluator
             (:class:`axnb.evaluate.TaskEvaluator`), whose float score minus ``max_drop``
             becomes the target.
+        max_seconds: start no new evaluation once the search has run this long (a resumed
+            search's earlier seconds included, like ``budget``); then ``stopped="time"``.
 
     Returns:
         SearchResult (see the module docstring for the algorithm); ``.apply(wb)`` adopts it.
@@ -286,6 +401,8 @@ def search(evaluate: Callable[[QuantPlan], Mapping[str, float]], base_plan: Quan
     Example:
         >>> res = search(wb.evaluator(), wb.plan, target=0.98, budget=50)   # doctest: +SKIP
         >>> res.promoted, res.final                                       # doctest: +SKIP
+        >>> search(wb.evaluator(), wb.plan, max_seconds=60).stopped       # doctest: +SKIP
+        'time'
     """
     from tqdm.auto import tqdm
 
@@ -296,24 +413,32 @@ def search(evaluate: Callable[[QuantPlan], Mapping[str, float]], base_plan: Quan
     prev = _previous(resume, ctx, base_configs)
     old = [dataclasses.replace(e, ok=e.score >= target) for e in (prev.trace if prev else ())]
     cands = _candidates(base, q) if ranking is None else _node_names(base.model, ranking)
-    state = SearchState(cands, target, budget, old, rank=ranking is None)
-    trace, t0 = list(old), time.perf_counter()
+    # NOTE: speculating only pays where plans run side by side (a Dask cluster)
+    side = hasattr(evaluate, "evaluate_many") and getattr(evaluate, "concurrent", True)
+    state = SearchState(cands, target, budget, old, rank=ranking is None, speculate=side)
+    t0, before = time.perf_counter(), prev.seconds if prev else 0.0
+
+    def late() -> bool:
+        return max_seconds is not None and before + time.perf_counter() - t0 >= max_seconds
+
+    done: dict[frozenset, tuple] = {}
     bar = tqdm(total=budget, desc="search", disable=not progress, initial=len(old))
     try:
-        while (want := state.next()) is not None:
-            ev = _evaluate(evaluate, base, tuple(n for n in state.ranked if n in want), q,
-                           state.phase, target)
-            state.tell(want, ev.score)
-            trace.append(ev)
-            bar.update()
-            bar.set_postfix(phase=ev.phase, layers=len(want), score=f"{ev.score:.5f}")
+        while state.pending():
+            if late():
+                state.stop("time")
+                continue
+            done.update(_run_batch(evaluate, state, base, q, late, bar))
     finally:
         bar.close()
+    trace = old + [Evaluation(done[s][0], done[s][1], min(done[s][1].values()) >= target,
+                              done[s][2], phase) for s, phase in state.log]
     by_set = {frozenset(e.plan_layers): e.metric for e in trace}
     return SearchResult(
         promoted=state.promoted, qtype=q, target=state.target, metric_name=ctx["metric"],
         met=state.met, baseline=by_set.get(frozenset(), {}),
         final=by_set.get(frozenset(state.promoted), {}), trace=tuple(trace),
-        evaluations=len(by_set), seconds=time.perf_counter() - t0 + (prev.seconds if prev else 0),
+        evaluations=len(by_set), seconds=time.perf_counter() - t0 + before,
         budget=budget, stopped=state.stopped, ranking=tuple(state.ranked),
-        base_layer_configs=tuple(base_configs), context=ctx, base_plan=base)
+        base_layer_configs=tuple(base_configs), context=ctx, base_plan=base,
+        max_seconds=max_seconds)

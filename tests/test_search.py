@@ -264,3 +264,135 @@ def test_search_on_a_task_metric_is_verified_with_plain_onnxruntime(zoo_ready, t
     assert mae == pytest.approx(-res.final["mae"], rel=1e-3, abs=1e-6) and mae <= base / 2
     with pytest.raises(ConfigError, match="needs a task-metric evaluator"):
         search(wb.evaluator(), wb.plan, max_drop=0.01, progress=False)
+
+
+# ---------------------------------------------------------------- batches and a time limit
+
+
+def redundant(s) -> float:
+    """L8 repairs what L3 repairs, a little more: it ranks first, and the prune step removes
+    L3 (a speculative batch whose later candidates the search then never takes)."""
+    s = set(s)
+    got = NEEDED & s | ({"L3"} if "L8" in s else set())
+    return 0.9 + 0.1 * len(got) / 3 - 1e-6 * len(s) + 1e-4 * ("L8" in s)
+
+
+def drive_batches(state: SearchState, score, reverse: bool = True) -> SearchState:
+    """Evaluate every pending() batch at once, told in reverse (the order results arrive in
+    does not matter)."""
+    while batch := state.pending():
+        for s in (reversed(batch) if reverse else batch):
+            state.tell(s, score(s))
+    return state
+
+
+@pytest.mark.parametrize("score", [oracle, redundant])
+@pytest.mark.parametrize("speculate", [False, True])
+@pytest.mark.parametrize("budget", [None, 0, 1, 30, 51, 53, 56])
+def test_batches_take_the_sequential_path(score, speculate, budget):
+    seq = SearchState(shuffled(), 0.99, budget, rank=True)
+    while (want := seq.next()) is not None:
+        seq.tell(want, score(want))
+    par = drive_batches(SearchState(shuffled(), 0.99, budget, rank=True, speculate=speculate),
+                        score)
+    assert par.log == seq.log and par.memo == seq.memo
+    assert (par.promoted, par.met, par.stopped, par.ranked) == \
+        (seq.promoted, seq.met, seq.stopped, seq.ranked)
+
+
+def test_rank_is_one_batch_and_prune_speculates():
+    s = SearchState(shuffled(), 0.99, rank=True, speculate=True)
+    sizes = []
+    while batch := s.pending():
+        sizes.append((s.phase, len(batch)))
+        for b in batch:
+            s.tell(b, redundant(b))
+    assert sizes[:2] == [("baseline", 1), ("rank", 50)]
+    assert max(n for p, n in sizes if p == "prune") > 1
+    assert set(s.promoted) == {"L8", "L17", "L40"} and s.stopped == "met"
+    assert len(s._told) > 0          # NOTE: a speculative candidate the search never took
+
+
+def test_stop_takes_the_scores_told_then_stops():
+    s = SearchState(LAYERS, 0.99, rank=True)
+    s.tell(s.next(), 0.5)
+    batch = s.pending()
+    for b in batch[:3]:
+        s.tell(b, oracle(b))
+    s.stop("time")
+    assert s.pending() == [] and s.stopped == "time" and len(s.memo) == 4
+    assert [p for _, p in s.log] == ["baseline", "rank", "rank", "rank"]
+
+
+class FakePlan:
+    """What search() needs of a QuantPlan when no ranking is given."""
+
+    def __init__(self, layers=frozenset()):
+        self.promoted = frozenset(layers)
+        self.layer_types = {n: QType.U8 for n in shuffled()}
+        self.layer_sources = {}
+
+    def set(self, layers, q):
+        return FakePlan(self.promoted | set(layers))
+
+    def to_layer_configs(self):
+        return []
+
+
+class Clock:
+    """search's clock: each evaluation takes one second."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self):
+        return self.now
+
+
+def test_max_seconds_stops_and_a_resume_continues(monkeypatch):
+    import sys
+
+    clock = Clock()
+    # NOTE: the module from sys.modules: the name axnb.search is the function
+    monkeypatch.setattr(sys.modules["axnb.search"], "time", clock)
+
+    def evaluate(plan):
+        clock.now += 1.0
+        return {"out": oracle(plan.promoted)}
+
+    res = search(evaluate, FakePlan(), target=0.99, max_seconds=3.5, progress=False)
+    assert res.stopped == "time" and res.evaluations == 4 and res.max_seconds == 3.5
+    assert [e.phase for e in res.trace] == ["baseline", "rank", "rank", "rank"]
+    assert search(evaluate, FakePlan(), target=0.99, max_seconds=3.5, resume=res,
+                  progress=False).evaluations == 4          # NOTE: its seconds count, as budget
+    done = search(evaluate, FakePlan(), target=0.99, resume=res, progress=False)
+    full = search(evaluate, FakePlan(), target=0.99, progress=False)
+    assert done.stopped == "met" and done.trace[:4] == res.trace
+    assert [(e.plan_layers, e.metric, e.phase) for e in done.trace] == \
+        [(e.plan_layers, e.metric, e.phase) for e in full.trace]
+    assert search(evaluate, FakePlan(), target=0.99, max_seconds=0,
+                  progress=False).stopped == "time"
+
+
+def test_an_evaluate_many_gets_batches_and_gives_the_same_result():
+    """An evaluator with evaluate_many (as on a Dask cluster) gets whole batches, answers
+    them in any order, and the search result is the sequential one."""
+    batches = []
+
+    def evaluate(plan):
+        return {"out": redundant(plan.promoted)}
+
+    def many(plans, stop=None):
+        batches.append(len(plans))
+        for i in reversed(range(len(plans))):
+            yield i, evaluate(plans[i]), 0.0
+
+    evaluate.evaluate_many = many
+    one = search(lambda p: {"out": redundant(p.promoted)}, FakePlan(), target=0.99,
+                 progress=False)
+    two = search(evaluate, FakePlan(), target=0.99, progress=False)
+    assert max(batches) == 50 and len(batches) < len(two.trace)
+    assert [(e.plan_layers, e.metric, e.ok, e.phase) for e in one.trace] == \
+        [(e.plan_layers, e.metric, e.ok, e.phase) for e in two.trace]
+    assert (one.promoted, one.stopped, one.evaluations) == \
+        (two.promoted, two.stopped, two.evaluations)

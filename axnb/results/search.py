@@ -33,9 +33,11 @@ class SearchResult:
     """The answer of :func:`search`, with every evaluation it made (saveable, resumable).
 
     ``promoted`` (worst first) go to ``qtype`` in ``plan``; ``met``: every output reaches
-    ``target``; ``stopped``: "met", "budget" or "unreachable"; ``baseline`` / ``final``: the
-    metric per output before and with the promotion ({} if never evaluated); ``ranking``: the
-    candidates worst first; ``base_layer_configs``: the plan the search started from.
+    ``target``; ``stopped``: "met", "budget", "time" (``max_seconds`` ran out) or
+    "unreachable"; ``baseline`` / ``final``: the metric per output before and with the
+    promotion ({} if never evaluated); ``ranking``: the candidates worst first;
+    ``base_layer_configs``: the plan the search started from; ``budget`` / ``max_seconds``:
+    the limits it ran under.
 
     Example:
         >>> res = search(wb.evaluator(), wb.plan)            # doctest: +SKIP
@@ -59,6 +61,7 @@ class SearchResult:
     base_layer_configs: tuple[dict, ...] = ()
     context: dict = field(default_factory=dict, compare=False)
     base_plan: Any = field(default=None, compare=False)  # the QuantPlan searched from
+    max_seconds: float | None = None
 
     @property
     def plan(self):
