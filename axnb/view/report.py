@@ -37,6 +37,7 @@ FORMULAS = (
     ("MaxAbs", "max |x - y|"),
 )
 OUTLIER_ROWS = 100
+TASK_ROWS = 100
 _RVB = Col.RVB.removesuffix(" " + Col.COSINE)  # "Ref vs Backend", any per-output suffix
 RVB_ROWS = 50
 
@@ -202,6 +203,52 @@ def _smooth(an: Analysis):
             "table": table(pd.DataFrame(rows))}
 
 
+def _task_rows(r) -> tuple[list[dict], str]:
+    """The flipped samples of a TaskReport (right <-> wrong), or for a graded metric (IoU,
+    MAE) the ones it hurt most; and what they are."""
+    rows = [x for x in r.rows if x["float_score"] != x["quant_score"]] if r.binary else \
+        r.worst(TASK_ROWS)
+    what = "flipped samples (the score changed)" if r.binary else \
+        "samples the quantization hurt most"
+    out = [{"Sample": x["sample"], "Label": x.get("label"),
+            "Float prediction": x.get("float_pred"), "Quantized prediction": x.get("quant_pred"),
+            "Float score": x["float_score"], "Quantized score": x["quant_score"],
+            f"{Col.COSINE} (float vs quantized)": x["cosine"]} for x in rows[:TASK_ROWS]]
+    if r.metric != "top1" and r.metric != "topk":
+        out = [{k: v for k, v in x.items() if k != "Label" or v is not None} for x in out]
+    return out, what
+
+
+def _task(an: Analysis, threshold: float, fine: float) -> dict | None:
+    """The task-metric section: float vs quantized per mode, the verdict at the max drop and
+    the flipped samples (from the Analysis: no model run)."""
+    import pandas as pd
+
+    from axnb.results.analysis import amount, task_label, task_line
+
+    if not an.task:
+        return None
+    ok, verdict = an.task_verdict()
+    summary = pd.DataFrame([{
+        "Mode": m, "Metric": task_label(r), "Output": r.output, "Samples": r.samples,
+        "Float": r.float_score, "Quantized": r.quant_score, "Drop": amount(r, r.drop),
+        "Flips": len(r.flips) if r.binary else "-", f"{Col.COSINE}": r.cosine}
+        for m, r in an.task.items()])
+    modes = []
+    for m, r in an.task.items():
+        rows, what = _task_rows(r)
+        modes.append({"mode": m, "line": task_line(r), "note": r.note, "what": what,
+                      "n": len(rows), "shown": min(len(rows), TASK_ROWS),
+                      "nan": any(not math.isfinite(x["cosine"]) for x in r.rows),
+                      "table": table(pd.DataFrame(rows), threshold=threshold, fine=fine)
+                      if rows else None})
+    first = next(iter(an.task.values()))
+    return {"ok": ok, "verdict": verdict, "table": table(summary, threshold, fine),
+            "modes": modes, "label": task_label(first), "params": first.params,
+            "reference": first.reference, "max_drop": amount(first, an.max_drop),
+            "source": an.max_drop_source()}
+
+
 def _diagnosis(an: Analysis):
     """The checklist without its "next step": that advice is the Verdict section's, printed
     once."""
@@ -260,11 +307,13 @@ def render_report(analysis: Analysis, extra: dict | None = None, *,
     env.filters["pct"] = line
     return env.get_template("report.html.j2").render(
         an=an, model=_model_info(an), env=list(an.environment), verdict=v,
+        steps=an.replace(advice=v).steps(),
         finals=table(pd.DataFrame(rows), threshold=threshold, fine=fine), sections=sections,
         spread=[(m, o, advice.spread_text(sp, threshold))
                 for m, outs in advice.spreads(an, threshold).items() for o, sp in outs.items()],
         rvb=_ref_vs_backend(sections, threshold, fine), outliers=_outliers(an), plan=_plan(an),
         smooth=_smooth(an), diagnosis=_diagnosis(an), extra=_extra(extra), formulas=FORMULAS,
+        task=_task(an, threshold, fine),
         threshold=threshold, fine=fine, bucket_css=Markup(bucket_css(threshold, fine)),
         config=json.dumps(an.config, indent=2, default=str))
 
@@ -274,7 +323,8 @@ def write_report(source, path: str | Path, extra: dict | None = None, *,
     """Write :func:`render_report` to ``path`` (temp name in the same folder, then rename).
 
     ``source``: an Analysis, or a Workbench: then its ``snapshot()`` is rendered, with the
-    troubleshooting checks (:func:`axnb.checks.diagnose`) when ``diagnosis``.
+    troubleshooting checks (:func:`axnb.checks.diagnose`) when ``diagnosis``, and the task
+    metric when the config has an ``evaluation`` block.
 
     Example:
         >>> write_report(wb, "out/report.html")                      # doctest: +SKIP
@@ -283,7 +333,7 @@ def write_report(source, path: str | Path, extra: dict | None = None, *,
 
     an = source
     if not isinstance(source, Analysis):
-        an = source.snapshot()
+        an = source.snapshot(task=source.config.evaluation is not None)
         if diagnosis and an.diagnosis is None:
             from axnb.checks import diagnose
 
