@@ -74,7 +74,10 @@ def reduction_model(model: Model, tensors: list[str], raw: bool | list[str]
         segments.append((pos, pos + n))
         pos += n
     for name, parts in ((MIN_OUT, mins), (MAX_OUT, maxs)):
-        g.node.append(helper.make_node("Concat", parts, [name], axis=0))
+        # NOTE: no points at all (fusion "ort" on a graph that is one If node): empty vectors
+        g.node.append(helper.make_node("Concat", parts, [name], axis=0) if parts else
+                      helper.make_node("Constant", [], [name], value=numpy_helper.from_array(
+                          np.zeros(0, np.float32))))
         g.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, [pos]))
     for t in (tensors if raw is True else raw or []):
         g.output.append(model.value_info(t))

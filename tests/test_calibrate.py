@@ -212,3 +212,32 @@ def test_mse_beats_minmax_on_minilm_outliers(zoo_ready):
             err[meth] = float(np.mean((fake_quant(x, sc, zp, "U8") - x) ** 2))
         wins += err["MSE"] < err["MinMax"]
     assert wins == len(resid)
+
+
+def test_a_graph_with_no_quantization_points_calibrates_and_stays_float():
+    """fusion "ort" on a graph that is one If node (silero_vad_if): nothing to observe, and the
+    reduction graph once had a Concat of no inputs."""
+    from axnb.plan import QuantPlan
+    from axnb.simulate import simulate
+
+    vi = helper.make_tensor_value_info
+    then = helper.make_graph([helper.make_node("Abs", ["x"], ["a"])], "then", [],
+                             [vi("a", TensorProto.FLOAT, [1, 4])])
+    other = helper.make_graph([helper.make_node("Neg", ["x"], ["b"])], "else", [],
+                              [vi("b", TensorProto.FLOAT, [1, 4])])
+    g = helper.make_graph([helper.make_node("If", ["c"], ["y"], name="if", then_branch=then,
+                                            else_branch=other)], "g",
+                          [vi("c", TensorProto.BOOL, []), vi("x", TensorProto.FLOAT, [1, 4])],
+                          [vi("y", TensorProto.FLOAT, [1, 4])])
+    m = graph.Model(helper.make_model(g, opset_imports=[helper.make_opsetid("", 21)]),
+                    fusion="ort")
+    rng = np.random.default_rng(0)
+    feeds = [{"c": np.array(i % 2 == 0), "x": rng.normal(size=(1, 4)).astype(np.float32)}
+             for i in range(3)]
+    assert m.points() == []
+    stats = calibrate(m, feeds, progress=False)
+    assert stats.samples == 3
+    q = simulate(m, stats, QuantPlan.from_config(m), "Backend")
+    for f in feeds:
+        want = np.abs(f["x"]) if f["c"] else -f["x"]
+        assert np.array_equal(q.run(f)["y"], want)

@@ -151,7 +151,9 @@ def test_fp32_layer_is_excluded_and_stays_float(zoo_ready, tmp_path):
 
 # ---- conformance models -------------------------------------------------------------------------
 FAST = ["ppocr_cls", "attacut_c", "deepcut", "silero_vad_op15"]
-SLOW = ["silero_vad_seq", "ppocrv4_rec", "nudenet_320n", "magika"]
+# NOTE: not silero_vad_if: its main graph is one If node, so under fusion "ort" neither tool
+# quantizes anything (0 Q/DQ; both outputs equal the float model's, measured).
+SLOW = ["silero_vad_seq", "ppocrv4_rec", "nudenet_320n", "magika", "ppocrv4_det", "layout_cdla"]
 # NOTE: measured failures (AXNB_CONFORMANCE_ALL=1), kept visible as xfail (none today: the
 # Slice/MaxPool/Split outputs of ppocrv4_rec and nudenet match since axnb shares parameters as
 # onnxruntime does; magika runs since model.onnx stores its [1, N] Gemm bias as [N]).
