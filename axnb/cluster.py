@@ -224,13 +224,19 @@ def _compare_task(digest, blob, qspec, weights, rspec, rweights, feeds, methods)
     return compare_chunk(model, qm, feeds, methods, ref), time.perf_counter() - t0
 
 
-def _metrics_task(digest, blob, qspec, weights, feeds):
+def _plan_task(digest, blob, qspec, weights, parts, what):
+    """Per sample of ``parts`` (chunks of feeds) under one plan: the metric terms
+    (``what="terms"``) or the outputs (``"outputs"``) of the quantized model, or (``qspec``
+    None) the float model's outputs."""
     model = _load(digest, blob)
-    qm = _qmodel(model, digest, qspec, weights)
+    qm = _qmodel(model, digest, qspec, weights) if qspec is not None else None
     names, out, t0 = list(model.outputs), [], time.perf_counter()
-    for f in feeds:
-        fl = dict(zip(names, model._axnb_float.run(names, f)))
-        out.append(metrics.sample_terms(fl, qm.run(f)))
+    for feeds in parts:
+        for f in feeds:
+            fl = dict(zip(names, model._axnb_float.run(names, f))) \
+                if qm is None or what == "terms" else None
+            q = qm.run(f) if qm is not None else fl
+            out.append(metrics.sample_terms(fl, q) if what == "terms" else q)
     return out, time.perf_counter() - t0
 
 
@@ -441,9 +447,101 @@ class Cluster:
         run on the workers; the same numbers, bit for bit (per-sample moments, one mean)."""
         digest, blob = self._model(model)
         q, w = self._qspec(qmodel)
-        chunks = [(c,) for _, c in self._chunks(feeds)]
-        parts = self._run("metrics", _metrics_task, (digest, blob, q, w), chunks, progress)
+        chunks = [([c], "terms") for _, c in self._chunks(feeds)]
+        parts = self._run("metrics", _plan_task, (digest, blob, q, w), chunks, progress)
         return metrics.combine_outputs([t for p in parts for t in p])
+
+    def _parts(self, feeds) -> list:
+        """Futures of the sample chunks of ``feeds``, each sent once (FeedSet chunks as file
+        lists), for the many tasks of :meth:`plan_runs`."""
+        out = []
+        for _, c in self._chunks(feeds):
+            blob = pickle.dumps(c, protocol=pickle.HIGHEST_PROTOCOL)
+            out.append(self._put(hashlib.sha1(blob).hexdigest(), c))
+        return out
+
+    def plan_runs(self, model: Model, qmodels: Iterable, feeds, what: str = "terms",
+                  stop=None, progress: bool = False, parts: list | None = None,
+                  count: int | None = None):
+        """Run several plans side by side: ``(index, per-sample results, task seconds)`` of
+        each QuantModel of ``qmodels`` (None: the float model) as it completes.
+
+        ``what``: ``"terms"`` (:func:`axnb.metrics.sample_terms`, for
+        :func:`axnb.metrics.combine_outputs`) or ``"outputs"`` (the output dicts), in sample
+        order. A plan is one task over all samples when there are enough plans to fill the
+        workers, else its samples split across tasks. ``qmodels`` (``count`` of them, default
+        ``len(qmodels)``) is read lazily: a plan's QuantModel is made as it is sent, at most 2
+        tasks per worker thread wait, and none is sent once ``stop()`` is true (those sent
+        still complete and are yielded). ``parts``: :meth:`_parts` of ``feeds``, if kept.
+
+        Example:
+            >>> runs = c.plan_runs(wb.model, [wb.quantized()], wb.samples)   # doctest: +SKIP
+            >>> i, terms, seconds = next(runs)                                # doctest: +SKIP
+        """
+        from tqdm.auto import tqdm
+
+        d = _distributed()
+        digest, blob = self._model(model)
+        parts = parts if parts is not None else self._parts(feeds)
+        count = len(qmodels) if count is None else count
+        per = max(1, min(len(parts), math.ceil(2 * self.threads / max(1, count))))
+        size = max(1, math.ceil(len(parts) / per))
+        groups = [parts[i:i + size] for i in range(0, len(parts), size)] or [[]]
+        t0, run, limit = time.perf_counter(), uuid.uuid4().hex[:8], 2 * self.threads
+        ac, todo = d.as_completed(), iter(enumerate(qmodels))
+        where: dict[str, tuple] = {}  # NOTE: key -> (plan, group, future) of the tasks out
+        got: dict[int, list] = {}
+        secs: dict[int, float] = {}
+        bar = tqdm(total=count * len(groups), desc=f"plans ({count})", unit="task",
+                   disable=not progress)
+
+        def send() -> bool:
+            if stop is not None and stop():
+                return False
+            nxt = next(todo, None)
+            if nxt is None:
+                return False
+            i, qm = nxt
+            spec, w = self._qspec(qm)
+            got[i], secs[i] = [None] * len(groups), 0.0
+            for j, g in enumerate(groups):
+                f = self.client.submit(_plan_task, digest, blob, spec, w, g, what, pure=False,
+                                       key=f"axnb-plans-{run}-{i}-{j}")
+                where[f.key] = (i, j, f)
+                ac.add(f)
+            return True
+
+        done = []
+        try:
+            while ac.count() < limit and send():
+                pass
+            for f in ac:
+                i, j, _ = where.pop(f.key)
+                got[i][j], s = f.result()
+                secs[i] += s
+                done.append(s)
+                bar.update(1)
+                if all(r is not None for r in got[i]):
+                    yield i, [x for r in got.pop(i) for x in r], secs.pop(i)
+                while ac.count() < limit and send():
+                    pass
+        finally:
+            bar.close()
+            if where:  # NOTE: the caller stopped early: drop the tasks still out
+                self.client.cancel([f for *_, f in where.values()])
+            self.runs.append({"kind": "plans", "tasks": len(done), "wall":
+                              time.perf_counter() - t0, "task_seconds": done})
+
+    def outputs(self, model: Model, qmodel: QuantModel | None, feeds,
+                progress: bool = False) -> list[dict]:
+        """The outputs of ``qmodel`` (None: the float model) on each sample of ``feeds``, run
+        on the workers: the same arrays as ``qmodel.run`` in this process.
+
+        Example:
+            >>> outs = c.outputs(wb.model, wb.quantized(), wb.samples)   # doctest: +SKIP
+        """
+        ((_, out, _),) = self.plan_runs(model, [qmodel], feeds, "outputs", progress=progress)
+        return out
 
     def isolation(self, model: Model, stats, plan, feeds: Iterable, layers=None, method=None,
                   progress: bool = True):
@@ -479,20 +577,40 @@ class Cluster:
 
 
 class _Evaluator:
-    """A plan's score with its samples scored across a :class:`Cluster`."""
+    """A plan's score with its samples scored across a :class:`Cluster`; several plans side
+    by side with :meth:`evaluate_many` (what :func:`axnb.search.search` uses)."""
 
     def __init__(self, cl: Cluster, qm: QuantModel, stats, feeds, key: str, metric: str):
         self._cl, self._qm, self._stats, self._feeds, self._key = cl, qm, stats, feeds, key
+        self._parts: list | None = None
         self.metric = metric
         self.context = {"samples": len(feeds), "outputs": list(qm.model.outputs),
                         "method": qm.method.value, "mode": qm.mode.value}
 
-    def __call__(self, plan) -> dict[str, float]:
-        qm = self._qm if plan is self._qm.plan else \
+    def _quant(self, plan) -> QuantModel:
+        return self._qm if plan is self._qm.plan else \
             self._qm.with_plan(self._stats, plan, self._qm.method)
-        res = self._cl.output_metrics(qm.model, qm, self._feeds)
-        return {o: float(m[self._key]) for o, m in res.items()}
+
+    def __call__(self, plan) -> dict[str, float]:
+        ((_, score, _),) = self.evaluate_many([plan])
+        return score
+
+    def evaluate_many(self, plans, stop=None):
+        """``(index, {output: score}, task seconds)`` of each plan as it completes, the plans
+        run side by side on the workers; none started once ``stop()`` is true.
+
+        Example:
+            >>> ev = c.evaluator(wb.quantized(), wb.stats, wb.samples)       # doctest: +SKIP
+            >>> sorted(i for i, _, _ in ev.evaluate_many([wb.plan, wb.plan]))  # doctest: +SKIP
+            [0, 1]
+        """
+        if self._parts is None:  # NOTE: the samples go to the cluster once per evaluator
+            self._parts = self._cl._parts(self._feeds)
+        runs = self._cl.plan_runs(self._qm.model, (self._quant(p) for p in plans), self._feeds,
+                                  "terms", stop, parts=self._parts, count=len(plans))
+        for i, terms, secs in runs:
+            res = metrics.combine_outputs(terms)
+            yield i, {o: float(m[self._key]) for o, m in res.items()}, secs
 
     def __repr__(self) -> str:
         return f"evaluator({self.metric}, {self.context}, on {self._cl.client.scheduler.address})"
-

