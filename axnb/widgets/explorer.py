@@ -38,6 +38,25 @@ def _box(*children, cls=W.HBox, **layout):
     return cls(list(children), layout=W.Layout(**layout))
 
 
+def _task_html(s: dict) -> str:
+    """The Summary's task-metric lines (one per mode measured) and their verdict."""
+    if not s["task"]:
+        return ""
+    colour = "#2e7d32" if s["task_ok"] else "#c62828"
+    lines = "".join(f"<li>{html.escape(line)}</li>" for _, line, _ in s["task"])
+    return (f'<p class="axnb-task"><b>Task metric</b>: '
+            f"{html.escape(' | '.join(short for *_, short in s['task']))}</p><ul>{lines}</ul>"
+            f'<p style="color:{colour}">{html.escape(s["task_verdict"])}</p>')
+
+
+def _dashboard_html(link: str | None) -> str:
+    if not link:
+        return ""
+    a = html.escape(link, quote=True)
+    return (f'<p class="axnb-dashboard">Dask dashboard: <a href="{a}" target="_blank">{a}</a>'
+            "</p>")
+
+
 class Explorer(W.VBox):
     """Interactive accuracy explorer of one Workbench; display it as a cell's result.
 
@@ -45,6 +64,9 @@ class Explorer(W.VBox):
         workbench: an :class:`axnb.Workbench` (its plan, method and mode change in place).
         page_size: rows of the layer table per page.
         analysis: "EndToEnd" or "PerLayer" (default: the config's precision_analysis_method).
+        task: measure the task metric (the config's ``evaluation`` block) after every action,
+            in the Workbench's mode, on all its labelled samples (default: when the config
+            has the block); the Summary shows "top-1 float 0.906 -> quantized 0.914".
 
     Attributes:
         report, df, final: the current LayerReport, its frame, output -> final cosine.
@@ -58,9 +80,11 @@ class Explorer(W.VBox):
         >>> ex.close()                     # also stops the netron servers   # doctest: +SKIP
     """
 
-    def __init__(self, workbench, page_size: int = 25, analysis: str | None = None) -> None:
+    def __init__(self, workbench, page_size: int = 25, analysis: str | None = None,
+                 task: bool | None = None) -> None:
         super().__init__()
         self.wb, self.page_size = workbench, page_size
+        self.task = workbench.config.evaluation is not None if task is None else bool(task)
         self.analysis = analysis or workbench.config.quant.precision_analysis_method.value
         self.report = self.df = self.last_seconds = self.last_error = self.snapshot = None
         self.change = ""
@@ -240,7 +264,7 @@ class Explorer(W.VBox):
                 action()
             self.report = L.layer_report(self.wb, self.analysis)
             self.snapshot = self.wb.snapshot(
-                reports={f"{self.analysis} {self.wb.mode.value}": self.report})
+                reports={f"{self.analysis} {self.wb.mode.value}": self.report}, task=self.task)
             self.df, self.final = self.report.to_frame(), self.snapshot.final_cosine()
             self.progress.value = 1
             self.show_summary()
@@ -298,7 +322,7 @@ class Explorer(W.VBox):
 
     # ---- views ---------------------------------------------------------------------------
     def show_summary(self) -> None:
-        s = L.summary(self.snapshot, self.analysis)
+        s = L.summary(self.snapshot, self.analysis, L.dashboard_link(self.wb.cluster))
         colour = "#2e7d32" if s["ok"] else "#c62828"
         self.status.value = (f'<div style="font:13px sans-serif;color:{colour}">'
                              f"<b>{html.escape(L.status_line(s))}</b></div>")
@@ -314,11 +338,13 @@ class Explorer(W.VBox):
             f'<p style="color:{colour}"><b>{html.escape(s["verdict"])}</b></p>'
             f"<table><tr><th>output</th><th>final cosine</th><th></th><th>spread</th></tr>"
             f"{outs}</table>"
+            + _task_html(s) +
             f"<p>U16 layers: {s['u16']} &mdash; plan: {html.escape(s['plan'])}<br>"
             f"calibration {s['calibration']}, analysis {s['analysis']}, mode {s['mode']}, "
             f"SmoothQuant {'on' if s['smooth'] else 'off'}</p>"
             + (f"<ul>{where}</ul>" if where else "") + f"<p>Next:</p><ol>{steps}</ol>"
-            + (f"<p>Tried, not recommended:</p><ul>{rejected}</ul>" if rejected else ""))
+            + (f"<p>Tried, not recommended:</p><ul>{rejected}</ul>" if rejected else "")
+            + _dashboard_html(s["dashboard"]))
 
     def show_table(self) -> None:
         if self.df is None:  # NOTE: the first analysis failed; its error is shown

@@ -108,21 +108,59 @@ def layer_report(wb, method: str = "EndToEnd"):
     return wb.report(method)
 
 
-def summary(analysis, method: str | None = None) -> dict:
+def task_short(report) -> str:
+    """A task report in a few words, for the status line.
+
+    Example:
+        >>> from axnb.evaluate import TaskReport
+        >>> task_short(TaskReport("top1", "p", 0.90625, 0.9140625))
+        'top-1 float 0.906 -> quantized 0.914'
+    """
+    from axnb.results.analysis import task_label
+
+    def num(v):
+        return f"{v:.3f}" if v == v else "NaN (no finite value)"
+    return f"{task_label(report)} float {num(report.float_score)} -> quantized " \
+           f"{num(report.quant_score)}"
+
+
+def dashboard_link(cluster) -> str | None:
+    """The Dask dashboard URL of a Workbench's cluster (``wb.cluster``), or None.
+
+    Example:
+        >>> dashboard_link(None) is None
+        True
+    """
+    if cluster is None:
+        return None
+    try:
+        link = getattr(cluster, "dashboard_link", None) or cluster.client.dashboard_link
+    except Exception:  # noqa: BLE001 - a closed or odd cluster shows no link, not an error
+        return None
+    return str(link) if link else None
+
+
+def summary(analysis, method: str | None = None, dashboard: str | None = None) -> dict:
     """What the Summary tab shows, from an :class:`~axnb.results.Analysis` (the report's and
-    the CLI's numbers and advice): verdict, next steps, U16 count, plan, methods, outputs.
+    the CLI's numbers and advice): verdict, next steps, U16 count, plan, methods, outputs, the
+    task metric (when the snapshot has one) and the Dask ``dashboard`` link (when given).
 
     Example:
         >>> summary(wb.snapshot(), "EndToEnd")["u16"]               # doctest: +SKIP
         0
     """
     from axnb.advice import spread_text, spreads
+    from axnb.results.analysis import task_line
 
     an = analysis
     adv, final = an.advice, an.final_cosine()
     sp = spreads(an, adv.threshold).get(an.mode, {})
     layers = an.plan.get("layers", {})
-    return {"ok": adv.ok, "verdict": adv.headline, "steps": list(adv.steps),
+    tv = an.task_verdict()
+    return {"ok": adv.ok, "verdict": adv.headline, "steps": list(an.steps()),
+            "task": [(m, task_line(r), task_short(r)) for m, r in an.task.items()],
+            "task_ok": tv[0] if tv else None, "task_verdict": tv[1] if tv else "",
+            "dashboard": dashboard,
             "where": list(adv.where), "rejected": list(adv.details.get("not_recommended", [])),
             "u16": sum(len(layers.get(q, [])) for q in HIGH), "plan": an.plan.get("summary", ""),
             "calibration": an.method, "analysis": method or an.analysis_method,
@@ -154,8 +192,9 @@ def status_line(s: dict) -> str:
         'U16 layers: 0 | final cosine 99.0000% >= 98% | MinMax | EndToEnd | Reference'
     """
     worst = min((c for _, c, *_ in s["outputs"]), default=float("nan"))
+    task = "".join(f" | {short}" for _, _, short in s.get("task", ()))
     return (f"U16 layers: {s['u16']} | final cosine {worst:.4%} "
-            f"{'>=' if s['ok'] else '<'} {THRESHOLD:.0%} | {s['calibration']} | "
+            f"{'>=' if s['ok'] else '<'} {THRESHOLD:.0%}{task} | {s['calibration']} | "
             f"{s['analysis']} | {s['mode']}{' | SmoothQuant' if s['smooth'] else ''}"
             + (f" | {s['samples']} samples" if s.get("samples") else ""))
 
