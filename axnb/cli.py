@@ -284,6 +284,9 @@ def _snapshot(con, wb, reports: dict, args):
                   ", float vs quantized in both modes...")
     an = wb.snapshot(reports=reports, modes=("Reference", "NPUBackend"), task=task)
     md = getattr(args, "max_drop", None)
+    if md is not None and not task:
+        con.print("[bold yellow]--max-drop ignored[/]: the config has no \"evaluation\" block "
+                  "(no task metric to judge; see the README's Configs section)")
     return an if md is None else an.replace(max_drop=md)
 
 

