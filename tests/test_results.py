@@ -136,6 +136,7 @@ def test_analysis_with_task_reports_round_trips_and_judges_the_worst_mode(tmp_pa
     cfg = back.replace(config={"evaluation": {"max_drop": 0.6}}, max_drop=0.6)
     assert cfg.task_verdict()[1].endswith("at the config's evaluation.max_drop of 60.0 points")
     assert "top-1 float 1.000, quantized 1.000 (Reference)" in repr(back)
+    assert "too much at the default max drop" in back._repr_html_()
     assert _analysis().task_verdict() is None and _analysis().task == {}
 
 

@@ -268,7 +268,12 @@ class Analysis:
 
     def steps(self) -> tuple[str, ...]:
         """The advice's next steps; with a task metric measured, without the step that asks
-        to check one (it is right here)."""
+        to check one (it is right here).
+
+        Example:
+            >>> wb.snapshot(task=True).steps()               # doctest: +SKIP
+            ('Confirm with precision_analysis_mode NPUBackend and on the board.',)
+        """
         steps = tuple(self.advice.steps) if self.advice is not None else ()
         if self.task:
             steps = tuple(s for s in steps if not s.startswith("Check the task metric"))
@@ -339,4 +344,7 @@ class Analysis:
     def _repr_html_(self) -> str:
         head = f"<p><b>{html.escape(repr(self))}</b></p>"
         adv = self.advice._repr_html_() if self.advice is not None else ""
-        return head + adv + self.to_frame().to_html(index=False)
+        tv = self.task_verdict()
+        task = "" if tv is None else (f"<p><b>{html.escape(tv[1])}</b></p><ul>" + "".join(
+            f"<li>{html.escape(task_line(r))}</li>" for r in self.task.values()) + "</ul>")
+        return head + task + adv + self.to_frame().to_html(index=False)
