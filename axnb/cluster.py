@@ -587,6 +587,11 @@ class _Evaluator:
         self.context = {"samples": len(feeds), "outputs": list(qm.model.outputs),
                         "method": qm.method.value, "mode": qm.mode.value}
 
+    @property
+    def concurrent(self) -> int:
+        """How many plans :meth:`evaluate_many` runs side by side: the cluster's threads."""
+        return self._cl.threads
+
     def _quant(self, plan) -> QuantModel:
         return self._qm if plan is self._qm.plan else \
             self._qm.with_plan(self._stats, plan, self._qm.method)

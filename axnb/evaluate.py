@@ -577,7 +577,7 @@ class TaskEvaluator:
     ``float_score`` is the float model's score on the same scale, so a maximum drop is the
     target ``float_score - max_drop`` (:meth:`target_for`). On a Workbench with a cluster
     (``wb.cluster``) the models run on its workers and :meth:`evaluate_many` runs plans side
-    by side (``concurrent`` is True): the same scores.
+    by side (``concurrent`` of them: the cluster's threads): the same scores.
 
     Example:
         >>> ev = TaskEvaluator(wb, "top1")                                   # doctest: +SKIP
@@ -600,9 +600,10 @@ class TaskEvaluator:
         self._first = (self._qm.plan, first)
 
     @property
-    def concurrent(self) -> bool:
-        """Whether :meth:`evaluate_many` runs plans side by side (on a cluster)."""
-        return self._cl is not None
+    def concurrent(self) -> int:
+        """How many plans :meth:`evaluate_many` runs side by side: the cluster's threads, or
+        1 without a cluster."""
+        return self._cl.threads if self._cl is not None else 1
 
     def _outputs(self, qm) -> list[dict]:
         return _outputs(self._cl, qm.model, qm, self._ts.feeds)

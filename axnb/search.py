@@ -35,7 +35,9 @@ the best so far as for ``"budget"``.
 
 Batches (:meth:`SearchState.pending`): the rank step's singletons do not depend on each other's
 scores, so the state machine asks for all of them at once (as far as the budget reaches); with
-``speculate`` it also offers the prune candidates as they are if every earlier removal fails.
+``speculate=k`` it also offers the next k prune candidates as they are if every earlier removal
+fails (k = the evaluator's ``concurrent`` - 1: the cluster's threads beyond the first; removals
+that succeed waste the candidates after them, so no more than the idle threads take).
 An evaluator with ``evaluate_many`` (a Workbench on a Dask cluster) runs a batch side by side;
 the state machine stays here and takes the scores in the sequential order, whatever order they
 arrive in, so the trace, the promoted set and every score are the sequential search's (the
@@ -97,8 +99,9 @@ class SearchState:
         trace: earlier evaluations (:class:`Evaluation` or ``(layers, score)`` pairs) that
             answer requests without new runs.
         rank: rank ``ranked`` first by evaluating each layer promoted alone.
-        speculate: :meth:`pending` also offers the prune candidates that are needed only if
-            every earlier removal fails (for a driver that evaluates side by side).
+        speculate: :meth:`pending` also offers up to this many prune candidates that are
+            needed only if every earlier removal fails (for a driver that evaluates side by
+            side; 0 = none).
 
     Example:
         >>> s = SearchState(["a", "b", "c"], target=1.0)
@@ -109,10 +112,10 @@ class SearchState:
     """
 
     def __init__(self, ranked: Iterable[str], target: float, budget: int | None = None,
-                 trace: Iterable = (), rank: bool = False, speculate: bool = False) -> None:
+                 trace: Iterable = (), rank: bool = False, speculate: int = 0) -> None:
         self.ranked = list(dict.fromkeys(ranked))
         self.target, self.budget, self._rank = float(target), budget, rank
-        self.speculate = speculate
+        self.speculate = int(speculate)
         self.memo: dict[frozenset, float] = {}
         for e in trace:
             layers, score = (e.plan_layers, e.score) if isinstance(e, Evaluation) else e
@@ -240,7 +243,7 @@ class SearchState:
             # NOTE: speculation: the later candidates as they are if every removal before
             # them fails (the common case once bisection found a minimal prefix)
             def ahead(i=i, kept=frozenset(keep)):
-                return (kept - {m} for m in order[i + 1:]) if self.speculate else ()
+                return (kept - {m} for m in order[i + 1:i + 1 + self.speculate])
             if self._ok((yield from self._ask(set(keep) - {n}, "prune", ahead))):
                 keep.remove(n)
 
@@ -378,8 +381,9 @@ def search(evaluate: Callable[[QuantPlan], Mapping[str, float]], base_plan: Quan
             attributes (if any) are recorded, and a resumed search must match them. One with
             ``evaluate_many(plans, stop)`` (yielding ``(index, scores, seconds)`` as plans
             complete; the evaluators of a Workbench on a Dask cluster) gets each batch of
-            independent plans at once, and speculative prune candidates unless its
-            ``concurrent`` attribute is False (module docstring).
+            independent plans at once, and ``concurrent - 1`` speculative prune candidates
+            (``concurrent``: how many plans it runs side by side, default 1; module
+            docstring).
         base_plan: the plan to start from (the promotions are added to it).
         target: the score every output must reach (cosine: 0.98 as in Pulsar2's guide).
         budget: most evaluations (resumed ones included); None = no limit.
@@ -413,9 +417,10 @@ def search(evaluate: Callable[[QuantPlan], Mapping[str, float]], base_plan: Quan
     prev = _previous(resume, ctx, base_configs)
     old = [dataclasses.replace(e, ok=e.score >= target) for e in (prev.trace if prev else ())]
     cands = _candidates(base, q) if ranking is None else _node_names(base.model, ranking)
-    # NOTE: speculating only pays where plans run side by side (a Dask cluster)
-    side = hasattr(evaluate, "evaluate_many") and getattr(evaluate, "concurrent", True)
-    state = SearchState(cands, target, budget, old, rank=ranking is None, speculate=side)
+    # NOTE: speculating only pays where plans run side by side (a Dask cluster's threads)
+    side = int(getattr(evaluate, "concurrent", 1)) if hasattr(evaluate, "evaluate_many") else 1
+    state = SearchState(cands, target, budget, old, rank=ranking is None,
+                        speculate=max(0, side - 1))
     t0, before = time.perf_counter(), prev.seconds if prev else 0.0
 
     def late() -> bool:
