@@ -1,11 +1,15 @@
-"""Dask: calibration, the layer table, final metrics and plan evaluations across a cluster.
+"""Dask: calibration, the layer table, final and task metrics and plan evaluations on a cluster.
 
 Work that splits by sample runs as Dask tasks, one task per chunk of samples, each a pure
 function of its chunk (:func:`axnb.calibrate.observe_chunk`, :func:`axnb.compare.compare_chunk`,
-:func:`axnb.metrics.sample_terms`). The client merges the chunk results once, in chunk order:
-observers merge bit for bit (min/max, histograms, counts), metric sums to float64 rounding.
-A task whose worker dies is re-run elsewhere by Dask and only its one result is ever merged, so
-nothing is counted twice.
+:func:`axnb.metrics.sample_terms`, the outputs for a task metric). The client merges the chunk
+results once, in chunk order: observers merge bit for bit (min/max, histograms, counts), metric
+sums to float64 rounding. A task whose worker dies is re-run elsewhere by Dask and only its one
+result is ever merged, so nothing is counted twice.
+
+Work that splits by candidate: isolation (a batch of layers per task) and plans side by side
+(:meth:`Cluster.plan_runs`, behind the evaluators' ``evaluate_many``, which
+:func:`axnb.search.search` feeds with its batches while its state machine stays here).
 
 What crosses the wire: the model as its serialized proto (``model.proto``, never a
 ``work_copy``, whose weights live in this process only), once per cluster, as a task result the

@@ -433,7 +433,12 @@ def search(evaluate: Callable[[QuantPlan], Mapping[str, float]], base_plan: Quan
             if late():
                 state.stop("time")
                 continue
-            done.update(_run_batch(evaluate, state, base, q, late, bar))
+            got = _run_batch(evaluate, state, base, q, late, bar)
+            if not got and not late():
+                raise AxnbError("search: the evaluator's evaluate_many gave no result for "
+                                f"{len(state.pending())} plans (it must yield (index, scores, "
+                                "seconds) for each plan it starts)")
+            done.update(got)
     finally:
         bar.close()
     trace = old + [Evaluation(done[s][0], done[s][1], min(done[s][1].values()) >= target,

@@ -396,3 +396,12 @@ def test_an_evaluate_many_gets_batches_and_gives_the_same_result():
         [(e.plan_layers, e.metric, e.ok, e.phase) for e in two.trace]
     assert (one.promoted, one.stopped, one.evaluations) == \
         (two.promoted, two.stopped, two.evaluations)
+
+
+def test_an_evaluate_many_that_gives_nothing_is_an_error():
+    def evaluate(plan):
+        return {"out": 0.5}
+
+    evaluate.evaluate_many = lambda plans, stop=None: iter(())
+    with pytest.raises(AxnbError, match="gave no result for 1 plans"):
+        search(evaluate, FakePlan(), target=0.99, progress=False)
