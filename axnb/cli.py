@@ -267,7 +267,6 @@ def _run(con, model_file: Path, cfg, out: Path, shapes, args) -> None:
         con.print("[bold]next steps[/]: trying each (calibration methods, SmoothQuant, U16)...")
     an = nextsteps.measured(wb, an) if measure else an
     an = an.replace(diagnosis=diagnose(wb, analysis=an))
-    args.measured = measure
     _final(con, an, measure)
     an.save(out / "analysis.json")
     write_report(an, out / "report.html")
@@ -382,7 +381,9 @@ def _final(con, an, measured: bool = True) -> None:
             con.print(f"    {spread_text(sp.get(mode, {}).get(o), adv.threshold)}",
                       markup=False)
     for r in an.task.values():
-        con.print(f"task metric on {r.samples} samples: {escape(task_line(r))}")
+        # NOTE: a callable metric that returns one number has no per-sample rows to count
+        on = f" on {r.samples} samples" if r.samples else ""
+        con.print(f"task metric{on}: {escape(task_line(r))}")
         if r.note:
             con.print(f"    {r.note}", markup=False)
     tv = an.task_verdict()

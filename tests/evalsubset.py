@@ -34,3 +34,14 @@ def small_eval_config(zoo, folder: Path):
     ev = cfg.evaluation
     return dataclasses.replace(cfg, evaluation=dataclasses.replace(
         ev, dataset=str(subset_dir(zoo, folder)), labels=str(cfg.resolve_path(ev.labels))))
+
+
+def mean_abs_change(float_outputs, quant_outputs, labels) -> float:
+    """A custom task metric for ``"metric": "evalsubset:mean_abs_change"``: one number for the
+    whole set, lower is better (0 for the float model)."""
+    import numpy as np
+
+    return float(np.abs(np.asarray(quant_outputs) - np.asarray(float_outputs)).mean())
+
+
+mean_abs_change.higher_is_better = False

@@ -192,11 +192,24 @@ def test_summary_json_and_fail_under(zoo_ready, tmp_path, capsys):
     assert {"report.html", "quant/quantized.onnx", "summary.json"} <= set(s["files"])
     assert all((out / f).is_file() for f in s["files"])
     worst = min(m["Cosin"] for outs in s["final"].values() for m in outs.values())
+    # NOTE: the second build also scores a custom metric: one number, lower is better
+    d = json.loads(cfg.read_text())
+    d["evaluation"]["metric"] = "evalsubset:mean_abs_change"
+    cfg.write_text(json.dumps(d))
     out2 = tmp_path / "s2"
+    capsys.readouterr()
     rc = main(["build", "--config", str(cfg), "--output-dir", str(out2), "--samples", "4",
                "--fail-under", f"{worst + 1e-6:.7f}"])
     assert rc == 3
-    assert "fail-under" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "fail-under" in text
+    t = json.loads((out2 / "summary.json").read_text())["task"]["NPUBackend"]
+    assert (t["metric"], t["float"], t["samples"], t["flips"]) == ("mean_abs_change", 0.0, 0, 0)
+    assert t["drop"] == t["quantized"] > 0 and t["verdict"]["ok"] == (t["drop"] <= 0.01)
+    assert (f"task metric: mean_abs_change float 0.000, quantized {t['quantized']:.3f} "
+            f"(NPUBackend): drop {t['drop']:.4g}") in text
+    assert "No per-sample scores: the metric returns one number" in (out2 / "report.html"
+                                                                     ).read_text()
 
 
 def test_default_config_prints_and_writes_top1_float_vs_quantized_in_both_modes(

@@ -238,6 +238,7 @@ def _task(an: Analysis, threshold: float, fine: float) -> dict | None:
     for m, r in an.task.items():
         rows, what = _task_rows(r)
         modes.append({"mode": m, "line": task_line(r), "note": r.note, "what": what,
+                      "per_sample": bool(r.rows),
                       "n": len(rows), "shown": min(len(rows), TASK_ROWS),
                       "nan": any(not math.isfinite(x["cosine"]) for x in r.rows),
                       "table": table(pd.DataFrame(rows), threshold=threshold, fine=fine)
