@@ -370,7 +370,7 @@ def _final(con, an, measured: bool = True) -> None:
     from rich.markup import escape
 
     from axnb.advice import line, spread_text, spreads
-    from axnb.results.analysis import task_line
+    from axnb.results.analysis import flipped_text, task_line
 
     adv, sp = an.advice, spreads(an)
     for mode in ("Reference", "NPUBackend"):
@@ -384,8 +384,9 @@ def _final(con, an, measured: bool = True) -> None:
         # NOTE: a callable metric that returns one number has no per-sample rows to count
         on = f" on {r.samples} samples" if r.samples else ""
         con.print(f"task metric{on}: {escape(task_line(r))}")
-        if r.note:
-            con.print(f"    {r.note}", markup=False)
+        for extra in (flipped_text(r), r.note):
+            if extra:
+                con.print(f"    {extra}", markup=False)
     tv = an.task_verdict()
     if tv:
         con.print(f"[bold]verdict[/]: {escape(tv[1])}")

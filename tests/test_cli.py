@@ -236,6 +236,7 @@ def test_default_config_prints_and_writes_top1_float_vs_quantized_in_both_modes(
         line = (f"top-1 float 0.906, quantized {t['quantized']:.3f} ({mode}): drop "
                 f"{t['drop'] * 100:.1f} points")
         assert t["line"].startswith(line) and line in text
+        assert all(f"{n} (cosine " in text for n in t["flipped"][:5])
         assert t["verdict"]["ok"] == (t["drop"] <= 0.01) and t["verdict"]["max_drop"] == 0.01
     worst = max(s["task"].values(), key=lambda t: t["drop"])
     assert s["ok"] == worst["verdict"]["ok"] and s["verdict"] in text

@@ -138,6 +138,10 @@ def test_analysis_with_task_reports_round_trips_and_judges_the_worst_mode(tmp_pa
     assert "top-1 float 1.000, quantized 1.000 (Reference)" in repr(back)
     assert "too much at the default max drop" in back._repr_html_()
     assert _analysis().task_verdict() is None and _analysis().task == {}
+    from axnb.results.analysis import flipped_text
+
+    assert flipped_text(back.task["Reference"]) == ""
+    assert flipped_text(back.task["NPUBackend"]).startswith("flipped: b (cosine 0.7")
 
 
 def test_steps_drop_the_check_the_task_metric_step_once_it_is_measured():

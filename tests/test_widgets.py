@@ -323,6 +323,7 @@ def test_explorer_task_line_follows_every_toggle_and_method_change(ex, wb):
 
     first = shown()
     assert first.samples == len(FLIPS) + 4 and set(first.flips) == set(FLIPS)
+    assert all(f"{n} (cosine " in ex.summary_html.value for n in FLIPS)
     assert ex.snapshot.task_verdict()[1] in unescape(ex.summary_html.value)
     ex.toggles[_first_toggle(ex)].value = True
     toggled = shown()

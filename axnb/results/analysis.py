@@ -146,6 +146,26 @@ def task_line(report) -> str:
     return text
 
 
+def flipped_text(report, n: int = 5) -> str:
+    """The samples whose score flipped (first ``n``, with their float-vs-quantized cosine), or
+    "" when none did.
+
+    Example:
+        >>> from axnb.evaluate import score
+        >>> import numpy as np
+        >>> r = score("top1", [{"p": np.array([[0.1, 0.9]])}], [{"p": np.array([[0.9, 0.1]])}],
+        ...           labels=[1], names=["a.png"])
+        >>> flipped_text(r)
+        'flipped: a.png (cosine 0.2195)'
+    """
+    rows = [x for x in report.rows if x["sample"] in set(report.flips)]
+    if not rows:
+        return ""
+    more = f", and {len(rows) - n} more" if len(rows) > n else ""
+    return "flipped: " + ", ".join(f"{x['sample']} (cosine {x['cosine']:.4f})"
+                                   for x in rows[:n]) + more
+
+
 def task_verdict(task: dict, max_drop: float, name: str = "the accepted drop"
                  ) -> tuple[bool, str]:
     """(acceptable in every mode, one line on the worst mode) of mode -> TaskReport at an

@@ -43,7 +43,8 @@ def _task_html(s: dict) -> str:
     if not s["task"]:
         return ""
     colour = "#2e7d32" if s["task_ok"] else "#c62828"
-    lines = "".join(f"<li>{html.escape(line)}</li>" for _, line, _ in s["task"])
+    lines = "".join(f"<li>{html.escape(line)}{'<br>' if f else ''}{html.escape(f)}</li>"
+                    for (_, line, _), f in zip(s["task"], s["flipped"]))
     return (f'<p class="axnb-task"><b>Task metric</b>: '
             f"{html.escape(' | '.join(short for *_, short in s['task']))}</p><ul>{lines}</ul>"
             f'<p style="color:{colour}">{html.escape(s["task_verdict"])}</p>')

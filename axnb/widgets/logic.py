@@ -150,7 +150,7 @@ def summary(analysis, method: str | None = None, dashboard: str | None = None) -
         0
     """
     from axnb.advice import spread_text, spreads
-    from axnb.results.analysis import task_line
+    from axnb.results.analysis import flipped_text, task_line
 
     an = analysis
     adv, final = an.advice, an.final_cosine()
@@ -159,6 +159,7 @@ def summary(analysis, method: str | None = None, dashboard: str | None = None) -
     tv = an.task_verdict()
     return {"ok": adv.ok, "verdict": adv.headline, "steps": list(an.steps()),
             "task": [(m, task_line(r), task_short(r)) for m, r in an.task.items()],
+            "flipped": [flipped_text(r) for r in an.task.values()],
             "task_ok": tv[0] if tv else None, "task_verdict": tv[1] if tv else "",
             "dashboard": dashboard,
             "where": list(adv.where), "rejected": list(adv.details.get("not_recommended", [])),
