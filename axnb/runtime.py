@@ -46,7 +46,8 @@ def session(proto: onnx.ModelProto, providers: list[str] | None = None,
             are then passed to onnxruntime as arrays instead of being serialized and parsed back
             (1.3 s saved on MiniLM), which empties them in ``proto``.
         low_memory: no memory arena and no memory pattern: each tensor is freed after its last
-            reader instead of being held in a preplanned block (large analysis graphs).
+            reader instead of being held in a preplanned block (large analysis graphs), and
+            nodes run in the graph's order (see :func:`axnb.qdq.toposort`).
     """
     import onnxruntime as ort
 
@@ -62,6 +63,10 @@ def session(proto: onnx.ModelProto, providers: list[str] | None = None,
     if low_memory:
         so.enable_mem_pattern = False
         so.enable_cpu_mem_arena = False
+        # NOTE: run the nodes in the graph's own order (qdq.toposort places each reduction
+        # right after what it reads). onnxruntime's default order is its own DFS, which held
+        # 1.2 GB more per sample in layout_cdla's compare graph (peak 1956 vs 1196 MB).
+        so.execution_order = ort.ExecutionOrder.PRIORITY_BASED
     so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _LEVELS[optimize])
     keep = _external_initializers(proto, so, consume)
     sess = ort.InferenceSession(proto.SerializeToString(), so,
