@@ -297,8 +297,9 @@ def advise(final: Mapping[str, float], reports=(), outliers=None, method: str = 
         steps.append("No step measured raises the final cosine: look at the layers that "
                      "cause the loss (above), the data (checks) and the task metric.")
     reach = bool(good) and good[0]["after"] >= threshold
-    steps.append(("Then confirm" if good else "Confirm") +
-                 " with precision_analysis_mode NPUBackend.")
+    if mode != "NPUBackend":            # NOTE: the figures above are NPUBackend's already
+        steps.append(("Then confirm" if good else "Confirm") +
+                     " with precision_analysis_mode NPUBackend.")
     det["steps"] = steps
     hot = _smooth_hint(outliers)
     parts = [short] + ([f"outlier table: {len(hot)} tensors with level>=5 channels"] if hot

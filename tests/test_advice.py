@@ -153,3 +153,13 @@ def test_the_verdict_says_when_a_few_samples_are_the_whole_story():
     assert broad.where[0].startswith("Spread: per sample: mean 0.9000, min 0.9000; worst: "
                                      "sample #0 0.9000")
     assert advice.spread([]) is None and "n/a" in advice.spread_text(None)
+
+
+def test_confirm_in_npubackend_only_when_the_figures_are_not_npubackend_already():
+    from axnb.advice import advise
+
+    ref = advise({"out": 0.95}, method="MinMax", mode="Reference", by_method={"MSE": 0.985})
+    npu = advise({"out": 0.95}, method="MinMax", mode="NPUBackend", by_method={"MSE": 0.985})
+    assert ref.steps[-1] == "Then confirm with precision_analysis_mode NPUBackend."
+    assert not any("precision_analysis_mode NPUBackend" in s for s in npu.steps)
+    assert npu.steps[0].startswith("MSE calibration: 0.9500 -> 0.9850 (tried)")
