@@ -156,8 +156,6 @@ def test_the_verdict_says_when_a_few_samples_are_the_whole_story():
 
 
 def test_confirm_in_npubackend_only_when_the_figures_are_not_npubackend_already():
-    from axnb.advice import advise
-
     ref = advise({"out": 0.95}, method="MinMax", mode="Reference", by_method={"MSE": 0.985})
     npu = advise({"out": 0.95}, method="MinMax", mode="NPUBackend", by_method={"MSE": 0.985})
     assert ref.steps[-1] == "Then confirm with precision_analysis_mode NPUBackend."
