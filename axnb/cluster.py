@@ -580,6 +580,16 @@ class Cluster:
         return _Evaluator(self, qmodel, stats, list(feeds), check_metric(metric), metric)
 
 
+def _side_by_side(cl: Cluster, samples: int) -> int:
+    """How many plans run side by side without slowing each one: the worker threads per
+    sample (at least 1).
+
+    NOTE: a lone plan splits its samples across the workers; two plans side by side each take
+    half of them, so a speculative plan only pays where the samples cannot fill the threads.
+    """
+    return max(1, cl.threads // max(1, samples))
+
+
 class _Evaluator:
     """A plan's score with its samples scored across a :class:`Cluster`; several plans side
     by side with :meth:`evaluate_many` (what :func:`axnb.search.search` uses)."""
@@ -588,13 +598,9 @@ class _Evaluator:
         self._cl, self._qm, self._stats, self._feeds, self._key = cl, qm, stats, feeds, key
         self._parts: list | None = None
         self.metric = metric
+        self.concurrent = _side_by_side(cl, len(feeds))
         self.context = {"samples": len(feeds), "outputs": list(qm.model.outputs),
                         "method": qm.method.value, "mode": qm.mode.value}
-
-    @property
-    def concurrent(self) -> int:
-        """How many plans :meth:`evaluate_many` runs side by side: the cluster's threads."""
-        return self._cl.threads
 
     def _quant(self, plan) -> QuantModel:
         return self._qm if plan is self._qm.plan else \

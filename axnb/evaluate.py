@@ -577,7 +577,9 @@ class TaskEvaluator:
     ``float_score`` is the float model's score on the same scale, so a maximum drop is the
     target ``float_score - max_drop`` (:meth:`target_for`). On a Workbench with a cluster
     (``wb.cluster``) the models run on its workers and :meth:`evaluate_many` runs plans side
-    by side (``concurrent`` of them: the cluster's threads): the same scores.
+    by side: the same scores. ``concurrent``: how many plans run side by side without
+    slowing each (the cluster's threads per sample, at least 1; 1 without a cluster), which
+    :func:`axnb.search.search` speculates with; set it to speculate more.
 
     Example:
         >>> ev = TaskEvaluator(wb, "top1")                                   # doctest: +SKIP
@@ -588,6 +590,9 @@ class TaskEvaluator:
                  **params) -> None:
         self._ts = task_set(wb, metric, labels, feeds, output, **params)
         self._cl, self._parts = _cluster(wb), None
+        # NOTE: plans side by side without slowing each (the cluster's threads per sample)
+        self.concurrent = 1 if self._cl is None else \
+            max(1, self._cl.threads // max(1, len(self._ts.feeds)))
         self._qm, self._stats, self._method = wb.quantized(mode), wb.stats, wb.method
         self._float = _float_outputs(wb, self._ts)
         first = self._score(self._outputs(self._qm), self._qm)
@@ -598,12 +603,6 @@ class TaskEvaluator:
                         "output": first.output, "method": wb.method.value,
                         "mode": self._qm.mode.value, **plain(self._ts.params)}
         self._first = (self._qm.plan, first)
-
-    @property
-    def concurrent(self) -> int:
-        """How many plans :meth:`evaluate_many` runs side by side: the cluster's threads, or
-        1 without a cluster."""
-        return self._cl.threads if self._cl is not None else 1
 
     def _outputs(self, qm) -> list[dict]:
         return _outputs(self._cl, qm.model, qm, self._ts.feeds)

@@ -36,8 +36,9 @@ the best so far as for ``"budget"``.
 Batches (:meth:`SearchState.pending`): the rank step's singletons do not depend on each other's
 scores, so the state machine asks for all of them at once (as far as the budget reaches); with
 ``speculate=k`` it also offers the next k prune candidates as they are if every earlier removal
-fails (k = the evaluator's ``concurrent`` - 1: the cluster's threads beyond the first; removals
-that succeed waste the candidates after them, so no more than the idle threads take).
+fails (k = the evaluator's ``concurrent`` - 1, ``concurrent`` being how many plans it runs side
+by side without slowing each: on a cluster its threads per sample, as a lone plan already
+splits its samples across the workers; a removal that succeeds wastes the candidates after it).
 An evaluator with ``evaluate_many`` (a Workbench on a Dask cluster) runs a batch side by side;
 the state machine stays here and takes the scores in the sequential order, whatever order they
 arrive in, so the trace, the promoted set and every score are the sequential search's (the
@@ -382,8 +383,8 @@ def search(evaluate: Callable[[QuantPlan], Mapping[str, float]], base_plan: Quan
             ``evaluate_many(plans, stop)`` (yielding ``(index, scores, seconds)`` as plans
             complete; the evaluators of a Workbench on a Dask cluster) gets each batch of
             independent plans at once, and ``concurrent - 1`` speculative prune candidates
-            (``concurrent``: how many plans it runs side by side, default 1; module
-            docstring).
+            (``concurrent``: how many plans it runs side by side without slowing each,
+            default 1; module docstring).
         base_plan: the plan to start from (the promotions are added to it).
         target: the score every output must reach (cosine: 0.98 as in Pulsar2's guide).
         budget: most evaluations (resumed ones included); None = no limit.

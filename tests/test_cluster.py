@@ -215,11 +215,15 @@ def test_default_search_runs_its_batches_on_the_workers(client, wb):
     assert lo < hi
     one = search(ev1, base, target=hi, progress=False)      # NOTE: as good as all 8 in U16
     c = cluster.Cluster(client)
-    two = search(c.evaluator(wb.quantized(), wb.stats, wb.samples), base, target=hi,
-                 progress=False)
+    ev2 = c.evaluator(wb.quantized(), wb.stats, wb.samples)
+    assert ev2.concurrent == 1            # NOTE: 6 samples fill 2 threads: no speculation
+    ev2.concurrent = 2                    # NOTE: ... unless asked: a prune batch of 2
+    sizes, many = [], ev2.evaluate_many
+    ev2.evaluate_many = lambda plans, stop=None: (sizes.append(len(plans)), many(plans, stop))[1]
+    two = search(ev2, base, target=hi, progress=False)
     _same_trace(one, two)
     assert {"rank", "full", "bisect"} <= {e.phase for e in two.trace} and two.met
-    assert max(r["tasks"] for r in c.runs if r["kind"] == "plans") >= len(keep)
+    assert max(sizes) == len(keep) and 2 in sizes, sizes   # NOTE: the rank batch, a prune pair
     late = search(c.evaluator(wb.quantized(), wb.stats, wb.samples), base, target=hi,
                   max_seconds=0, progress=False)
     assert (late.stopped, late.evaluations) == ("time", 0)
@@ -246,7 +250,7 @@ def test_task_metrics_run_on_the_workers(client, wb):
     assert one == two and one.rows and c.runs[-1]["kind"] == "plans"
     plan = wb.plan.set(wb.ranking()[:3], "U16")
     e1, e2 = (ev.TaskEvaluator(w, "agreement", feeds=feeds) for w in (wb, cw))
-    assert (e1.concurrent, e2.concurrent) == (1, 2)
+    assert (e1.concurrent, e2.concurrent) == (1, 1)    # NOTE: 8 samples fill 2 threads
     assert e1.report(plan) == e2.report(plan)
     got = sorted((i, s) for i, s, _ in e2.evaluate_many([wb.plan, plan]))
     assert got == [(0, e1(wb.plan)), (1, e1(plan))]
