@@ -296,7 +296,8 @@ class Workbench:
         out = {}
         for m in modes or [self.mode.value]:
             mode = parse_enum(Mode, m, "precision_analysis_mode")
-            key = (mode, self.plan, self.method, id(self.model), id(self.stats))
+            key = (mode, self.plan, self.method, id(self.model), id(self.stats),
+                   self.config.evaluation)
             if key not in self._tasks:
                 if len(self._tasks) >= CACHE:
                     self._tasks.clear()
@@ -403,7 +404,8 @@ class Workbench:
             Mode, m, "precision_analysis_mode").value for m in (modes or ()))]))
         key = (tuple(methods), tuple(modes), None if reports is None else
                tuple((k, id(r)) for k, r in reports.items()), self.plan, self.method,
-               self.mode, id(self.model), id(self.stats), id(self.smooth), bool(task))
+               self.mode, id(self.model), id(self.stats), id(self.smooth),
+               self.config.evaluation if task else False)
         hit = self._snapshots.get(key)
         if hit is not None:
             return hit[1]

@@ -350,3 +350,15 @@ def test_dask_dashboard_link_in_the_summary(ex, monkeypatch):
                         lambda c: seen.append(c) or url)
     ex.show_summary()
     assert seen == [ex.wb.cluster] and f'href="{url}"' in ex.summary_html.value
+
+
+def test_a_task_metric_that_cannot_be_measured_is_said_and_the_rest_shows(ex, wb, tmp_path,
+                                                                          monkeypatch):
+    import dataclasses
+
+    bad = dataclasses.replace(wb.config.evaluation, labels=str(tmp_path / "no_labels.json"))
+    monkeypatch.setattr(wb, "config", dataclasses.replace(wb.config, evaluation=bad))
+    ex.toggles[_first_toggle(ex)].value = True
+    assert ex.last_error is None and "U16 layers: 1" in ex.status.value
+    assert "Task metric not measured" in ex.summary_html.value and ex.snapshot.task == {}
+    assert "no_labels.json" in ex.task_error and "no_labels.json" in ex.summary_html.value

@@ -38,8 +38,12 @@ def _box(*children, cls=W.HBox, **layout):
     return cls(list(children), layout=W.Layout(**layout))
 
 
-def _task_html(s: dict) -> str:
-    """The Summary's task-metric lines (one per mode measured) and their verdict."""
+def _task_html(s: dict, error: str = "") -> str:
+    """The Summary's task-metric lines (one per mode measured) and their verdict, or why it
+    could not be measured."""
+    if error:
+        return (f'<p class="axnb-task" style="color:#c62828"><b>Task metric not measured</b>: '
+                f"{html.escape(error)}</p>")
     if not s["task"]:
         return ""
     colour = "#2e7d32" if s["task_ok"] else "#c62828"
@@ -74,6 +78,7 @@ class Explorer(W.VBox):
         snapshot: the current :class:`~axnb.results.Analysis` (what the Summary shows and
             the Export tab's report renders).
         last_seconds, last_error: time and exception (or None) of the last action.
+        task_error: why the task metric could not be measured after the last action, or "".
 
     Example:
         >>> ex = Explorer(wb); ex                                   # doctest: +SKIP
@@ -88,7 +93,7 @@ class Explorer(W.VBox):
         self.task = workbench.config.evaluation is not None if task is None else bool(task)
         self.analysis = analysis or workbench.config.quant.precision_analysis_method.value
         self.report = self.df = self.last_seconds = self.last_error = self.snapshot = None
-        self.change = ""
+        self.change = self.task_error = ""
         self.final: dict[str, float] = {}
         self._servers, self._sync, self._stale = [], False, {2, 3}
         self._tmp = Path(tempfile.mkdtemp(prefix="axnb-explorer-"))
@@ -264,8 +269,7 @@ class Explorer(W.VBox):
             if action is not None:
                 action()
             self.report = L.layer_report(self.wb, self.analysis)
-            self.snapshot = self.wb.snapshot(
-                reports={f"{self.analysis} {self.wb.mode.value}": self.report}, task=self.task)
+            self.snapshot = self._snapshot()
             self.df, self.final = self.report.to_frame(), self.snapshot.final_cosine()
             self.progress.value = 1
             self.show_summary()
@@ -284,6 +288,22 @@ class Explorer(W.VBox):
         self.timing.value = f"{label}: {self.change}{self.last_seconds:.2f} s"
         self.timing.add_class("axnb-drop") if "lowers" in self.change else \
             self.timing.remove_class("axnb-drop")
+
+    def _snapshot(self):
+        """The Workbench's snapshot of the table on screen, with the task metric when asked;
+        a task metric that cannot be measured (labels missing...) is said in the Summary and
+        the rest still shows."""
+        from axnb.errors import AxnbError
+
+        reports = {f"{self.analysis} {self.wb.mode.value}": self.report}
+        self.task_error = ""
+        try:
+            return self.wb.snapshot(reports=reports, task=self.task)
+        except (AxnbError, OSError) as e:
+            if not self.task:
+                raise
+            self.task_error = f"{type(e).__name__}: {e}"
+            return self.wb.snapshot(reports=reports)
 
     def _set_smooth(self, on: bool) -> None:
         self.wb.set_smooth_quant(on)
@@ -339,7 +359,7 @@ class Explorer(W.VBox):
             f'<p style="color:{colour}"><b>{html.escape(s["verdict"])}</b></p>'
             f"<table><tr><th>output</th><th>final cosine</th><th></th><th>spread</th></tr>"
             f"{outs}</table>"
-            + _task_html(s) +
+            + _task_html(s, self.task_error) +
             f"<p>U16 layers: {s['u16']} &mdash; plan: {html.escape(s['plan'])}<br>"
             f"calibration {s['calibration']}, analysis {s['analysis']}, mode {s['mode']}, "
             f"SmoothQuant {'on' if s['smooth'] else 'off'}</p>"
