@@ -239,7 +239,8 @@ class Workbench:
         qm = self.quantized(mode)
         hit = self._finals.get(qm.mode)
         if hit is None or hit[0] is not qm:
-            res = self.cluster.output_metrics(self.model, qm, self.samples) if self.cluster \
+            res = self.cluster.output_metrics(
+                self.model, qm, self.samples, progress=self.progress) if self.cluster \
                 else output_metrics(self.float_outputs(), [qm.run(f) for f in self.samples])
             self._finals[qm.mode] = (qm, res)
         return self._finals[qm.mode][1]
