@@ -150,3 +150,13 @@ def test_steps_drop_the_check_the_task_metric_step_once_it_is_measured():
     assert passing.steps()[0].startswith("Check the task metric")
     assert passing.replace(task=_task()).steps() == passing.steps()[1:]
     assert an.replace(task=_task()).steps() == an.advice.steps
+
+
+def test_diagnosis_repr_is_one_line_per_check_without_the_figures():
+    rows = [{"tensor": f"t{i}", "cosine": 0.5} for i in range(200)]
+    d = Diagnosis((Check("a", "pass", "ok", {"rows": rows}),
+                   Check("b", "fail", "broken", {"rows": rows}, fix="do x")))
+    lines = repr(d).splitlines()
+    assert lines == ["Diagnosis: 2 checks, worst fail", "  fail  b: broken",
+                     "        fix: do x", "  pass  a: ok"]
+    assert repr(d.checks[1]) == "Check('b', 'fail': broken)"

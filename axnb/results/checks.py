@@ -49,6 +49,9 @@ class Check:
     def _repr_html_(self) -> str:
         return Diagnosis((self,))._repr_html_()
 
+    def __repr__(self) -> str:
+        return f"Check({self.name!r}, {self.verdict!r}: {self.summary})"
+
 
 @dataclass(frozen=True)
 class Diagnosis:
@@ -88,6 +91,25 @@ class Diagnosis:
     @classmethod
     def load(cls, path: str | Path) -> Diagnosis:
         return cls(tuple(Check(**c) for c in json.loads(Path(path).read_text())["checks"]))
+
+    def __repr__(self) -> str:
+        """One line per check, worst first; the figures stay in ``details`` (was one ~3,000
+        character line of every field in a REPL).
+
+        Example:
+            >>> d = Diagnosis((Check("a", "pass", "ok"), Check("b", "warn", "hm", fix="x")))
+            >>> print(repr(d))
+            Diagnosis: 2 checks, worst warn
+              warn  b: hm
+                    fix: x
+              pass  a: ok
+        """
+        lines = [f"Diagnosis: {len(self.checks)} checks, worst {self.worst}"]
+        for c in sorted(self.checks, key=lambda c: -VERDICTS.index(c.verdict)):
+            lines.append(f"  {c.verdict:<5} {c.name}: {c.summary}")
+            if c.fix and c.verdict != "pass":
+                lines.append(f"        fix: {c.fix}")
+        return "\n".join(lines)
 
     def _repr_html_(self) -> str:
         colour = {"pass": "#2e7d32", "warn": "#ef6c00", "fail": "#c62828"}
