@@ -237,7 +237,11 @@ def _run(con, model_file: Path, cfg, out: Path, shapes, args) -> None:
               f"optimization -> {out.name}/frontend/optimized.onnx")
     wb = Workbench(model, cfg, cluster=getattr(args, "cluster", None))
     if args.samples:
+        origin = wb.sample_origin
         wb.set_samples(wb.samples[: args.samples], wb.sample_names[: args.samples])
+        wb.sample_origin = f"the first {len(wb.samples)} of {origin} (--samples)"
+    con.print(f"[bold]samples[/]: calibration {wb.stats.samples}, analysis "
+              f"{len(wb.samples)}: {wb.sample_origin}")
     con.print(_quant_config_table(wb))
     s = wb.stats
     s.save(out / "quant" / "calib_stats.npz")

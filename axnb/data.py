@@ -316,11 +316,12 @@ class FeedSet:
     Attributes:
         inputs: model input name -> TensorSpec, in the order each feed lists them.
         names: sample ids (relative file names in the first source), in read order.
+        origin: where the samples come from, in words ("" unless :func:`analysis_set` says).
     """
 
     def __init__(self, inputs: Mapping[str, TensorSpec], groups: Sequence[_Group],
                  prep: Mapping[str, tuple[Any, Any, Any]]):
-        self.inputs = dict(inputs)
+        self.inputs, self.origin = dict(inputs), ""
         self._groups, self._prep = tuple(groups), dict(prep)
 
     @property
@@ -339,6 +340,13 @@ class FeedSet:
         if n < 0:
             raise DataError(f"take(n) needs n >= 0, got {n}")
         groups = [replace(g, members=g.members[:n]) for g in self._groups]
+        return FeedSet(self.inputs, groups, self._prep)
+
+    def skip(self, n: int) -> FeedSet:
+        """All samples after the first ``n``, still streaming."""
+        if n < 0:
+            raise DataError(f"skip(n) needs n >= 0, got {n}")
+        groups = [replace(g, members=g.members[n:]) for g in self._groups]
         return FeedSet(self.inputs, groups, self._prep)
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
@@ -457,7 +465,8 @@ def feed_set(inputs: Any, sources: Mapping[str, tuple[str | Path, DataFormat | s
     return FeedSet(specs, groups, prep).take(found if size == -1 else size)
 
 
-def _from_config(model: Any, cfg: Any, sample_dir: Path | None) -> FeedSet:
+def _from_config(model: Any, cfg: Any, sample_dir: Path | None, size: int | None = None
+                 ) -> FeedSet:
     specs = _specs(model)
     _known([c.tensor_name for c in cfg.quant.input_configs if c.tensor_name != "DEFAULT"],
            specs, "quant.input_configs tensor_name")
@@ -481,7 +490,8 @@ def _from_config(model: Any, cfg: Any, sample_dir: Path | None) -> FeedSet:
         means[name], stds[name] = (ic.calibration_mean, ic.calibration_std) if ic else (None, None)
     procs = {n: cfg.input_processor(n) for n in specs}
     # NOTE: inputs are fed together, so the smallest calibration_size wins; -1 only if all are.
-    size = min((s for s in sizes if s != -1), default=-1)
+    if size is None:
+        size = min((s for s in sizes if s != -1), default=-1)
     return feed_set(specs, sources, procs, means, stds, size=size)
 
 
@@ -499,21 +509,42 @@ def calibration_set(model: Any, cfg: Any) -> FeedSet:
     return _from_config(model, cfg, None)
 
 
-def analysis_set(model: Any, cfg: Any) -> FeedSet:
-    """Feeds for precision analysis: all files in ``quant.input_sample_dir``, if it is set.
+# NOTE: fewer distinct files than this (and than calibration_size) make a noisier analysis than
+# the calibration samples themselves: then those are analysed, and origin says so.
+DISTINCT_MIN = 8
 
-    Each input uses its input_configs format and mean/std; with several inputs a sub-folder
-    named after an input is used for it when present. Without ``input_sample_dir`` this is
-    :func:`calibration_set`.
+
+def analysis_set(model: Any, cfg: Any) -> FeedSet:
+    """Feeds for precision analysis, described in their ``origin`` attribute:
+
+    1. all files in ``quant.input_sample_dir``, if it is set (each input uses its input_configs
+       format and mean/std; with several inputs a sub-folder named after an input is used for
+       it when present);
+    2. else, when the calibration dataset holds enough files beyond ``calibration_size`` (as
+       many, or at least 8), the next ``calibration_size`` of them: data the calibration never
+       saw, so the tables and the calibration-vs-analysis check measure something;
+    3. else the calibration samples themselves (and ``origin`` says so).
 
     Example:
-        >>> analysis_set(model, cfg).names[:2]  # doctest: +SKIP
-        ['0001.jpg', '0002.jpg']
+        >>> analysis_set(model, cfg).origin  # doctest: +SKIP
+        'files 33-64 of the calibration dataset (not used for calibration)'
     """
     sample_dir = getattr(cfg.quant, "input_sample_dir", None)
-    if not sample_dir:
-        return calibration_set(model, cfg)
-    return _from_config(model, cfg, cfg.resolve_path(sample_dir))
+    if sample_dir:
+        fs = _from_config(model, cfg, cfg.resolve_path(sample_dir))
+        fs.origin = f"quant.input_sample_dir ({len(fs)} files)"
+        return fs
+    cal = calibration_set(model, cfg)
+    n = len(cal)
+    rest = _from_config(model, cfg, None, size=-1).skip(n)
+    if len(rest) >= min(n, DISTINCT_MIN) and len(rest):
+        fs = rest.take(n)
+        fs.origin = (f"files {n + 1}-{n + len(fs)} of the calibration dataset (not used for "
+                     "calibration)")
+        return fs
+    cal.origin = ("the calibration samples (the calibration dataset has no other files; set "
+                  "quant.input_sample_dir to analyse on other data)")
+    return cal
 
 
 def _write(folder: Path, stem: str, arr: Any, fmt: DataFormat) -> None:

@@ -139,6 +139,7 @@ class Workbench:
         """
         # NOTE: a FeedSet names its samples (file names); other feeds are named by position
         names = list(names if names is not None else getattr(feeds, "names", None) or ())
+        self.sample_origin = getattr(feeds, "origin", "") or "given to the Workbench"
         feeds = tuple(feeds)
         if not feeds:
             raise AxnbError("no analysis samples (check quant.input_sample_dir and the "
@@ -427,7 +428,8 @@ class Workbench:
                 t: [float(v) for v in np.ravel(self.stats.observer(t).channel_absmax)]
                 for t in top},
             smoothing=self._smooth_info(), model=self._model_info(),
-            samples={"calibration": self.stats.samples, "analysis": len(self.samples)},
+            samples={"calibration": self.stats.samples, "analysis": len(self.samples),
+                     "analysis_origin": self.sample_origin},
             sample_names=tuple(self.sample_names),
             environment=_environment(self.providers),
             task=self.task_reports(modes) if task else {}, max_drop=self._max_drop())

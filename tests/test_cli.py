@@ -224,6 +224,11 @@ def test_default_config_prints_and_writes_top1_float_vs_quantized_in_both_modes(
     text = capsys.readouterr().out
     s = json.loads((out / "summary.json").read_text())
     an = Analysis.load(out / "analysis.json")
+    # NOTE: the analysis samples are files the calibration did not use, and the build says so
+    origin = "the first 4 of files 33-64 of the calibration dataset (not used for calibration)"
+    assert f"samples: calibration 32, analysis 4: {origin} (--samples)" in text
+    assert s["samples"]["analysis_origin"] == an.samples["analysis_origin"]
+    assert an.sample_names[0].startswith("008_")
     assert set(s["task"]) == set(an.task) == {"Reference", "NPUBackend"}
     for mode, t in s["task"].items():
         r = an.task[mode]

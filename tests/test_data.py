@@ -300,6 +300,22 @@ def test_analysis_set(tmp_path):
     assert len(analysis_set(inputs, fake_cfg(tmp_path, configs))) == 5
     fs = analysis_set(inputs, fake_cfg(tmp_path, configs, sample_dir="samples"))
     assert len(fs) == 3 and str(root / "a") in repr(fs) and str(calib) not in repr(fs)
+    assert fs.origin == "quant.input_sample_dir (3 files)"
+
+
+def test_analysis_set_is_distinct_from_calibration_when_the_data_allows(tmp_path):
+    feeds = [{"x": x} for x in arrays(12)]
+    save_feeds(feeds, tmp_path / "calib", "Numpy")
+    inputs = {"x": spec("x", (1, 2, 3))}
+    cfg = fake_cfg(tmp_path, [ic("x", "calib", DataFormat.Numpy, size=4)])
+    cal, fs = calibration_set(inputs, cfg), analysis_set(inputs, cfg)
+    assert cal.names == ["000000.npy", "000001.npy", "000002.npy", "000003.npy"]
+    assert fs.names == ["000004.npy", "000005.npy", "000006.npy", "000007.npy"]
+    assert fs.origin == "files 5-8 of the calibration dataset (not used for calibration)"
+    np.testing.assert_array_equal(next(iter(fs))["x"], feeds[4]["x"])
+    # NOTE: 2 files beyond calibration_size 10 are too few: the calibration samples, said so
+    few = analysis_set(inputs, fake_cfg(tmp_path, [ic("x", "calib", DataFormat.Numpy, size=10)]))
+    assert len(few) == 10 and few.origin.startswith("the calibration samples")
 
 
 # ---------------------------------------------------------------- errors

@@ -143,7 +143,8 @@ def test_snapshot_is_cached_frozen_and_round_trips(wb, tmp_path):
     assert wb.snapshot(methods=["EndToEnd"]) is an             # nothing missing: no run
     assert an.final_cosine() == wb.final_cosine() and an.method == "MinMax"
     assert list(an.reports) == ["EndToEnd"] and an.advice.headline.startswith("Final-output")
-    assert an.samples == {"calibration": wb.stats.samples, "analysis": len(wb.samples)}
+    assert an.samples == {"calibration": wb.stats.samples, "analysis": len(wb.samples),
+                          "analysis_origin": "given to the Workbench"}
     with pytest.raises(AttributeError):
         an.method = "MSE"
     back = Analysis.load(an.save(tmp_path / "analysis.json"))

@@ -232,7 +232,8 @@ class Analysis:
         sample_names: the analysis samples' names (file names, else "sample #i"), in the order
             of every ``per_sample`` list.
         model: {"name", "nodes", "opset", "io": [(kind, name, shape, dtype)], "node_order"}.
-        samples: {"calibration": n, "analysis": n}.
+        samples: {"calibration": n, "analysis": n, "analysis_origin": where the analysis
+            samples come from, in words (:func:`axnb.data.analysis_set`)}.
         environment: (name, version) pairs.
         task: mode -> :class:`axnb.evaluate.TaskReport`, the task metric (top-1, agreement...)
             float vs quantized on the config's evaluation samples (``wb.snapshot(task=True)``);
