@@ -537,7 +537,7 @@ def analysis_set(model: Any, cfg: Any) -> FeedSet:
     cal = calibration_set(model, cfg)
     n = len(cal)
     rest = _from_config(model, cfg, None, size=-1).skip(n)
-    if len(rest) >= min(n, DISTINCT_MIN) and len(rest):
+    if len(rest) >= max(1, min(n, DISTINCT_MIN)):
         fs = rest.take(n)
         fs.origin = (f"files {n + 1}-{n + len(fs)} of the calibration dataset (not used for "
                      "calibration)")

@@ -238,7 +238,7 @@ def export(qm, calibration: Iterable[Mapping[str, np.ndarray]], path: str | Path
         raise AxnbError(f"export_ort: {path} exists and is not an ort_quant folder axnb wrote; "
                         f"choose a new folder (one is replaced only if it holds {OPTIONS})")
     with atomic_dir(path, replace=True) as tmp:
-        write_bytes(tmp / MODEL, _for_ort(qm.model.proto).SerializeToString())
+        write_bytes(tmp / MODEL, _for_ort(qm.model).SerializeToString())
         tqo = tensor_quant_overrides(qm.qparams, qm.model)
         write_text(tmp / OVERRIDES, json.dumps(tqo, indent=1))
         write_text(tmp / OPTIONS, json.dumps(options(qm), indent=1))
@@ -247,21 +247,16 @@ def export(qm, calibration: Iterable[Mapping[str, np.ndarray]], path: str | Path
     return path
 
 
-def _for_ort(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """``proto``, or a copy whose ``[1, N]`` Gemm bias initializers are ``[N]`` (see the module
-    docstring); a bias that another node also reads is left as it is."""
-    g = proto.graph
-    readers: dict[str, int] = {}
-    for n in g.node:
-        for i in n.input:
-            readers[i] = readers.get(i, 0) + 1
-    gemm_c = {n.input[2] for n in g.node if n.op_type == "Gemm" and len(n.input) > 2}
-    flat = [t.name for t in g.initializer if t.name in gemm_c and readers[t.name] == 1
-            and len(t.dims) == 2 and t.dims[0] == 1]
+def _for_ort(model) -> onnx.ModelProto:
+    """The model's proto, or a copy whose ``[1, N]`` Gemm bias initializers are ``[N]`` (see the
+    module docstring); a bias that another node also reads is left as it is."""
+    flat = {name for name, t in model.initializers.items() if len(t.dims) == 2 and t.dims[0] == 1
+            and [(n.op_type, list(n.input).index(name)) for n in model.consumers.get(name, [])]
+            == [("Gemm", 2)]}
     if not flat:
-        return proto
+        return model.proto
     out = onnx.ModelProto()
-    out.CopyFrom(proto)
+    out.CopyFrom(model.proto)
     for t in out.graph.initializer:
         if t.name in flat:
             t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).reshape(-1), t.name))
