@@ -237,9 +237,9 @@ def _run(con, model_file: Path, cfg, out: Path, shapes, args) -> None:
               f"optimization -> {out.name}/frontend/optimized.onnx")
     wb = Workbench(model, cfg, cluster=getattr(args, "cluster", None))
     if args.samples:
-        origin = wb.sample_origin
-        wb.set_samples(wb.samples[: args.samples], wb.sample_names[: args.samples])
-        wb.sample_origin = f"the first {len(wb.samples)} of {origin} (--samples)"
+        n = min(args.samples, len(wb.samples))
+        wb.set_samples(wb.samples[:n], wb.sample_names[:n],
+                       origin=f"the first {n} of {wb.sample_origin} (--samples)")
     con.print(f"[bold]samples[/]: calibration {wb.stats.samples}, analysis "
               f"{len(wb.samples)}: {wb.sample_origin}")
     con.print(_quant_config_table(wb))

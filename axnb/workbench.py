@@ -128,18 +128,20 @@ class Workbench:
         return self._calib
 
     def set_samples(self, feeds: Iterable[dict[str, np.ndarray]],
-                    names: Iterable[str] | None = None) -> Workbench:
+                    names: Iterable[str] | None = None, origin: str | None = None
+                    ) -> Workbench:
         """Analyse on other samples (kept in memory); the float outputs and every cached report,
         final metric and snapshot of the old samples are dropped. Returns self.
 
-        ``names``: the samples' names (default: a FeedSet's file names, else "sample #i").
+        ``names``: the samples' names (default: a FeedSet's file names, else "sample #i");
+        ``origin``: where they come from, in words (default: a FeedSet's ``origin``).
 
         Example:
             >>> wb.set_samples(wb.samples[:8], wb.sample_names[:8]).final_cosine()  # doctest: +SKIP
         """
         # NOTE: a FeedSet names its samples (file names); other feeds are named by position
         names = list(names if names is not None else getattr(feeds, "names", None) or ())
-        self.sample_origin = getattr(feeds, "origin", "") or "given to the Workbench"
+        self.sample_origin = origin or getattr(feeds, "origin", "") or "given to the Workbench"
         feeds = tuple(feeds)
         if not feeds:
             raise AxnbError("no analysis samples (check quant.input_sample_dir and the "
