@@ -254,10 +254,33 @@ class Observer:
         if mn < 0:
             self._grow(1, _exponent(-mn))
         b = self.bins
-        # NOTE: v * bins / R = ldexp(v, log2(bins) - e) is exact for every float (results stay
-        # below bins; any that underflow are below 1, in bin 0 either way). A product with a
-        # factor chosen per element (neg * a + b) would round when the sides' R differ a lot.
+        # NOTE: v * bins / R = v * 2**k, k = log2(bins) - e, is exact for every float (results
+        # stay below bins; any that underflow are below 1, in bin 0 either way). 2**k is built
+        # from its float32 bits per element (a side's k where v < 0), 8x cheaper than np.ldexp
+        # with an exponent array; a per-element product of two different factors would round.
         kp, kn = (0 if e == _EMPTY else b.bit_length() - 1 - e for e in self._exp)
+        if x.dtype != np.float32 or not all(-126 <= k <= 127 for k in (kp, kn)):
+            return self._bin_ldexp(x, mn, mx, kp, kn)
+        base, step, nb = np.int32((127 + kp) << 23), np.int32((kn - kp) << 23), np.int32(b)
+        for i in range(0, x.size, _CHUNK):
+            c = x[i : i + _CHUNK]
+            if mn >= 0 or mx < 0:
+                side, k = (0, kp) if mn >= 0 else (1, kn)
+                a = np.abs(c, dtype=np.float32)
+                a *= np.float32(2.0 ** k)
+                self._hist[side] += np.bincount(a.astype(np.int32), minlength=b)
+                continue
+            neg = c < 0
+            f = neg * step
+            f += base
+            a = np.abs(c, dtype=np.float32)
+            a *= f.view(np.float32)
+            idx = a.astype(np.int32)
+            idx += neg * nb
+            self._hist += np.bincount(idx, minlength=2 * b).reshape(2, b)
+
+    def _bin_ldexp(self, x: np.ndarray, mn: float, mx: float, kp: int, kn: int) -> None:
+        b = self.bins
         for i in range(0, x.size, _CHUNK):
             c = x[i : i + _CHUNK]
             if mn >= 0:

@@ -335,3 +335,27 @@ def test_inputs_of_other_dtypes_and_errors():
         no_hist.observe(np.ones((1, 3)))
     with pytest.raises(ValueError, match="percentile"):
         _observe(np.ones(3) - 2).range("Percentile", percentile=101)
+
+
+def test_fast_binning_equals_ldexp_binning():
+    # NOTE: the float32 power-of-two product must bin exactly like np.ldexp (the old path),
+    # also for tiny, huge, subnormal, one-sided and very unequal-sided data
+    rng = np.random.default_rng(1)
+    cases = [rng.standard_normal(70000).astype(np.float32) * s for s in (1e-30, 1e-3, 1, 1e30)]
+    cases += [np.abs(c) for c in cases[:3]] + [-np.abs(c) for c in cases[:3]]
+    cases.append(np.concatenate([rng.random(999).astype(np.float32) * 1e20,
+                                 -rng.random(999).astype(np.float32) * 1e-20]))
+    cases.append(np.float32([2**-126, 2**-149, 3.0, -2**-140, 0.99999994, 1.0, -1.0, 0.0]))
+    for c in cases:
+        for bins in (16, 2048):
+            fast = Observer(channel_axis=None, bins=bins)
+            fast.observe(c)
+            slow = Observer(channel_axis=None, bins=bins)
+            mn, mx = float(c.min()), float(c.max())
+            for side, m in ((0, mx), (1, -mn)):
+                if m > 0:
+                    slow._grow(side, int(np.frexp(np.float64(m))[1]))
+            kp, kn = (bins.bit_length() - 1 - e if m > 0 else 0
+                      for e, m in zip(slow._exp, (mx, -mn)))
+            slow._bin_ldexp(c, mn, mx, kp, kn)
+            assert np.array_equal(fast._hist, slow._hist), (c[:3], bins)
