@@ -66,9 +66,10 @@ def reduction_model(model: Model, tensors: list[str], raw: bool | list[str]
         ax = channel_axis(spec.shape)
         src, axis = _as_2d(g, src, spec.shape, ax, i)
         for kind, op, acc in (("min", "ReduceMin", mins), ("max", "ReduceMax", maxs)):
-            red, out = f"__axnb_{kind}_{i}", f"__axnb_{kind}_flat_{i}"
-            g.node.append(helper.make_node(op, [src, f"__axnb_axis{axis}"], [red], keepdims=0))
-            g.node.append(helper.make_node("Reshape", [red, "__axnb_flat"], [out]))
+            # NOTE: a 2-D reduction is 1-D already, a flat one keeps its [1]: no Reshape node
+            out = f"__axnb_{kind}_flat_{i}"
+            g.node.append(helper.make_node(op, [src, f"__axnb_axis{axis}"], [out],
+                                           keepdims=int(ax is None)))
             acc.append(out)
         n = spec.shape[ax] if ax is not None else 1
         segments.append((pos, pos + n))
