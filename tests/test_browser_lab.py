@@ -1,8 +1,9 @@
 """A real browser: JupyterLab (headless server) + Debian's Chromium driven by Playwright.
 
 Opens notebooks/03, runs all cells, waits for the Explorer, clicks one layer's U16 toggle and
-checks that the rendered summary and table change; opens the Explorer's Graph tab and checks the
-two netron views (different graphs, no banner, no request to any host but the Jupyter server).
+checks that the rendered summary and table change; types into the Layers tab's search box (the
+table filters without Enter); opens the Explorer's Graph tab and checks the two netron views
+(different graphs, no banner, no request to any host but the Jupyter server).
 Skips when /usr/bin/chromium or playwright is missing (never downloads a browser). Every wait is
 bounded; the server is always killed.
 """
@@ -183,6 +184,17 @@ def test_graph_tab_two_graphs_offline_through_the_jupyter_server(lab, tmp_path):
             _run_all(page, f"{base}/lab/tree/{GRAPH_NB}?token={token}")
             expect(page.locator(".axnb-status")).to_contain_text("U16 layers: 0",
                                                                    timeout=150_000)
+            # NOTE: the Layers tab's search box filters as one types: no Enter, no blur
+            page.locator(".widget-tab .lm-TabBar-tab", has_text="Layers").click()
+            pages = page.locator(".axnb-pages")
+            expect(pages).to_contain_text("rows)")
+            every = pages.inner_text()
+            page.locator(".axnb-search input").press_sequentially("hardswish", delay=30)
+            expect(pages).not_to_have_text(every, timeout=15_000)
+            assert page.locator(".axnb-search input").evaluate(
+                "e => e === document.activeElement")          # still typing: no blur sync
+            cells = page.locator(".axnb-table .widget-html:visible div[title]")
+            assert "HardSwish" in cells.nth(1).inner_text(), cells.nth(1).inner_text()
             page.locator(".widget-tab .lm-TabBar-tab", has_text="Graph").click()
             fl, qu = _graph_frames(page)
             page.wait_for_timeout(2000)  # NOTE: late requests (telemetry) would land in hosts

@@ -1,6 +1,6 @@
 """The HTML report in a real browser (Debian's Chromium + Playwright): at 800 and 1400 px wide no
-table is wider than the page, so no column (Cosin) is off screen. Skips without /usr/bin/chromium
-or playwright (never downloads a browser)."""
+table is wider than the page, so no column (Cosin) is off screen, and no header breaks mid-word.
+Skips without /usr/bin/chromium or playwright (never downloads a browser)."""
 
 from __future__ import annotations
 
@@ -12,14 +12,21 @@ CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
         "--no-first-run"]
 # NOTE: right edges of tables and of the page's content, in CSS px, measured by the browser
-WIDE = """() => {
+WIDE = r"""() => {
   const vw = document.documentElement.clientWidth;
   const wide = [...document.querySelectorAll('table')]
     .map(t => [t.closest('section') ? t.closest('section').id : '?',
                Math.ceil(t.getBoundingClientRect().right)])
     .filter(([, right]) => right > vw);
+  const words = [...document.querySelectorAll('th')].filter(th => th.offsetParent !== null);
+  const line = th => { const r = document.createRange(); r.selectNodeContents(th);
+                       return r.getClientRects().length; };
   return {vw, page: document.documentElement.scrollWidth, wide,
-          tables: document.querySelectorAll('table').length};
+          tables: document.querySelectorAll('table').length,
+          cosin: words.filter(th => th.textContent.trim() === 'Cosin')
+            .map(th => Math.ceil(th.getBoundingClientRect().right)),
+          broken: words.filter(th => /^\S+$/.test(th.textContent.trim()) && line(th) > 1)
+            .map(th => th.textContent.trim())};
 }"""
 
 
@@ -53,3 +60,7 @@ def test_no_table_is_wider_than_the_page(report, width, tmp_path):
             browser.close()
     assert got["tables"] >= 5 and got["vw"] <= width
     assert got["wide"] == [] and got["page"] <= got["vw"], got
+    # NOTE: the Cosin column of every table is on screen, and no one-word header is broken
+    # mid-word (the Diagnosis table's "verdi|ct" and "fi|x" at 800 px)
+    assert len(got["cosin"]) >= 3 and max(got["cosin"]) <= got["vw"], got["cosin"]
+    assert got["broken"] == [], got["broken"]

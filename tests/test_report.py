@@ -295,3 +295,22 @@ def test_task_section_of_a_graded_metric_lists_the_samples_hurt_most(wb):
     assert "IoU float 1.000, quantized 0.750 (NPUBackend): drop 25.0 points" in sec
     assert "1 of 1 samples the quantization hurt most" in sec and "img0.png" in sec
     assert "img1.png" not in sec and "label-free" in sec
+
+
+def test_outliers_plot_first_then_the_worst_rows_and_the_rest_behind_a_toggle(wb, zoo_report):
+    html = zoo_report.read_text(encoding="utf-8")
+    sec = html[html.index('<section id="outliers">'):html.index('<section id="plan">')]
+    n = len(wb.outliers().to_frame())
+    shown, _, rest = sec.partition("<details")
+    assert n > 10 and shown.index("<svg") < shown.index("<table")  # NOTE: not below 60 rows
+    assert shown.count("<tr") == 11 and f"The 10 worst of {n} tensors" in shown
+    assert f"all {n} tensors</summary>" in rest and rest.count("<tr") == n + 1
+
+
+def test_the_diagnosis_table_is_styled_like_the_others(zoo_report):
+    html = zoo_report.read_text(encoding="utf-8")
+    diag = html[html.index('id="diagnosis"'):html.index('id="samples"')]
+    # NOTE: the Styler of axnb.view.tables (as the outlier table), in the .styled CSS
+    assert '<div class="styled">' in diag and "<style" in diag
+    assert re.search(r"background-color: #(d4edda|fff3cd|f8d7da)", diag)
+    assert "<td>pass</td>" not in diag                   # was: a bare compact table

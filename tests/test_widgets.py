@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from html import unescape
@@ -216,6 +217,13 @@ def test_smooth_quant_checkbox(ex, wb):
 def test_outliers_tab(ex, wb):
     ex.tabs.selected_index = 2
     assert "<table" in ex.outlier_html.value and ex.tensor.value == ex.tensor.options[0]
+    # NOTE: the plot comes first, then the 10 worst rows; the full table behind a toggle
+    tab = ex.tabs.children[2].children
+    assert tab.index(ex.absmax) < tab.index(ex.outlier_html)
+    n = len(wb.outliers().to_frame())
+    shown, _, rest = ex.outlier_html.value.partition("<details")
+    assert n > 10 and shown.count("<tr") == 11 and f"all {n} tensors</summary>" in rest
+    assert rest.count("<tr") == n + 1 and f"{n} tensors with level" in ex.outlier_head.value
     first = ex.absmax.value
     assert first[:4] == b"\x89PNG"
     ex.tensor.value = ex.tensor.options[1]
@@ -267,6 +275,10 @@ def test_diagnosis_tab_runs_the_checks_and_the_search_button(ex, wb):
     ex.show_diagnosis()
     text = ex.diagnosis_html.value
     assert "input types" in text.lower() or "verdict" in text
+    # NOTE: styled like the other tables (the report's Styler): verdicts tinted, worst first
+    assert "<style" in text and "background-color: #d4edda" in text
+    verdicts = re.findall(r'class="data row\d+ col1" >(\w+)</td>', text)
+    assert verdicts and verdicts == sorted(verdicts, key=["fail", "warn", "pass"].index)
     assert ex.tabs.titles[-1] == "Diagnosis"
     wb.reset_plan()
     base = min(ex.final.values())

@@ -15,6 +15,7 @@ import importlib
 
 _WHERE = {
     "layer_table": "tables", "outlier_table": "tables", "plan_table": "tables",
+    "outlier_html": "tables", "diagnosis_table": "tables",
     "io_table": "tables", "io_frame": "tables", "to_html": "tables", "cosine_colour": "tables",
     "render_rich": "text", "to_mermaid": "text", "write_debug": "text",
     "cosine_along_depth": "plots", "channel_absmax": "plots", "fig_to_svg": "plots",

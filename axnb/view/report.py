@@ -26,7 +26,7 @@ from axnb.advice import FINAL, LAYER, line
 from axnb.results import Analysis, OCol
 from axnb.types import Col
 from axnb.view.compact import bucket_css, is_number, table
-from axnb.view.tables import frame_of, outlier_table, to_html
+from axnb.view.tables import OUTLIER_SHOWN, diagnosis_table, frame_of, outlier_html, to_html
 
 LAYER_COLUMNS = Col.LAYER_TABLE
 FORMULAS = (
@@ -36,7 +36,6 @@ FORMULAS = (
     ("SQNR", "10 log10(sum x^2 / sum (x - y)^2), in dB"),
     ("MaxAbs", "max |x - y|"),
 )
-OUTLIER_ROWS = 100
 TASK_ROWS = 100
 _RVB = Col.RVB.removesuffix(" " + Col.COSINE)  # "Ref vs Backend", any per-output suffix
 RVB_ROWS = 50
@@ -185,9 +184,11 @@ def _outliers(an: Analysis) -> dict:
     top = df[OCol.TENSOR].iloc[0] if n else None
     svg = Markup(fig_to_svg(channel_absmax(_Absmax(an.outlier_absmax), top))) \
         if n and top in an.outlier_absmax else None
-    return {"rep": rep, "n": n, "shown": min(n, OUTLIER_ROWS), "svg": svg,
+    # NOTE: the plot first, then the worst rows; the rest behind a toggle (issue 15: the plot
+    # sat below a 60-row table)
+    return {"rep": rep, "n": n, "shown": min(n, OUTLIER_SHOWN), "svg": svg,
             "level5": len(rep.tensors_at_level(5)) if rep is not None else 0,
-            "table": Markup(to_html(outlier_table(df.head(OUTLIER_ROWS)))) if n else None}
+            "table": Markup(outlier_html(df)) if n else None}
 
 
 def _smooth(an: Analysis):
@@ -256,7 +257,7 @@ def _diagnosis(an: Analysis):
     if an.diagnosis is None:
         return None
     df = an.diagnosis.to_frame()
-    return table(df[df["check"] != "next step"].reset_index(drop=True))
+    return Markup(to_html(diagnosis_table(df[df["check"] != "next step"])))
 
 
 def _extra(extra: dict | None) -> list[tuple[str, Markup]]:

@@ -130,6 +130,62 @@ def outlier_table(df):
     return st.format(fmts, na_rep="-", escape="html")
 
 
+OUTLIER_SHOWN = 10
+"""Rows of the outlier table shown beside its plot (the worst tensors)."""
+OUTLIER_ALL = 300
+"""Rows behind the "all tensors" toggle (the rest are in ``OutlierReport.to_frame()``)."""
+
+
+def outlier_html(df, shown: int = OUTLIER_SHOWN, limit: int = OUTLIER_ALL) -> str:
+    """The outlier table cut to its ``shown`` worst rows, the rest (up to ``limit``) behind a
+    ``<details>`` toggle, so a plot put before it is not pushed below a long table (the report
+    and the Explorer's Outliers tab). "" for an empty table.
+
+    Example:
+        >>> import pandas as pd
+        >>> df = pd.DataFrame({"Tensor": [f"t{i}" for i in range(12)], "Max level": 3.5})
+        >>> html = outlier_html(df)
+        >>> html.count("<details"), "all 12 tensors" in html
+        (1, True)
+    """
+    if not len(df):
+        return ""
+    top = to_html(outlier_table(df.head(shown)))
+    if len(df) <= shown:
+        return top
+    what = f"all {len(df)} tensors" if len(df) <= limit else \
+        f"the worst {limit} of {len(df)} tensors"
+    return (top + f'<details class="axnb-outliers-all"><summary>{what}</summary>'
+            '<div style="max-height:420px;overflow:auto">'
+            f"{to_html(outlier_table(df.head(limit)))}</div></details>")
+
+
+VERDICT_COLOURS = {"pass": "#d4edda", "warn": "#fff3cd", "fail": "#f8d7da"}
+
+
+def diagnosis_table(diagnosis):
+    """Styler of a :class:`~axnb.results.Diagnosis` (or its ``to_frame()``): worst first, the
+    verdict tinted (pass green, warn yellow, fail red), a fix column only when a check has one.
+    The report and the Explorer's Diagnosis tab show this one table.
+
+    Example:
+        >>> from axnb.results import Check, Diagnosis
+        >>> st = diagnosis_table(Diagnosis((Check("a", "pass", "ok"), Check("b", "fail", "x"))))
+        >>> list(st.data["check"]), list(st.data.columns)
+        (['b', 'a'], ['check', 'verdict', 'summary'])
+    """
+    from axnb.results import VERDICTS
+
+    df = diagnosis.to_frame() if hasattr(diagnosis, "to_frame") else diagnosis
+    df = df.iloc[df["verdict"].map(lambda v: -VERDICTS.index(v) if v in VERDICTS else 0)
+                 .argsort(kind="stable")].reset_index(drop=True)
+    if "fix" in df and not df["fix"].astype(str).str.strip().any():
+        df = df.drop(columns=["fix"])
+    st = df.style.hide(axis="index").format(escape="html")
+    return st.map(lambda v: _bg(VERDICT_COLOURS.get(str(v), "")) + " font-weight: bold;",
+                  subset=["verdict"])
+
+
 def plan_table(df):
     """Styler of ``QuantPlan.to_frame()``: U16/S16 blue, FP32 purple, class ``axnb-hp``.
 

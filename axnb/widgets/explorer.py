@@ -163,13 +163,13 @@ class Explorer(W.VBox):
         self.all_u8, self.all_u16, self.reset = buttons
         # NOTE: filters as one types (only one page of rows is rendered, so it stays cheap)
         self.search = W.Text(placeholder="search name / type", continuous_update=True,
-                             layout=W.Layout(width="200px"))
+                             layout=W.Layout(width="200px")).add_class("axnb-search")
         self.worst = W.BoundedIntText(0, min=0, max=10**6, description="worst N",
                                       layout=W.Layout(width="150px"))
         self.sort = W.Dropdown(options=L.SORTS, value="depth", description="Sort", layout=lay)
         self.page = W.BoundedIntText(1, min=1, max=1, description="page",
                                      layout=W.Layout(width="140px"))
-        self.pages = W.Label()
+        self.pages = W.Label().add_class("axnb-pages")
         prev, nxt = (W.Button(description=d, layout=W.Layout(width="36px")) for d in "<>")
         prev.on_click(lambda _: setattr(self.page, "value", max(1, self.page.value - 1)))
         nxt.on_click(lambda _: setattr(self.page, "value", min(self.page.max,
@@ -201,7 +201,11 @@ class Explorer(W.VBox):
         self.tensor = W.Dropdown(description="tensor", layout=W.Layout(width="480px"))
         self.absmax = W.Image(format="png", layout=W.Layout(max_width="900px"))
         self.tensor.observe(lambda _: self._sync or self.show_absmax(), "value")
-        return _box(self.outlier_html, self.tensor, self.absmax_msg, self.absmax, cls=W.VBox)
+        # NOTE: the plot first, then the worst rows (the rest behind a toggle): it sat below a
+        # 60-row table (issue 15)
+        self.outlier_head = W.HTML()
+        return _box(self.outlier_head, self.tensor, self.absmax_msg, self.absmax,
+                    self.outlier_html, cls=W.VBox)
 
     def _graph_tab(self) -> W.Widget:
         self.graph_html, self.io_html = W.HTML(), W.HTML()
@@ -251,11 +255,12 @@ class Explorer(W.VBox):
         """Run :func:`axnb.checks.diagnose` and show its checks (verdict, summary, fix); its
         next step is the Summary's advice (the same snapshot)."""
         from axnb.checks import diagnose
+        from axnb.view.tables import diagnosis_table, to_html
 
         snap = self.snapshot if self.snapshot is not None else self.wb.snapshot([])
         d = diagnose(self.wb, analysis=snap)
         self.snapshot = snap.replace(diagnosis=d)
-        self.diagnosis_html.value = d.to_frame().to_html(index=False, escape=True)
+        self.diagnosis_html.value = to_html(diagnosis_table(d))
 
     # ---- actions -------------------------------------------------------------------------
     def run(self, label: str, action=None) -> None:
@@ -387,13 +392,17 @@ class Explorer(W.VBox):
                 cell.value = "" if r is None else L.row_html(r, can, WIDTHS)
 
     def show_outliers(self) -> None:
-        from axnb.view.tables import outlier_table, to_html
+        from axnb.view.tables import OUTLIER_ALL, OUTLIER_SHOWN, outlier_html
 
         rep = self.snapshot.outliers if self.snapshot is not None else self.wb.outliers()
         df = rep.to_frame()
-        self.outlier_html.value = (f"<p>{len(df)} tensors (top 100 shown)</p>"
-                                   + (to_html(outlier_table(df.head(100))) if len(df) else ""))
-        opts = list(df[OCol.TENSOR].head(300)) if len(df) else []
+        self.outlier_head.value = (
+            f"<p>{len(df)} tensors with level&ge;3 or sparse channels, worst first; the plot "
+            f"shows the one picked below, the table its {min(len(df), OUTLIER_SHOWN)} worst"
+            + (" (the others behind the toggle)" if len(df) > OUTLIER_SHOWN else "") + ".</p>"
+            if len(df) else "<p>No tensor has channels at level&ge;3 or sparse channels.</p>")
+        self.outlier_html.value = outlier_html(df)
+        opts = list(df[OCol.TENSOR].head(OUTLIER_ALL)) if len(df) else []
         with self._quiet():
             self.tensor.options, self.tensor.value = opts, opts[0] if opts else None
         self.show_absmax()
