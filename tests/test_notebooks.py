@@ -6,6 +6,7 @@ Run with the venv's python (``.venv/bin/python -m pytest``): the python3 kernel 
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 import time
@@ -18,6 +19,7 @@ nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("[0-9]*.ipynb"))
+RELATIVE_OUT = re.compile(r"(?<![\w/.-])out/\S+")
 BUDGET = 180  # NOTE: each should take ~2 minutes at most; the timeout leaves headroom
 
 
@@ -44,6 +46,11 @@ def test_notebook_runs_top_to_bottom(path, tmp_path, zoo_ready):
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
               if o.output_type == "error"]
     assert not errors
+    # NOTE: an exported file is printed with its absolute path (was out/..., relative to a
+    # kernel folder the reader may not know)
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
+                   for o in c.outputs if o.output_type == "stream")
+    assert not RELATIVE_OUT.findall(text), RELATIVE_OUT.findall(text)
     print(f"{path.name}: {took:.1f} s", file=sys.stderr)
     assert took < 2 * BUDGET
 
