@@ -172,8 +172,14 @@ def test_search_promotes_exactly_the_broken_layers(broken, tmp_path):
     cfg_plan = QuantPlan.from_config(wb.model, loaded.to_layer_configs())
     assert cfg_plan.acts == res.plan.acts and cfg_plan.weights == res.plan.weights
     assert set(cfg_plan.layers("U16")) == set(res.promoted)
-    assert loaded.apply(wb).plan.acts == res.plan.acts
-    assert set(res.apply(wb).plan.layers("U16")) == set(res.promoted)
+    assert loaded.apply(wb).workbench.plan.acts == res.plan.acts
+    applied = res.apply(wb)
+    assert applied.workbench is wb and set(wb.plan.layers("U16")) == set(res.promoted)
+    # NOTE: in a REPL, apply shows what was found: the layers and the measured before -> after
+    text = repr(applied)
+    b, f = min(res.baseline.values()), min(res.final.values())
+    assert text.startswith(f"Applied to the workbench: {len(res.promoted)} layer")
+    assert f"cosine {b:.5f} -> {f:.5f}" in text and all(n in text for n in res.promoted)
     wb.set_plan(base)
 
 
@@ -256,7 +262,7 @@ def test_search_on_a_task_metric_is_verified_with_plain_onnxruntime(zoo_ready, t
     print(f"\nMAE {base:.5f} -> {-res.final['mae']:.5f}, promoted {res.promoted}")
     assert res.met and res.promoted and -res.final["mae"] <= base / 2
     assert res.context["task_metric"] == "mae" and res.context["samples"] == 32
-    path = res.apply(wb).set_mode("NPUBackend").export_quantized(tmp_path / "q.onnx")
+    path = res.apply(wb).workbench.set_mode("NPUBackend").export_quantized(tmp_path / "q.onnx")
     # NOTE: the QDQ model as written (level basic), as NPUBackend runs it: at level all this
     # CPU's integer kernels saturate u8*s8 pair sums in int16 (README, Modes), an NPU does not
     so = ort.SessionOptions()

@@ -86,17 +86,24 @@ class SearchResult:
             out.append(entry)
         return out
 
-    def apply(self, workbench):
-        """Set the workbench's plan to this result's plan; returns the workbench.
+    def apply(self, workbench) -> Applied:
+        """Set the workbench's plan to this result's plan; returns what was applied (its repr
+        names the layers and the search's before -> after score, so a REPL shows what was
+        found); ``.workbench`` is the workbench.
 
         Example:
-            >>> res.apply(wb).final_cosine()                 # doctest: +SKIP
+            >>> res.apply(wb)                                # doctest: +SKIP
+            Applied to the workbench: 1 layer to U16 (cosine 0.96712 -> 0.98951, target 0.98, met)
+              U16: p2o.pd_op.conv2d.3.0
+            >>> res.apply(wb).workbench.final_cosine()       # doctest: +SKIP
         """
         from axnb.plan import QuantPlan
 
         if self.base_plan is not None and self.base_plan.model is workbench.model:
-            return workbench.set_plan(self.plan)
-        return workbench.set_plan(QuantPlan.from_config(workbench.model, self.to_layer_configs()))
+            workbench.set_plan(self.plan)
+        else:
+            workbench.set_plan(QuantPlan.from_config(workbench.model, self.to_layer_configs()))
+        return Applied(self, workbench)
 
     def to_frame(self):
         """One row per evaluation: step, phase, layer count, score, metric per output, ok, s."""
@@ -135,3 +142,36 @@ class SearchResult:
 
         return (f"<p>{escape(repr(self))}</p><p>promoted: {escape(', '.join(self.promoted))}</p>"
                 + self.to_frame().to_html(max_rows=30))
+
+
+@dataclass(frozen=True, repr=False)
+class Applied:
+    """A :class:`SearchResult` applied to a workbench (what :meth:`SearchResult.apply` returns):
+    its repr says which layers were set to which type and the score the search measured before
+    and with them; ``workbench`` is the workbench, its plan now the result's.
+
+    Example:
+        >>> r = SearchResult(("a", "b"), QType.U16, 0.98, "cosine", True, {"o": 0.9}, {"o": 0.99},
+        ...                  (), 5, 1.0, None, "met")
+        >>> print(repr(Applied(r, None)))
+        Applied to the workbench: 2 layers to U16 (cosine 0.90000 -> 0.99000, target 0.98, met)
+          U16: a, b
+    """
+
+    result: SearchResult
+    workbench: Any = field(default=None, compare=False)
+
+    def __repr__(self) -> str:
+        r = self.result
+        b, f = (min(d.values(), default=float("nan")) for d in (r.baseline, r.final))
+        n = len(r.promoted)
+        what = f"{n} layer{'s' if n != 1 else ''} to {r.qtype.value}" if n else "no layer changed"
+        head = (f"Applied to the workbench: {what} ({r.metric_name} {b:.5f} -> {f:.5f}, "
+                f"target {r.target:g}, {'met' if r.met else 'NOT met'})")
+        return head + (f"\n  {r.qtype.value}: {', '.join(r.promoted)}" if n else "")
+
+    def _repr_html_(self) -> str:
+        from html import escape
+
+        head, _, names = repr(self).partition("\n")
+        return f"<p>{escape(head)}</p>" + (f"<p>{escape(names.strip())}</p>" if names else "")
