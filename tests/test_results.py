@@ -144,12 +144,23 @@ def test_analysis_with_task_reports_round_trips_and_judges_the_worst_mode(tmp_pa
     assert flipped_text(back.task["NPUBackend"]).startswith("flipped: b (cosine 0.7")
 
 
-def test_steps_drop_the_check_the_task_metric_step_once_it_is_measured():
-    an = _analysis()
-    passing = an.replace(advice=advise({"out": 0.99}))
-    assert passing.steps()[0].startswith("Check the task metric")
-    assert passing.replace(task=_task()).steps() == passing.steps()[1:]
-    assert an.replace(task=_task()).steps() == an.advice.steps
+def test_steps_are_the_advice_s_and_the_advice_reads_the_task_verdict():
+    """Analysis.steps() filters nothing (it dropped "Check the task metric" by matching its
+    text); the advice (for_analysis) takes the task verdict and asks for no task metric once
+    one is measured."""
+    from axnb.advice import for_analysis
+
+    fine = _analysis().replace(final={"Reference": {"out": {Col.COSINE: 0.99}}})
+    alone = fine.replace(advice=for_analysis(fine))
+    assert alone.steps() == alone.advice.steps
+    assert alone.steps()[0].startswith("Check the task metric")
+    measured = fine.replace(task=_task(), max_drop=0.5)            # drop 50 points accepted
+    stale = measured.replace(advice=alone.advice)
+    assert stale.steps() == alone.steps()                           # no text matching any more
+    an = measured.replace(advice=for_analysis(measured))
+    assert an.steps() == an.advice.steps == (
+        "Confirm with precision_analysis_mode NPUBackend and on the board.",)
+    assert an.advice.details["task_verdict"]["ok"] and an.advice.verdict == "pass"
 
 
 def test_diagnosis_repr_is_one_line_per_check_without_the_figures():

@@ -290,6 +290,16 @@ def test_diagnosis_tab_runs_the_checks_and_the_search_button(ex, wb):
     wb.reset_plan()
 
 
+def test_the_measure_button_is_on_when_only_the_task_metric_fails(ex):
+    from axnb import advice
+
+    assert ex.snapshot.task_verdict()[0] and ex.measure_btn.disabled   # nothing to fix
+    an = ex.snapshot.replace(max_drop=-1.0)           # NOTE: a drop no plan can meet
+    ex.snapshot = an.replace(advice=advice.for_analysis(an))
+    ex.show_summary()
+    assert ex.snapshot.advice.ok and not ex.measure_btn.disabled
+
+
 def test_a_toggle_shows_the_change_of_the_final_cosine(ex):
     before = min(ex.final.values())
     ex.toggles[_first_toggle(ex)].value = True

@@ -31,8 +31,10 @@ class Advice:
     """The verdict on the final-output cosine and the next steps (see :mod:`axnb.advice`).
 
     Attributes:
-        ok: every final output reaches ``threshold``.
-        verdict: "pass", "warn" (a measured calibration method alone reaches it) or "fail".
+        ok: every final output reaches ``threshold`` (the cosine's verdict).
+        verdict: "pass", "warn" (a measured step alone reaches it) or "fail"; "warn" or "fail"
+            too when the cosine passes but the task verdict failed (a measured step brings the
+            drop within max_drop, or none does).
         headline: one sentence; steps: what to do next, with the figures behind each step.
         summary, fix: the same decision as one checklist line and its action (the "next step"
             check of :func:`axnb.checks.diagnose`).
@@ -166,6 +168,20 @@ def flipped_text(report, n: int = 5) -> str:
                                    for x in rows[:n]) + more
 
 
+def worst_mode(task: dict) -> str:
+    """The mode whose task metric decides the verdict: the largest drop (a NaN drop first); on
+    a tie the deployed one (NPUBackend, listed last).
+
+    Example:
+        >>> from axnb.evaluate import TaskReport
+        >>> worst_mode({"Reference": TaskReport("top1", "p", 0.9, 0.9),
+        ...             "NPUBackend": TaskReport("top1", "p", 0.9, 0.9)})
+        'NPUBackend'
+    """
+    return max(reversed(list(task)), key=lambda m: (
+        not math.isfinite(task[m].drop), task[m].drop if math.isfinite(task[m].drop) else 0.0))
+
+
 def task_verdict(task: dict, max_drop: float, name: str = "the accepted drop"
                  ) -> tuple[bool, str]:
     """(acceptable in every mode, one line on the worst mode) of mode -> TaskReport at an
@@ -182,10 +198,7 @@ def task_verdict(task: dict, max_drop: float, name: str = "the accepted drop"
     """
     if not task:
         raise ValueError("task_verdict: no task reports")
-    # NOTE: the worst mode decides; on a tie the deployed one (NPUBackend, listed last) speaks
-    worst = max(reversed(list(task.values())),
-                key=lambda r: (not math.isfinite(r.drop), r.drop if math.isfinite(r.drop)
-                               else 0.0))
+    worst = task[worst_mode(task)]
     ok = all(math.isfinite(r.drop) and r.drop <= max_drop + 1e-12 for r in task.values())
     how = "gains" if math.isfinite(worst.drop) and worst.drop < 0 else "drops"
     size = amount(worst, abs(worst.drop)) if math.isfinite(worst.drop) else amount(worst,
@@ -288,17 +301,15 @@ class Analysis:
             "your --max-drop"
 
     def steps(self) -> tuple[str, ...]:
-        """The advice's next steps; with a task metric measured, without the step that asks
-        to check one (it is right here).
+        """The advice's next steps (:func:`axnb.advice.for_analysis` reads the task verdict:
+        with a task metric measured it asks for none, and a task metric that drops too much
+        gets measured steps).
 
         Example:
             >>> wb.snapshot(task=True).steps()               # doctest: +SKIP
             ('Confirm with precision_analysis_mode NPUBackend and on the board.',)
         """
-        steps = tuple(self.advice.steps) if self.advice is not None else ()
-        if self.task:
-            steps = tuple(s for s in steps if not s.startswith("Check the task metric"))
-        return steps
+        return tuple(self.advice.steps) if self.advice is not None else ()
 
     def final_cosine(self, mode: str | None = None) -> dict[str, float]:
         """Output -> final cosine in ``mode`` (default: the snapshot's mode)."""

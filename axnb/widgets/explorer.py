@@ -359,7 +359,7 @@ class Explorer(W.VBox):
         where = "".join(f"<li>{html.escape(x)}</li>" for x in s["where"])
         rejected = "".join(f"<li>{html.escape(x)}</li>" for x in s["rejected"])
         self.apply_btn.disabled = not (self.snapshot and self.snapshot.advice.trials)
-        self.measure_btn.disabled = s["ok"]
+        self.measure_btn.disabled = s["ok"] and s["task_ok"] is not False  # NOTE: or the task
         self.summary_html.value = (
             f'<p style="color:{colour}"><b>{html.escape(s["verdict"])}</b></p>'
             f"<table><tr><th>output</th><th>final cosine</th><th></th><th>spread</th></tr>"
