@@ -188,6 +188,9 @@ class Model:
             t = self.initializers[tensor]
             return TensorSpec(tensor, tuple(t.dims), _np_dtype(t.data_type))
         vi = self._vi.get(tensor)
+        if vi is None and tensor in self.tensors():
+            raise ModelError(f"tensor {tensor!r} has no shape information: load the model with "
+                             "axnb.load (it runs shape inference) instead of Model(proto)")
         if vi is None:
             raise ModelError(f"unknown tensor {tensor!r}{did_you_mean(tensor, self.tensors())}")
         shape = self.input_shapes.get(tensor) or tuple(

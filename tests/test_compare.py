@@ -77,10 +77,11 @@ def test_endtoend_rows_equal_quantmodel_run_against_float(cnn, cnn_reports):
     assert [r["Output Tensor"] for r in rep.rows] == acts
     for r in rep.rows:
         want = acc[r["Output Tensor"]].result()
-        # NOTE: the same float and quantized arithmetic; only the float64 sums' order differs.
-        assert r["Cosin"] == pytest.approx(want["Cosin"], abs=1e-12), r["Output Tensor"]
-        assert r["MSE"] == pytest.approx(want["MSE"], rel=1e-9)
-        assert r["MaxAbs"] == want["MaxAbs"]
+        # NOTE: the same float and quantized arithmetic; the sums are float32 per block of
+        # C.BLOCK values (float64 across blocks), the difference x - y rounded to float32.
+        assert r["Cosin"] == pytest.approx(want["Cosin"], abs=1e-8), r["Output Tensor"]
+        assert r["MSE"] == pytest.approx(want["MSE"], rel=1e-6)
+        assert r["MaxAbs"] == pytest.approx(want["MaxAbs"], rel=1.2e-7)
 
 
 def test_endtoend_chain_is_bit_identical_to_quantmodel_run(cnn):
@@ -190,7 +191,7 @@ def test_perlayer_equals_single_node_oracle(which, request):
     row = {r["Output Tensor"]: r for r in rep.rows}
     for n in layers:
         o = n.output[0]
-        assert row[o]["Cosin"] == pytest.approx(cosine(F[o], V[pl[o]]), abs=1e-12)
+        assert row[o]["Cosin"] == pytest.approx(cosine(F[o], V[pl[o]]), abs=1e-8)   # C.BLOCK
 
 
 def test_perlayer_values_of_a_graph_input_is_its_fake_quant(cnn):
@@ -326,10 +327,55 @@ def test_plan_toggle_reuses_the_compare_session(cnn):
     C.compare(m, q, feeds[:1], "PerLayer", progress=False)
     plan2 = plan.set(m.nodes[5].name, "U16")
     q2 = q.with_plan(stats, plan2)
-    key = ("__axnb_compare", ("PerLayer",))
+    key = ("__axnb_compare", ("PerLayer",), False)
     sess = q.sessions[key][0]
     rep = C.compare(m, q2, feeds[:1], "PerLayer", progress=False)
     assert q2.sessions[key][0] is sess                     # no rebuild
     fresh = C.compare(m, simulate(m, stats, plan2), feeds[:1], "PerLayer", progress=False)
     assert rep.rows == fresh.rows
     assert "U16" in {r["QDType"] for r in rep.rows}
+
+
+@pytest.mark.parametrize("which", ["cnn", "lm"])
+def test_float32_block_moments_match_the_float64_graph(which, request):
+    """The table's float32 block sums against the same graph in float64 throughout."""
+    m, feeds, _, _, q = request.getfixturevalue(which)
+    ms = C._methods(["EndToEnd", "PerLayer"])
+    fast, groups, _ = C._build_compare(m, q, q, ms)
+    exact = C._build_compare(m, q, q, ms, exact=True)[0]
+    fetch, params = [f"__axnb_{k}" for k in groups], C._vectors(m, q.qparams)
+    for f in feeds:
+        for a, b in zip(fast.run(fetch, {**f, **params}), exact.run(fetch, {**f, **params})):
+            ma, mb = C._moments(a), C._moments(b)
+            assert np.array_equal(ma[:, 0], mb[:, 0])                      # sizes
+            np.testing.assert_allclose(ma[:, 1:5], mb[:, 1:5], rtol=1e-6, atol=1e-30)
+            np.testing.assert_allclose(ma[:, 5], mb[:, 5], rtol=1.2e-7)
+            ca, cb = (Accumulator((len(ma),)) for _ in range(2))
+            ca.add_moments(ma)
+            cb.add_moments(mb)
+            assert np.abs(ca.result()["Cosin"] - cb.result()["Cosin"]).max() <= 2e-7
+
+
+def test_block_sums_outside_float32_rerun_the_sample_exactly():
+    """Values near 1e30 square to inf in float32: the sample is scored by the float64 graph."""
+    x = np.concatenate([np.linspace(-3, 3, 64), [1e30, -2e30]]).astype(np.float32)[None]
+    g = helper.make_graph(
+        [helper.make_node("Mul", ["x", "k"], ["y"], name="mul"),
+         helper.make_node("Relu", ["y"], ["z"], name="relu")], "t",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, list(x.shape))],
+        [helper.make_tensor_value_info("z", onnx.TensorProto.FLOAT, list(x.shape))],
+        [numpy_helper.from_array(np.array(0.5, np.float32), "k")])
+    m = graph.Model(helper.make_model(g, opset_imports=[helper.make_opsetid("", 21)]))
+    feeds = [{"x": x}, {"x": x * 0.5}]
+    stats = calibrate(m, feeds, progress=False)
+    q = simulate(m, stats, QuantPlan.from_config(m), "Reference")
+    assert C._block(m.spec("x").shape) > 1                     # the float32 path was built
+    rep = C.compare(m, q, feeds, "EndToEnd", progress=False)
+    ms = C._methods(["EndToEnd"])
+    sess, groups, _ = C._compare_session(m, q, q, ms, exact=True)
+    acc = Accumulator((len(groups["e2e"]),))
+    for f in feeds:
+        acc.add_moments(C._moments(sess.run(["__axnb_e2e"], {**f, **C._vectors(m, q.qparams)})[0]))
+    want = acc.result()
+    assert all(math.isfinite(r["Cosin"]) for r in rep.rows)
+    assert [r["Cosin"] for r in rep.rows] == want["Cosin"].tolist()
