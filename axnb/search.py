@@ -11,9 +11,11 @@ Algorithm (:class:`SearchState`, a pure state machine fed with scores by :func:`
 2. **rank**: order the candidates worst first. A given ``ranking`` (e.g. an isolation report,
    worst first) is free and its layers are the candidates; by default the candidates are the
    layers below ``qtype`` except data-movement layers that follow their input (Pulsar2 ignores
-   a type set on them), and the default ranker evaluates each promoted alone and sorts by
-   score gained (ties keep topological order). NOTE: N evaluations for N layers, the bulk of a
-   search's cost; pass a cheaper ranking where one exists.
+   a type set on them), ordered by the evaluator's ``rank(plan)`` when it has one (a
+   Workbench's evaluators: the PerLayer table, one compare pass). ``ranking="each"`` (and an
+   evaluator without ``rank``) evaluates each promoted alone and sorts by score gained (ties
+   keep topological order). NOTE: N evaluations for N layers; on MiniLM that order finds 7
+   layers for 0.98 in 129 evaluations where the PerLayer order finds 12 in 23.
 3. **full**: evaluate all candidates promoted (unless a prefix of the ranking is already known
    to meet the target); if even that misses, stop: ``"unreachable"``.
 4. **bisect**: the smallest k whose top-k prefix meets the target, galloping up from the
@@ -293,6 +295,22 @@ def _candidates(plan: QuantPlan, q: QType) -> list[str]:
             and not plan.layer_sources.get(n, "").startswith("follows")]
 
 
+def _default_ranking(evaluate, base: QuantPlan, q: QType, ranking):
+    """The candidates' order: given, the evaluator's cheap ``rank(plan)`` (the PerLayer table
+    of a Workbench's evaluators; every candidate, worst first), or None = one evaluation each
+    (``ranking="each"``, and evaluators without ``rank``)."""
+    if isinstance(ranking, str):
+        if ranking != "each":
+            raise ConfigError(f"search ranking {ranking!r}: pass a list of layers (worst "
+                              "first), 'each' (rank by one evaluation per layer) or None")
+        return None
+    if ranking is not None or not callable(getattr(evaluate, "rank", None)):
+        return ranking
+    cands = _candidates(base, q)
+    first = [n for n in evaluate.rank(base) if n in set(cands)]
+    return first + [n for n in cands if n not in set(first)]
+
+
 def _node_names(model, ranking: Iterable[str]) -> list[str]:
     out = []
     for name in ranking:
@@ -371,7 +389,7 @@ def _run_batch(evaluate: Callable, state: SearchState, base: QuantPlan, q: QType
 
 def search(evaluate: Callable[[QuantPlan], Mapping[str, float]], base_plan: QuantPlan,
            target: float = FINAL, budget: int | None = None, qtype="U16",
-           ranking: list[str] | None = None, resume: SearchResult | str | Path | None = None,
+           ranking: list[str] | str | None = None, resume: SearchResult | str | Path | None = None,
            progress: bool = True, max_drop: float | None = None,
            max_seconds: float | None = None) -> SearchResult:
     """Find the fewest layers to promote to ``qtype`` so that every output reaches ``target``.
@@ -390,7 +408,10 @@ def search(evaluate: Callable[[QuantPlan], Mapping[str, float]], base_plan: Quan
         budget: most evaluations (resumed ones included); None = no limit.
         qtype: the promotion type: U16 (default), S16 or FP32.
         ranking: layers (or tensors) worst first, e.g. from an isolation report; only these
-            are candidates. None = rank every layer below ``qtype`` by one evaluation each.
+            are candidates. None = the evaluator's own cheap ranking if it has one
+            (``evaluate.rank(plan)``: a Workbench's evaluators order every layer below
+            ``qtype`` by the PerLayer table, one compare pass), else ``"each"``: rank every
+            layer below ``qtype`` by one evaluation each (N evaluations, a better order).
         resume: a previous result (or its JSON path): its evaluations are reused, not re-run.
         progress: show a progress bar.
         max_drop: instead of ``target``, the largest accepted task-metric drop (metric units,
@@ -417,6 +438,7 @@ def search(evaluate: Callable[[QuantPlan], Mapping[str, float]], base_plan: Quan
     base_configs, ctx = base.to_layer_configs(), _context(evaluate, q)
     prev = _previous(resume, ctx, base_configs)
     old = [dataclasses.replace(e, ok=e.score >= target) for e in (prev.trace if prev else ())]
+    ranking = _default_ranking(evaluate, base, q, ranking)
     cands = _candidates(base, q) if ranking is None else _node_names(base.model, ranking)
     # NOTE: speculating only pays where plans run side by side (a Dask cluster's threads)
     side = int(getattr(evaluate, "concurrent", 1)) if hasattr(evaluate, "evaluate_many") else 1

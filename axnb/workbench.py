@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -267,7 +268,13 @@ class Workbench:
         from axnb.search import check_metric
 
         if metric in evaluate.NAMES or callable(metric):
-            return evaluate.TaskEvaluator(self, metric, mode=mode)
+            from axnb.compare import perlayer_ranking
+
+            ev = evaluate.TaskEvaluator(self, metric, mode=mode)
+            # NOTE: search's default order, by the PerLayer table of the analysis samples
+            ev.rank = functools.partial(perlayer_ranking, self.quantized(mode), self.stats,
+                                        self.method, self.samples)
+            return ev
         if self.cluster is not None:
             return self.cluster.evaluator(self.quantized(mode), self.stats, self.samples, metric)
         return _Evaluator(self, check_metric(metric), metric, mode)
@@ -346,12 +353,9 @@ class Workbench:
         Example:
             >>> res = search(wb.evaluator(), wb.plan, ranking=wb.ranking())   # doctest: +SKIP
         """
-        rep = self.report(method, mode)
-        src = self.plan.layer_sources
-        rows = sorted((r for r in rep.rows if r[Col.OPERATOR] in src
-                       and not src[r[Col.OPERATOR]].startswith("follows")),
-                      key=lambda r: (not np.isnan(r[Col.COSINE]), r[Col.COSINE]))
-        return list(dict.fromkeys(r[Col.OPERATOR] for r in rows))
+        from axnb.compare import layer_ranking
+
+        return layer_ranking(self.report(method, mode), self.plan)
 
     def outliers(self, weights: bool = False) -> OutlierReport:
         """The outlier table of the calibration statistics."""
@@ -518,6 +522,13 @@ class _Evaluator:
             self._qm.with_plan(self._stats, plan, self._method)
         res = output_metrics(self._float, [qm.run(f) for f in self._samples])
         return {o: float(m[self._key]) for o, m in res.items()}
+
+    def rank(self, plan: QuantPlan) -> list[str]:
+        """Layers worst first by the PerLayer table of ``plan`` on these samples (search's
+        default order: one compare pass instead of one evaluation per layer)."""
+        from axnb.compare import perlayer_ranking
+
+        return perlayer_ranking(self._qm, self._stats, self._method, self._samples, plan)
 
     def __repr__(self) -> str:
         return f"evaluator({self.metric}, {self.context})"

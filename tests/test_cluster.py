@@ -213,14 +213,14 @@ def test_default_search_runs_its_batches_on_the_workers(client, wb):
     ev1 = wb.evaluator()
     lo, hi = (min(ev1(p).values()) for p in (base, base.set(keep, "U16")))
     assert lo < hi
-    one = search(ev1, base, target=hi, progress=False)      # NOTE: as good as all 8 in U16
+    one = search(ev1, base, target=hi, ranking="each", progress=False)   # NOTE: = all 8 in U16
     c = cluster.Cluster(client)
     ev2 = c.evaluator(wb.quantized(), wb.stats, wb.samples)
     assert ev2.concurrent == 1            # NOTE: 6 samples fill 2 threads: no speculation
     ev2.concurrent = 2                    # NOTE: ... unless asked: a prune batch of 2
     sizes, many = [], ev2.evaluate_many
     ev2.evaluate_many = lambda plans, stop=None: (sizes.append(len(plans)), many(plans, stop))[1]
-    two = search(ev2, base, target=hi, progress=False)
+    two = search(ev2, base, target=hi, progress=False)     # NOTE: no ev2.rank: "each"
     _same_trace(one, two)
     assert {"rank", "full", "bisect"} <= {e.phase for e in two.trace} and two.met
     assert max(sizes) == len(keep) and 2 in sizes, sizes   # NOTE: the rank batch, a prune pair

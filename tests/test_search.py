@@ -146,7 +146,7 @@ def test_search_promotes_exactly_the_broken_layers(broken, tmp_path):
     wb.set_plan(base)
     assert bad < one < fixed - 0.01
     target = (one + fixed) / 2                                   # needs both layers
-    res = search(wb.evaluator(), wb.plan, target=target, progress=False)
+    res = search(wb.evaluator(), wb.plan, target=target, ranking="each", progress=False)
     assert len(res.promoted) == 2 and res.met and res.stopped == "met"
     # NOTE: a layer's type covers its float inputs too, so promoting a broken tensor's
     # consumer repairs it as well as promoting its producer: either is a minimal answer.
@@ -160,12 +160,13 @@ def test_search_promotes_exactly_the_broken_layers(broken, tmp_path):
     assert res.evaluations == len(res.trace) and res.trace[0].phase == "baseline"
     assert {e.phase for e in res.trace} >= {"baseline", "rank", "full", "bisect"}
     # resume: every plan is answered from the trace, nothing re-run
-    again = search(wb.evaluator(), wb.plan, target=target, resume=res, progress=False)
+    again = search(wb.evaluator(), wb.plan, target=target, ranking="each", resume=res,
+                   progress=False)
     assert again.trace == res.trace and again.promoted == res.promoted
     path = res.save(tmp_path / "search.json")
     loaded = SearchResult.load(path)
     assert loaded == res and loaded.trace == res.trace
-    assert search(wb.evaluator(), wb.plan, target=target, resume=path,
+    assert search(wb.evaluator(), wb.plan, target=target, ranking="each", resume=path,
                   progress=False).trace == res.trace
     frame = res.to_frame()
     assert len(frame) == len(res.trace) and "score" in frame and "<table" in res._repr_html_()
@@ -199,6 +200,26 @@ def test_fp32_with_a_given_ranking(broken):
                    progress=False)
     assert short.evaluations == 1 and short.stopped == "budget" and not short.met
     assert wb.plan is base
+
+
+def test_default_order_is_the_evaluators_perlayer_ranking(broken):
+    """A Workbench evaluator ranks by its PerLayer table: no evaluation per layer, and the
+    same two broken layers found as by one evaluation each."""
+    wb, layers = broken
+    base = wb.plan
+    target = (max(score(wb, base.set(n, "U16")) for n in layers)
+              + score(wb, base.set(layers, "U16"))) / 2
+    wb.set_plan(base)
+    ev = wb.evaluator()
+    res = search(ev, base, target=target, progress=False)
+    each = search(ev, base, target=target, ranking="each", progress=False)
+    assert res.met and set(res.promoted) == set(each.promoted)
+    assert "rank" not in {e.phase for e in res.trace} and res.evaluations < each.evaluations / 3
+    assert set(res.ranking) == set(each.ranking)                 # the same candidates
+    order = [n for n in wb.ranking() if n in set(res.ranking)]
+    assert list(res.ranking[:len(order)]) == order               # the PerLayer table's order
+    with pytest.raises(ConfigError, match="'each'"):
+        search(ev, base, ranking="isolation", progress=False)
 
 
 def test_bad_arguments(broken):
