@@ -149,8 +149,8 @@ def _session(p: onnx.ModelProto):
 # NOTE: the moments of inner tensors are float32 sums over blocks of at most BLOCK values, then
 # float64 across blocks: every moment within 2e-7 relative of float64 throughout (cosine within
 # 1e-8 near 1, 2e-7 at a lossy 0.3; tested against that exact graph), without a float64 copy of
-# every tensor: -12 to -25% of the table's time (zoo CNN, MiniLM; same run). A non-finite sum
-# reruns the sample on the exact graph.
+# every tensor: -10 to -31% of the table's time (zoo CNN, MiniLM, PP-OCR det; paired runs,
+# benchmarks/bench_profile.py line (d)). A non-finite sum reruns the sample on the exact graph.
 BLOCK = 16
 
 

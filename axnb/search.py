@@ -307,8 +307,10 @@ def _default_ranking(evaluate, base: QuantPlan, q: QType, ranking):
     if ranking is not None or not callable(getattr(evaluate, "rank", None)):
         return ranking
     cands = _candidates(base, q)
-    first = [n for n in evaluate.rank(base) if n in set(cands)]
-    return first + [n for n in cands if n not in set(first)]
+    known = set(cands)
+    first = [n for n in evaluate.rank(base) if n in known]
+    ranked = set(first)
+    return first + [n for n in cands if n not in ranked]
 
 
 def _node_names(model, ranking: Iterable[str]) -> list[str]:
