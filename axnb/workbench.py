@@ -268,12 +268,8 @@ class Workbench:
         from axnb.search import check_metric
 
         if metric in evaluate.NAMES or callable(metric):
-            from axnb.compare import perlayer_ranking
-
             ev = evaluate.TaskEvaluator(self, metric, mode=mode)
-            # NOTE: search's default order, by the PerLayer table of the analysis samples
-            ev.rank = functools.partial(perlayer_ranking, self.quantized(mode), self.stats,
-                                        self.method, self.samples)
+            ev.rank = self._ranker(mode)   # NOTE: search's default order
             return ev
         if self.cluster is not None:
             return self.cluster.evaluator(self.quantized(mode), self.stats, self.samples, metric)
@@ -342,6 +338,20 @@ class Workbench:
         if many:
             return {m.value: self._reports[keys[m]] for m in ms}
         return self._reports[keys[ms[0]]]
+
+    def _ranker(self, mode=None):
+        """``rank(plan)`` for evaluators: the PerLayer table of the analysis samples as they are
+        now; the workbench's cached table serves the current plan (no compare pass)."""
+        from axnb.compare import layer_ranking, perlayer_ranking
+
+        qm, plan0 = self.quantized(mode), self.plan
+        cached = self._reports.get((Method.PerLayer, qm.mode, plan0, self.method, id(self.model)))
+        slow = functools.partial(perlayer_ranking, qm, self.stats, self.method, self.samples)
+
+        def rank(plan: QuantPlan) -> list[str]:
+            return layer_ranking(cached, plan) if cached is not None and plan == plan0 \
+                else slow(plan)
+        return rank
 
     def ranking(self, method="PerLayer", mode=None) -> list[str]:
         """Search candidates, worst first by the layer table (one compare pass, cached).
@@ -513,7 +523,7 @@ class _Evaluator:
         self._qm = wb.quantized(mode)
         self._stats, self._method, self._key = wb.stats, wb.method, key
         self._float, self._samples = wb.float_outputs(), wb.samples
-        self.metric = metric
+        self.metric, self.rank = metric, wb._ranker(mode)
         self.context = {"samples": len(wb.samples), "outputs": list(wb.model.outputs),
                         "method": wb.method.value, "mode": self._qm.mode.value}
 
@@ -522,13 +532,6 @@ class _Evaluator:
             self._qm.with_plan(self._stats, plan, self._method)
         res = output_metrics(self._float, [qm.run(f) for f in self._samples])
         return {o: float(m[self._key]) for o, m in res.items()}
-
-    def rank(self, plan: QuantPlan) -> list[str]:
-        """Layers worst first by the PerLayer table of ``plan`` on these samples (search's
-        default order: one compare pass instead of one evaluation per layer)."""
-        from axnb.compare import perlayer_ranking
-
-        return perlayer_ranking(self._qm, self._stats, self._method, self._samples, plan)
 
     def __repr__(self) -> str:
         return f"evaluator({self.metric}, {self.context})"

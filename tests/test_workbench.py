@@ -177,6 +177,23 @@ def test_ranking_is_the_perlayer_table_worst_first_one_candidate_per_group(wb):
     assert not any(wb.plan.layer_sources[n].startswith("follows") for n in rank)
 
 
+def test_evaluator_rank_reads_the_cached_table_of_the_current_plan(wb, monkeypatch):
+    import importlib
+
+    cmp = importlib.import_module("axnb.compare")     # NOTE: axnb.compare is the function
+    want = wb.ranking()                                  # the table of wb.plan is now cached
+    ev = wb.evaluator()
+    other = wb.plan.set(want[0], "U16")
+    calls = []
+    real = cmp.compare
+    monkeypatch.setattr(cmp, "compare", lambda *a, **k: calls.append(1) or real(*a, **k))
+    assert ev.rank(wb.plan) == want and not calls
+    assert ev.rank(other) == cmp.layer_ranking(
+        real(wb.model, wb.quantized().with_plan(wb.stats, other), wb.samples, "PerLayer",
+             progress=False), other)
+    assert calls == [1]                                  # another plan: one compare pass
+
+
 def test_snapshot_task_carries_the_evaluation_per_mode_cached_per_plan(wb, zoo_ready, tmp_path,
                                                                         monkeypatch):
     import dataclasses
