@@ -30,6 +30,7 @@ exported commit, to compare two versions).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -198,15 +199,18 @@ def ort_quantize(model: Path, feeds: list[dict], work: Path) -> tuple[Path | Non
     src, how = work / "float.onnx", "raw"
     shutil.copy(model, src)
     pre = work / "pre.onnx"
-    try:
-        quant_pre_process(str(src), str(pre), skip_symbolic_shape=False)
-        src, how = pre, "pre_process"
-    except Exception:
+    # NOTE: a failed symbolic shape inference saves sym_shape_infer_temp.onnx and its
+    # <uuid>.data into the current directory: keep them in the work folder
+    with contextlib.chdir(work):
         try:
-            quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-            src, how = pre, "pre_process(no symbolic)"
+            quant_pre_process(str(src), str(pre), skip_symbolic_shape=False)
+            src, how = pre, "pre_process"
         except Exception:
-            pass
+            try:
+                quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+                src, how = pre, "pre_process(no symbolic)"
+            except Exception:
+                pass
     out, err = work / "ort_qdq.onnx", None
     for cand, label in ([(src, how)] + ([(work / "float.onnx", "raw")] if src != work / "float.onnx"
                                         else [])):
