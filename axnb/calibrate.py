@@ -218,10 +218,11 @@ def _reduction_session(model: Model, tensors: list[str], histograms: bool, provi
     follows = _follows(model, tensors)
     binned = [t for t in tensors if t not in follows] if histograms else []
     proto, segments = reduction_model(model, tensors, raw=binned)
-    # NOTE: "extended" runs faster than none (what onnxruntime's own calibrators use) and gives
-    # their ranges exactly where it fuses no float pattern (the zoo CNN, tested); where it fuses
-    # one (Gelu: MiniLM, PP-OCR det) the ranges differ by up to 5e-7 relative (measured).
-    sess = model.session(proto, providers=providers, optimize="extended", low_memory=histograms)
+    # NOTE: optimizations off, as onnxruntime's own calibrators run: ranges equal theirs bit for
+    # bit (tested on the CNN and MiniLM), and equal the float tensors the layer table computes.
+    # "extended" fuses float patterns (Gelu: MiniLM, PP-OCR det), which moved ranges by up to
+    # 5e-7 relative, and ran no faster (within 5% on the zoo CNN, MiniLM, det; builds slower).
+    sess = model.session(proto, providers=providers, optimize=False, low_memory=histograms)
     return binned, segments, sess
 
 
@@ -289,7 +290,7 @@ class _Extremes:
         if missing:
             if self._raw_sess is None:
                 self._raw_sess = self.model.session(self.model.with_outputs(self.tensors),
-                                                    providers=self.providers, optimize="extended")
+                                                    providers=self.providers, optimize=False)
             names = [o.name for o in self._raw_sess.get_outputs()]
             raw = dict(zip(names, self._raw_sess.run(None, feed)))
         for t in bad:
