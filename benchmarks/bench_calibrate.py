@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from timing import timed
+from timing import proc_kb, timed
 
 from axnb import zoo
 from axnb.calibrate import calibrate
@@ -93,11 +93,7 @@ def rss_child(name: str, n: int, method: str) -> None:
     m, feeds = feeds_for(name, 128)
     cyc = (f for f in itertools.islice(itertools.cycle(feeds), n))
     calibrate(m, cyc, method=method, progress=False)
-    # NOTE: VmHWM, not ru_maxrss: Linux carries the parent's peak into a forked child's
-    # ru_maxrss across exec, which would report the (large) benchmark parent instead.
-    status = Path("/proc/self/status").read_text().splitlines()
-    hwm = next(ln for ln in status if ln.startswith("VmHWM"))
-    print(json.dumps({"maxrss_kb": int(hwm.split()[1])}))
+    print(json.dumps({"maxrss_kb": proc_kb("self")}))        # NOTE: VmHWM (timing.proc_kb)
 
 
 def rss(name: str, method: str) -> None:

@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from timing import timed
+from timing import proc_kb, timed
 
 from axnb import zoo
 from axnb.calibrate import calibrate
@@ -95,27 +95,20 @@ def ort_guarded(m, feeds, tmp: Path, limit: float) -> tuple[dict | None, float]:
     child = ctx.Process(target=_ort_child, args=(fp, feeds, str(tmp), send))
     child.start()
     peak, out = 0, None
-    while child.is_alive() and out is None:
+    while out is None and child.is_alive():
+        peak = max(peak, proc_kb(child.pid) * 1024)      # NOTE: VmHWM, the peak so far
         if recv.poll(0.2):
             out = recv.recv()
-            break
-        peak = max(peak, _rss(child.pid))
-        if peak > limit:
+        elif peak > limit:
             child.kill()
+    if out is None and recv.poll():                      # NOTE: it sent, then exited
+        out = recv.recv()
     child.join()
     return out, peak
 
 
-def _rss(pid) -> int:
-    """VmRSS of a process in bytes (0 once it is gone)."""
-    try:
-        return _status(pid, "VmRSS")
-    except OSError:
-        return 0
-
-
 def _limit() -> float:
-    """Half of the machine's memory."""
+    """Half of the machine's memory, in bytes."""
     for line in Path("/proc/meminfo").read_text().splitlines():
         if line.startswith("MemTotal:"):
             return int(line.split()[1]) * 1024 / 2
@@ -145,9 +138,10 @@ def bench(name: str, samples: int, runs: int) -> None:
     print(f"(a) float inference            {tf:8.3f} s")
     print(f"(b) axnb EndToEnd+PerLayer     {tb:8.3f} s   cold (warm, cached session: {tw:.3f} s;"
           f" calibrate {tc:.3f} s, simulate {ts:.3f} s); peak RSS of this process so far "
-          f"{_status('self', 'VmHWM') / 1e9:.2f} GB")
+          f"{proc_kb('self') * 1024 / 1e9:.2f} GB")
     print(f"    b / a = {tb / tf:6.1f}   (target <= 4: {'met' if tb <= 4 * tf else 'NOT met'});"
           f" warm / a = {tw / tf:.1f}")
+    print(f"    final cosine {reps['EndToEnd'].final}")
     if ort is None:
         print(f"(c) onnxruntime workflow: killed at {peak / 1e9:.1f} GB RSS (the limit, half of "
               "this machine's memory): qdq_loss_debug keeps every activation of every sample")
@@ -158,14 +152,6 @@ def bench(name: str, samples: int, runs: int) -> None:
           f"{ort['tensors']} tensors; peak RSS {peak / 1e9:.2f} GB)")
     print(f"    b / c = {tb / to:6.2f}   (target < 1: {'met' if tb < to else 'NOT met'}); "
           f"(b + calibrate + simulate) / c = {(tb + tc + ts) / to:.2f}")
-
-
-def _status(pid, field: str) -> int:
-    """A memory field of /proc/<pid>/status in bytes."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    return 0
 
 
 def main() -> None:

@@ -151,21 +151,21 @@ def calibration_floor(name: str, n: int) -> None:
         for k, s in sess.items():
             t, _ = timed(lambda s=s: [s.run(None, f) for f in feeds], runs=1)
             best[k] = min(best[k], t)
-    ext, alll = (sess[f"reduction {k}"].run(None, feeds[0]) for k in ("off", "all"))
+    off, alll = (sess[f"reduction {k}"].run(None, feeds[0]) for k in ("off", "all"))
     rel = max(float(np.max(np.abs(x - y)) / max(float(np.max(np.abs(x))), 1e-30))
-              for x, y in zip(ext, alll))
+              for x, y in zip(off, alll))
     a = best["float all"]
     print(f"\n== calibration floors, {name}: {n} samples, {len(pts)} points, {len(binned)} binned")
     print(f"(f) MinMax reduction graph alone: off {best['reduction off'] / a:4.2f}x, "
           f"all {best['reduction all'] / a:4.2f}x (min/max differ by up to {rel:.1e} relative); "
           f"float model, optimizations off {best['float off'] / a:4.2f}x")
     raw = m.session(m.with_outputs(binned), optimize=False)
-    names = [o.name for o in raw.get_outputs()][len(m.outputs):]
+    names = [o.name for o in raw.get_outputs()]
     tb = tc = 0.0
     values = 0
     for f in feeds:
-        vals = dict(zip([o.name for o in raw.get_outputs()], raw.run(None, f)))
-        for t in names:
+        vals = dict(zip(names, raw.run(None, f)))
+        for t in binned:
             x = vals[t].ravel()
             values += x.size
             o = observers.Observer(channel_axis=None)

@@ -49,23 +49,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from conformance import models as M  # noqa: E402
 from conformance import prepare as P  # noqa: E402
+from timing import proc_kb  # noqa: E402
 
 ROOT = M.ROOT
 
 
 # ---------------------------------------------------------------- child processes
-
-def _hwm_kb(pid: int) -> int:
-    """VmHWM (peak RSS) of a live process, kB; 0 once it is gone."""
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            for ln in fh:
-                if ln.startswith("VmHWM:"):
-                    return int(ln.split()[1])
-    except OSError:
-        pass
-    return 0
-
 
 def run_child(cmd: list[str], log: Path, timeout: float, env: dict | None = None) -> dict:
     """Run ``cmd`` with stdout+stderr to ``log``: exit code, seconds, peak RSS (MB) of the child.
@@ -83,7 +72,7 @@ def run_child(cmd: list[str], log: Path, timeout: float, env: dict | None = None
         p = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=log.parent,
                              start_new_session=True)
         while p.poll() is None:
-            hwm = max(hwm, _hwm_kb(p.pid))
+            hwm = max(hwm, proc_kb(p.pid))
             if time.perf_counter() - t0 > timeout:
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()

@@ -1,10 +1,12 @@
-"""The one timing helper of the benchmarks: run a function several times, keep one figure."""
+"""The timing and memory helpers of the benchmarks: run a function several times and keep one
+figure; read a process's memory from /proc."""
 
 from __future__ import annotations
 
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 
 def timed(fn: Callable[[], object], runs: int = 3, stat=statistics.median) -> tuple[float, object]:
@@ -21,3 +23,23 @@ def timed(fn: Callable[[], object], runs: int = 3, stat=statistics.median) -> tu
         out = fn()
         ts.append(time.perf_counter() - t)
     return stat(ts), out
+
+
+def proc_kb(pid: int | str, field: str = "VmHWM") -> int:
+    """A memory field of ``/proc/<pid>/status`` in kB (VmHWM: peak RSS, VmRSS: now; ``pid``
+    "self" for this process); 0 once the process is gone.
+
+    NOTE: VmHWM, not ru_maxrss: Linux carries the parent's peak into a forked child's
+    ru_maxrss across exec, which would report the (large) benchmark parent instead.
+
+    Example:
+        >>> proc_kb("self") > 0, proc_kb("self", "VmRSS") > 0, proc_kb(2**31)
+        (True, True, 0)
+    """
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
