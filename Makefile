@@ -44,7 +44,10 @@ lab: setup
 	$(BIN)/jupyter lab notebooks/
 
 bench: setup
-	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	@for b in $(filter-out benchmarks/bench_summary.py,$(wildcard benchmarks/bench_*.py)); do \
+	  echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	@# NOTE: issue 14's table (axnb, float pass, onnxruntime, floor, targets) comes last
+	@echo "== benchmarks/bench_summary.py"; $(BIN)/python benchmarks/bench_summary.py
 
 lint: setup
 	$(BIN)/ruff check axnb tests benchmarks
