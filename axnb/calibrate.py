@@ -214,7 +214,8 @@ def observe_chunk(model: Model, feeds: Iterable[dict[str, np.ndarray]], histogra
     return obs, n
 
 
-def _reduction_session(model: Model, tensors: list[str], histograms: bool, providers):
+def _reduction_session(model: Model, tensors: list[str], histograms: bool, providers,
+                       optimize: bool = False):
     follows = _follows(model, tensors)
     binned = [t for t in tensors if t not in follows] if histograms else []
     proto, segments = reduction_model(model, tensors, raw=binned)
@@ -225,7 +226,8 @@ def _reduction_session(model: Model, tensors: list[str], histograms: bool, provi
     # "all" (NCHWc) runs 1.4x faster on the CNN but moved ranges by up to 7e-6 and the final
     # cosine by 0.0009 (CNN) and 0.0053 (PP-OCR det): not the deployment's number
     # (benchmarks/bench_summary.py prints both).
-    sess = model.session(proto, providers=providers, optimize=False, low_memory=histograms)
+    # (``optimize`` exists for that measurement only; calibrate never passes it.)
+    sess = model.session(proto, providers=providers, optimize=optimize, low_memory=histograms)
     return binned, segments, sess
 
 

