@@ -17,10 +17,11 @@ Example:
 # use `from axnb.calibrate import ...` to reach a module's other names.
 from axnb import data, zoo
 from axnb.calibrate import calibrate
-from axnb.compare import compare, isolation
+from axnb.compare import compare, compare_methods
 from axnb.config import Config, load_config, save_config
 from axnb.errors import AxnbError, ConfigError, DataError, ModelError, ZooError
 from axnb.graph import Model, load
+from axnb.isolation import isolation
 from axnb.outliers import outliers
 from axnb.plan import QuantPlan
 from axnb.results import (
@@ -42,7 +43,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Advice", "Analysis", "AxnbError", "CalibMethod", "CalibStats", "Check", "Config",
     "ConfigError", "DataError", "Diagnosis",
-    "LayerReport", "Method", "SearchResult", "compare", "isolation", "search",
+    "LayerReport", "Method", "SearchResult", "compare", "compare_methods", "isolation", "search",
     "Mode", "Model", "ModelError", "OutlierReport", "QType", "QuantModel", "QuantPlan",
     "Workbench", "ZooError", "__version__", "calibrate", "data", "load", "load_config",
     "outliers", "save_config", "simulate", "zoo",

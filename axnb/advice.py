@@ -4,11 +4,11 @@ The guide: a final-output cosine >= :data:`FINAL` (98%) is roughly normal; under
 PerLayer analysis to find the layers under :data:`LAYER` (99.9%), try the MSE or Percentile
 calibration, enable SmoothQuant when the outlier table shows channels at level >= 5, and set the
 worst layers to U16. axnb recommends none of these before it has tried it:
-:func:`axnb.nextsteps.measure` runs each on a Workbench (its state restored) and returns measured
+:func:`axnb.trials.measure` runs each on a Workbench (its state restored) and returns measured
 trials; :func:`advise` turns the numbers and the trials into an :class:`Advice` whose steps are
 only the trials that raised the final cosine, best first ("MSE calibration: 0.9671 -> 0.9906
 (tried)"). The HTML report, the Explorer, the CLI and the checks all show that one result
-(:func:`axnb.nextsteps.measured` gives the measured snapshot, :func:`for_analysis` the advice
+(:func:`axnb.trials.measured` gives the measured snapshot, :func:`for_analysis` the advice
 of one).
 
 Imports only engine-level modules (types, results), so every layer can use the constants.
@@ -24,19 +24,20 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from axnb.results import Advice
-from axnb.types import Col
+from axnb.results import Advice, Trial, TrialKind
+from axnb.types import CalibMethod, Col
 
-__all__ = ["FINAL", "LAYER", "METHODS_TRIED", "Advice", "advise", "for_analysis", "grade",
-           "helps", "line", "spread", "spread_text", "spreads", "step_text", "trial",
-           "where_lines"]
+__all__ = ["FINAL", "LAYER", "METHODS_TRIED", "Advice", "advise", "calibration_trials",
+           "for_analysis", "grade", "helps", "line", "spread", "spread_text", "spreads",
+           "step_text", "where_lines"]
 
 FINAL = 0.98
 """Final-output cosine line: at or above it the quantized model is roughly normal."""
 LAYER = 0.999
 """Per-layer cosine line: layers under it are worth a look (PerLayer analysis)."""
-METHODS_TRIED = ("MinMax", "MSE", "Percentile")
-"""Calibration methods measured (no model re-run) when the final cosine misses :data:`FINAL`."""
+METHODS_TRIED = tuple(m.value for m in CalibMethod)
+"""Calibration methods measured (no model re-run) when the final cosine misses :data:`FINAL`:
+every one Pulsar2 offers (the report's method table and the measured steps alike)."""
 GAIN = 0.005
 """A measured method is recommended only when it beats the current one by more than this."""
 
@@ -181,69 +182,59 @@ def _smooth_hint(outliers) -> list:
     return [] if outliers is None else outliers.tensors_at_level(5)
 
 
-def trial(kind: str, label: str, before: float, after: float, change: dict, how: str,
-          cost: str = "") -> dict:
-    """One measured next step (plain data): what was tried, the final cosine (min over outputs)
-    before and after, and how to apply it.
-
-    Example:
-        >>> t = trial("calibration", "MSE calibration", 0.9671, 0.9906,
-        ...           {"calibration_method": "MSE"}, 'quant.calibration_method = "MSE"')
-        >>> step_text(t)
-        'MSE calibration: 0.9671 -> 0.9906 (tried); quant.calibration_method = "MSE"'
-    """
-    return {"kind": kind, "label": label, "before": float(before), "after": float(after),
-            "change": dict(change), "how": how, "cost": cost}
-
-
-def step_text(t: Mapping) -> str:
+def step_text(t: Trial) -> str:
     """A trial as the one line every surface prints; with the task metric measured too (its
     ``task``: the drop before and with the step), that figure follows the cosine's.
 
     Example:
-        >>> t = trial("calibration", "MSE calibration", 0.9990, 0.9995,
-        ...           {"calibration_method": "MSE"}, 'wb.set_method("MSE")')
-        >>> step_text({**t, "task": {"before": 0.023, "after": 0.008,
-        ...                          "text": "top-1 drop 2.3 -> 0.8 points"}})[16:]
-        ' 0.9990 -> 0.9995 (tried), top-1 drop 2.3 -> 0.8 points; wb.set_method("MSE")'
+        >>> t = Trial("calibration", "MSE calibration", 0.9671, 0.9906,
+        ...           {"calibration_method": "MSE"}, 'quant.calibration_method = "MSE"')
+        >>> step_text(t)
+        'MSE calibration: 0.9671 -> 0.9906 (tried); quant.calibration_method = "MSE"'
+        >>> from axnb.results import TaskDelta
+        >>> step_text(t.with_task(TaskDelta("top-1", "NPUBackend", 0.023, 0.008,
+        ...                                 "top-1 drop 2.3 -> 0.8 points")))[16:]
+        ' 0.9671 -> 0.9906 (tried), top-1 drop 2.3 -> 0.8 points; quant.calibration_method = "MSE"'
     """
-    cost = f" [{t['cost']}]" if t.get("cost") else ""
-    task = f", {t['task']['text']}" if t.get("task") else ""
-    return (f"{t['label']}: {t['before']:.4f} -> {t['after']:.4f} (tried){task}{cost}; "
-            f"{t['how']}")
+    cost = f" [{t.cost}]" if t.cost else ""
+    task = f", {t.task.text}" if t.task else ""
+    return f"{t.label}: {t.before:.4f} -> {t.after:.4f} (tried){task}{cost}; {t.how}"
 
 
-def helps(t: Mapping, gain: float = GAIN) -> bool:
+def helps(t: Trial, gain: float = GAIN) -> bool:
     """A trial is recommended only when it was measured to raise the metric by more than
     ``gain`` or a tenth of the remaining loss (1 - before), whichever is smaller; never one
     that lowers it. A trial measured on the task metric too (its ``task``, when that verdict
     failed) is judged by it: recommended when it lowers the drop.
 
     Example:
-        >>> helps({"before": 0.96, "after": 0.95}), helps({"before": 0.96, "after": 0.99})
+        >>> from axnb.results import TaskDelta
+        >>> def t(before, after): return Trial("u16", "U16 for a", before, after)
+        >>> helps(t(0.96, 0.95)), helps(t(0.96, 0.99))
         (False, True)
-        >>> helps({"before": 0.9998, "after": 0.99995})        # 75% of what was left
+        >>> helps(t(0.9998, 0.99995))                         # 75% of what was left
         True
-        >>> helps({"before": 0.99, "after": 0.999, "task": {"before": 0.02, "after": 0.03}})
+        >>> helps(t(0.99, 0.999).with_task(TaskDelta("top-1", "", 0.02, 0.03, "")))
         False
     """
-    if t.get("task"):
-        d = t["task"]
-        return math.isfinite(d["after"]) and (not math.isfinite(d["before"])
-                                              or d["after"] < d["before"] - 1e-12)
-    need = min(gain, 0.1 * (1 - t["before"])) if math.isfinite(t["before"]) else gain
-    return math.isfinite(t["after"]) and t["after"] > t["before"] + need
+    if t.task is not None:
+        d = t.task
+        return math.isfinite(d.after) and (not math.isfinite(d.before)
+                                           or d.after < d.before - 1e-12)
+    need = min(gain, 0.1 * (1 - t.before)) if math.isfinite(t.before) else gain
+    return math.isfinite(t.after) and t.after > t.before + need
 
 
-def _best_first(t: Mapping) -> tuple:
+def _best_first(t: Trial) -> tuple:
     # NOTE: the smallest task-metric drop first when the task was measured, then the cosine
-    return ((t.get("task") or {}).get("after", 0.0), -t["after"])
+    return (t.task.after if t.task else 0.0, -t.after)
 
 
-def _calibration_trials(method: str, score: float, by_m: Mapping[str, float]) -> list[dict]:
-    return [trial("calibration", f"{m} calibration", score, v, {"calibration_method": m},
-                  f'set calibration_method {m} (quant.calibration_method = "{m}"; '
-                  f'wb.set_method("{m}"))')
+def calibration_trials(method: str, score: float, by_m: Mapping[str, float]) -> list[Trial]:
+    """The measured final cosine of each other calibration method as a :class:`Trial`."""
+    return [Trial(TrialKind.calibration, f"{m} calibration", score, v,
+                  {"calibration_method": m}, f'set calibration_method {m} '
+                  f'(quant.calibration_method = "{m}"; wb.set_method("{m}"))')
             for m, v in by_m.items() if m != method]
 
 
@@ -259,7 +250,7 @@ def advise(final: Mapping[str, float], reports=(), outliers=None, method: str = 
     starts and which layers cause it (:func:`where_lines`), then every trial that was measured
     to raise the final cosine, best first ("MSE calibration: 0.9671 -> 0.9906 (tried)"); when
     the task verdict failed, every trial measured to lower the task metric's drop (its
-    ``task`` figures, :func:`axnb.nextsteps.measure`), smallest drop first. A trial that
+    ``task`` figures, :func:`axnb.trials.measure`), smallest drop first. A trial that
     does not help is listed in ``details["not_recommended"]``, never as a step; a step that
     was not measured is not recommended (:func:`measure` tries them on a Workbench). Verdict
     "warn" when a measured step alone reaches the threshold (the task verdict failed: brings
@@ -319,27 +310,28 @@ def advise(final: Mapping[str, float], reports=(), outliers=None, method: str = 
         head = (f"Final-output cosine {_pct(score)} at {worst_out}{where} < {line(threshold)}: "
                 "quantization loses accuracy." if final else
                 "No final-output cosine was computed.")
-    given = [dict(t) for t in trials or ()]
-    kinds = {t["kind"] for t in given}
-    tried = given + ([] if "calibration" in kinds else _calibration_trials(method, score, by_m))
+    given = list(trials or ())
+    kinds = {t.kind for t in given}
+    tried = given + ([] if TrialKind.calibration in kinds else
+                     calibration_trials(method, score, by_m))
     good = sorted((t for t in tried if helps(t)), key=_best_first)
     det |= {"outliers_level5": len(_smooth_hint(outliers)), "smooth_quant": smooth is not None,
             "not_recommended": [step_text(t) for t in tried if not helps(t)]}
     steps = [step_text(t) for t in good]
-    untried = _untried(kinds | {t["kind"] for t in tried}, outliers, smooth)
+    untried = _untried(kinds | {t.kind for t in tried}, outliers, smooth)
     if untried:
         steps.append(f"Not measured yet (so not recommended): {untried}; "
-                     "axnb.nextsteps.measured(wb) or `axnb build` tries them.")
+                     "axnb.trials.measured(wb) or `axnb build` tries them.")
     if not good:
         steps.append("No step measured lowers the task metric's drop: look at the flipped "
                      "samples (task metric), the layers that cause the loss (above) and the "
                      "data (checks)." if task_bad else
                      "No step measured raises the final cosine: look at the layers that "
                      "cause the loss (above), the data (checks) and the task metric.")
-    if task_bad and good and good[0].get("task"):
-        reach = max_drop is not None and good[0]["task"]["after"] <= max_drop + 1e-12
+    if task_bad and good and good[0].task:
+        reach = max_drop is not None and good[0].task.after <= max_drop + 1e-12
     else:
-        reach = bool(good) and good[0]["after"] >= threshold
+        reach = bool(good) and good[0].after >= threshold
     if mode != "NPUBackend":            # NOTE: the figures above are NPUBackend's already
         steps.append(("Then confirm" if good else "Confirm") +
                      " with precision_analysis_mode NPUBackend.")
@@ -355,12 +347,12 @@ def advise(final: Mapping[str, float], reports=(), outliers=None, method: str = 
 
 def _untried(kinds: set, outliers, smooth) -> str:
     out = []
-    if "calibration" not in kinds:
+    if TrialKind.calibration not in kinds:
         out.append("the other calibration methods")
-    if smooth is None and "smooth_quant" not in kinds and _smooth_hint(outliers):
+    if smooth is None and TrialKind.smooth_quant not in kinds and _smooth_hint(outliers):
         out.append(f"SmoothQuant ({len(_smooth_hint(outliers))} tensors have level>=5 "
                    "outlier channels)")
-    if "u16" not in kinds:
+    if TrialKind.u16 not in kinds:
         out.append("U16 for the most sensitive layers")
     return ", ".join(out)
 

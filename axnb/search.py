@@ -50,7 +50,7 @@ at a time (each depends on the last); on a cluster each of those splits its samp
 
 The search sees no Workbench: it asks an ``evaluate(plan) -> {output: score}`` callable
 (:meth:`axnb.Workbench.evaluator` gives one that leaves the workbench as it was). A task
-metric is one more such callable (:class:`axnb.evaluate.TaskEvaluator`: ``{metric: score}``,
+metric is one more such callable (:class:`axnb.evaluators.TaskEvaluator`: ``{metric: score}``,
 higher is better); ``max_drop`` turns "lose at most 1 point of top-1" into its target.
 
 Example:
@@ -75,12 +75,9 @@ from axnb.advice import FINAL
 from axnb.errors import AxnbError, ConfigError, did_you_mean
 from axnb.plan import QuantPlan
 from axnb.results import Evaluation, SearchResult
-from axnb.types import Col, QType, parse_enum
+from axnb.types import QType, parse_enum
 
-__all__ = ["METRICS", "Evaluation", "SearchResult", "SearchState", "search"]
-
-# NOTE: metric name -> key of axnb.metrics.output_metrics; higher is better for every entry.
-METRICS = {"cosine": Col.COSINE}
+__all__ = ["Evaluation", "SearchResult", "SearchState", "search"]
 
 
 class _Budget(Exception):
@@ -272,27 +269,12 @@ class SearchState:
 # ---------------------------------------------------------------- the driver
 
 
-def check_metric(metric: str) -> str:
-    """The output_metrics key of a search metric name; a bad name names the valid ones."""
-    if metric not in METRICS:
-        raise ConfigError(f"search: unknown metric {metric!r}; valid metrics: "
-                          + ", ".join(METRICS))
-    return METRICS[metric]
-
-
 def _qtype(qtype) -> QType:
     q = parse_enum(QType, qtype, "search qtype")
     if q.bits == 8:
         raise ConfigError(f"search qtype: promoting to {q.value} gains nothing; "
                           "valid: U16, S16, FP32")
     return q
-
-
-def _candidates(plan: QuantPlan, q: QType) -> list[str]:
-    """Layers below ``q`` (topological order); data-movement followers are left out."""
-    rank = {8: 1, 16: 2, 32: 3}
-    return [n for n, t in plan.layer_types.items() if rank[t.bits] < rank[q.bits]
-            and not plan.layer_sources.get(n, "").startswith("follows")]
 
 
 def _default_ranking(evaluate, base: QuantPlan, q: QType, ranking):
@@ -306,7 +288,7 @@ def _default_ranking(evaluate, base: QuantPlan, q: QType, ranking):
         return None
     if ranking is not None or not callable(getattr(evaluate, "rank", None)):
         return ranking
-    cands = _candidates(base, q)
+    cands = base.candidates(below=q)
     known = set(cands)
     first = [n for n in evaluate.rank(base) if n in known]
     ranked = set(first)
@@ -350,7 +332,7 @@ def _drop_target(evaluate: Callable, max_drop: float) -> float:
     target_for = getattr(evaluate, "target_for", None)
     if target_for is None:
         raise ConfigError("search max_drop: needs a task-metric evaluator, e.g. "
-                          "axnb.evaluate.TaskEvaluator(wb, 'top1'); with a cosine evaluator "
+                          "axnb.evaluators.TaskEvaluator(wb, 'top1'); with a cosine evaluator "
                           "give target instead")
     return float(target_for(max_drop))
 
@@ -418,7 +400,7 @@ def search(evaluate: Callable[[QuantPlan], Mapping[str, float]], base_plan: Quan
         progress: show a progress bar.
         max_drop: instead of ``target``, the largest accepted task-metric drop (metric units,
             0.01 = 1 point of top-1); needs a task evaluator
-            (:class:`axnb.evaluate.TaskEvaluator`), whose float score minus ``max_drop``
+            (:class:`axnb.evaluators.TaskEvaluator`), whose float score minus ``max_drop``
             becomes the target.
         max_seconds: start no new evaluation once the search has run this long (a resumed
             search's earlier seconds included, like ``budget``); then ``stopped="time"``.
@@ -441,7 +423,7 @@ def search(evaluate: Callable[[QuantPlan], Mapping[str, float]], base_plan: Quan
     prev = _previous(resume, ctx, base_configs)
     old = [dataclasses.replace(e, ok=e.score >= target) for e in (prev.trace if prev else ())]
     ranking = _default_ranking(evaluate, base, q, ranking)
-    cands = _candidates(base, q) if ranking is None else _node_names(base.model, ranking)
+    cands = base.candidates(below=q) if ranking is None else _node_names(base.model, ranking)
     # NOTE: speculating only pays where plans run side by side (a Dask cluster's threads)
     side = int(getattr(evaluate, "concurrent", 1)) if hasattr(evaluate, "evaluate_many") else 1
     state = SearchState(cands, target, budget, old, rank=ranking is None,

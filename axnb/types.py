@@ -174,6 +174,6 @@ class Col:
     LAYER_TABLE = (OPERATOR, TYPE, OUTPUT, ORIGINAL, SHAPE, DTYPE, QDTYPE, COSINE, MSE, SQNR,
                    MAXABS, SOURCE)
 
-# NOTE: the built-in task metrics (axnb.evaluate defines them; the config validates names
+# NOTE: the built-in task metrics (axnb.taskmetrics defines them; the config validates names
 # against this list without importing the evaluation engine).
 TASK_METRICS = ("top1", "topk", "agreement", "iou", "mae", "nn_agreement")

@@ -24,15 +24,15 @@ from pathlib import Path
 import numpy as np
 
 from axnb import advice, data, zoo
-from axnb.calibrate import calibrate
 from axnb.config import Config, load_config, save_config
 from axnb.errors import AxnbError
+from axnb.evaluators import LocalExecutor
 from axnb.graph import Model, load
 from axnb.metrics import output_metrics
 from axnb.outliers import outliers
 from axnb.plan import QuantPlan
 from axnb.results import Analysis, LayerReport, OCol, OutlierReport, plain
-from axnb.results.analysis import MAX_DROP
+from axnb.results.task import MAX_DROP
 from axnb.simulate import QuantModel, simulate
 from axnb.types import CalibMethod, Col, Method, Mode, QType, parse_enum
 
@@ -74,8 +74,9 @@ class Workbench:
         if cluster is not None:
             from axnb.cluster import Cluster
 
-            cluster = Cluster(cluster)
-        self.cluster = cluster
+            self.executor = Cluster(cluster)
+        else:
+            self.executor = LocalExecutor(providers)
         self.config = _resolve_config(model, config)
         self.progress, self.providers = progress, providers
         if isinstance(model, Model):
@@ -106,11 +107,13 @@ class Workbench:
             self.set_smooth_quant(True)
 
     def _calibrate(self, model: Model):
-        if self.cluster is not None:
-            return self.cluster.calibrate(model, self._calib, self.method, histograms=True,
-                                          progress=self.progress)
-        return calibrate(model, self._calib, method=self.method, histograms=True,
-                         progress=self.progress, providers=self.providers)
+        return self.executor.calibrate(model, self._calib, self.method, histograms=True,
+                                       progress=self.progress)
+
+    @property
+    def cluster(self):
+        """The :class:`axnb.cluster.Cluster` the work runs on, or None (this process)."""
+        return None if isinstance(self.executor, LocalExecutor) else self.executor
 
     def close(self) -> None:
         """Stop the Dask cluster this workbench started (``cluster="local:N"`` or an address)."""
@@ -227,9 +230,7 @@ class Workbench:
     def float_outputs(self) -> list[dict[str, np.ndarray]]:
         """Float model outputs of every analysis sample (computed once)."""
         if self._float is None:
-            sess = self.model.session(providers=self.providers)
-            names = list(self.model.outputs)
-            self._float = [dict(zip(names, sess.run(names, f))) for f in self.samples]
+            self._float = self.model.run_float(self.samples, providers=self.providers)
         return self._float
 
     def outputs(self, mode=None) -> list[dict[str, np.ndarray]]:
@@ -243,9 +244,8 @@ class Workbench:
         qm = self.quantized(mode)
         hit = self._finals.get(qm.mode)
         if hit is None or hit[0] is not qm:
-            res = self.cluster.output_metrics(
-                self.model, qm, self.samples, progress=self.progress) if self.cluster \
-                else output_metrics(self.float_outputs(), [qm.run(f) for f in self.samples])
+            res = self.executor.output_metrics(self.model, qm, self.samples, self.progress,
+                                               float_outputs=self.float_outputs)
             self._finals[qm.mode] = (qm, res)
         return self._finals[qm.mode][1]
 
@@ -258,25 +258,19 @@ class Workbench:
 
         It scores any plan with this workbench's model, statistics, method, mode and samples
         as they are now, and changes nothing: not ``wb.plan``, not the caches. A task metric
-        (``"top1"``, ``"agreement"``, ...) gives an :class:`axnb.evaluate.TaskEvaluator` on the
-        config's evaluation samples (then ``search(..., max_drop=0.01)``).
+        (``"top1"``, ``"agreement"``, ...) gives an :class:`axnb.evaluators.TaskEvaluator` on
+        the config's evaluation samples (then ``search(..., max_drop=0.01)``). Both run on
+        :attr:`executor` (this process or the cluster) and rank by the PerLayer table.
 
         Example:
             >>> score = wb.evaluator()(wb.plan.set("Softmax.0", "U16"))   # doctest: +SKIP
         """
-        from axnb import evaluate
-        from axnb.search import check_metric
+        from axnb.evaluators import evaluator
 
-        if metric in evaluate.NAMES or callable(metric):
-            ev = evaluate.TaskEvaluator(self, metric, mode=mode)
-            ev.rank = self._ranker(mode)   # NOTE: search's default order
-            return ev
-        if self.cluster is not None:
-            return self.cluster.evaluator(self.quantized(mode), self.stats, self.samples, metric)
-        return _Evaluator(self, check_metric(metric), metric, mode)
+        return evaluator(self, metric, mode)
 
     def evaluate(self, metric=None, labels=None, mode=None, **kw):
-        """The task metric of the current plan, float vs quantized (:mod:`axnb.evaluate`):
+        """The task metric of the current plan, float vs quantized (:mod:`axnb.taskmetrics`):
         top-1 / agreement / IoU / MAE / nearest-neighbour agreement or a callable, on the
         config's ``evaluation`` block (its samples and labels); arguments override it.
 
@@ -284,9 +278,9 @@ class Workbench:
             >>> wb.evaluate().summary()                                  # doctest: +SKIP
             'top1 0.9062 float -> 0.9062 Reference (drop 0.0000), 4 of 128 samples flip; ...'
         """
-        from axnb import evaluate
+        from axnb.evaluators import task_report
 
-        return evaluate.for_workbench(self, metric, labels, mode, **kw)
+        return task_report(self, metric, labels, mode, **kw)
 
     def task_reports(self, modes: Iterable[str] | None = None) -> dict:
         """mode -> :meth:`evaluate` (the config's evaluation block) of the current plan, cached
@@ -321,8 +315,6 @@ class Workbench:
                 or a list of both: then {method: LayerReport}, computed in one pass.
             mode: "Reference" or "NPUBackend" (default: the workbench mode).
         """
-        from axnb.compare import compare
-
         many = isinstance(method, list | tuple)
         ms = [parse_enum(Method, m or self.config.quant.precision_analysis_method,
                          "precision_analysis_method") for m in (method if many else [method])]
@@ -332,8 +324,7 @@ class Workbench:
         if todo:
             if len(self._reports) >= CACHE:
                 self._reports.clear()
-            run = self.cluster.compare if self.cluster is not None else compare
-            reps = run(self.model, qm, self.samples, method=todo, progress=self.progress)
+            reps = self.executor.compare(self.model, qm, self.samples, todo, self.progress)
             self._reports.update({keys[m]: reps[m.value] for m in todo})
         if many:
             return {m.value: self._reports[keys[m]] for m in ms}
@@ -342,7 +333,7 @@ class Workbench:
     def _ranker(self, mode=None):
         """``rank(plan)`` for evaluators: the PerLayer table of the analysis samples as they are
         now; the workbench's cached table serves the current plan (no compare pass)."""
-        from axnb.compare import layer_ranking, perlayer_ranking
+        from axnb.ranking import layer_ranking, perlayer_ranking
 
         qm, plan0 = self.quantized(mode), self.plan
         cached = self._reports.get((Method.PerLayer, qm.mode, plan0, self.method, id(self.model)))
@@ -363,7 +354,7 @@ class Workbench:
         Example:
             >>> res = search(wb.evaluator(), wb.plan, ranking=wb.ranking())   # doctest: +SKIP
         """
-        from axnb.compare import layer_ranking
+        from axnb.ranking import layer_ranking
 
         return layer_ranking(self.report(method, mode), self.plan)
 
@@ -395,7 +386,8 @@ class Workbench:
 
     # ---- the snapshot --------------------------------------------------------------------
     def snapshot(self, methods: Iterable[str] | None = None, modes: Iterable[str] | None = None,
-                 reports: dict | None = None, task: bool = False) -> Analysis:
+                 reports: dict | None = None, task: bool = False,
+                 by_method: bool = True) -> Analysis:
         """Everything the report, the Explorer and the CLI show, as a frozen :class:`Analysis`.
 
         Computes what is missing (cached: a second call with the same state runs nothing).
@@ -410,6 +402,9 @@ class Workbench:
             task: also measure the task metric of the config's ``evaluation`` block in each
                 mode (:meth:`task_reports`; one pass over its labelled samples per mode, so
                 off by default); the accepted drop is its ``max_drop`` (else 0.01).
+            by_method: when the final cosine misses the line, also measure the other
+                calibration methods (:meth:`by_method`: one pass over the samples each); the
+                Explorer turns it off per click (its "measure" button measures them).
 
         Example:
             >>> an = wb.snapshot(); an.advice.headline          # doctest: +SKIP
@@ -423,7 +418,7 @@ class Workbench:
         key = (tuple(methods), tuple(modes), None if reports is None else
                tuple((k, id(r)) for k, r in reports.items()), self.plan, self.method,
                self.mode, id(self.model), id(self.stats), id(self.smooth),
-               self.config.evaluation if task else False)
+               self.config.evaluation if task else False, by_method)
         hit = self._snapshots.get(key)
         if hit is not None:
             return hit[1]
@@ -434,7 +429,7 @@ class Workbench:
                 for k, r in reports.items()}
         final = {m: plain(self.final_metrics(m)) for m in modes}
         score = min((v[Col.COSINE] for v in final[self.mode.value].values()), default=np.nan)
-        by_m = self.by_method() if not score >= advice.FINAL else {}
+        by_m = self.by_method() if by_method and not score >= advice.FINAL else {}
         out = self.outliers()
         top = list(out.to_frame()[OCol.TENSOR].head(1))
         an = Analysis(
@@ -514,27 +509,6 @@ class Workbench:
     def __repr__(self) -> str:
         return (f"Workbench({self.model!r}, {len(self.samples)} analysis samples, "
                 f"method={self.method.value}, mode={self.mode.value}, {self.plan.summary()})")
-
-
-class _Evaluator:
-    """``evaluate(plan) -> {output: score}`` over a workbench's state when it was made."""
-
-    def __init__(self, wb: Workbench, key: str, metric: str, mode) -> None:
-        self._qm = wb.quantized(mode)
-        self._stats, self._method, self._key = wb.stats, wb.method, key
-        self._float, self._samples = wb.float_outputs(), wb.samples
-        self.metric, self.rank = metric, wb._ranker(mode)
-        self.context = {"samples": len(wb.samples), "outputs": list(wb.model.outputs),
-                        "method": wb.method.value, "mode": self._qm.mode.value}
-
-    def __call__(self, plan: QuantPlan) -> dict[str, float]:
-        qm = self._qm if plan is self._qm.plan else \
-            self._qm.with_plan(self._stats, plan, self._method)
-        res = output_metrics(self._float, [qm.run(f) for f in self._samples])
-        return {o: float(m[self._key]) for o, m in res.items()}
-
-    def __repr__(self) -> str:
-        return f"evaluator({self.metric}, {self.context})"
 
 
 def _environment(providers) -> tuple[tuple[str, str], ...]:

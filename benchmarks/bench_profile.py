@@ -66,10 +66,10 @@ def profile(name: str, n: int) -> None:
     fn = runtime.session(m.proto, optimize=False)
     q = wb.quantized("Reference")
     methods = ["EndToEnd", "PerLayer"]
-    CMP.compare(m, q, feeds, methods, progress=False)               # build + cache
+    CMP.compare_methods(m, q, feeds, methods, progress=False)               # build + cache
     jobs = {"a": lambda: [fa.run(None, f) for f in feeds],
             "b": lambda: [fn.run(None, f) for f in feeds],
-            "c": lambda: CMP.compare(m, q, feeds, methods, progress=False),
+            "c": lambda: CMP.compare_methods(m, q, feeds, methods, progress=False),
             "e": no_moments(m, q, feeds)}
     best = dict.fromkeys(jobs, float("inf"))
     for _ in range(3):          # NOTE: interleaved, fastest of 3: the VM's speed drifts 2-4x
@@ -97,7 +97,7 @@ def profile(name: str, n: int) -> None:
             sess = CMP._build_compare(m, q, q, tuple(axnb.types.Method(x) for x in methods))[0]
         finally:
             CMP.runtime.session = plain
-        params = CMP._vectors(m, q.qparams)
+        params = CMP.param_feed(m, q.qparams)
         for f in feeds:
             sess.run(None, {**f, **params})
         shares = op_shares(sess.end_profiling())
@@ -121,13 +121,13 @@ def no_moments(m, q, feeds):
     output (no moment reductions)."""
     from onnx import helper
 
-    p = CMP._base(m)
+    p = CMP.base_graph(m)
     build = CMP._Builder(m, p.graph, q)
     chain, pl = build.layers("__e", chain=True), build.layers("__pl", chain=False)
     del p.graph.output[:]
     outs = dict.fromkeys([*m.outputs, *(chain[t] for t in m.outputs), *pl.values()])
     p.graph.output.extend(helper.make_empty_tensor_value_info(o) for o in outs)
-    sess, params = CMP._session(axnb.qdq.toposort(p)), CMP._vectors(m, q.qparams)
+    sess, params = CMP.analysis_session(axnb.qdq.toposort(p)), CMP.param_feed(m, q.qparams)
     return lambda: [sess.run(None, {**f, **params}) for f in feeds]
 
 
@@ -199,7 +199,7 @@ def moments_paired(m, q, feeds, methods) -> tuple[float, float]:
     """Session runs of the exact (float64) and the default compare graph, alternating."""
     ms = tuple(axnb.types.Method(x) for x in methods)
     sessions = [CMP._build_compare(m, q, q, ms, exact=e) for e in (True, False)]
-    params, best = CMP._vectors(m, q.qparams), [float("inf")] * 2
+    params, best = CMP.param_feed(m, q.qparams), [float("inf")] * 2
     for _ in range(3):
         for i, (sess, groups, _) in enumerate(sessions):
             fetch, t = [f"__axnb_{k}" for k in groups], time.perf_counter()

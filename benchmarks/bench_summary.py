@@ -43,7 +43,7 @@ from bench_profile import bincount_seconds, no_moments
 from timing import main_over_models, proc_kb, timed
 
 from axnb.calibrate import calibrate, finish, observe_chunk
-from axnb.compare import compare
+from axnb.compare import compare, compare_methods
 from axnb.search import search
 from axnb.simulate import simulate
 from axnb.workbench import Workbench
@@ -138,7 +138,7 @@ def _final_cosine_calibrated_at(wb: Workbench, feeds, nchwc: bool) -> float:
     finally:
         CAL._reduction_session = built
     q = simulate(wb.model, stats, wb.plan, "Reference")
-    rep = compare(wb.model, q, feeds, ["EndToEnd"], progress=False)["EndToEnd"]
+    rep = compare(wb.model, q, feeds, "EndToEnd", progress=False)
     return min(v["Cosin"] for v in rep.final.values())
 
 
@@ -173,9 +173,9 @@ def _bincount_seconds(sess, binned: list[str], feeds) -> float:
 def table_rows(tab: Table, pair: Paired, wb: Workbench, feeds, tmp: Path) -> None:
     m, q = wb.model, wb.quantized("Reference")
     fresh = [simulate(m, wb.stats, wb.plan, "Reference") for _ in range(pair.runs)]
-    cold = pair(lambda: compare(m, fresh.pop(), feeds, TABLE, progress=False))
-    compare(m, q, feeds[:1], TABLE, progress=False)
-    warm = pair(lambda: compare(m, q, feeds, TABLE, progress=False))
+    cold = pair(lambda: compare_methods(m, fresh.pop(), feeds, TABLE, progress=False))
+    compare_methods(m, q, feeds[:1], TABLE, progress=False)
+    warm = pair(lambda: compare_methods(m, q, feeds, TABLE, progress=False))
     floor = pair(no_moments(m, q, feeds))
     ort, peak = ort_guarded(m, feeds, tmp, _limit())
     t_ort = ort["quantize_static"] + ort["qdq_loss_debug"] if ort else None

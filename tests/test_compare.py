@@ -23,10 +23,12 @@ from axnb.plan import QuantPlan
 from axnb.qdq import bias_nodes, bias_quantize
 from axnb.results import LayerReport
 from axnb.simulate import simulate
+from axnb.types import Col
 from axnb.view import text as view_text
 
 # NOTE: `axnb.compare` is the function; the module is reached through importlib.
 C = importlib.import_module("axnb.compare")
+ISO = importlib.import_module("axnb.isolation")
 
 
 def _setup(zoo, name, calib, analysis):
@@ -53,7 +55,7 @@ def lm(zoo_ready):
 @pytest.fixture(scope="module")
 def cnn_reports(cnn):
     m, feeds, _, _, q = cnn
-    return C.compare(m, q, feeds, ["EndToEnd", "PerLayer"], progress=False)
+    return C.compare_methods(m, q, feeds, ["EndToEnd", "PerLayer"], progress=False)
 
 
 def _fq(q, t, x):
@@ -87,13 +89,13 @@ def test_endtoend_rows_equal_quantmodel_run_against_float(cnn, cnn_reports):
 def test_endtoend_chain_is_bit_identical_to_quantmodel_run(cnn):
     """compare's in-graph quantized chain (5-op fake-quant, no Where) == QuantModel.run."""
     m, feeds, _, _, q = cnn
-    p = C._base(m)
+    p = C.base_graph(m)
     chain = C._Builder(m, p.graph, q).layers("__e", chain=True)
     acts = m.activations()
     for t in acts:
         p.graph.output.append(helper.make_empty_tensor_value_info(chain[t]))
     sess = runtime.session(p, optimize="extended")
-    got = sess.run([chain[t] for t in acts], {**feeds[0], **C._vectors(m, q.qparams)})
+    got = sess.run([chain[t] for t in acts], {**feeds[0], **C.param_feed(m, q.qparams)})
     want = q.run(feeds[0], acts)
     for t, v in zip(acts, got):
         assert np.array_equal(v, want[t]), t
@@ -165,7 +167,7 @@ def test_perlayer_equals_single_node_oracle(which, request):
     m, feeds, _, _, q = request.getfixturevalue(which)
     layers = (_cnn_layers if which == "cnn" else _lm_layers)(m)
     acts = m.activations()
-    p = C._base(m)
+    p = C.base_graph(m)
     pl = C._Builder(m, p.graph, q).layers("__pl", chain=False)
     names = [x for n in layers for o in n.output[:1] for x in (f"{o}__pl_raw", pl[o])]
     for n in names:
@@ -174,7 +176,7 @@ def test_perlayer_equals_single_node_oracle(which, request):
     fl = m.session(m.with_outputs(acts), optimize="extended")
     f = feeds[0]
     F = dict(zip(acts, fl.run(acts, f)))
-    V = dict(zip(names, sess.run(names, {**f, **C._vectors(m, q.qparams)})))
+    V = dict(zip(names, sess.run(names, {**f, **C.param_feed(m, q.qparams)})))
     assert {n.op_type for n in layers} >= ({"Conv", "Mul", "Gemm"} if which == "cnn"
                                           else {"Gemm", "MatMul", "Add"})
     for n in layers:
@@ -223,7 +225,7 @@ def test_broken_layer_is_worst_in_perlayer_and_isolation(cnn):
     q = simulate(m, broken, plan, "Reference")
     rep = C.compare(m, q, feeds[:2], "PerLayer", progress=False)
     assert rep.worst(1)["Output Tensor"].iloc[0] == t
-    iso = C.isolation(m, broken, plan, feeds[:2], progress=False)
+    iso = ISO.isolation(m, broken, plan, feeds[:2], progress=False)
     # NOTE: isolating a layer quantizes its inputs too: t's producer and consumer share the top.
     assert {r["Operator"] for r in iso.rows[:2]} == {m.producer[t].name, m.consumers[t][0].name}
     assert iso.rows[1]["MSE"] > 10 * iso.rows[2]["MSE"]
@@ -235,13 +237,13 @@ def test_broken_layer_is_worst_in_perlayer_and_isolation(cnn):
 def test_isolation_layers_restricts_and_validates(cnn):
     m, feeds, stats, plan, q = cnn
     names = [m.nodes[0].name, m.nodes[-1].name]
-    iso = C.isolation(m, stats, plan, feeds[:1], layers=names, progress=False)
+    iso = ISO.isolation(m, stats, plan, feeds[:1], layers=names, progress=False)
     assert sorted(r["Operator"] for r in iso.rows) == sorted(names)
     ref = C.compare(m, q, feeds[:1], "EndToEnd", progress=False)
     for o, v in iso.final.items():      # all layers quantized == the quantized model
         assert v["Cosin"] == pytest.approx(ref.final[o]["Cosin"], abs=1e-6)
     with pytest.raises(Exception, match="did you mean"):
-        C.isolation(m, stats, plan, feeds[:1], layers=[m.nodes[0].name + "x"], progress=False)
+        ISO.isolation(m, stats, plan, feeds[:1], layers=[m.nodes[0].name + "x"], progress=False)
 
 
 # ---- Backend -------------------------------------------------------------------------------
@@ -250,7 +252,7 @@ def test_backend_endtoend_has_reference_vs_backend_column(cnn):
     qb = simulate(m, stats, plan, "NPUBackend")
     rep = C.compare(m, qb, feeds[:2], "EndToEnd", progress=False, reference=q)
     df = rep.to_frame()
-    assert C.RVB in df.columns and df[C.RVB].between(0.9, 1.0 + 1e-9).all()
+    assert Col.RVB in df.columns and df[Col.RVB].between(0.9, 1.0 + 1e-9).all()
     assert rep.title == "Quant Precision Table【EndToEnd NPUBackend】"
     (out,) = list(m.outputs)
     fl, acc = m.session(m.with_outputs(m.activations())), Accumulator()
@@ -311,14 +313,14 @@ def test_fake_quantizer_is_bit_identical_to_qmath_on_edge_values(qtype, lo, hi):
                           [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [x.size])],
                           [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [x.size])])
     m = graph.Model(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
-    p = C._base(m)
+    p = C.base_graph(m)
     C._Builder(m, p.graph, types.SimpleNamespace(weights={}, bias_s32=False)).fq("x", "x", "q")
     p.graph.output.append(helper.make_empty_tensor_value_info("q"))
-    sess = C._session(p)
+    sess = C.analysis_session(p)
     qp = {"x": QParams(float(s), int(z), qmath._qtype(qtype), lo, hi)}
-    got = sess.run(["q"], {"x": x, **C._vectors(m, qp)})[0]
+    got = sess.run(["q"], {"x": x, **C.param_feed(m, qp)})[0]
     assert np.array_equal(got, qmath.fake_quant(x, s, z, qtype))
-    off = sess.run(["q"], {"x": x, **C._vectors(m, {})})[0]
+    off = sess.run(["q"], {"x": x, **C.param_feed(m, {})})[0]
     assert np.array_equal(off, x)
 
 
@@ -340,10 +342,10 @@ def test_plan_toggle_reuses_the_compare_session(cnn):
 def test_float32_block_moments_match_the_float64_graph(which, request):
     """The table's float32 block sums against the same graph in float64 throughout."""
     m, feeds, _, _, q = request.getfixturevalue(which)
-    ms = C._methods(["EndToEnd", "PerLayer"])
+    ms = C.parse_methods(["EndToEnd", "PerLayer"])
     fast, groups, _ = C._build_compare(m, q, q, ms)
     exact = C._build_compare(m, q, q, ms, exact=True)[0]
-    fetch, params = [f"__axnb_{k}" for k in groups], C._vectors(m, q.qparams)
+    fetch, params = [f"__axnb_{k}" for k in groups], C.param_feed(m, q.qparams)
     for f in feeds:
         for a, b in zip(fast.run(fetch, {**f, **params}), exact.run(fetch, {**f, **params})):
             ma, mb = C._moments(a), C._moments(b)
@@ -371,11 +373,12 @@ def test_block_sums_outside_float32_rerun_the_sample_exactly():
     q = simulate(m, stats, QuantPlan.from_config(m), "Reference")
     assert C._block(m.spec("x").shape) > 1                     # the float32 path was built
     rep = C.compare(m, q, feeds, "EndToEnd", progress=False)
-    ms = C._methods(["EndToEnd"])
+    ms = C.parse_methods(["EndToEnd"])
     sess, groups, _ = C._compare_session(m, q, q, ms, exact=True)
     acc = Accumulator((len(groups["e2e"]),))
     for f in feeds:
-        acc.add_moments(C._moments(sess.run(["__axnb_e2e"], {**f, **C._vectors(m, q.qparams)})[0]))
+        params = C.param_feed(m, q.qparams)
+        acc.add_moments(C._moments(sess.run(["__axnb_e2e"], {**f, **params})[0]))
     want = acc.result()
     assert all(math.isfinite(r["Cosin"]) for r in rep.rows)
     assert [r["Cosin"] for r in rep.rows] == want["Cosin"].tolist()

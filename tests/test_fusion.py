@@ -23,6 +23,7 @@ from axnb.simulate import simulate
 from axnb.types import Fusion, QType
 
 C = importlib.import_module("axnb.compare")
+ISO = importlib.import_module("axnb.isolation")
 
 
 def _model(proto, fusion="npu") -> Model:
@@ -141,7 +142,7 @@ def test_bias_shared_by_two_gemms_quantizes_once_per_consumer():
         assert np.abs(a - r).max() <= 2 * ref.qparams["y"].scale
     rep = C.compare(m, ref, feeds, "EndToEnd", progress=False)
     assert rep.final["y"]["Cosin"] > 0.99
-    iso = C.isolation(m, stats, plan, feeds, progress=False)
+    iso = ISO.isolation(m, stats, plan, feeds, progress=False)
     assert {r["Operator"] for r in iso.rows} >= {"g1", "g2"}
 
 
@@ -165,7 +166,7 @@ def test_opset11_model_is_canonical_and_runs_through_compare():
     feeds = _feeds(tiny.opset11_squeeze_unsqueeze, 4)
     stats = calibrate(m, feeds, progress=False)
     q = simulate(m, stats, QuantPlan.from_config(m), "Reference")
-    reps = C.compare(m, q, feeds, ["EndToEnd", "PerLayer"], progress=False)
+    reps = C.compare_methods(m, q, feeds, ["EndToEnd", "PerLayer"], progress=False)
     final = next(iter(reps["EndToEnd"].final.values()))
     assert np.isfinite(final["Cosin"]) and final["Cosin"] > 0.9
     float_out = runtime.session(canonical(proto)).run(None, feeds[0])[0]
@@ -236,7 +237,7 @@ def test_perlayer_runs_a_fused_group_as_one_layer():
     feeds = _feeds(tiny.conv_bias_relu, 4)
     stats = calibrate(m, feeds, progress=False)
     q = simulate(m, stats, QuantPlan.from_config(m), "Reference")
-    reps = C.compare(m, q, feeds, ["EndToEnd", "PerLayer"], progress=False)
+    reps = C.compare_methods(m, q, feeds, ["EndToEnd", "PerLayer"], progress=False)
     row = {k: {r["Output Tensor"]: r for r in rep.rows} for k, rep in reps.items()}
     assert "c0" not in row["PerLayer"] and row["PerLayer"][g.output]["Operator"] == g.name
     assert row["PerLayer"][g.output]["Cosin"] == pytest.approx(

@@ -1,9 +1,11 @@
 """Layering: imports point down only, read from the ASTs (lazy imports inside functions count).
 
-The engine is every module of axnb/ except view/, widgets/, checks/, diagnose.py and cli.py
-(the definition scripts/line_budget.py counts). No engine module (workbench.py included) imports
-view/, widgets/, checks/ or diagnose, at module level or inside a function, and no two modules
-of the package import each other through any chain. ``import axnb`` loading no UI library
+The engine is every module of axnb/ except view/, widgets/, checks/ and cli.py (the definition
+scripts/line_budget.py counts). No engine module (workbench.py included) imports view/, widgets/
+or checks/, at module level or inside a function; axnb/results/ (the saveable results) imports
+nothing but itself, the vocabulary (types, errors, files) and the numeric primitives a result
+holds (qmath, observers, metrics): stages produce results, never the other way; and no two
+modules of the package import each other through any chain. ``import axnb`` loading no UI library
 (matplotlib, ipywidgets, jinja2, netron) is checked in a subprocess by
 tests/test_view.py::test_import_axnb_imports_no_ui_library.
 
@@ -22,8 +24,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "axnb"
-UPPER = ("axnb.view", "axnb.widgets", "axnb.checks", "axnb.diagnose")
+UPPER = ("axnb.view", "axnb.widgets", "axnb.checks")
 NOT_ENGINE = (*UPPER, "axnb.cli")
+RESULTS = ("axnb.results",)
+# NOTE: what results may import: the vocabulary and the numeric primitives a result holds
+# (CalibStats holds observers); never a stage (calibrate, compare, plan, search, workbench...).
+VOCABULARY = ("axnb.types", "axnb.errors", "axnb.files", "axnb.qmath", "axnb.observers",
+              "axnb.metrics")
 
 
 @dataclass(frozen=True)
@@ -121,6 +128,12 @@ def upward(es: list[Edge], src_ok=is_engine) -> list[Edge]:
     return [e for e in es if src_ok(e.src) and _under(e.dst, UPPER)]
 
 
+def results_upward(es: list[Edge]) -> list[Edge]:
+    """Imports from a results module into anything but results and the vocabulary."""
+    return [e for e in es if _under(e.src, RESULTS)
+            and not _under(e.dst, RESULTS + VOCABULARY)]
+
+
 def cycles(es: list[Edge]) -> list[list[Edge]]:
     """Import circles, each as its edges: a shortest one through every edge on a circle."""
     graph: dict[str, dict[str, Edge]] = {}
@@ -196,15 +209,21 @@ def _listing(es: list[Edge]) -> str:
 
 
 # ---- the rules on axnb/ -----------------------------------------------------------------------
-def test_engine_imports_no_view_widgets_checks_or_diagnose():
+def test_engine_imports_no_view_widgets_or_checks():
     bad = upward(edges())
-    assert not bad, (f"{len(bad)} import(s) from the engine into view/ widgets/ checks/ diagnose "
+    assert not bad, (f"{len(bad)} import(s) from the engine into view/ widgets/ checks/ "
                      f"(lazy ones count):{_listing(bad)}")
 
 
-def test_workbench_imports_no_view_widgets_checks_or_diagnose():
+def test_workbench_imports_no_view_widgets_or_checks():
     bad = upward(edges(), src_ok=lambda m: m == "axnb.workbench")
-    assert not bad, f"workbench.py must import no view/widgets/checks/diagnose:{_listing(bad)}"
+    assert not bad, f"workbench.py must import no view/widgets/checks:{_listing(bad)}"
+
+
+def test_results_import_no_stage():
+    bad = results_upward(edges())
+    assert not bad, (f"{len(bad)} import(s) from axnb/results/ into a stage (lazy ones count; "
+                     f"results may import only {', '.join(VOCABULARY)}):{_listing(bad)}")
 
 
 def test_no_import_cycles():
@@ -230,10 +249,13 @@ def test_scanner_sees_lazy_relative_dynamic_and_typing_imports(tmp_path):
         "graph.py": "import numpy\n\ndef f():\n    from axnb.view import plots\n",
         "plan.py": "from . import graph\nfrom .view.plots import draw\n",
         "sim.py": "def g():\n    import importlib\n"
-                  "    return importlib.import_module('axnb.diagnose')\n",
+                  "    return importlib.import_module('axnb.widgets')\n",
         "typ.py": "from typing import TYPE_CHECKING\n"
                   "if TYPE_CHECKING:\n    from axnb.checks import x\n",
-        "diagnose.py": "from axnb.graph import f\n",
+        "cli.py": "from axnb.graph import f\n",
+        "widgets/__init__.py": "",
+        "results/__init__.py": "from axnb import types\n\ndef f():\n    from axnb import graph\n",
+        "types.py": "",
         "view/__init__.py": "",
         "view/plots.py": "from .. import graph\nfrom axnb.view import tables\n",
         "view/tables.py": "",
@@ -245,7 +267,7 @@ def test_scanner_sees_lazy_relative_dynamic_and_typing_imports(tmp_path):
     assert ("axnb.graph", "axnb.view.plots", 4, False) in got                 # lazy
     assert ("axnb.plan", "axnb.graph", 1, False) in got                       # relative
     assert ("axnb.plan", "axnb.view.plots", 2, False) in got
-    assert ("axnb.sim", "axnb.diagnose", 3, False) in got                     # import_module
+    assert ("axnb.sim", "axnb.widgets", 3, False) in got                      # import_module
     assert ("axnb.typ", "axnb.checks.x", 3, True) in got                      # TYPE_CHECKING
     assert ("axnb.view.plots", "axnb.graph", 1, False) in got                 # from .. import
     assert ("axnb.view.plots", "axnb.view.tables", 2, False) in got
@@ -253,8 +275,10 @@ def test_scanner_sees_lazy_relative_dynamic_and_typing_imports(tmp_path):
     bad = {str(e) for e in upward(es)}
     assert bad == {"axnb/graph.py:4: axnb.graph imports axnb.view.plots",
                    "axnb/plan.py:2: axnb.plan imports axnb.view.plots",
-                   "axnb/sim.py:3: axnb.sim imports axnb.diagnose",
+                   "axnb/sim.py:3: axnb.sim imports axnb.widgets",
                    "axnb/typ.py:3: axnb.typ imports axnb.checks.x"}
+    assert [str(e) for e in results_upward(es)] == [
+        "axnb/results/__init__.py:4: axnb.results imports axnb.graph"]       # lazy, not types
     (cycle,) = cycles(es)            # graph -> view.plots -> graph; typ's import is no cycle
     assert [e.src for e in cycle] == ["axnb.graph", "axnb.view.plots"]
     assert [e.dst for e in cycle] == ["axnb.view.plots", "axnb.graph"]

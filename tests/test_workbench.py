@@ -19,6 +19,7 @@ from axnb.types import CalibMethod, QType
 wbmod = importlib.import_module("axnb.workbench")
 runtime = importlib.import_module("axnb.runtime")
 simmod = importlib.import_module("axnb.simulate")
+calmod = importlib.import_module("axnb.calibrate")   # NOTE: the executors call it
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +36,7 @@ def test_toggle_changes_only_the_toggled_layer(wb, monkeypatch):
     layer = wb.plan.layers()[12]
     before = wb.plan
     # NOTE: a toggle must not calibrate again nor build a new graph or session.
-    monkeypatch.setattr(wbmod, "calibrate", lambda *a, **k: pytest.fail("calibrated"))
+    monkeypatch.setattr(calmod, "calibrate", lambda *a, **k: pytest.fail("calibrated"))
     monkeypatch.setattr(simmod, "reference_model", lambda *a, **k: pytest.fail("graph rebuilt"))
     monkeypatch.setattr(runtime, "session", lambda *a, **k: pytest.fail("new session"))
     wb.set_qtype(layer, "U16")
@@ -55,7 +56,7 @@ def test_toggle_changes_only_the_toggled_layer(wb, monkeypatch):
 def test_method_switch_without_recalibration(wb, monkeypatch):
     wb.reset_plan().set_method("MinMax")
     c_minmax = wb.final_cosine()
-    monkeypatch.setattr(wbmod, "calibrate", lambda *a, **k: pytest.fail("calibrated"))
+    monkeypatch.setattr(calmod, "calibrate", lambda *a, **k: pytest.fail("calibrated"))
     for m in ("Percentile", "MSE", "KL"):
         wb.set_method(m)
         assert wb.quantized().method is CalibMethod(m)
@@ -180,7 +181,7 @@ def test_ranking_is_the_perlayer_table_worst_first_one_candidate_per_group(wb):
 def test_evaluator_rank_reads_the_cached_table_of_the_current_plan(wb, monkeypatch):
     import importlib
 
-    cmp = importlib.import_module("axnb.compare")     # NOTE: axnb.compare is the function
+    cmp = importlib.import_module("axnb.ranking")     # NOTE: the compare ranking calls
     want = wb.ranking()                                  # the table of wb.plan is now cached
     ev = wb.evaluator()
     other = wb.plan.set(want[0], "U16")

@@ -20,7 +20,7 @@ import numpy as np
 
 from axnb import data
 from axnb.errors import AxnbError
-from axnb.io import write_bytes
+from axnb.files import write_bytes
 from axnb.results import Check, Diagnosis
 
 __all__ = ["STAGES", "compare_dumps", "dump_reference"]

@@ -24,7 +24,7 @@ import onnx
 
 from axnb import data
 from axnb.config import Config, load_config, save_config
-from axnb.io import atomic_path, write_text
+from axnb.files import atomic_path, write_text
 from axnb.results import plain
 from axnb.workbench import Workbench
 

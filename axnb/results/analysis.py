@@ -14,16 +14,10 @@ from pathlib import Path
 from axnb.results.calib import OutlierReport
 from axnb.results.checks import Check, Diagnosis
 from axnb.results.layers import LayerReport
-from axnb.results.plain import load_json, plain, save_json
+from axnb.results.serialize import load_json, plain, save_json
+from axnb.results.task import MAX_DROP, TaskReport, task_line, task_verdict
+from axnb.results.trial import Trial
 from axnb.types import Col
-
-MAX_DROP = 0.01
-"""The accepted task-metric drop when neither ``--max-drop`` nor the config's
-``evaluation.max_drop`` says one: 1 point of top-1 / agreement / IoU (in the metric's units)."""
-# NOTE: metrics whose drop reads in percentage points; MAE and callables read in their units
-_POINTS = ("top1", "topk", "agreement", "iou", "nn_agreement")
-_LABELS = {"top1": "top-1", "agreement": "agreement", "iou": "IoU", "mae": "MAE",
-           "nn_agreement": "nearest-neighbour agreement"}
 
 
 @dataclass(frozen=True)
@@ -42,8 +36,8 @@ class Advice:
         threshold, fine: the final-output and the per-layer lines used.
         where: where the loss starts (EndToEnd) and the layers that cause it (PerLayer), kept
             apart.
-        trials: the measured steps that raise the final cosine, best first (plain dicts:
-            kind, label, before, after, change, how, cost); ``trials[0]`` is ``steps[0]``.
+        trials: the measured steps that raise the final cosine, best first
+            (:class:`~axnb.results.Trial`); ``trials[0]`` is ``steps[0]``.
     """
 
     ok: bool
@@ -56,12 +50,12 @@ class Advice:
     threshold: float = math.nan
     fine: float = math.nan
     where: tuple[str, ...] = ()
-    trials: tuple[dict, ...] = field(default=(), hash=False)
+    trials: tuple[Trial, ...] = field(default=(), hash=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "steps", tuple(self.steps))
         object.__setattr__(self, "where", tuple(self.where))
-        object.__setattr__(self, "trials", tuple(plain(dict(t)) for t in self.trials))
+        object.__setattr__(self, "trials", _trials(self.trials))
         object.__setattr__(self, "details", plain(self.details))
 
     def to_check(self) -> Check:
@@ -70,7 +64,7 @@ class Advice:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "steps": list(self.steps), "where": list(self.where),
-                "trials": [dict(t) for t in self.trials]}
+                "trials": [t.to_dict() for t in self.trials]}
 
     @classmethod
     def from_dict(cls, d: dict) -> Advice:
@@ -100,120 +94,8 @@ class Advice:
                           *(f" - {s}" for s in self.steps)])
 
 
-def task_label(report) -> str:
-    """How a task metric is named on every surface ("top-1", "top-5", "IoU", ...).
-
-    Example:
-        >>> from axnb.evaluate import TaskReport
-        >>> task_label(TaskReport("top1", "p", 0.9, 0.9)), task_label(
-        ...     TaskReport("topk", "p", 0.9, 0.9, params={"k": 3}))
-        ('top-1', 'top-3')
-    """
-    if report.metric == "topk":
-        return f"top-{report.params.get('k', 5)}"
-    return _LABELS.get(report.metric, report.metric)
-
-
-def _num(v: float) -> str:
-    return f"{v:.3f}" if math.isfinite(v) else "NaN (the metric gave no finite value)"
-
-
-def amount(report, v: float) -> str:
-    """A drop (or a max drop) in the metric's units: percentage points for accuracies.
-
-    Example:
-        >>> from axnb.evaluate import TaskReport
-        >>> amount(TaskReport("top1", "p", 0.9, 0.9), -0.0078), amount(
-        ...     TaskReport("mae", "p", 0.1, 0.1, higher_is_better=False), 0.02)
-        ('-0.8 points', '0.02')
-    """
-    if not math.isfinite(v):
-        return "NaN (the metric gave no finite value)"
-    return f"{v * 100:.1f} points" if report.metric in _POINTS else f"{v:.4g}"
-
-
-def task_line(report) -> str:
-    """One task report as the line every surface prints.
-
-    Example:
-        >>> from axnb.evaluate import TaskReport
-        >>> task_line(TaskReport("top1", "p", 0.90625, 0.9140625, mode="NPUBackend"))
-        'top-1 float 0.906, quantized 0.914 (NPUBackend): drop -0.8 points'
-    """
-    r = report
-    text = (f"{task_label(r)} float {_num(r.float_score)}, quantized {_num(r.quant_score)}"
-            f"{f' ({r.mode})' if r.mode else ''}: drop {amount(r, r.drop)}")
-    if r.binary and r.rows:
-        text += f", {len(r.flips)} of {r.samples} samples flip"
-    return text
-
-
-def flipped_text(report, n: int = 5) -> str:
-    """The samples whose score flipped (first ``n``, with their float-vs-quantized cosine), or
-    "" when none did.
-
-    Example:
-        >>> from axnb.evaluate import score
-        >>> import numpy as np
-        >>> r = score("top1", [{"p": np.array([[0.1, 0.9]])}], [{"p": np.array([[0.9, 0.1]])}],
-        ...           labels=[1], names=["a.png"])
-        >>> flipped_text(r)
-        'flipped: a.png (cosine 0.2195)'
-    """
-    rows = [x for x in report.rows if x["sample"] in set(report.flips)]
-    if not rows:
-        return ""
-    more = f", and {len(rows) - n} more" if len(rows) > n else ""
-    return "flipped: " + ", ".join(f"{x['sample']} (cosine {x['cosine']:.4f})"
-                                   for x in rows[:n]) + more
-
-
-def worst_mode(task: dict) -> str:
-    """The mode whose task metric decides the verdict: the largest drop (a NaN drop first); on
-    a tie the deployed one (NPUBackend, listed last).
-
-    Example:
-        >>> from axnb.evaluate import TaskReport
-        >>> worst_mode({"Reference": TaskReport("top1", "p", 0.9, 0.9),
-        ...             "NPUBackend": TaskReport("top1", "p", 0.9, 0.9)})
-        'NPUBackend'
-    """
-    return max(reversed(list(task)), key=lambda m: (
-        not math.isfinite(task[m].drop), task[m].drop if math.isfinite(task[m].drop) else 0.0))
-
-
-def task_verdict(task: dict, max_drop: float, name: str = "the accepted drop"
-                 ) -> tuple[bool, str]:
-    """(acceptable in every mode, one line on the worst mode) of mode -> TaskReport at an
-    accepted ``max_drop``; a NaN drop is not acceptable (and says why).
-
-    Example:
-        >>> from axnb.evaluate import TaskReport
-        >>> ok, text = task_verdict({"NPUBackend": TaskReport(
-        ...     "top1", "p", 0.92, 0.914, mode="NPUBackend")}, 0.01, "your --max-drop")
-        >>> ok, text[:51]
-        (True, 'top-1 drops 0.6 points (0.920 -> 0.914, NPUBackend)')
-        >>> text[51:]
-        ': acceptable at your --max-drop of 1.0 points'
-    """
-    if not task:
-        raise ValueError("task_verdict: no task reports")
-    worst = task[worst_mode(task)]
-    ok = all(math.isfinite(r.drop) and r.drop <= max_drop + 1e-12 for r in task.values())
-    how = "gains" if math.isfinite(worst.drop) and worst.drop < 0 else "drops"
-    size = amount(worst, abs(worst.drop)) if math.isfinite(worst.drop) else amount(worst,
-                                                                                  worst.drop)
-    return ok, (f"{task_label(worst)} {how} {size} ({_num(worst.float_score)} -> "
-                f"{_num(worst.quant_score)}{', ' + worst.mode if worst.mode else ''}): "
-                f"{'acceptable' if ok else 'too much'} at {name} of "
-                f"{amount(worst, max_drop)}")
-
-
-def _task_from_dict(d: dict):
-    from axnb.evaluate import TaskReport  # NOTE: lazy: evaluate imports results.plain
-
-    d = {k: v for k, v in d.items() if k not in ("drop", "flips")}
-    return TaskReport(**{**d, "rows": tuple(d.get("rows", ()))})
+def _trials(trials) -> tuple[Trial, ...]:
+    return tuple(t if isinstance(t, Trial) else Trial.from_dict(t) for t in trials)
 
 
 def _diag_dict(d: Diagnosis | None) -> list | None:
@@ -241,14 +123,14 @@ class Analysis:
         smoothing: SmoothQuant summary {"alpha", "threshold", "applied", "skipped"} or None.
         diagnosis: the troubleshooting checks, when run.
         advice: :func:`axnb.advice.for_analysis` of this snapshot.
-        trials: the next steps measured on the workbench (:func:`axnb.nextsteps.measure`), or ().
+        trials: the next steps measured on the workbench (:func:`axnb.trials.measure`), or ().
         sample_names: the analysis samples' names (file names, else "sample #i"), in the order
             of every ``per_sample`` list.
         model: {"name", "nodes", "opset", "io": [(kind, name, shape, dtype)], "node_order"}.
         samples: {"calibration": n, "analysis": n, "analysis_origin": where the analysis
             samples come from, in words (:func:`axnb.data.analysis_set`)}.
         environment: (name, version) pairs.
-        task: mode -> :class:`axnb.evaluate.TaskReport`, the task metric (top-1, agreement...)
+        task: mode -> :class:`axnb.results.TaskReport`, the task metric (top-1, agreement...)
             float vs quantized on the config's evaluation samples (``wb.snapshot(task=True)``);
             {} when not measured.
         max_drop: the accepted task-metric drop of the verdict (metric units; ``--max-drop``,
@@ -336,6 +218,7 @@ class Analysis:
         d["diagnosis"] = _diag_dict(self.diagnosis)
         d["advice"] = None if self.advice is None else self.advice.to_dict()
         d["task"] = {m: r.to_dict() for m, r in self.task.items()}
+        d["trials"] = [t.to_dict() for t in self.trials]
         return plain(d)
 
     @classmethod
@@ -350,12 +233,12 @@ class Analysis:
         if d.get("advice") is not None:
             d["advice"] = Advice.from_dict(d["advice"])
         d["environment"] = tuple(tuple(e) for e in d.get("environment", ()))
-        d["trials"] = tuple(d.get("trials", ()))
+        d["trials"] = _trials(d.get("trials", ()))
         d["sample_names"] = tuple(d.get("sample_names", ()))
         model = dict(d.get("model", {}))
         model["io"] = [tuple(x) for x in model.get("io", [])]
         d["model"] = model
-        d["task"] = {m: _task_from_dict(r) for m, r in d.get("task", {}).items()}
+        d["task"] = {m: TaskReport.from_dict(r) for m, r in d.get("task", {}).items()}
         return cls(**d)
 
     def save(self, path: str | Path) -> Path:

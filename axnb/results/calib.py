@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from axnb.errors import AxnbError, did_you_mean
-from axnb.io import write_bytes
+from axnb.files import write_bytes
 from axnb.observers import Observer
 from axnb.types import CalibMethod, QType, parse_enum
 

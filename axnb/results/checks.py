@@ -8,8 +8,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from axnb.io import write_bytes
-from axnb.results.plain import plain
+from axnb.files import write_bytes
+from axnb.results.serialize import plain
 
 VERDICTS = ("pass", "warn", "fail")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from axnb.results.plain import load_json, save_json
-from axnb.results.plain import plain as _plain
+from axnb.results.serialize import load_json, save_json
+from axnb.results.serialize import plain as _plain
 from axnb.types import Col
 
 

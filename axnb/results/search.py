@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from axnb.errors import AxnbError
-from axnb.results.plain import load_json, save_json
+from axnb.results.serialize import load_json, save_json
 from axnb.types import QType
 
 
@@ -97,12 +97,12 @@ class SearchResult:
               U16: p2o.pd_op.conv2d.3.0
             >>> res.apply(wb).workbench.final_cosine()       # doctest: +SKIP
         """
-        from axnb.plan import QuantPlan
-
         if self.base_plan is not None and self.base_plan.model is workbench.model:
             workbench.set_plan(self.plan)
         else:
-            workbench.set_plan(QuantPlan.from_config(workbench.model, self.to_layer_configs()))
+            # NOTE: the workbench's own plan class rebuilds it: results import no stage module
+            plan_type = type(workbench.plan)
+            workbench.set_plan(plan_type.from_config(workbench.model, self.to_layer_configs()))
         return Applied(self, workbench)
 
     def to_frame(self):

@@ -24,7 +24,7 @@ from markupsafe import Markup, escape
 from axnb import advice
 from axnb.advice import FINAL, LAYER, line
 from axnb.results import Analysis, OCol
-from axnb.types import Col
+from axnb.types import Col, QType
 from axnb.view.compact import bucket_css, is_number, table
 from axnb.view.tables import OUTLIER_SHOWN, diagnosis_table, frame_of, outlier_html, to_html
 
@@ -92,7 +92,7 @@ def _layer_section(i: int, label: str, rep, an: Analysis, threshold: float,
     cols = [c for c in LAYER_COLUMNS if c in df] + [c for c in df if c not in LAYER_COLUMNS]
     if Col.ORIGINAL in df and (df[Col.ORIGINAL] == df.get(Col.OUTPUT)).all():
         cols.remove(Col.ORIGINAL)
-    u16 = {n for q in ("U16", "S16") for n in an.plan.get("layers", {}).get(q, [])}
+    u16 = {n for q, ns in an.plan.get("layers", {}).items() if QType(q).bits == 16 for n in ns}
     svg = fig_to_svg(cosine_along_depth(df, threshold, u16=u16, fine=fine, title=label))
     worst = df.iloc[df[Col.COSINE].fillna(math.inf).argsort(kind="stable")]
     mode = _mode(meta.get("mode", ""))
@@ -225,7 +225,7 @@ def _task(an: Analysis, threshold: float, fine: float) -> dict | None:
     the flipped samples (from the Analysis: no model run)."""
     import pandas as pd
 
-    from axnb.results.analysis import amount, task_label, task_line
+    from axnb.results.task import amount, task_label, task_line
 
     if not an.task:
         return None
@@ -304,7 +304,7 @@ def render_report(analysis: Analysis, extra: dict | None = None, *,
     same = (threshold, fine) == (an.advice.threshold, an.advice.fine) if an.advice else False
     v = an.advice if same else advice.for_analysis(an, threshold, fine)
 
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent.parent
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent
                                                             / "templates"), autoescape=True)
     env.filters["pct"] = line
     return env.get_template("report.html.j2").render(
@@ -331,7 +331,7 @@ def write_report(source, path: str | Path, extra: dict | None = None, *,
     Example:
         >>> write_report(wb, "out/report.html")                      # doctest: +SKIP
     """
-    from axnb.io import write_text
+    from axnb.files import write_text
 
     an = source
     if not isinstance(source, Analysis):

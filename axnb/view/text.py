@@ -13,7 +13,7 @@ import io
 from pathlib import Path
 
 from axnb.advice import grade
-from axnb.io import write_text
+from axnb.files import write_text
 from axnb.types import Col
 
 __all__ = ["render_console", "render_rich", "to_mermaid", "write_debug"]

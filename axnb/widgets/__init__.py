@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import importlib
 
-_WHERE = {"Explorer": "explorer", "rows_for_page": "logic", "apply_toggle": "logic",
-          "layer_report": "logic", "export_all": "logic", "summary": "logic",
-          "status_line": "logic", "toggleable": "logic", "io_check": "logic"}
+_WHERE = {"Explorer": "explorer", "rows_for_page": "table", "row_html": "table",
+          "summary": "status", "status_line": "status", "export_all": "export",
+          "io_check": "export"}
 
 __all__ = sorted(_WHERE)
 

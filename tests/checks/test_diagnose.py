@@ -15,7 +15,7 @@ def test_next_step_on_minilm_names_smooth_quant_untried(zoo_ready):
     print("\nnext step (MiniLM):", check.summary, "|", check.fix)
     assert check.verdict == "fail" and check.details["outliers_level5"] > 0
     # NOTE: next_step reads the snapshot: the calibration methods are measured, SmoothQuant is
-    # named (level>=5 channels) but not recommended before axnb.nextsteps.measure has tried it
+    # named (level>=5 channels) but not recommended before axnb.trials.measure has tried it
     assert check.fix.startswith("MSE calibration: ") and "(tried)" in check.fix
     assert "level>=5" in check.summary and any(
         "Not measured yet" in s and "SmoothQuant" in s for s in check.details["steps"])

@@ -1,4 +1,5 @@
-"""evaluate.py: task metrics against hand computations, a tiny model run for real, the zoo CNN."""
+"""taskmetrics.py: task metrics against hand computations, a tiny model run for real, the zoo
+CNN."""
 
 from __future__ import annotations
 
@@ -9,12 +10,12 @@ import onnxruntime as ort
 import pytest
 import tiny
 
-from axnb import evaluate as ev
+from axnb import taskmetrics as ev
 from axnb.calibrate import calibrate
 from axnb.errors import AxnbError, ConfigError, DataError
 from axnb.graph import load
 from axnb.plan import QuantPlan
-from axnb.results.plain import save_json
+from axnb.results.serialize import save_json
 from axnb.simulate import simulate
 
 F = np.array([[0.1, 0.7, 0.2], [0.5, 0.3, 0.2], [0.2, 0.3, 0.5], [0.4, 0.35, 0.25]])

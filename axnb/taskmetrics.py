@@ -36,10 +36,8 @@ from __future__ import annotations
 
 import importlib
 import json
-import time
-import weakref
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,11 +45,11 @@ import numpy as np
 
 from axnb.errors import AxnbError, ConfigError, DataError, did_you_mean
 from axnb.metrics import output_metrics
-from axnb.results.plain import load_json, plain, save_json
+from axnb.results.serialize import plain
+from axnb.results.task import TaskReport
 from axnb.types import TASK_METRICS
 
-__all__ = ["METRICS", "TaskEvaluator", "TaskReport", "TaskSet", "evaluate", "for_workbench",
-           "resolve_metric", "score", "task_set"]
+__all__ = ["METRICS", "evaluate", "resolve_metric", "score"]
 
 
 @dataclass(frozen=True)
@@ -188,125 +186,6 @@ def _custom(fn: Callable, f: np.ndarray, q: np.ndarray, y) -> tuple:
 
 def _name(metric) -> str:
     return metric if isinstance(metric, str) else getattr(metric, "__name__", "custom")
-
-
-# ---------------------------------------------------------------- the result
-
-
-@dataclass(frozen=True, repr=False)
-class TaskReport:
-    """A task metric, float vs quantized, on one set of samples (saveable).
-
-    ``rows``: one dict per sample: ``sample``, ``label``, ``float_pred``, ``quant_pred``,
-    ``float_score``, ``quant_score``, ``cosine`` (of ``output``, float vs quantized).
-    ``float_score`` / ``quant_score`` are the means of the per-sample scores (a callable's own
-    value when it returns one number); ``cosine`` is the final cosine of ``output`` on the same
-    samples (:func:`axnb.metrics.output_metrics`).
-
-    Example:
-        >>> r = score("agreement", [{"y": np.array([1.0, 0.0])}] * 2,
-        ...           [{"y": np.array([1.0, 0.0])}, {"y": np.array([0.0, 1.0])}])
-        >>> for part in r.summary().split(", "): print(part)
-        agreement 1.0000 float -> 0.5000 quantized (drop 0.5000)
-        1 of 2 samples flip; cosine 0.5000
-    """
-
-    metric: str
-    output: str
-    float_score: float
-    quant_score: float
-    higher_is_better: bool = True
-    mode: str = ""
-    params: dict = field(default_factory=dict)
-    reference: str = "labels"        # what the float model is scored against
-    note: str = ""
-    cosine: float = float("nan")
-    rows: tuple[dict, ...] = ()
-    binary: bool = True
-
-    @property
-    def drop(self) -> float:
-        """How much worse the quantized model is (positive = worse)."""
-        d = self.float_score - self.quant_score
-        return d if self.higher_is_better else -d
-
-    @property
-    def samples(self) -> int:
-        return len(self.rows)
-
-    @property
-    def flips(self) -> tuple[str, ...]:
-        """Samples whose 0/1 score changed (right <-> wrong, agree -> disagree)."""
-        if not self.binary:
-            return ()
-        return tuple(r["sample"] for r in self.rows if r["float_score"] != r["quant_score"])
-
-    def worst(self, n: int = 10) -> list[dict]:
-        """The ``n`` rows the quantization hurt most (largest per-sample drop)."""
-        sign = 1 if self.higher_is_better else -1
-        key = [sign * (r["float_score"] - r["quant_score"]) for r in self.rows]
-        order = sorted(range(len(key)), key=lambda i: -key[i])
-        return [self.rows[i] for i in order[:n] if key[i] > 0]
-
-    def verdict(self, max_drop: float) -> tuple[bool, str]:
-        """(acceptable, one line) at an accepted ``max_drop`` in the metric's units.
-
-        Example:
-            >>> r = TaskReport("top1", "p", 0.92, 0.914)
-            >>> r.verdict(0.01)
-            (True, 'top1 drops 0.60 points (0.9200 -> 0.9140): acceptable at max drop 1.00 points')
-        """
-        ok = bool(self.drop <= max_drop)
-        # NOTE: quantization may also fix a few samples: a negative drop is said as a gain.
-        how = "drops" if self.drop >= 0 else "gains"
-        return ok, (f"{self.metric} {how} {self._amount(abs(self.drop))} ("
-                    f"{self.float_score:.4f} -> {self.quant_score:.4f}): "
-                    f"{'acceptable' if ok else 'too much'} at max drop {self._amount(max_drop)}")
-
-    def _amount(self, v: float) -> str:
-        # NOTE: accuracies read best in percentage points; MAE and callables in their units.
-        return f"{v * 100:.2f} points" if self.metric in ("top1", "topk", "agreement",
-                                                          "nn_agreement", "iou") else f"{v:.4g}"
-
-    def summary(self) -> str:
-        """One line: float -> quantized, drop, flips, cosine on the same samples."""
-        side = "quantized" if not self.mode else self.mode
-        text = (f"{self.metric} {self.float_score:.4f} float -> {self.quant_score:.4f} {side} "
-                f"(drop {self.drop:.4f})")
-        if self.binary and self.rows:
-            text += f", {len(self.flips)} of {self.samples} samples flip"
-        return text + f"; cosine {self.cosine:.4f}"
-
-    def to_frame(self):
-        """The per-sample table (pandas), flipped samples first."""
-        import pandas as pd
-
-        df = pd.DataFrame(list(self.rows))
-        if not df.empty:
-            df.insert(1, "flipped", df["float_score"] != df["quant_score"])
-            df = df.sort_values("flipped", ascending=False, kind="stable").reset_index(drop=True)
-        df.attrs["summary"] = self.summary()
-        return df
-
-    def _repr_html_(self) -> str:
-        return f"<p>{self.summary()}</p>" + self.to_frame().head(20).to_html(index=False)
-
-    def __repr__(self) -> str:
-        return f"TaskReport({self.summary()})"
-
-    def to_dict(self) -> dict:
-        d = {f: getattr(self, f) for f in self.__dataclass_fields__}
-        return plain({**d, "drop": self.drop, "flips": list(self.flips)})
-
-    def save(self, path: str | Path) -> Path:
-        """Write as kind-tagged JSON (:func:`load` reads it back)."""
-        return save_json(path, "TaskReport", self.to_dict())
-
-    @classmethod
-    def load(cls, path: str | Path) -> TaskReport:
-        d = load_json(path, "TaskReport")
-        d.pop("drop", None), d.pop("flips", None)
-        return cls(**{**d, "rows": tuple(d.get("rows", ()))})
 
 
 # ---------------------------------------------------------------- computing it
@@ -460,202 +339,9 @@ def evaluate(model, quantized, feeds, metric: str | Callable = "top1", labels=No
     feeds = feeds if hasattr(feeds, "names") else list(feeds)
     names = list(getattr(feeds, "names", None) or [f"sample #{i}" for i in range(len(feeds))])
     if float_outputs is None:
-        sess = model.session()
-        outs = list(model.outputs)
-        float_outputs = [dict(zip(outs, sess.run(outs, f))) for f in feeds]
+        float_outputs = model.run_float(feeds)
     run = _runner(quantized)
     quant_outputs = [run(f) for f in feeds]
     mode = params.pop("mode", getattr(getattr(quantized, "mode", None), "value", ""))
     return score(metric, float_outputs, quant_outputs, labels, names, output, mode=mode,
                  **params)
-
-
-
-# ---------------------------------------------------------------- a Workbench's task set
-
-# NOTE: per Workbench, the labelled feeds and their float outputs, computed once (like
-# Workbench.float_outputs); weak, so a dropped Workbench frees them.
-_SETS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-@dataclass(frozen=True)
-class TaskSet:
-    """The samples, names, labels and metric settings one task metric is measured with."""
-
-    feeds: tuple[dict, ...]
-    names: tuple[str, ...]
-    metric: str | Callable
-    labels: Any = None
-    output: str | None = None
-    params: dict = field(default_factory=dict)
-    source: str = "analysis samples"
-
-
-def task_set(wb, metric=None, labels=None, feeds=None, output=None, **params) -> TaskSet:
-    """What :meth:`axnb.Workbench.evaluate` measures: the config's ``evaluation`` block, with
-    any argument given here taking its place. Samples: ``feeds``, else the block's
-    ``dataset``, else the Workbench's analysis samples.
-
-    Example:
-        >>> ts = task_set(wb); len(ts.feeds), ts.metric            # doctest: +SKIP
-        (128, 'top1')
-    """
-    from axnb import data
-    from axnb.config import EvaluationConfig
-
-    cfg = wb.config
-    ev = cfg.evaluation or EvaluationConfig()
-    source = "analysis samples"
-    if feeds is None and ev.dataset:
-        path = cfg.resolve_path(ev.dataset)
-        feeds = data.analysis_set(wb.model, cfg.with_overrides(
-            {"quant.input_sample_dir": str(Path(path).resolve())}))
-        source = str(ev.dataset)
-    if feeds is None:
-        feeds, names = wb.samples, wb.sample_names
-    else:
-        names = getattr(feeds, "names", None) or [f"sample #{i}" for i in range(len(feeds))]
-        source = source if ev.dataset and source != "analysis samples" else "given feeds"
-    # NOTE: the block's labels belong to its metric (class indices for top1 are not MAE targets).
-    if labels is None and ev.labels and metric in (None, ev.metric):
-        labels = cfg.resolve_path(ev.labels)
-    kw = {"k": ev.k, "threshold": ev.threshold, **params}
-    return TaskSet(tuple(feeds), tuple(names), resolve_metric(metric or ev.metric), labels,
-                   output or ev.output, kw, source)
-
-
-def _outputs(cl, model, qm, feeds, progress: bool = False) -> list[dict]:
-    """The outputs of ``qm`` (None: the float ``model``) on ``feeds``: on the workers of
-    ``cl`` (an :class:`axnb.cluster.Cluster`: the same arrays) when given, else here."""
-    if cl is not None:
-        return cl.outputs(model, qm, list(feeds), progress=progress)
-    if qm is not None:
-        return [qm.run(f) for f in feeds]
-    sess, outs = model.session(), list(model.outputs)
-    return [dict(zip(outs, sess.run(outs, f))) for f in feeds]
-
-
-def _cluster(wb):
-    """``wb.cluster`` (an :class:`axnb.cluster.Cluster`) or None: the Workbench decides where
-    its models run, this module follows."""
-    return getattr(wb, "cluster", None)
-
-
-def _float_outputs(wb, ts: TaskSet) -> list[dict]:
-    if ts.source == "analysis samples":
-        return wb.float_outputs()  # NOTE: the Workbench's own cache
-    key = (id(wb.model), ts.source, ts.names)
-    cache = _SETS.setdefault(wb, {})
-    if key not in cache or ts.source == "given feeds":
-        cache.clear()  # NOTE: one labelled set per Workbench and model: memory stays flat
-        cache[key] = _outputs(_cluster(wb), wb.model, None, ts.feeds,
-                              getattr(wb, "progress", False))
-    return cache[key]
-
-
-def for_workbench(wb, metric=None, labels=None, mode=None, feeds=None, output=None,
-                  **params) -> TaskReport:
-    """The task metric of ``wb``'s current plan (see :func:`task_set`); the float outputs of
-    the labelled samples are computed once per Workbench. On ``wb.cluster`` the models run
-    on its workers (the same report).
-
-    Example:
-        >>> for_workbench(wb, "agreement").quant_score                  # doctest: +SKIP
-        0.9921875
-    """
-    ts = task_set(wb, metric, labels, feeds, output, **params)
-    qm = wb.quantized(mode)
-    quant = _outputs(_cluster(wb), qm.model, qm, ts.feeds, getattr(wb, "progress", False))
-    return score(ts.metric, _float_outputs(wb, ts), quant, ts.labels, ts.names, ts.output,
-                 mode=qm.mode.value, **ts.params)
-
-
-class TaskEvaluator:
-    """``evaluate(plan) -> {metric: score}`` for :func:`axnb.search.search`, higher is better
-    (``-mae`` for MAE), over a Workbench's state when made; changes nothing.
-
-    ``float_score`` is the float model's score on the same scale, so a maximum drop is the
-    target ``float_score - max_drop`` (:meth:`target_for`). On a Workbench with a cluster
-    (``wb.cluster``) the models run on its workers and :meth:`evaluate_many` runs plans side
-    by side: the same scores. ``concurrent``: how many plans run side by side without
-    slowing each (the cluster's threads per sample, at least 1; 1 without a cluster), which
-    :func:`axnb.search.search` speculates with; set it to speculate more.
-
-    Example:
-        >>> ev = TaskEvaluator(wb, "top1")                                   # doctest: +SKIP
-        >>> search(ev, wb.plan, target=ev.target_for(0.01), ranking=wb.ranking())  # doctest: +SKIP
-    """
-
-    def __init__(self, wb, metric=None, labels=None, mode=None, feeds=None, output=None,
-                 **params) -> None:
-        self._ts = task_set(wb, metric, labels, feeds, output, **params)
-        self._cl, self._parts = _cluster(wb), None
-        # NOTE: plans side by side without slowing each (the cluster's threads per sample)
-        self.concurrent = 1 if self._cl is None else \
-            max(1, self._cl.threads // max(1, len(self._ts.feeds)))
-        self._qm, self._stats, self._method = wb.quantized(mode), wb.stats, wb.method
-        self._float = _float_outputs(wb, self._ts)
-        first = self._score(self._outputs(self._qm), self._qm)
-        self._sign = 1.0 if first.higher_is_better else -1.0
-        self.float_score = self._sign * first.float_score
-        self.metric = first.metric
-        self.context = {"samples": len(self._ts.feeds), "task_metric": first.metric,
-                        "output": first.output, "method": wb.method.value,
-                        "mode": self._qm.mode.value, **plain(self._ts.params)}
-        self._first = (self._qm.plan, first)
-
-    def _outputs(self, qm) -> list[dict]:
-        return _outputs(self._cl, qm.model, qm, self._ts.feeds)
-
-    def _score(self, outputs: list[dict], qm) -> TaskReport:
-        ts = self._ts
-        return score(ts.metric, self._float, outputs, ts.labels, ts.names, ts.output,
-                     mode=qm.mode.value, **ts.params)
-
-    def _quant(self, plan):
-        return self._qm if plan is self._qm.plan else \
-            self._qm.with_plan(self._stats, plan, self._method)
-
-    def report(self, plan) -> TaskReport:
-        """The full :class:`TaskReport` of ``plan``."""
-        if plan is self._first[0]:
-            return self._first[1]
-        qm = self._quant(plan)
-        return self._score(self._outputs(qm), qm)
-
-    def __call__(self, plan) -> dict[str, float]:
-        return {self.metric: self._sign * self.report(plan).quant_score}
-
-    def evaluate_many(self, plans, stop=None):
-        """``(index, {metric: score}, seconds)`` of each plan as it completes; on a cluster
-        the plans run side by side on the workers, else one after the other. None is started
-        once ``stop()`` is true.
-
-        Example:
-            >>> [s for _, s, _ in ev.evaluate_many([wb.plan])]             # doctest: +SKIP
-            [{'top1': 0.90625}]
-        """
-        if self._cl is None:
-            for i, plan in enumerate(plans):
-                if stop is not None and stop():
-                    return
-                t = time.perf_counter()
-                yield i, self(plan), time.perf_counter() - t
-            return
-        if self._parts is None:  # NOTE: the samples go to the cluster once per evaluator
-            self._parts = self._cl._parts(list(self._ts.feeds))
-        runs = self._cl.plan_runs(self._qm.model, (self._quant(p) for p in plans),
-                                  self._ts.feeds, "outputs", stop, parts=self._parts,
-                                  count=len(plans))
-        for i, outs, secs in runs:
-            rep = self._score(outs, self._qm)  # NOTE: the mode is all score() takes of it
-            yield i, {self.metric: self._sign * rep.quant_score}, secs
-
-    def target_for(self, max_drop: float) -> float:
-        """The score a plan must reach to lose at most ``max_drop`` (metric units)."""
-        if not max_drop >= 0:
-            raise ConfigError(f"max_drop must be a number >= 0, got {max_drop!r}")
-        return self.float_score - max_drop
-
-    def __repr__(self) -> str:
-        return f"TaskEvaluator({self.metric}, {self.context})"

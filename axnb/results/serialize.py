@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from axnb.errors import AxnbError
-from axnb.io import write_bytes
+from axnb.files import write_bytes
 
 
 def plain(x: Any) -> Any:

@@ -4,8 +4,10 @@
 the snapshot with them (what the CLI, the report and the Explorer's "try the next steps" show);
 :func:`apply` applies one. The decision (which trials to recommend) is :func:`axnb.advice.advise`.
 
+Each trial is a frozen :class:`~axnb.results.Trial` (its kind a :class:`~axnb.results.TrialKind`).
+
 Example:
-    >>> from axnb.nextsteps import apply, measured                     # doctest: +SKIP
+    >>> from axnb.trials import apply, measured                        # doctest: +SKIP
     >>> an = measured(wb); print(an.advice)                            # doctest: +SKIP
     >>> apply(wb, an.advice.trials[0]).final_cosine()                  # doctest: +SKIP
 """
@@ -14,10 +16,10 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
 
 from axnb import advice
-from axnb.advice import FINAL
+from axnb.advice import FINAL, METHODS_TRIED
+from axnb.results import TaskDelta, Trial, TrialKind
 from axnb.types import Col
 
 __all__ = ["apply", "measure", "measured", "needs_steps"]
@@ -28,14 +30,15 @@ ISOLATION_RUNS = 400
 
 
 def measure(wb, target: float = FINAL, top: int = 8, budget: int = 16,
-            rank_samples: int = 4, task_mode: str | None = None) -> list[dict]:
-    """Try every candidate next step on ``wb`` and return the measured :func:`trial` dicts.
+            rank_samples: int = 4, task_mode: str | None = None) -> list[Trial]:
+    """Try every candidate next step on ``wb`` and return the measured :class:`Trial` s.
 
-    * every calibration method, from the collected histograms (no model re-run);
+    * every calibration method (:data:`axnb.advice.METHODS_TRIED`), from the collected
+      histograms (no model re-run);
     * SmoothQuant, when it is off and the outlier table has level>=5 channels (one
       recalibration of the rewritten model, cached by the workbench);
     * U16 for the fewest layers: the ``top`` layers most sensitive quantized alone
-      (:func:`axnb.compare.isolation` on ``rank_samples`` samples, a ranking only; the
+      (:func:`axnb.isolation.isolation` on ``rank_samples`` samples, a ranking only; the
       PerLayer table's worst when that would exceed :data:`ISOLATION_RUNS` runs), then
       :func:`axnb.search.search` over them (at most ``budget`` evaluations, all samples); the
       best set evaluated is the trial, with its cost.
@@ -53,8 +56,7 @@ def measure(wb, target: float = FINAL, top: int = 8, budget: int = 16,
         ['MSE calibration: 0.9675 -> 0.9904 (tried); set calibration_method MSE ...']
     """
     before = _score(wb)
-    out = advice._calibration_trials(wb.method.value, before, wb.by_method(
-        [m for m in _all_methods()]))
+    out = advice.calibration_trials(wb.method.value, before, wb.by_method(METHODS_TRIED))
     if wb.smooth is None and advice._smooth_hint(wb.outliers()):
         out.append(_smooth_trial(wb, before))
     u16 = _u16_trial(wb, before, target, top, budget, rank_samples)
@@ -62,10 +64,10 @@ def measure(wb, target: float = FINAL, top: int = 8, budget: int = 16,
     return [_with_task(wb, t, task_mode) for t in out] if task_mode else out
 
 
-def _with_task(wb, t: dict, mode: str) -> dict:
+def _with_task(wb, t: Trial, mode: str) -> Trial:
     """The trial with its task-metric drop in ``mode`` before and with it (the workbench as
     before on return)."""
-    from axnb.results.analysis import amount, task_label
+    from axnb.results.task import amount, task_label
 
     before = wb.task_reports([mode])[mode]  # NOTE: cached: the snapshot's own measurement
     method, plan, smooth = wb.method, wb.plan, wb.smooth
@@ -77,29 +79,22 @@ def _with_task(wb, t: dict, mode: str) -> dict:
         wb.set_method(method).set_plan(plan)
     b, a = amount(before, before.drop), amount(after, after.drop)
     b = b.removesuffix(" points") if a.endswith(" points") else b
-    return {**t, "task": {"metric": task_label(after), "mode": mode, "before": before.drop,
-                          "after": after.drop, "text": f"{task_label(after)} drop {b} -> {a} "
-                                                       f"({mode})"}}
-
-
-def _all_methods() -> list[str]:
-    from axnb.types import CalibMethod
-
-    return [m.value for m in CalibMethod]
+    return t.with_task(TaskDelta(task_label(after), mode, before.drop, after.drop,
+                                 f"{task_label(after)} drop {b} -> {a} ({mode})"))
 
 
 def _score(wb) -> float:
     return min(wb.final_cosine().values())
 
 
-def _smooth_trial(wb, before: float) -> dict:
+def _smooth_trial(wb, before: float) -> Trial:
     q, plan = wb.config.quant, wb.plan
     try:
         after = _score(wb.set_smooth_quant(True))
         n = len(wb.smooth.applied)
     finally:
         wb.set_smooth_quant(False).set_plan(plan)
-    return advice.trial("smooth_quant", "SmoothQuant", before, after,
+    return Trial(TrialKind.smooth_quant, "SmoothQuant", before, after,
                  {"enable_smooth_quant": True, "smooth_quant_strength": q.smooth_quant_strength},
                  "quant.enable_smooth_quant = true (wb.set_smooth_quant(True))",
                  f"{n} tensors smoothed, alpha {q.smooth_quant_strength}")
@@ -115,10 +110,10 @@ def _worst_samples(wb, n: int) -> list:
 
 
 def _u16_trial(wb, before: float, target: float, top: int, budget: int,
-               rank_samples: int) -> dict | None:
+               rank_samples: int) -> Trial | None:
     import time
 
-    from axnb.compare import isolation
+    from axnb.isolation import isolation
     from axnb.search import search
 
     t0 = time.perf_counter()
@@ -149,26 +144,24 @@ def _u16_trial(wb, before: float, target: float, top: int, budget: int,
             f"{len(res.trace)} evaluations over the {len(ranked)} layers {how}, "
             f"{time.perf_counter() - t0:.0f} s")
     names = json.dumps(layers)
-    return advice.trial("u16", f"U16 for {', '.join(layers)}", before, best.score, {"u16": layers},
-                 f'layer_configs += {{"layer_names": {names}, "data_type": "U16"}} '
-                 f'(wb.set_qtype({names}, "U16"))', cost)
+    return Trial(TrialKind.u16, f"U16 for {', '.join(layers)}", before, best.score,
+                 {"u16": layers}, f'layer_configs += {{"layer_names": {names}, "data_type": '
+                 f'"U16"}} (wb.set_qtype({names}, "U16"))', cost)
 
 
-def apply(wb, t: Mapping):
+def apply(wb, t: Trial):
     """Apply a measured trial to the workbench (the change it names); returns the workbench.
 
     Example:
         >>> an = measured(wb)                                            # doctest: +SKIP
         >>> apply(wb, an.advice.trials[0]).final_cosine()                # doctest: +SKIP
     """
-    c = t["change"]
-    if t["kind"] == "calibration":
+    c = t.change
+    if t.kind is TrialKind.calibration:
         return wb.set_method(c["calibration_method"])
-    if t["kind"] == "smooth_quant":
+    if t.kind is TrialKind.smooth_quant:
         return wb.set_smooth_quant(True, alpha=c.get("smooth_quant_strength"))
-    if t["kind"] == "u16":
-        return wb.set_qtype(c["u16"], "U16")
-    raise ValueError(f"unknown trial kind {t['kind']!r} (calibration, smooth_quant, u16)")
+    return wb.set_qtype(c["u16"], "U16")
 
 
 def needs_steps(analysis, threshold: float = FINAL) -> bool:
@@ -197,7 +190,7 @@ def measured(wb, analysis=None, threshold: float = FINAL, **kw):
     Example:
         >>> an = measured(wb); print(an.advice)                          # doctest: +SKIP
     """
-    from axnb.results.analysis import worst_mode
+    from axnb.results.task import worst_mode
 
     an = analysis if analysis is not None else wb.snapshot()
     if not needs_steps(an, threshold):
