@@ -86,15 +86,15 @@ def search_runs(m, samples, qm, stats, workers=(1, 2)) -> dict:
     """Evaluations and seconds of one default-ranker search per setup (cold: the workers'
     sessions are built in it, as a user's first search builds them)."""
     from axnb.cluster import Cluster
+    from axnb.evaluators import CosineEvaluator
     from axnb.metrics import output_metrics
-    from axnb.search import _candidates, search
+    from axnb.search import search
     from axnb.types import Col, QType
 
-    cands = _candidates(qm.plan, QType.U16)
+    cands = qm.plan.candidates(below=QType.U16)
     keep = cands[16:40]
     base = qm.plan.set([n for n in cands if n not in keep], "U16")
-    sess, names = m.session(), list(m.outputs)
-    float_outs = [dict(zip(names, sess.run(names, f))) for f in samples]
+    float_outs = m.run_float(samples)
 
     def local(plan):
         q = qm.with_plan(stats, plan)
@@ -113,8 +113,8 @@ def search_runs(m, samples, qm, stats, workers=(1, 2)) -> dict:
     for w in workers:
         with Cluster(f"local:{w}") as c:
             t = time.perf_counter()
-            res = search(c.evaluator(qm, stats, samples), base, target=target,
-                         progress=False)
+            res = search(CosineEvaluator(qm, stats, samples, executor=c), base,
+                         target=target, progress=False)
             wall = time.perf_counter() - t
             # NOTE: worker compute seconds per wall second: how many tasks ran at a time
             busy = sum(sum(r["task_seconds"]) for r in c.runs)

@@ -276,8 +276,8 @@ class Explorer(W.VBox):
         try:
             if action is not None:
                 action()
-            self.report = self.wb.report(self.analysis)
             self.snapshot = self._snapshot()
+            self.report = self.snapshot.reports[self.analysis]
             self.df, self.final = self.report.to_frame(), self.snapshot.final_cosine()
             self.progress.value = 1
             self.show_summary()
@@ -303,17 +303,18 @@ class Explorer(W.VBox):
         the rest still shows."""
         from axnb.errors import AxnbError
 
-        reports = {f"{self.analysis} {self.wb.mode.value}": self.report}
         self.task_error = ""
-        # NOTE: per click, each number once: the table (cached by the Workbench), the final
-        # metrics and the task metric; the other calibration methods only on "measure".
+        # NOTE: per click, one call into the engine and each number once: the table on screen,
+        # the final metrics and the task metric; the other calibration methods only on
+        # "measure" (each is a pass over the samples).
+        methods = [self.analysis]
         try:
-            return self.wb.snapshot(reports=reports, task=self.task, by_method=False)
+            return self.wb.snapshot(methods, task=self.task, by_method=False)
         except (AxnbError, OSError) as e:
             if not self.task:
                 raise
             self.task_error = f"{type(e).__name__}: {e}"
-            return self.wb.snapshot(reports=reports, by_method=False)
+            return self.wb.snapshot(methods, by_method=False)
 
     def _set_smooth(self, on: bool) -> None:
         self.wb.set_smooth_quant(on)
