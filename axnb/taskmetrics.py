@@ -47,7 +47,7 @@ from axnb.errors import AxnbError, ConfigError, DataError, did_you_mean
 from axnb.metrics import output_metrics
 from axnb.results.serialize import plain
 from axnb.results.task import TaskReport
-from axnb.types import TASK_METRICS
+from axnb.types import TASK_METRICS, Col
 
 __all__ = ["METRICS", "evaluate", "resolve_metric", "score"]
 
@@ -298,7 +298,7 @@ def _report(metric, spec, out, sf, sq, pf, pq, y, names, cos, mode, k, t, hib) -
         metric=_name(metric), output=out, float_score=float(sf.mean()),
         quant_score=float(sq.mean()), higher_is_better=spec.higher_is_better if spec else hib,
         mode=mode, params=params, reference=ref if spec else "callable", note=note,
-        cosine=float(cos["Cosin"]), rows=rows,
+        cosine=float(cos[Col.COSINE]), rows=rows,
         binary=spec.binary if spec else bool(np.isin(np.r_[sf, sq], (0.0, 1.0)).all()))
 
 

@@ -204,11 +204,10 @@ def _same_trace(one, two) -> None:
 def test_default_search_runs_its_batches_on_the_workers(client, wb):
     """The default ranker: its singletons go to the workers as one batch of tasks and the
     prune step speculates; the trace (in the sequential order) is the single-process one."""
-    from axnb.search import _candidates
     from axnb.types import QType
 
     # NOTE: 8 consecutive layers stay U8 (a U8 layer among U16 neighbours has U16 tensors)
-    cands = _candidates(wb.plan, QType.U16)
+    cands = wb.plan.candidates(below=QType.U16)
     keep = cands[20:28]
     base = wb.plan.set([n for n in cands if n not in keep], "U16")
     ev1 = wb.evaluator()
@@ -226,8 +225,7 @@ def test_default_search_runs_its_batches_on_the_workers(client, wb):
     assert {"rank", "full", "bisect"} <= {e.phase for e in two.trace} and two.met
     assert max(sizes) == len(keep) and 2 in sizes, sizes   # NOTE: the rank batch, a prune pair
     late = search(CosineEvaluator(wb.quantized(), wb.stats, wb.samples, executor=c), base,
-                  target=hi,
-                  max_seconds=0, progress=False)
+                  target=hi, max_seconds=0, progress=False)
     assert (late.stopped, late.evaluations) == ("time", 0)
 
 
