@@ -315,9 +315,9 @@ def compare(model: Model, qmodel: QuantModel, feeds: Iterable, method="PerLayer"
     Returns:
         LayerReport; its ``final`` = the model output metrics.
 
-    Example (names as in the module example):
-        >>> rep = compare(model, qmodel, feeds, "EndToEnd", progress=False)
-        >>> list(rep.final) == list(model.outputs)
+    Example:
+        >>> rep = compare(wb.model, wb.quantized(), wb.samples[:2], "EndToEnd", progress=False)
+        >>> list(rep.final) == list(wb.model.outputs)
         True
     """
     if not isinstance(method, str | Method):
@@ -332,8 +332,9 @@ def compare_methods(model: Model, qmodel: QuantModel, feeds: Iterable,
                     reference: QuantModel | None = None) -> dict[str, LayerReport]:
     """:func:`compare` of several methods in one pass: {method: LayerReport}.
 
-    Example (names as in the module example):
-        >>> reps = compare_methods(model, qmodel, feeds, ["EndToEnd", "PerLayer"], False)
+    Example:
+        >>> reps = compare_methods(wb.model, wb.quantized(), wb.samples[:2],
+        ...                        ["EndToEnd", "PerLayer"], progress=False)
         >>> sorted(reps)
         ['EndToEnd', 'PerLayer']
     """
@@ -375,7 +376,7 @@ def compare_chunk(model: Model, qmodel: QuantModel, feeds: Iterable, methods,
         ``{"accs": {group: metrics.Accumulator}, "bad": {group: bool [pairs, 2]}}``.
 
     Example:
-        >>> feeds = feeds[:4]
+        >>> model, qmodel, feeds = wb.model, wb.quantized(), wb.samples[:4]
         >>> ms = parse_methods(["EndToEnd", "PerLayer"])
         >>> parts = [compare_chunk(model, qmodel, feeds[i:i + 2], ms) for i in (0, 2)]
         >>> one = compare_methods(model, qmodel, feeds, ms, progress=False)

@@ -36,6 +36,8 @@ class TaskReport:
     samples (:func:`axnb.metrics.output_metrics`).
 
     Example:
+        >>> import numpy as np
+        >>> from axnb.taskmetrics import score
         >>> r = score("agreement", [{"y": np.array([1.0, 0.0])}] * 2,
         ...           [{"y": np.array([1.0, 0.0])}, {"y": np.array([0.0, 1.0])}])
         >>> for part in r.summary().split(", "): print(part)
@@ -86,9 +88,9 @@ class TaskReport:
 
         Example:
             >>> ok, text = TaskReport("top1", "p", 0.92, 0.914).verdict(0.01)
-            >>> ok, text[:42]
+            >>> ok, text[:41]
             (True, 'top-1 drops 0.6 points (0.920 -> 0.914): ')
-            >>> text[42:]
+            >>> text[41:]
             'acceptable at the accepted drop of 1.0 points'
 
         """
