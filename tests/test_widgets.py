@@ -312,6 +312,7 @@ def test_a_toggle_shows_the_change_of_the_final_cosine(ex):
     assert ("lowers it" in ex.change) == (after < before) and ex.change in ex.timing.value
 
 
+@pytest.mark.slow                 # NOTE: MiniLM
 def test_measure_then_apply_the_best_step_in_the_explorer(zoo_ready):
     """On MiniLM (it misses 98% by far): the Summary lists measured steps only, and applying
     the first gives the final cosine it said."""

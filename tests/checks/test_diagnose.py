@@ -8,6 +8,7 @@ from axnb.checks import Check, Diagnosis, diagnose, next_step
 from axnb.workbench import Workbench
 
 
+@pytest.mark.slow                 # NOTE: a MiniLM Workbench
 def test_next_step_on_minilm_names_smooth_quant_untried(zoo_ready):
     wb = Workbench("zoo:minilm", progress=False)
     wb.set_samples(wb.samples[:8])
