@@ -187,7 +187,6 @@ def test_final_metrics_are_identical(client, wb):
         wb.float_outputs(), [backend.run(f) for f in wb.samples])
 
 
-@pytest.mark.slow                 # NOTE: two searches
 def test_search_trace_is_identical(client, wb):
     ranking = wb.ranking()[:6]
     one = search(wb.evaluator(), wb.plan, target=0.9999999, budget=4, ranking=ranking,

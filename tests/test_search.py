@@ -138,7 +138,6 @@ def score(wb, plan) -> float:
     return min(wb.set_plan(plan).final_cosine().values())
 
 
-@pytest.mark.slow                 # NOTE: a search that evaluates every layer, resumed twice
 def test_search_promotes_exactly_the_broken_layers(broken, tmp_path):
     wb, layers = broken
     base = wb.plan
