@@ -12,7 +12,7 @@ CONF_PKGS := silero-vad==6.2.3 magika==1.0.3 rapidocr-onnxruntime==1.4.4 rapid-l
 # The zoo's samples, generated configs and built models: a per-user folder (axnb.zoo.data_dir).
 ZOO_DATA = $${AXNB_DATA:-$${XDG_CACHE_HOME:-$$HOME/.cache}/axnb}
 
-.PHONY: setup browser demo test lab bench lint lines clean
+.PHONY: setup browser demo test test-slow test-all lab bench lint lines clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -37,8 +37,17 @@ setup: $(STAMP)
 demo: setup
 	$(BIN)/axnb demo
 
+# NOTE: tiers: `make test` is the fast tier (every module, ~6 minutes on 2 cores); `make
+# test-slow` the tests marked slow (notebooks, browsers, conformance models, Dask cluster runs,
+# `axnb build` runs, MiniLM builds: pyproject's markers); `make test-all` both in one run.
 test: setup browser
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not slow" --durations=15
+
+test-slow: setup browser
+	$(BIN)/python -m pytest -q -m slow --durations=15
+
+test-all: setup browser
+	$(BIN)/python -m pytest -q --durations=25
 
 lab: setup
 	$(BIN)/jupyter lab notebooks/

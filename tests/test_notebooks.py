@@ -32,6 +32,7 @@ def test_the_five_notebooks_exist_and_are_stored_without_outputs():
         assert any(c.cell_type == "markdown" for c in nb.cells), p.name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_top_to_bottom(path, tmp_path, zoo_ready):
     work = tmp_path / "nb"

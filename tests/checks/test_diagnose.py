@@ -8,6 +8,7 @@ from axnb.checks import Check, Diagnosis, diagnose, next_step
 from axnb.workbench import Workbench
 
 
+@pytest.mark.slow                 # NOTE: a MiniLM Workbench
 def test_next_step_on_minilm_names_smooth_quant_untried(zoo_ready):
     wb = Workbench("zoo:minilm", progress=False)
     wb.set_samples(wb.samples[:8])
@@ -25,9 +26,8 @@ def test_next_step_on_minilm_names_smooth_quant_untried(zoo_ready):
     assert wb.method.value == "MinMax"                                  # restored
 
 
-def test_next_step_on_the_zoo_cnn_follows_the_flowchart(rapid):
-    model, cfg = rapid
-    wb = Workbench(model, cfg, progress=False)
+def test_next_step_on_the_zoo_cnn_follows_the_flowchart(zoo_wb):
+    wb = zoo_wb                               # NOTE: the run's zoo Workbench (tests/conftest.py)
     check = next_step(wb)
     by_m, final = check.details["by_method"], min(check.details["final_cosine"].values())
     print("\nnext step (zoo CNN):", check.verdict, check.summary, "|", check.fix)
