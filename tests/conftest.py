@@ -34,6 +34,20 @@ def zoo_wb(zoo_workbench, lend):
         yield wb
 
 
+@pytest.fixture(scope="module")
+def zoo_wb6_module(zoo_workbench, lend):
+    """The run's zoo Workbench on the first 6 of its analysis samples, for a whole module."""
+    with lend(zoo_workbench, samples=zoo_workbench.samples[:6]) as w:
+        yield w
+
+
+@pytest.fixture
+def zoo_wb6(zoo_wb6_module, lend):
+    """:func:`zoo_wb` on 6 analysis samples (test_workbench, test_cluster); put back after."""
+    with lend(zoo_wb6_module) as w:
+        yield w
+
+
 @pytest.fixture(scope="session")
 def zoo_build(zoo_ready, tmp_path_factory):
     """ONE ``axnb build`` of the zoo CNN, for the tests that only read its outputs: the zoo

@@ -42,23 +42,16 @@ def client():
     lc.close()
 
 
-@pytest.fixture(scope="module")
-def wb6(zoo_workbench, lend):
-    """The run's zoo Workbench (tests/conftest.py) on 6 of its analysis samples."""
-    with lend(zoo_workbench, samples=zoo_workbench.samples[:6]) as w:
-        yield w
-
-
 @pytest.fixture
-def wb(wb6, lend):
-    with lend(wb6) as w:
-        yield w
+def wb(zoo_wb6):
+    """The run's zoo Workbench on 6 analysis samples (tests/conftest.py)."""
+    return zoo_wb6
 
 
 @pytest.fixture(scope="module")
-def feeds(wb6):
+def feeds(zoo_wb6_module):
     """12 calibration samples as a FeedSet (file lists: read on the workers)."""
-    return data.calibration_set(wb6.model, wb6.config).take(12)
+    return data.calibration_set(zoo_wb6_module.model, zoo_wb6_module.config).take(12)
 
 
 def _same_stats(a, b) -> None:

@@ -22,17 +22,10 @@ simmod = importlib.import_module("axnb.simulate")
 calmod = importlib.import_module("axnb.calibrate")   # NOTE: the executors call it
 
 
-@pytest.fixture(scope="module")
-def wb6(zoo_workbench, lend):
-    """The run's zoo Workbench (tests/conftest.py) on 6 of its analysis samples."""
-    with lend(zoo_workbench, samples=zoo_workbench.samples[:6]) as w:
-        yield w
-
-
 @pytest.fixture
-def wb(wb6, lend):
-    with lend(wb6) as w:
-        yield w
+def wb(zoo_wb6):
+    """The run's zoo Workbench on 6 analysis samples (tests/conftest.py)."""
+    return zoo_wb6
 
 
 def test_toggle_changes_only_the_toggled_layer(wb, monkeypatch):
