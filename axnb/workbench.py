@@ -94,8 +94,8 @@ class Workbench:
         self._tasks: dict[tuple, object] = {}
         self.set_samples(analysis if analysis is not None else
                          data.analysis_set(self.model, self.config))
-        self.method = parse_enum(CalibMethod, q.calibration_method, "calibration_method")
-        self.mode = parse_enum(Mode, q.precision_analysis_mode, "precision_analysis_mode")
+        # NOTE: the config holds Enums already (strings are parsed once, at its edge)
+        self.method, self.mode = q.calibration_method, q.precision_analysis_mode
         # NOTE: the plan first: a bad layer_configs entry fails before minutes of calibration.
         self.plan = QuantPlan.from_config(self.model, self.config)
         self.stats = self._calibrate(self.model)
