@@ -113,14 +113,15 @@ class LocalExecutor:
         after the other; none started once ``stop()`` is true. ``what``: ``"terms"``
         (:func:`axnb.metrics.sample_terms` against ``float_outputs``) or ``"outputs"``."""
         feeds = parts if parts is not None else list(feeds)
+        fl = float_outputs
         for i, qm in enumerate(qmodels):
             if stop is not None and stop():
                 return
             t = time.perf_counter()
             outs = self.outputs(model, qm, feeds)
             if what == "terms":
-                fl = float_outputs if float_outputs is not None else \
-                    self.outputs(model, None, feeds)
+                # NOTE: the float outputs once per call, not once per plan
+                fl = fl if fl is not None else self.outputs(model, None, feeds)
                 outs = [metrics.sample_terms(f, q) for f, q in zip(fl, outs)]
             yield i, outs, time.perf_counter() - t
 
@@ -309,8 +310,8 @@ class TaskEvaluator(PlanEvaluator):
                  **params) -> None:
         self._ts = task_set(wb, metric, labels, feeds, output, **params)
         qm = wb.quantized(mode)
-        super().__init__(qm, wb.stats, self._ts.feeds, wb.executor, rank=wb._ranker(mode))
-        self._fl = _float_outputs(wb, self._ts)
+        super().__init__(qm, wb.stats, self._ts.feeds, wb.executor,
+                         _float_outputs(wb, self._ts), wb._ranker(mode))
         first = self._score(self._ex.outputs(qm.model, qm, self._feeds))
         self._sign = 1.0 if first.higher_is_better else -1.0
         self.float_score = self._sign * first.float_score
@@ -322,7 +323,7 @@ class TaskEvaluator(PlanEvaluator):
 
     def _score(self, outputs: list[dict]) -> TaskReport:
         ts = self._ts
-        return score(ts.metric, self._fl, outputs, ts.labels, ts.names, ts.output,
+        return score(ts.metric, self._float, outputs, ts.labels, ts.names, ts.output,
                      mode=self._qm.mode.value, **ts.params)
 
     def _scores(self, outputs: list) -> dict[str, float]:

@@ -445,8 +445,11 @@ class QuantPlan:
             (False, True)
         """
         return [n for n, t in self.layer_types.items()
-                if not self.layer_sources.get(n, "").startswith("follows")
-                and (below is None or t.bits < below.bits)]
+                if not self._follows(n) and (below is None or t.bits < below.bits)]
+
+    def _follows(self, layer: str) -> bool:
+        """A data-movement op or a fused-group member: its type is another layer's."""
+        return self.layer_sources.get(layer, "").startswith("follows")
 
     def toggle(self, layer: str, on: bool, high: QType = QType.U16) -> QuantPlan:
         """The per-layer toggle: ``layer`` to ``high`` (on), or off: its override cleared, and
@@ -590,7 +593,7 @@ class QuantPlan:
         return best
 
     def _emit(self, m: Model, base: tuple[QType, QType], runs: bool) -> list[dict]:
-        follow = {n for n, s in self.layer_sources.items() if s.startswith("follows")}
+        follow = {n for n in self.layer_sources if self._follows(n)}
         named = {n.name for n in m.nodes if n.op_type in DATA_MOVEMENT_OPS} & (
             set(self.overrides) | {x for e in self.entries for x in e.layer_names})
 

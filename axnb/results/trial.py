@@ -45,8 +45,8 @@ class Trial:
     Example:
         >>> t = Trial(TrialKind.calibration, "MSE calibration", 0.9671, 0.9906,
         ...           {"calibration_method": "MSE"}, 'quant.calibration_method = "MSE"')
-        >>> Trial.from_dict(t.to_dict()) == t, t.gain > 0
-        (True, True)
+        >>> Trial.from_dict(t.to_dict()) == t, t.kind
+        (True, <TrialKind.calibration: 'calibration'>)
     """
 
     kind: TrialKind
@@ -65,10 +65,6 @@ class Trial:
         object.__setattr__(self, "change", plain(dict(self.change)))
         if isinstance(self.task, dict):
             object.__setattr__(self, "task", TaskDelta(**self.task))
-
-    @property
-    def gain(self) -> float:
-        return self.after - self.before
 
     def with_task(self, task: TaskDelta) -> Trial:
         return replace(self, task=task)
