@@ -20,8 +20,6 @@ Why these options (each one makes onnxruntime's quantizer compute what axnb's ex
   force Softmax outputs to [0, 1]); pinned, they are axnb's bit for bit.
 - ``QDQKeepRemovableActivations``: onnxruntime otherwise deletes a Relu/Clip and reuses its
   output's parameters on the producer; axnb quantizes where its plan says and keeps the op.
-- ``QDQDisableWeightAdjustForInt32Bias``: onnxruntime otherwise enlarges a weight's scale when
-  ``s_in * s_w`` is too small for the bias; axnb keeps the weight scale and saturates the bias.
 - ``ForceQuantizeNoInputCheck`` and overrides on the inputs of data-movement ops: onnxruntime
   gives such an op's output its input's parameters; see :func:`_shared`.
 - ``float_tensors``: onnxruntime also quantizes float constants of elementwise ops (LayerNorm
@@ -32,7 +30,8 @@ Measured (tests/test_ortquant.py, ``fusion: "ort"``): the same Q/DQ scales and z
 every activation and weight, except a data-movement output whose input axnb quantizes with other
 parameters (onnxruntime shares them; one Slice in silero_vad_op15). Under ``npu`` a tensor only
 non-registry ops touch stays float in onnxruntime's model. S32 biases match: both divide
-``b / (s_in * s_w)`` in float64.
+``b / (s_in * s_w)`` in float64, after raising a weight scale where ``s_in * s_w`` is too
+small for the bias (onnxruntime's own rule, which :func:`axnb.qdq.fit_biases` copies).
 
 ``model.onnx`` differs from axnb's frontend model in one float-equivalent way: a Gemm bias of
 shape ``[1, N]`` is stored as ``[N]``. NOTE: onnxruntime (1.23) quantizes a 2-D Gemm bias per
@@ -197,7 +196,6 @@ def options(qm) -> dict:
         "calibrate_method": "MinMax", "op_types_to_quantize": _op_types(qm.model),
         "nodes_to_exclude": nodes_to_exclude(plan),
         "extra_options": {"QDQKeepRemovableActivations": True, "ForceQuantizeNoInputCheck": True,
-                          "QDQDisableWeightAdjustForInt32Bias": True,
                           "QuantizeBias": bool(qm.bias_s32)},
         "float_tensors": float_tensors(qm),
         "axnb": {"fusion": qm.model.fusion.value, "calibration_method": qm.method.value,

@@ -30,6 +30,24 @@ _LEVELS = {True: "ORT_ENABLE_ALL", False: "ORT_DISABLE_ALL", "all": "ORT_ENABLE_
            "disable": "ORT_DISABLE_ALL"}
 
 
+# NOTE: onnxruntime rewrites that change what a graph computes, off in every axnb session, so
+# that Reference, NPUBackend and the export run as written (the NPU computes GELU/LayerNorm its
+# own way anyway; these are CPU-runtime choices, not the model's):
+# - WeightBiasQuantization (>= 1.21, every level but none): a Conv/Gemm between DQ and Q with a
+#   float weight gets per-TENSOR int8 weights (a float bias: unsaturated int32). A plan with FP32
+#   weights (or conv_bias_data_type FP32) means float weights: layout_cdla's FP32-weight plan
+#   scored 0.072 in NPUBackend against 0.781 in Reference.
+# - GELU / LayerNorm / attention fusions (1.32 has GeluFusionL1 and LayerNormFusionL1 at level
+#   basic): a fused Gelu differs by 2e-7, enough to flip roundings at later quantizers; PP-OCR
+#   det with FP32 on every 7th layer read 0.97812 in NPUBackend and 0.98386 in Reference.
+DISABLED_OPTIMIZERS = (
+    "WeightBiasQuantization", "GeluFusionL1", "GeluFusionL2", "FastGeluFusion",
+    "QuickGeluFusion", "BiasGeluFusion", "LayerNormFusionL1", "LayerNormFusionL2",
+    "SimplifiedLayerNormFusion", "SkipLayerNormFusion", "BiasSkipLayerNormFusion",
+    "EmbedLayerNormFusion", "AttentionFusion", "GroupQueryAttentionFusion",
+    "GroupQueryAttentionPreNormFusion", "SwiGluFusion")
+
+
 def session(proto: onnx.ModelProto, providers: list[str] | None = None,
             threads: int | None = None, optimize: bool | str = True, consume: bool = False,
             low_memory: bool = False):
@@ -71,7 +89,8 @@ def session(proto: onnx.ModelProto, providers: list[str] | None = None,
     so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _LEVELS[optimize])
     keep = _external_initializers(proto, so, consume)
     sess = ort.InferenceSession(proto.SerializeToString(), so,
-                                providers=providers or ["CPUExecutionProvider"])
+                                providers=providers or ["CPUExecutionProvider"],
+                                disabled_optimizers=list(DISABLED_OPTIMIZERS))
     sess._axnb_arrays = keep        # NOTE: onnxruntime does not copy them: keep them alive
     return sess
 

@@ -7,7 +7,9 @@ Both modes quantize the same tensors with the same parameters:
   ``stats.range(t, method, qtype)``);
 - weights (input 1 of Conv/ConvTranspose/Gemm/MatMul): S8 symmetric per output channel;
 - biases (input 2 of Conv/ConvTranspose/Gemm) as S32 at scale s_in * s_w when
-  ``conv_bias_data_type`` is S32 and both the input and the weight are quantized.
+  ``conv_bias_data_type`` is S32 and both the input and the weight are quantized; a channel whose
+  bias would not fit int32 gets a larger weight scale first (:func:`axnb.qdq.fit_biases`,
+  onnxruntime's rule), so the weights depend on the plan's input scales.
 
 Naming: in the quantized graph the quantized value of tensor ``t`` is still called ``t`` (the
 op now writes ``t__f``, which is quantized into ``t``); a graph input ``x`` keeps its name and
@@ -20,7 +22,8 @@ model's names, types and shapes.
 parameters are *inputs* of the session: one onnxruntime session serves every activation plan,
 and a U8 <-> U16 toggle changes only data. **Backend** is a standard QDQ model (opset 21, so 16-bit
 Q/DQ are standard ops), what ``save()`` exports as ``quantized.onnx``, run with onnxruntime's
-*basic* optimizations: the Q/DQ nodes execute as written, i.e. exact integer semantics, the same
+*basic* optimizations minus :data:`axnb.runtime.DISABLED_OPTIMIZERS`: the Q/DQ nodes execute as
+written, i.e. exact integer semantics, the same
 on every analysis machine. NOTE: at level "all" onnxruntime runs 8-bit Conv/MatMul patterns on
 its CPU integer kernels, which on AVX2 CPUs without VNNI add pairs of u8*s8 products in
 saturating int16 (measured: PP-OCRv4 det output cosine 0.93449 exact, 0.93078 on such kernels);
@@ -99,6 +102,12 @@ class QuantModel:
     method: CalibMethod = CalibMethod.MinMax
     params: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     sessions: SessionCache = field(default_factory=SessionCache, repr=False)
+    rtn: dict[str, WeightQ] | None = field(default=None, repr=False)
+
+    @property
+    def fitted(self) -> dict[str, int]:
+        """Weight -> channels whose scale was raised so that an S32 bias fits (qdq.fit_biases)."""
+        return qdq.fitted(self.rtn or self.weights, self.weights)
 
     def run(self, feed: Mapping[str, np.ndarray], outputs: list[str] | None = None
             ) -> dict[str, np.ndarray]:
@@ -128,17 +137,20 @@ class QuantModel:
     def with_plan(self, stats, plan, method=None) -> QuantModel:
         """The same model under another plan or method, reusing the Reference session.
 
-        NOTE: only the parameter vectors change when the weights' types stay the same, so a
-        U8 <-> U16 toggle or a calibration-method change costs no graph build and no session.
+        NOTE: only the parameter vectors change when the weights stay the same (their types,
+        and the channels qdq.fit_biases raises), so a U8 <-> U16 toggle or a calibration-method
+        change costs no graph build and no session, unless it moves a bias fit.
         """
         method = parse_enum(CalibMethod, method or stats.method, "calibration_method")
         qp = act_qparams(stats, plan, method)
-        if self.mode is Mode.Reference and _weights_key(plan, self.model) == \
-                _weights_key(self.plan, self.model):
-            tensors = self.model.points()
-            return QuantModel(self.model, self.mode, plan, qp, self.weights, self.bias_s32,
-                              self.proto, self.qnames, method, param_vectors(tensors, qp),
-                              self.sessions)
+        if self.mode is Mode.Reference and self.rtn is not None and \
+                _weights_key(plan, self.model) == _weights_key(self.plan, self.model):
+            wq = qdq.fit_biases(self.model, self.rtn, qp) if self.bias_s32 else self.rtn
+            if _same_weights(wq, self.weights):
+                tensors = self.model.points()
+                return QuantModel(self.model, self.mode, plan, qp, self.weights, self.bias_s32,
+                                  self.proto, self.qnames, method, param_vectors(tensors, qp),
+                                  self.sessions, self.rtn)
         return simulate(self.model, stats, plan, self.mode, method,
                         "S32" if self.bias_s32 else "FP32")
 
@@ -155,6 +167,11 @@ class QuantModel:
 
 def _weights_key(plan, model: Model) -> tuple:
     return tuple(sorted(w for w, q in plan.weights.items() if q.is_float))
+
+
+def _same_weights(a: Mapping[str, WeightQ], b: Mapping[str, WeightQ]) -> bool:
+    return a.keys() == b.keys() and all(
+        a[w] is b[w] or np.array_equal(a[w].scale, b[w].scale) for w in a)
 
 
 def simulate(model: Model, stats, plan, mode="Reference", method=None,
@@ -181,13 +198,14 @@ def simulate(model: Model, stats, plan, mode="Reference", method=None,
     mode = parse_enum(Mode, mode, "precision_analysis_mode")
     method = parse_enum(CalibMethod, method or stats.method, "calibration_method")
     qp = act_qparams(stats, plan, method)
-    wq = weight_q(model, plan)
+    rtn = weight_q(model, plan)
     s32 = str(conv_bias_data_type).upper() == "S32"
+    wq = qdq.fit_biases(model, rtn, qp) if s32 else rtn
     if mode is Mode.Backend:
         proto = qdq.qdq_model(model, qp, wq, s32)
         return QuantModel(model, mode, plan, qp, wq, s32, proto,
                           {t: t for t in model.activations()}
-                          | {t: f"{t}__q" for t in model.inputs}, method)
+                          | {t: f"{t}__q" for t in model.inputs}, method, rtn=rtn)
     proto, tensors, qnames = reference_model(model, wq, s32)
     return QuantModel(model, mode, plan, qp, wq, s32, proto, qnames, method,
-                      param_vectors(tensors, qp))
+                      param_vectors(tensors, qp), rtn=rtn)

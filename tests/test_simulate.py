@@ -11,7 +11,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
-from axnb import data, graph, qmath, runtime
+from axnb import data, graph, qdq, qmath, runtime
 from axnb.calibrate import calibrate
 from axnb.config import load_config
 from axnb.simulate import simulate
@@ -65,9 +65,9 @@ def test_backend_qdq_exports_and_loads_in_fresh_onnxruntime(cnn, tmp_path):
     q = simulate(m, stats, _plan(m), mode="NPUBackend")
     path = q.save(tmp_path / "quantized.onnx")
     onnx.checker.check_model(str(path))
-    # NOTE: Backend runs the exported model as written (level basic, see axnb.simulate).
+    # NOTE: Backend runs the exported model as written (no graph optimization, see axnb.runtime).
     so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     fresh = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     # NOTE: the quantized model keeps the float model's input/output names, types and shapes.
     assert [(i.name, i.type, i.shape) for i in fresh.get_inputs()] == \
@@ -171,3 +171,76 @@ def test_plan_change_reuses_reference_structure(cnn):
         diff = np.flatnonzero(a.params[k] != b.params[k])
         assert set(diff) <= {i}, k
     assert b.params["__axnb_chi"][i] == 65535 - b.qparams[t].zero_point
+
+
+def _tiny_big_bias(tmp_path):
+    """x -> Conv whose channel 1 has tiny weights (1e-6) and a large bias (100): at U16 its
+    S32 bias at s_in * s_w would be ~1e14, far past int32."""
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((3, 2, 1, 1)).astype(np.float32)
+    w[1] *= 1e-6
+    b = np.array([0.5, 100.0, -0.2], np.float32)
+    g = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv")], "bigbias",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 4, 4])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    path = tmp_path / "bigbias.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+    feeds = [{"x": rng.uniform(0, 1, (1, 2, 4, 4)).astype(np.float32)} for _ in range(4)]
+    return path, graph.load(path, optimize_graph=False), feeds
+
+
+def test_a_bias_that_would_saturate_gets_onnxruntimes_weight_scale(tmp_path):
+    """16-bit activations never lose a bias: the weight scale is raised as onnxruntime's
+    quantize_static raises it (same scale, same int8 weights), in both modes and the export."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    path, m, feeds = _tiny_big_bias(tmp_path)
+    stats = calibrate(m, feeds, progress=False)
+    ref, be = (simulate(m, stats, _plan(m, QType.U16), mode) for mode in ("Reference", "Backend"))
+    assert be.fitted == ref.fitted == {"w": 1}
+    init = {t.name: numpy_helper.to_array(t) for t in be.qdq().graph.initializer}
+    # NOTE: fitted just inside int32 (onnxruntime's 1.0001 margin), not clipped at the limit
+    assert np.abs(init["b__i"].astype(np.int64)).max() < qdq.S32_MAX
+    np.testing.assert_allclose(init["b__i"] * init["b__s"].astype(np.float64), m.weight("b"),
+                               atol=float(init["b__s"].max()))
+    for f in feeds:
+        y = m.session().run(None, f)[0]
+        assert _cos(ref.run(f)["y"], y) > 0.9999
+        np.testing.assert_array_equal(ref.run(f)["y"], be.run(f)["y"])
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter(feeds)
+
+        def get_next(self):
+            return next(self.it, None)
+
+    out = tmp_path / "ort.onnx"
+    quantize_static(str(path), str(out), Reader(), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QUInt16, weight_type=QuantType.QInt8,
+                    per_channel=True)
+    theirs = {t.name: numpy_helper.to_array(t) for t in onnx.load(out).graph.initializer}
+    w_scale = next(v for k, v in theirs.items() if k.startswith("w") and k.endswith("scale"))
+    np.testing.assert_array_equal(w_scale, be.weights["w"].scale)
+    # NOTE: S32 saturation is what made PP-OCR det all-U16 score 0.745 against 0.968 at U8.
+    sat = simulate(m, stats, _plan(m, QType.U16), "Backend")
+    assert sat.rtn["w"].scale[1] < sat.weights["w"].scale[1]
+
+
+def test_a_toggle_that_moves_a_bias_fit_rebuilds_the_weights(tmp_path):
+    _, m, feeds = _tiny_big_bias(tmp_path)
+    stats = calibrate(m, feeds, progress=False)
+    u8 = simulate(m, stats, _plan(m, QType.U8))
+    u16 = u8.with_plan(stats, _plan(m, QType.U16))
+    assert u16.fitted and u16.weights["w"] is not u8.weights["w"]
+    assert u16.with_plan(stats, _plan(m, QType.U16)).proto is u16.proto   # same fit: no rebuild
+    for f in feeds:
+        np.testing.assert_array_equal(
+            u16.run(f)["y"], simulate(m, stats, _plan(m, QType.U16)).run(f)["y"])
