@@ -28,11 +28,13 @@ $(STAMP): pyproject.toml Makefile
 
 # NOTE: browser tests use Debian's Chromium driven by Playwright (never a downloaded browser
 # build); without root or apt the browser tests skip with a message instead of failing.
-# NOTE: espeak-ng speaks the real speech the voice-activity conformance models are fed.
+# NOTE: espeak-ng speaks the real speech the voice-activity conformance models are fed;
+# glibc's locales give the Khmer words the khmer_seg conformance model reads.
 browser:
-	@command -v chromium >/dev/null 2>&1 && command -v espeak-ng >/dev/null 2>&1 || { \
+	@command -v chromium >/dev/null 2>&1 && command -v espeak-ng >/dev/null 2>&1 && \
+	  test -f /usr/share/i18n/locales/km_KH || { \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	  chromium espeak-ng >/dev/null) || \
+	  chromium espeak-ng locales >/dev/null) || \
 	  echo "chromium / espeak-ng not installed: browser and speech tests will be skipped"; }
 
 setup: $(STAMP)
