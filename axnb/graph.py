@@ -332,6 +332,7 @@ def read(path: str | Path) -> onnx.ModelProto:
         proto = onnx.load(str(path), load_external_data=True)
     except Exception as e:  # noqa: BLE001 - protobuf raises several unrelated types
         raise ModelError(f"{path}: not a readable ONNX model ({type(e).__name__}: {e})") from e
+    _upgrade_ir(proto, path)
     try:
         onnx.checker.check_model(proto if proto.ByteSize() < 2**31 - 1 else str(path))
     except onnx.checker.ValidationError as e:
@@ -340,6 +341,20 @@ def read(path: str | Path) -> onnx.ModelProto:
     if not proto.graph.node:
         raise ModelError(f"{path}: the graph has no nodes")
     return proto
+
+
+# NOTE: IR 3 (ONNX <= 1.2, e.g. OnnxMLTools 1.8 exports) required every initializer to be a graph
+# input; files that omit them fail onnx's checker although onnxruntime runs them. IR 4 only
+# dropped that rule, so raising the number is all the upgrade there is (opsets convert later).
+_MIN_IR = 4
+
+
+def _upgrade_ir(proto: onnx.ModelProto, path: Path) -> None:
+    if proto.ir_version >= _MIN_IR:
+        return
+    warnings.warn(f"{path.name}: IR version {proto.ir_version} read as IR {_MIN_IR} (initializers "
+                  f"need not be graph inputs since IR 4; nothing else changes)", stacklevel=3)
+    proto.ir_version = _MIN_IR
 
 
 def fix_input_shapes(proto: onnx.ModelProto, shapes: Mapping[str, tuple[int, ...]] | None,
