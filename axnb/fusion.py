@@ -354,10 +354,10 @@ def _name(members) -> str:
     ops = {n.op_type for n in members}
     if "Sqrt" in ops and ops & {"ReduceMean", "ReduceSum"}:
         return "LayerNorm" if "Sub" in ops else "RMSNorm"
+    if "Tanh" in ops and ops & {"Softplus", "Log"}:
+        return "Mish"
     if "Erf" in ops or ("Tanh" in ops and ("Pow" in ops or len(members) >= 6)):
         return "GELU"
-    if "Softplus" in ops and "Tanh" in ops:
-        return "Mish"
     if "HardSigmoid" in ops or {"Clip", "Add", "Mul"} <= ops:
         return "HardSwish"
     if "Sigmoid" in ops and "Mul" in ops:
