@@ -179,7 +179,8 @@ def _norms(model, taken: set[str]):
     """One group per normalization: tried from each reduction's input (and what that input is a
     plain function of: Cast, reshapes, a square), nearest first."""
     for r in model.nodes:
-        if r.op_type in _REDUCE and r.name not in taken and r.input:
+        if r.op_type in _REDUCE and r.name not in taken and r.input \
+                and not _is_const(model, r.input[0]):
             g = next((g for x in _roots(model, r.input[0]) if (g := _norm(model, x, taken))),
                      None)
             if g is not None:
@@ -203,7 +204,7 @@ def _norm(model, x: str, taken: set[str]) -> Group | None:
     None unless x is scaled by a statistic from a mean of squares (a LayerNorm's variance, an
     RMSNorm's mean square) and the region is closed (its insides read only inside).
     """
-    kind, roles = _moments(model, x, taken)
+    roles = _moments(model, x, taken)
     scaled = [model.node_by_name[n] for n, r in roles.items() if r == "scale"]
     if not scaled:
         return None
@@ -217,13 +218,16 @@ def _norm(model, x: str, taken: set[str]) -> Group | None:
     return _group(model, members, end, "LayerNorm" if centered else "RMSNorm")
 
 
-def _moments(model, x: str, taken: set[str]) -> tuple[dict, dict]:
-    """What is computed from ``x`` alone (and constants) through elementwise ops, forward.
+def _moments(model, x: str, taken: set[str]) -> dict[str, str]:
+    """The roles of what is computed from ``x`` alone (and constants) through elementwise ops.
+
+    Each tensor reached gets flags: ``stat`` (a reduction of x, or math on reductions only),
+    ``m2`` (a statistic from a mean of squares), ``sq`` (a square of x), ``post`` (after a
+    scaling).
 
     Returns:
-        tensor -> flags: ``stat`` (a reduction of x, or math on reductions only), ``m2`` (a
-        statistic from a mean of squares), ``sq`` (a square of x), ``post`` (after a scaling);
-        and node name -> ``center`` (x minus a statistic) or ``scale`` (x times / by an m2 one).
+        node name -> ``center`` (x minus a statistic), ``scale`` (x times / by an m2 one) or
+        ``mix`` (x with a statistic otherwise), for the nodes that combine the two.
     """
     kind: dict[str, frozenset] = {x: frozenset()}
     roles: dict[str, str] = {}
@@ -239,7 +243,7 @@ def _moments(model, x: str, taken: set[str]) -> tuple[dict, dict]:
             if flags is not None:
                 kind.update({o: flags for o in c.output if o})
                 todo.extend(o for o in c.output if o)
-    return kind, roles
+    return roles
 
 
 def _flags(model, c, fl: list[frozenset], roles: dict) -> frozenset | None:
@@ -351,9 +355,8 @@ def _reach(model, x: str, taken: set[str]) -> set[str]:
 
 
 def _name(members) -> str:
+    # NOTE: no norm names: _norms names the norms; a region it left is not one (e.g. a std alone)
     ops = {n.op_type for n in members}
-    if "Sqrt" in ops and ops & {"ReduceMean", "ReduceSum"}:
-        return "LayerNorm" if "Sub" in ops else "RMSNorm"
     if "Tanh" in ops and ops & {"Softplus", "Log"}:
         return "Mish"
     if "Erf" in ops or ("Tanh" in ops and ("Pow" in ops or len(members) >= 6)):

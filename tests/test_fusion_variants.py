@@ -332,3 +332,16 @@ def test_grouped_norm_beats_ungrouped(seed):
     feeds = _feeds(shape, 4, seed)
     npu, none = _cosine(proto, feeds, "npu"), _cosine(proto, feeds, "none")
     assert np.isfinite(npu) and not none >= npu, (npu, none)    # NOTE: unfused may be NaN
+
+
+def test_odd_reductions_do_not_crash():
+    """A reduction of a constant, a mean with no square (x * sigmoid(mean x), an SE block) and a
+    variance whose scaling reads another tensor: no norm group, closed groups, no exception."""
+    g = _G(np.random.default_rng(0), 17)
+    c = g.reduce("ReduceMean", g.const(np.ones((1, 4))), [-1])
+    se = g.op("Mul", ["inp", g.op("Sigmoid", [g.reduce("ReduceMean", "inp", [-1])])])
+    var = g.reduce("ReduceMean", g.op("Mul", ["inp", "inp"]), [-1])
+    y = g.op("Add", [g.op("Div", [g.op("Relu", ["inp"]), g.op("Sqrt", [var])]), c])
+    m = _model(g.model([1, 4], g.op("Add", [se, y]), [1, 4]))
+    _invariants(m)
+    assert not any(grp.op in ("LayerNorm", "RMSNorm") for grp in m.groups)
