@@ -5,10 +5,14 @@ operator groups, not on every tensor. :func:`find_groups` finds, once per model 
 (:class:`~axnb.types.Fusion`), the groups whose *internal* tensors stay float:
 
 - Conv / ConvTranspose / Gemm / MatMul + a bias Add (initializer) + Relu / Clip / LeakyRelu;
-- elementwise regions around a seed op (Sqrt, Erf, Tanh, Sigmoid, HardSigmoid, Softplus) with
-  one float input and one output read outside: LayerNorm (mean/variance, Pow or Mul, Div or
-  Reciprocal + Mul, ReduceSum / N) and RMSNorm with their affine, GELU (Erf and Tanh forms),
-  SiLU, HardSwish, Mish;
+- normalizations, recognized by what they compute, not how they are spelled: from one tensor x,
+  statistics (reductions of x, of x - mean or of x squared, then any math on reductions only)
+  and x scaled by a second-moment statistic (Div, or Mul by a Reciprocal / Pow -0.5), then a
+  constant affine: LayerNorm (a mean subtracted) and RMSNorm. x (a residual Add or any op)
+  stays outside and keeps its quantizer; the group's output is the last op of the norm+affine;
+- elementwise regions around a seed op (Sqrt, Erf, Tanh, Sigmoid, HardSigmoid, Softplus, Clip)
+  computed from one float tensor (the earliest tensor the seed is a function of alone) with one
+  output read outside: GELU (Erf and Tanh forms), SiLU / Swish, HardSwish, Mish;
 - additive attention masks: the branch of the Add before a Softmax that does not descend from
   a weighted op stays float up to the Softmax (a -inf or float32-min mask quantized to 8 bits
   destroys the scores).
@@ -44,7 +48,7 @@ __all__ = ["ELEMENTWISE", "ORT_SAME_PARAMS", "SAME_PARAMS", "SEEDS", "Group", "f
 
 ELEMENTWISE = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "Sqrt", "Reciprocal", "Erf", "Tanh",
                          "Sigmoid", "HardSigmoid", "Softplus", "Clip", "Neg", "Abs", "Exp",
-                         "ReduceMean", "ReduceSum", "Cast", "Max", "Min",
+                         "ReduceMean", "ReduceSum", "ReduceSumSquare", "Cast", "Max", "Min", "Log",
                          # NOTE: shape-only ops (constant shapes) appear inside exported norms
                          "Reshape", "Expand", "Unsqueeze", "Squeeze"})
 SEEDS = frozenset({"Sqrt", "Erf", "Tanh", "Sigmoid", "HardSigmoid", "Softplus", "Clip"})
@@ -66,6 +70,11 @@ ORT_SAME_PARAMS = frozenset({"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Fl
                              "Pad", "MaxPool", "Resize"})
 _LINEAR = frozenset({"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Div", "Mul", "Cast"})
 _MAX_BACK = 12      # NOTE: the longest decomposed norm (ReduceSum/N variants) is 9 nodes back
+# NOTE: not ReduceL2: x / ||x|| (an embedding's unit length) is left as it was measured.
+_REDUCE = frozenset({"ReduceMean", "ReduceSum", "ReduceSumSquare"})
+_SHAPE = frozenset({"Reshape", "Expand", "Unsqueeze", "Squeeze"})
+_PASS = _SHAPE | {"Cast"}    # NOTE: ops that keep a value's meaning (a square stays a square)
+_MAX_NORM = 64      # NOTE: nodes visited forward from x; a decomposed norm has at most ~20
 
 
 @dataclass(frozen=True)
@@ -96,7 +105,7 @@ def find_groups(model, policy=Fusion.npu) -> tuple[Group, ...]:
         return _ort(model)
     taken: set[str] = set()
     groups = []
-    for finder in (_indices, _masks, _linear, _regions):
+    for finder in (_indices, _masks, _linear, _norms, _regions):
         for g in finder(model, taken):
             groups.append(g)
             taken.update(g.members)
@@ -165,7 +174,116 @@ def _single(model, t: str, taken: set[str]):
     return cs[0]
 
 
-# ---- elementwise regions (norms, activations) ----------------------------------------------------
+# ---- normalizations, by meaning ----------------------------------------------------------------
+def _norms(model, taken: set[str]):
+    """One group per normalization: tried from each reduction's input (and what that input is a
+    plain function of: Cast, reshapes, a square), nearest first."""
+    for r in model.nodes:
+        if r.op_type in _REDUCE and r.name not in taken and r.input \
+                and not _is_const(model, r.input[0]):
+            g = next((g for x in _roots(model, r.input[0]) if (g := _norm(model, x, taken))),
+                     None)
+            if g is not None:
+                taken.update(g.members)
+                yield g
+
+
+def _roots(model, t: str) -> list[str]:
+    """``t`` and the tensors it is computed from through one-input ops (at most 3 back)."""
+    out = [t]
+    while (p := model.producer.get(t)) is not None and len(out) < 4 and p.op_type in \
+            (_PASS | {"Pow", "Mul", "Div", "Abs"}) and len(set(_dyn(model, p))) == 1:
+        t = _dyn(model, p)[0]
+        out.append(t)
+    return out
+
+
+def _norm(model, x: str, taken: set[str]) -> Group | None:
+    """The normalization of ``x``: from x (outside) to its last scaling op and constant affine.
+
+    None unless x is scaled by a statistic from a mean of squares (a LayerNorm's variance, an
+    RMSNorm's mean square) and the region is closed (its insides read only inside).
+    """
+    roles = _moments(model, x, taken)
+    scaled = [model.node_by_name[n] for n, r in roles.items() if r == "scale"]
+    if not scaled:
+        return None
+    order = {n.name: i for i, n in enumerate(model.nodes)}
+    end = _affine(model, max(scaled, key=lambda n: order[n.name]).output[0], taken)
+    members = model.subgraph([x], [end])
+    if any(n.name in taken or n.op_type not in ELEMENTWISE for n in members) \
+            or not _closed(model, members, end):
+        return None
+    centered = any(roles.get(n.name) == "center" for n in members)
+    return _group(model, members, end, "LayerNorm" if centered else "RMSNorm")
+
+
+def _moments(model, x: str, taken: set[str]) -> dict[str, str]:
+    """The roles of what is computed from ``x`` alone (and constants) through elementwise ops.
+
+    Each tensor reached gets flags: ``stat`` (a reduction of x, or math on reductions only),
+    ``m2`` (a statistic from a mean of squares), ``sq`` (a square of x), ``post`` (after a
+    scaling).
+
+    Returns:
+        node name -> ``center`` (x minus a statistic), ``scale`` (x times / by an m2 one) or
+        ``mix`` (x with a statistic otherwise), for the nodes that combine the two.
+    """
+    kind: dict[str, frozenset] = {x: frozenset()}
+    roles: dict[str, str] = {}
+    todo, seen = [x], set()
+    while todo and len(seen) < _MAX_NORM:
+        for c in model.consumers.get(todo.pop(0), []):
+            ins = _dyn(model, c)
+            if c.name in seen or c.name in taken or c.op_type not in ELEMENTWISE \
+                    or not all(i in kind for i in ins):
+                continue
+            seen.add(c.name)
+            flags = _flags(model, c, [kind[i] for i in ins], roles)
+            if flags is not None:
+                kind.update({o: flags for o in c.output if o})
+                todo.extend(o for o in c.output if o)
+    return roles
+
+
+def _flags(model, c, fl: list[frozenset], roles: dict) -> frozenset | None:
+    """The flags of ``c``'s output from its inputs' (see :func:`_moments`); None stops there."""
+    stat = [f for f in fl if "stat" in f]
+    full = [f for f in fl if "stat" not in f]
+    if c.op_type in _REDUCE:
+        # NOTE: a reduction of a scaled tensor is the next norm's statistic, not this one's.
+        if stat or "post" in fl[0]:
+            return None
+        m2 = "sq" in fl[0] or c.op_type == "ReduceSumSquare"
+        return frozenset({"stat", "m2"} if m2 else {"stat"})
+    if not full:
+        return frozenset().union(*stat)
+    post = frozenset({"post"}) if any("post" in f for f in full) else frozenset()
+    if not stat:
+        dyn = _dyn(model, c)
+        square = (c.op_type == "Pow" and len(dyn) == 1) or (c.op_type == "Mul" and len(dyn) == 2
+                                                             and dyn[0] == dyn[1])
+        keep = c.op_type in _PASS and "sq" in fl[0]
+        return post | ({"sq"} if square or keep else set())
+    if c.op_type in ("Div", "Mul") and any("m2" in f for f in stat):
+        roles[c.name] = "scale"
+        return frozenset({"post"})
+    roles[c.name] = "center" if c.op_type in ("Sub", "Add") else "mix"
+    return post
+
+
+def _affine(model, t: str, taken: set[str]) -> str:
+    """The end of the constant affine (and Casts) after ``t``; reshapes only in between."""
+    end = t
+    while (c := _single(model, t, taken)) is not None and len(set(_dyn(model, c))) == 1 \
+            and c.op_type in (_AFFINE | _PASS):
+        t = c.output[0]
+        if c.op_type not in _SHAPE:
+            end = t
+    return end
+
+
+# ---- elementwise regions (activations; the norms _norms missed) ------------------------------
 def _regions(model, taken: set[str]):
     for seed in model.nodes:
         if seed.op_type not in SEEDS or seed.name in taken:
@@ -195,39 +313,27 @@ def _region(model, seed, taken: set[str]) -> Group | None:
 
 
 def _source(model, seed, taken: set[str]) -> str | None:
-    """The float input of the region: the cone leaf that all other leaves descend from."""
-    cone, todo, leaves = {}, [(seed, 0)], []
+    """The float input of the region: the earliest tensor of the seed's backward elementwise
+    cone that the seed is computed from alone.
+
+    NOTE: not the cone's leaves: a residual Add's inputs are leaves, its output is the input.
+    """
+    cone, todo, tensors = {}, [(seed, 0)], []
     while todo:
         n, depth = todo.pop()
         for t in _dyn(model, n):
+            tensors.append(t)
             p = model.producer.get(t)
-            if p is None or p.op_type not in ELEMENTWISE or p.name in taken or depth >= _MAX_BACK:
-                leaves.append(t)
-            elif p.name not in cone:
+            if p is not None and p.op_type in ELEMENTWISE and p.name not in taken \
+                    and depth < _MAX_BACK and p.name not in cone:
                 cone[p.name] = p
                 todo.append((p, depth + 1))
-    leaves = list(dict.fromkeys(leaves))
-    if len(leaves) == 1:
-        return leaves[0]
-    for cand in leaves:
-        if all(cand in _above(model, t) for t in leaves if t != cand):
+    order = {n.name: i for i, n in enumerate(model.nodes)}
+    pos = {t: order[p.name] if (p := model.producer.get(t)) else -1 for t in tensors}
+    for cand in sorted(dict.fromkeys(tensors), key=pos.__getitem__):
+        if all(i in _reach(model, cand, taken) for i in _dyn(model, seed)):
             return cand
     return None
-
-
-def _above(model, t: str) -> set[str]:
-    """Tensors ``t`` is computed from through elementwise ops (bounded)."""
-    seen, todo = set(), [(t, 0)]
-    while todo:
-        u, depth = todo.pop()
-        p = model.producer.get(u)
-        if p is None or p.op_type not in ELEMENTWISE or depth >= _MAX_BACK:
-            continue
-        for i in _dyn(model, p):
-            if i not in seen:
-                seen.add(i)
-                todo.append((i, depth + 1))
-    return seen
 
 
 def _reach(model, x: str, taken: set[str]) -> set[str]:
@@ -249,13 +355,12 @@ def _reach(model, x: str, taken: set[str]) -> set[str]:
 
 
 def _name(members) -> str:
+    # NOTE: no norm names: _norms names the norms; a region it left is not one (e.g. a std alone)
     ops = {n.op_type for n in members}
-    if "Sqrt" in ops and ops & {"ReduceMean", "ReduceSum"}:
-        return "LayerNorm" if "Sub" in ops else "RMSNorm"
+    if "Tanh" in ops and ops & {"Softplus", "Log"}:
+        return "Mish"
     if "Erf" in ops or ("Tanh" in ops and ("Pow" in ops or len(members) >= 6)):
         return "GELU"
-    if "Softplus" in ops and "Tanh" in ops:
-        return "Mish"
     if "HardSigmoid" in ops or {"Clip", "Add", "Mul"} <= ops:
         return "HardSwish"
     if "Sigmoid" in ops and "Mul" in ops:

@@ -331,3 +331,44 @@ def test_slice_and_reshape_outputs_keep_their_sources_parameters(fusion):
     assert qp["half"] == qp["y"] == qp["h"]
     assert not stats.activations["y"].has_histogram
     assert stats.range("y", "MSE") == stats.range("h", "MSE")
+
+
+def _pre_ln_stack(blocks=2, dim=8, opset=13):
+    """PyTorch below opset 17: h = h + MatMul(LN(h)) per block, LN as ReduceMean / Sub / Pow /
+    ReduceMean / Add / Sqrt / Div / Mul / Add (issue 28: the residual Add is each LN's x)."""
+    n, inits, h = [], {"two": np.float32(2), "eps": np.float32(1e-5)}, "x"
+    for b in range(blocks):
+        inits |= {f"g{b}": tiny.weights(dim, scale=0.3, offset=b) + 1,
+                  f"b{b}": tiny.weights(dim, scale=0.1, offset=b + 0.5),
+                  f"w{b}": tiny.weights(dim, dim, scale=0.3, offset=b + 0.2)}
+        t = lambda s, b=b: f"{s}{b}"  # noqa: E731
+        n += [helper.make_node("ReduceMean", [h], [t("mu")], name=t("mean"), axes=[-1]),
+              helper.make_node("Sub", [h, t("mu")], [t("d")], name=t("sub")),
+              helper.make_node("Pow", [t("d"), "two"], [t("sq")], name=t("pow")),
+              helper.make_node("ReduceMean", [t("sq")], [t("var")], name=t("var_"), axes=[-1]),
+              helper.make_node("Add", [t("var"), "eps"], [t("ve")], name=t("eps_")),
+              helper.make_node("Sqrt", [t("ve")], [t("std")], name=t("sqrt")),
+              helper.make_node("Div", [t("d"), t("std")], [t("xn")], name=t("div")),
+              helper.make_node("Mul", [t("xn"), t("g")], [t("xg")], name=t("gamma")),
+              helper.make_node("Add", [t("xg"), t("b")], [t("ln")], name=t("beta")),
+              helper.make_node("MatMul", [t("ln"), t("w")], [t("mm")], name=t("mm_")),
+              helper.make_node("Add", [h, t("mm")], [t("h")], name=t("res"))]
+        h = t("h")
+    vi = helper.make_tensor_value_info
+    g = helper.make_graph(n, "pre_ln", [vi("x", TensorProto.FLOAT, [1, 4, dim])],
+                          [vi(h, TensorProto.FLOAT, [1, 4, dim])],
+                          [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def test_pre_ln_stack_groups_every_layernorm_from_its_residual():
+    """Each LN is one group from its x (the graph input, then the residual Adds: quantized) to
+    its beta Add; before, the walk back through the residual Add gave up on every block."""
+    m = _model(_pre_ln_stack(blocks=3))
+    lns = [g for g in m.groups if g.op == "LayerNorm"]
+    assert [(g.members[0], g.output) for g in lns] == [
+        ("mean0", "ln0"), ("mean1", "ln1"), ("mean2", "ln2")]
+    assert all(len(g.members) == 9 for g in lns)
+    plan = QuantPlan.from_config(m)
+    assert all(plan.acts[t] is QType.U8 for t in ("x", "h0", "h1", "ln0", "ln1", "ln2"))
+    assert set(m.points()) == {"x", "ln0", "mm0", "h0", "ln1", "mm1", "h1", "ln2", "mm2", "h2"}
