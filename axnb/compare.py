@@ -49,7 +49,8 @@ from axnb.simulate import QuantModel
 from axnb.types import Col, Method, Mode, parse_enum
 
 __all__ = ["analysis_session", "base_graph", "check_reference", "compare", "compare_chunk",
-           "compare_finish", "compare_methods", "merge_chunks", "param_feed", "parse_methods",
+           "compare_finish", "compare_methods", "first_nonfinite", "locate_nonfinite",
+           "merge_chunks", "param_feed", "parse_methods",
            "perlayer_values", "table_meta"]
 FLAT = "__axnb_flat"
 DTYPES = {"float32": "FP32", "float16": "FP16", "float64": "FP64", "bfloat16": "BF16"}
@@ -509,18 +510,41 @@ def _report(model, qmodel, m: Method, n: int, secs: float, res, final) -> LayerR
     return LayerReport(rows, meta, final)
 
 
-def _nonfinite(rows: list[dict], bad: dict, meta: dict) -> None:
-    """Name the first tensor (graph order) where NaN/Inf appear: in the float model itself, or
-    only in the quantized one; every metric from there on is undefined and the notes say why."""
+def locate_nonfinite(model: Model, qmodel: QuantModel, feeds) -> dict | None:
+    """:func:`first_nonfinite` of the EndToEnd table of ``qmodel`` on ``feeds`` (one compare
+    pass; the quantized side's when both are non-finite), or None when every tensor is finite.
+
+    Example:
+        >>> locate_nonfinite(wb.model, wb.quantized(), wb.samples[:1]) is None
+        True
+    """
+    return compare(model, qmodel, feeds, Method.EndToEnd, progress=False).meta.get(
+        "first_nonfinite")
+
+
+def first_nonfinite(rows: list[dict], bad: dict) -> list[dict]:
+    """The first tensor (graph order) where NaN/Inf appear: in the float model itself (``side``
+    "float"), and the first where only the quantized one gives them (``side`` "quantized");
+    each ``{"tensor", "operator", "side"}`` (:func:`axnb.metrics.nonfinite_text` says it).
+
+    Example:
+        >>> rows = [{"Operator": "A", "Output Tensor": "a"}, {"Operator": "B", "Output Tensor": "b"}]
+        >>> first_nonfinite(rows, {"b": (False, True)})
+        [{'tensor': 'b', 'operator': 'B', 'side': 'quantized'}]
+    """
     flags = [(r, *bad.get(r[Col.OUTPUT], (False, False))) for r in rows]
     first_f = next((r for r, f, _ in flags if f), None)
     first_q = next((r for r, f, q in flags if q and not f), None)
-    if first_f is not None:
-        meta["float_nonfinite"] = first_f[Col.OUTPUT]
-        meta["notes"].append(f"the FLOAT model itself gives NaN/Inf from {first_f['Operator']} "
-                             f"({first_f['Output Tensor']}); metrics of such tensors are NaN")
-    if first_q is not None:
-        meta["nonfinite"] = first_q[Col.OUTPUT]
-        meta["notes"].append(f"the quantized model gives NaN/Inf first at {first_q['Operator']} "
-                             f"({first_q['Output Tensor']}) where the float model is finite; "
-                             "metrics from there on are NaN: fix that layer first (U16/FP32)")
+    return [{"tensor": r[Col.OUTPUT], "operator": r[Col.OPERATOR], "side": side}
+            for r, side in ((first_f, "float"), (first_q, "quantized")) if r is not None]
+
+
+def _nonfinite(rows: list[dict], bad: dict, meta: dict) -> None:
+    """Name the first non-finite tensors (:func:`first_nonfinite`) in the meta and the notes:
+    every metric from there on is undefined and the notes say why."""
+    found = first_nonfinite(rows, bad)
+    for info in found:
+        meta["float_nonfinite" if info["side"] == "float" else "nonfinite"] = info["tensor"]
+        meta["notes"].append(metrics.nonfinite_text(info))
+    if found:
+        meta["first_nonfinite"] = found[-1]     # NOTE: the quantized model's when it has one

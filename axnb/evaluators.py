@@ -210,7 +210,7 @@ class CosineEvaluator(PlanEvaluator):
         return cls(qm, wb.stats, wb.samples, metric, wb.executor, fl, wb._ranker(mode))
 
     def _scores(self, terms: list) -> dict[str, float]:
-        res = metrics.combine_outputs(terms)
+        res = metrics.scored(metrics.combine_outputs(terms))
         return {o: float(m[self._key]) for o, m in res.items()}
 
 
