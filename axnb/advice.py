@@ -25,6 +25,7 @@ import math
 from collections.abc import Mapping
 
 from axnb.results import Advice, Trial, TrialKind
+from axnb.results.layers import silent_rows, worst_order
 from axnb.types import CalibMethod, Col
 
 __all__ = ["FINAL", "LAYER", "METHODS_TRIED", "Advice", "advise", "calibration_trials",
@@ -89,7 +90,9 @@ def _frames(reports) -> list[tuple[str, object, dict]]:
 def where_lines(reports, fine: float = LAYER) -> tuple[str, ...]:
     """Where the loss starts (EndToEnd) and the layers that cause it (PerLayer / Isolation),
     kept apart: the first rows EndToEnd names are where the error becomes visible, which is
-    not the same as the layers whose own error is large.
+    not the same as the layers whose own error is large. Near-silent tensors
+    (:func:`axnb.results.layers.silent_rows`: their error is explained by their magnitude) are
+    passed over, and counted.
 
     Example:
         >>> import pandas as pd
@@ -100,16 +103,20 @@ def where_lines(reports, fine: float = LAYER) -> tuple[str, ...]:
     out = []
     for label, df, meta in _frames(reports):
         m = str(getattr(meta.get("method", ""), "value", meta.get("method", "")))
-        bad = df[df[Col.COSINE] < fine]
+        low, quiet = ~(df[Col.COSINE] >= fine), silent_rows(df)
+        bad, skip = df[low & ~quiet], int((low & quiet).sum())
+        # NOTE: a NaN row is under every line: it is named, never passed over silently
+        note = (f" ({skip} near-silent tensors under it passed over: their error is explained "
+                "by their magnitude)") if skip else ""
         if m == "EndToEnd":
             out.append(f"Where the loss starts ({_name(label, m)}, errors accumulate): "
-                       f"{len(bad)} of {len(df)} tensors under {line(fine)}"
+                       f"{len(bad)} of {len(df)} tensors under {line(fine)}{note}"
                        + (f"; the first: {_names(bad)}." if len(bad) else "."))
         elif m in ("PerLayer", "Isolation"):
-            bad = bad.sort_values(Col.COSINE, kind="stable")
+            bad = bad.iloc[worst_order(bad)]
             what = "each layer's own error" if m == "PerLayer" else "each layer quantized alone"
             out.append(f"The layers that cause it ({_name(label, m)}, {what}): {len(bad)} of "
-                       f"{len(df)} under {line(fine)}" +
+                       f"{len(df)} under {line(fine)}{note}" +
                        (f"; worst: {_names(bad)}." if len(bad) else "."))
     return tuple(out)
 

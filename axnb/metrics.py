@@ -185,6 +185,17 @@ class Accumulator:
                 out = {k: np.where(one, pooled[k], v) for k, v in out.items()}
         return {k: float(v) if np.ndim(v) == 0 else v for k, v in out.items()}
 
+    def rms(self) -> float | np.ndarray:
+        """The float tensor's RMS over every element of every sample, sqrt(sum x^2 / sum n).
+
+        Example:
+            >>> acc = Accumulator(); acc.add([3.0, 4.0], [3.0, 4.0]); acc.rms()
+            3.5355339059327378
+        """
+        with np.errstate(invalid="ignore", divide="ignore"):
+            r = np.sqrt(self._pooled[..., 2] / self._pooled[..., 0])
+        return float(r) if np.ndim(r) == 0 else r
+
     def across_samples(self) -> np.ndarray | bool:
         """Where :meth:`result` compared across the samples (1 element per sample)."""
         one = self._pooled[..., 0] <= self.samples
@@ -262,6 +273,17 @@ def judged(m) -> tuple[np.ndarray, np.ndarray]:
     return np.where(silent, 1.0 / np.sqrt(1.0 + m[:, 4] / n / med), cos), silent
 
 
+def silent_tensors(rms) -> np.ndarray:
+    """Where the tensors of a table are near-silent (:data:`SILENT_TENSOR`), from their float
+    RMS (the ``Float RMS`` column).
+
+    Example:
+        >>> silent_tensors([1.0, 0.5, 2.0, 2.4e-5]).tolist()
+        [False, False, False, True]
+    """
+    return near_silent(np.square(np.asarray(rms, np.float64)), SILENT_TENSOR)
+
+
 SKIPPED = "skipped"
 """Key of a final-metric entry that is not scored (why, in words); see :func:`scored`."""
 
@@ -319,7 +341,8 @@ def silent_text(m: dict) -> str:
     cos = ", ".join(f"#{i} {raw[i]:.4f}" for i in sil[:3] if i < len(raw))
     return (f"{len(sil)} of {n} samples near-silent (float energy < {SILENT_SAMPLE:g} of the "
             f"median sample's): judged by their error against the median sample's energy, "
-            f"not by their cosine ({cos}); cosine over all samples {m.get('raw_cosine', np.nan):.5f}")
+            f"not by their cosine ({cos}); plain cosine over all samples "
+            f"{m.get('raw_cosine', np.nan):.5f}")
 
 
 def nonfinite_text(info: dict | None) -> str:

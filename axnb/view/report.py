@@ -24,11 +24,12 @@ from markupsafe import Markup, escape
 from axnb import advice
 from axnb.advice import FINAL, LAYER, line
 from axnb.results import Analysis, OCol
+from axnb.results.layers import worst_order
 from axnb.types import Col, QType
 from axnb.view.compact import bucket_css, is_number, table
 from axnb.view.tables import OUTLIER_SHOWN, diagnosis_table, frame_of, outlier_html, to_html
 
-LAYER_COLUMNS = Col.LAYER_TABLE
+LAYER_COLUMNS = Col.TENSOR_TABLE
 FORMULAS = (
     ("Cosin (cosine)", "sum(x*y) / (||x|| ||y||), per sample on the flattened tensors, "
                        "averaged over samples (1 when both are all-zero)"),
@@ -94,7 +95,7 @@ def _layer_section(i: int, label: str, rep, an: Analysis, threshold: float,
         cols.remove(Col.ORIGINAL)
     u16 = {n for q, ns in an.plan.get("layers", {}).items() if QType(q).bits == 16 for n in ns}
     svg = fig_to_svg(cosine_along_depth(df, threshold, u16=u16, fine=fine, title=label))
-    worst = df.iloc[df[Col.COSINE].fillna(math.inf).argsort(kind="stable")]
+    worst = df.iloc[worst_order(df)]
     mode = _mode(meta.get("mode", ""))
     notes, chips = _meta_parts(meta)
     return {"id": f"layers{i}", "label": label, "df": df, "meta": meta, "mode": mode,
