@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+from axnb.metrics import final_notes, scored, skipped
 from axnb.results import Advice, Trial, TrialKind
 from axnb.results.layers import silent_rows, worst_order
 from axnb.types import CalibMethod, Col
@@ -153,7 +154,7 @@ def spreads(analysis, threshold: float = FINAL) -> dict[str, dict[str, dict | No
     """
     a = analysis
     return {m: {o: spread(v.get("per_sample"), a.sample_names, threshold)
-                for o, v in outs.items()} for m, outs in a.final.items()}
+                for o, v in scored(outs).items()} for m, outs in a.final.items()}
 
 
 def spread_text(sp: Mapping | None, threshold: float = FINAL) -> str:
@@ -249,7 +250,8 @@ def advise(final: Mapping[str, float], reports=(), outliers=None, method: str = 
            smooth: Mapping | None = None, plan_summary: str = "", mode: str = "",
            by_method: Mapping[str, float] | None = None, threshold: float = FINAL,
            fine: float = LAYER, trials=(), spread: Mapping | None = None,
-           task: tuple[bool, str] | None = None, max_drop: float | None = None) -> Advice:
+           task: tuple[bool, str] | None = None, max_drop: float | None = None,
+           notes: tuple[str, ...] = ()) -> Advice:
     """The tuning flowchart with this model's numbers, ending in measured next steps only.
 
     Final cosine (min over outputs) >= ``threshold`` and no failed task verdict: pass (with a
@@ -280,6 +282,9 @@ def advise(final: Mapping[str, float], reports=(), outliers=None, method: str = 
         task: the task verdict (acceptable, one line) when a task metric was measured
             (:meth:`axnb.results.Analysis.task_verdict`), else None.
         max_drop: the accepted task-metric drop of that verdict.
+        notes: what the verdict must say about how the final figure was measured (near-silent
+            samples judged by their error, outputs not scored, where NaN/Inf start): each is
+            said after the headline and kept in ``details["notes"]``.
 
     Example:
         >>> a = advise({"out": 0.95}, method="MinMax", by_method={"MSE": 0.985})
@@ -300,11 +305,13 @@ def advise(final: Mapping[str, float], reports=(), outliers=None, method: str = 
     det["spread"] = dict(spread) if spread else None
     det["task_verdict"] = None if task is None else {"ok": bool(task[0]), "verdict": task[1]}
     task_bad = task is not None and not task[0]
-    places = _spread_line(spread, threshold) + where_lines(reports, fine) + ((
+    det["notes"] = list(notes)
+    places = tuple(notes) + _spread_line(spread, threshold) + where_lines(reports, fine) + ((
         f"SmoothQuant is on ({len(smooth.get('applied', ()))} tensors smoothed, alpha "
         f"{smooth.get('alpha')}).",) if smooth is not None else ())
     head = (f"Final-output cosine {_pct(score)}{where} >= {line(threshold)}: roughly normal "
             "by Pulsar2's accuracy-tuning guide.")
+    head += _notes_clause(notes)
     if ok and not task_bad:
         # NOTE: a measured task metric is the check this step asked for
         steps = ([] if task is not None else [
@@ -316,7 +323,7 @@ def advise(final: Mapping[str, float], reports=(), outliers=None, method: str = 
     if not ok:
         head = (f"Final-output cosine {_pct(score)} at {worst_out}{where} < {line(threshold)}: "
                 "quantization loses accuracy." if final else
-                "No final-output cosine was computed.")
+                "No final-output cosine was computed.") + _notes_clause(notes)
     given = list(trials or ())
     kinds = {t.kind for t in given}
     tried = given + ([] if TrialKind.calibration in kinds else
@@ -352,6 +359,11 @@ def advise(final: Mapping[str, float], reports=(), outliers=None, method: str = 
                   det, threshold, fine, places, tuple(good))
 
 
+def _notes_clause(notes) -> str:
+    return f" ({len(notes)} note{'s' if len(notes) > 1 else ''} on how it was measured below.)" \
+        if notes else ""
+
+
 def _untried(kinds: set, outliers, smooth) -> str:
     out = []
     if TrialKind.calibration not in kinds:
@@ -375,7 +387,10 @@ def for_analysis(analysis, threshold: float = FINAL, fine: float = LAYER) -> Adv
     fin = a.final_cosine()
     worst = min(fin, key=fin.get) if fin else None
     per = a.final.get(a.mode, {}).get(worst, {}).get("per_sample") if worst else None
+    outs = a.final.get(a.mode, {})
+    notes = tuple(f"{o}: {t}" for o, m in scored(outs).items() for t in final_notes(m)) + \
+        tuple(f"{o}: {why}" for o, why in skipped(outs).items())
     return advise(fin, a.reports, a.outliers, a.method, a.smoothing,
                   a.plan.get("summary", ""), a.mode, a.by_method, threshold, fine,
                   getattr(a, "trials", ()), spread(per, a.sample_names, threshold),
-                  a.task_verdict(), a.max_drop)
+                  a.task_verdict(), a.max_drop, notes)

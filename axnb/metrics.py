@@ -345,6 +345,18 @@ def silent_text(m: dict) -> str:
             f"{m.get('raw_cosine', np.nan):.5f}")
 
 
+def final_notes(m: dict) -> list[str]:
+    """What a final-metric entry needs said beside its cosine: its near-silent samples
+    (:func:`silent_text`) and where its NaN/Inf start (:func:`nonfinite_text`).
+
+    Example:
+        >>> final_notes({"Cosin": 0.99})
+        []
+    """
+    nf = nonfinite_text(m.get("nonfinite"))
+    return [t for t in (silent_text(m), f"NaN/Inf: {nf}" if nf else "") if t]
+
+
 def nonfinite_text(info: dict | None) -> str:
     """The one sentence naming the first non-finite tensor (``{"tensor", "operator", "side"}``:
     ``side`` "float" when the float model itself gives NaN/Inf there, else "quantized").
