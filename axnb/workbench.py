@@ -437,7 +437,7 @@ class Workbench:
         reps = {str(k): r if isinstance(r, LayerReport) else LayerReport.from_frame(r)
                 for k, r in reports.items()}
         final = {m: plain(self.final_metrics(m)) for m in modes}
-        score = min((v[Col.COSINE] for v in final[self.mode.value].values()), default=np.nan)
+        score = min(self.final_cosine().values(), default=np.nan)
         by_m = self.by_method() if by_method and not score >= advice.FINAL else {}
         out = self.outliers()
         top = list(out.to_frame()[OCol.TENSOR].head(1))
