@@ -1,12 +1,18 @@
-"""metrics.py: the four metrics against hand-computed values, edge cases, the accumulator."""
+"""metrics.py: the four metrics against hand-computed values, edge cases, the accumulator; the
+honest-metrics rules (non-float outputs, near-silent samples and tensors, NaN named) on real
+onnxruntime runs of tiny graphs."""
 
 from __future__ import annotations
 
 import math
 
 import numpy as np
+import onnx
 import pytest
+import tiny
+from onnx import TensorProto, helper
 
+from axnb import metrics
 from axnb.metrics import Accumulator, cosine, from_moments, max_abs, moments, mse, sqnr
 
 
@@ -82,15 +88,6 @@ def test_vector_accumulator_matches_scalar_metrics():
 
 
 # ---- honest metrics (issue 28): real onnxruntime runs on tiny graphs ---------------------------
-import warnings  # noqa: E402
-
-import onnx  # noqa: E402
-import tiny  # noqa: E402
-from onnx import TensorProto, helper  # noqa: E402
-
-from axnb import metrics  # noqa: E402
-
-
 def _proto(name, nodes, inputs, outputs, inits):
     info = helper.make_tensor_value_info
     g = helper.make_graph(
@@ -120,8 +117,8 @@ def _ids_copy():
     nodes = [("Conv", ["x", "w"], ["y"]), ("Identity", ["ids"], ["ids_copy"])]
     proto = _proto("ids_copy", nodes, [("x", TensorProto.FLOAT, [1, 3, 8, 8]),
                                        ("ids", TensorProto.INT64, [1, 8])],
-                   [("y", TensorProto.FLOAT, [1, 4, 6, 6]), ("ids_copy", TensorProto.INT64, [1, 8])],
-                   {"w": w})
+                   [("y", TensorProto.FLOAT, [1, 4, 6, 6]),
+                    ("ids_copy", TensorProto.INT64, [1, 8])], {"w": w})
     feeds = [{"x": tiny.image(3, 8, 8, s), "ids": tiny.token_ids(8, 6, s)} for s in range(4)]
     return proto, feeds
 
@@ -187,3 +184,53 @@ def test_near_silent_line_is_relative_to_the_median():
     assert not metrics.near_silent([0.0, 0.0], metrics.SILENT_SAMPLE).any()
     # NOTE: tensors: RMS 5e-4 of the median's (energy 2.5e-7) is silent, 2e-3 (4e-6) is not
     assert metrics.silent_tensors([1.0, 1.0, 5e-4, 2e-3]).tolist() == [False, False, True, False]
+
+
+def _quiet_difference():
+    """y = a + s, where s = (a + c) - a with c ~1e-6: s is c in the float model, and in the
+    quantized one (fusion none: every tensor U8) a + c rounds to a's own grid, so s is lost.
+    s is near-silent with a low cosine; y is fine."""
+    w = tiny.weights(4, 3, 3, 3, scale=0.3)
+    nodes = [("Conv", ["x", "w"], ["a"]), ("Add", ["a", "c"], ["b"]), ("Sub", ["b", "a"], ["s"]),
+             ("Add", ["a", "s"], ["y"])]
+    proto = _proto("quiet", nodes, [("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                   [("y", TensorProto.FLOAT, [1, 4, 6, 6])],
+                   {"w": w, "c": 1e-6 * (1.5 + tiny.weights(4, 1, 1, offset=0.3))})
+    return proto, [{"x": tiny.image(3, 8, 8, s)} for s in range(4)]
+
+
+def test_near_silent_tensors_are_flagged_not_named_nor_ranked_worst():
+    from axnb.advice import where_lines
+    from axnb.types import Col
+
+    wb = _workbench(*_quiet_difference(), fusion="none")
+    rep = wb.report("EndToEnd")
+    rows = {r[Col.OUTPUT]: r for r in rep.rows}
+    assert rows["s"][Col.COSINE] < 0.9 and rows["s"][Col.RMS] < 1e-4 * rows["a"][Col.RMS]
+    assert rows["y"][Col.COSINE] > 0.999
+    assert rep.meta["silent"] == ["s"] and any("near-silent" in n for n in rep.meta["notes"])
+    assert list(rep.worst(10)[Col.OUTPUT])[-1] == "s"
+    assert wb.ranking("EndToEnd")[-1] == "Sub_2"
+    (line,) = where_lines({"EndToEnd": rep})
+    assert "1 near-silent tensors under it passed over" in line and "Sub_2" not in line
+
+
+def test_a_nan_final_metric_names_its_first_tensor(recwarn):
+    """Unfused, a LayerNorm row of near-constant values has std 0 in the quantized model: the
+    final cosine is NaN, and the API says where it starts (as the CLI's table notes do)."""
+    from axnb.errors import NonFiniteWarning
+    from axnb.search import search
+
+    proto, _ = tiny.layernorm_decomposed()
+    feeds = [tiny.layernorm_decomposed(sample=i)[1] for i in range(4)]
+    for f in feeds:
+        f["x"][0, 0, :] = 0.5 + 1e-4 * np.arange(16, dtype=np.float32)
+    wb = _workbench(proto, feeds, fusion="none")
+    with pytest.warns(NonFiniteWarning, match=r"quantized model gives NaN/Inf first at .*\(xn\)"):
+        cos = wb.final_cosine()
+    assert np.isnan(cos["y"]) and wb.final_metrics()["y"]["nonfinite"]["tensor"] == "xn"
+    assert any("NaN/Inf" in n and "xn" in n for n in wb.snapshot(by_method=False)
+               .advice.details["notes"])
+    with pytest.warns(NonFiniteWarning, match=r"search: the baseline score of y .*\(xn\)"):
+        res = search(wb.evaluator(), wb.plan, target=0.99, budget=2, progress=False)
+    assert res.nonfinite["tensor"] == "xn"
