@@ -138,6 +138,18 @@ def test_int_outputs_are_skipped_and_said_everywhere(tmp_path):
     s = summary(an, tmp_path)
     assert s["final"]["Reference"]["ids_copy"]["dtype"] == "int64"
     assert "Cosin" in s["final"]["Reference"]["y"]
+    assert set(wb.evaluator()(wb.plan)) == {"y"} and list(an.to_frame()["Output"]) == ["y"]
+    assert "final output ids_copy (Reference): int64 output" in _cli_final(an)
+
+
+def _cli_final(an) -> str:
+    from rich.console import Console
+
+    from axnb.cli import _final
+
+    con = Console(record=True, width=300)
+    _final(con, an)
+    return con.export_text()
 
 
 def _tiles():
@@ -165,6 +177,7 @@ def test_a_near_silent_sample_is_judged_by_its_error_and_said():
     assert m["Cosin"] == pytest.approx(np.mean(m["per_sample"]), abs=1e-12)
     an = wb.snapshot(by_method=False)
     assert any("near-silent" in n for n in an.advice.details["notes"])
+    assert "1 of 16 samples near-silent" in _cli_final(an)
     assert advice.spreads(an)["Reference"]["y"]["min"] > 0.999
 
 

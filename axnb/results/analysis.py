@@ -213,11 +213,11 @@ class Analysis:
         return replace(self, **changes)
 
     def to_frame(self):
-        """Final metrics: one row per (mode, output)."""
+        """Final metrics: one row per (mode, scored output; :meth:`skipped` says the others)."""
         import pandas as pd
 
         rows = [{"Mode": m, "Output": o, **{k: v[k] for k in Col.METRICS if k in v}}
-                for m, outs in self.final.items() for o, v in outs.items()]
+                for m, outs in self.final.items() for o, v in scored(outs).items()]
         return pd.DataFrame(rows)
 
     def to_dict(self) -> dict:
