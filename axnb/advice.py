@@ -24,7 +24,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+from axnb.metrics import final_notes, scored, skipped
 from axnb.results import Advice, Trial, TrialKind
+from axnb.results.layers import silent_rows, worst_order
 from axnb.types import CalibMethod, Col
 
 __all__ = ["FINAL", "LAYER", "METHODS_TRIED", "Advice", "advise", "calibration_trials",
@@ -89,7 +91,9 @@ def _frames(reports) -> list[tuple[str, object, dict]]:
 def where_lines(reports, fine: float = LAYER) -> tuple[str, ...]:
     """Where the loss starts (EndToEnd) and the layers that cause it (PerLayer / Isolation),
     kept apart: the first rows EndToEnd names are where the error becomes visible, which is
-    not the same as the layers whose own error is large.
+    not the same as the layers whose own error is large. Near-silent tensors
+    (:func:`axnb.results.layers.silent_rows`: their error is explained by their magnitude) are
+    passed over, and counted.
 
     Example:
         >>> import pandas as pd
@@ -100,16 +104,20 @@ def where_lines(reports, fine: float = LAYER) -> tuple[str, ...]:
     out = []
     for label, df, meta in _frames(reports):
         m = str(getattr(meta.get("method", ""), "value", meta.get("method", "")))
-        bad = df[df[Col.COSINE] < fine]
+        low, quiet = ~(df[Col.COSINE] >= fine), silent_rows(df)
+        bad, skip = df[low & ~quiet], int((low & quiet).sum())
+        # NOTE: a NaN row is under every line: it is named, never passed over silently
+        note = (f" ({skip} near-silent tensors under it passed over: their error is explained "
+                "by their magnitude)") if skip else ""
         if m == "EndToEnd":
             out.append(f"Where the loss starts ({_name(label, m)}, errors accumulate): "
-                       f"{len(bad)} of {len(df)} tensors under {line(fine)}"
+                       f"{len(bad)} of {len(df)} tensors under {line(fine)}{note}"
                        + (f"; the first: {_names(bad)}." if len(bad) else "."))
         elif m in ("PerLayer", "Isolation"):
-            bad = bad.sort_values(Col.COSINE, kind="stable")
+            bad = bad.iloc[worst_order(bad)]
             what = "each layer's own error" if m == "PerLayer" else "each layer quantized alone"
             out.append(f"The layers that cause it ({_name(label, m)}, {what}): {len(bad)} of "
-                       f"{len(df)} under {line(fine)}" +
+                       f"{len(df)} under {line(fine)}{note}" +
                        (f"; worst: {_names(bad)}." if len(bad) else "."))
     return tuple(out)
 
@@ -146,7 +154,7 @@ def spreads(analysis, threshold: float = FINAL) -> dict[str, dict[str, dict | No
     """
     a = analysis
     return {m: {o: spread(v.get("per_sample"), a.sample_names, threshold)
-                for o, v in outs.items()} for m, outs in a.final.items()}
+                for o, v in scored(outs).items()} for m, outs in a.final.items()}
 
 
 def spread_text(sp: Mapping | None, threshold: float = FINAL) -> str:
@@ -242,7 +250,8 @@ def advise(final: Mapping[str, float], reports=(), outliers=None, method: str = 
            smooth: Mapping | None = None, plan_summary: str = "", mode: str = "",
            by_method: Mapping[str, float] | None = None, threshold: float = FINAL,
            fine: float = LAYER, trials=(), spread: Mapping | None = None,
-           task: tuple[bool, str] | None = None, max_drop: float | None = None) -> Advice:
+           task: tuple[bool, str] | None = None, max_drop: float | None = None,
+           notes: tuple[str, ...] = ()) -> Advice:
     """The tuning flowchart with this model's numbers, ending in measured next steps only.
 
     Final cosine (min over outputs) >= ``threshold`` and no failed task verdict: pass (with a
@@ -273,6 +282,9 @@ def advise(final: Mapping[str, float], reports=(), outliers=None, method: str = 
         task: the task verdict (acceptable, one line) when a task metric was measured
             (:meth:`axnb.results.Analysis.task_verdict`), else None.
         max_drop: the accepted task-metric drop of that verdict.
+        notes: what the verdict must say about how the final figure was measured (near-silent
+            samples judged by their error, outputs not scored, where NaN/Inf start): each is
+            said after the headline and kept in ``details["notes"]``.
 
     Example:
         >>> a = advise({"out": 0.95}, method="MinMax", by_method={"MSE": 0.985})
@@ -293,11 +305,13 @@ def advise(final: Mapping[str, float], reports=(), outliers=None, method: str = 
     det["spread"] = dict(spread) if spread else None
     det["task_verdict"] = None if task is None else {"ok": bool(task[0]), "verdict": task[1]}
     task_bad = task is not None and not task[0]
-    places = _spread_line(spread, threshold) + where_lines(reports, fine) + ((
+    det["notes"] = list(notes)
+    places = tuple(notes) + _spread_line(spread, threshold) + where_lines(reports, fine) + ((
         f"SmoothQuant is on ({len(smooth.get('applied', ()))} tensors smoothed, alpha "
         f"{smooth.get('alpha')}).",) if smooth is not None else ())
     head = (f"Final-output cosine {_pct(score)}{where} >= {line(threshold)}: roughly normal "
             "by Pulsar2's accuracy-tuning guide.")
+    head += _notes_clause(notes)
     if ok and not task_bad:
         # NOTE: a measured task metric is the check this step asked for
         steps = ([] if task is not None else [
@@ -309,7 +323,7 @@ def advise(final: Mapping[str, float], reports=(), outliers=None, method: str = 
     if not ok:
         head = (f"Final-output cosine {_pct(score)} at {worst_out}{where} < {line(threshold)}: "
                 "quantization loses accuracy." if final else
-                "No final-output cosine was computed.")
+                "No final-output cosine was computed.") + _notes_clause(notes)
     given = list(trials or ())
     kinds = {t.kind for t in given}
     tried = given + ([] if TrialKind.calibration in kinds else
@@ -345,6 +359,11 @@ def advise(final: Mapping[str, float], reports=(), outliers=None, method: str = 
                   det, threshold, fine, places, tuple(good))
 
 
+def _notes_clause(notes) -> str:
+    return f" ({len(notes)} note{'s' if len(notes) > 1 else ''} on how it was measured below.)" \
+        if notes else ""
+
+
 def _untried(kinds: set, outliers, smooth) -> str:
     out = []
     if TrialKind.calibration not in kinds:
@@ -368,7 +387,10 @@ def for_analysis(analysis, threshold: float = FINAL, fine: float = LAYER) -> Adv
     fin = a.final_cosine()
     worst = min(fin, key=fin.get) if fin else None
     per = a.final.get(a.mode, {}).get(worst, {}).get("per_sample") if worst else None
+    outs = a.final.get(a.mode, {})
+    notes = tuple(f"{o}: {t}" for o, m in scored(outs).items() for t in final_notes(m)) + \
+        tuple(f"{o}: {why}" for o, why in skipped(outs).items())
     return advise(fin, a.reports, a.outliers, a.method, a.smoothing,
                   a.plan.get("summary", ""), a.mode, a.by_method, threshold, fine,
                   getattr(a, "trials", ()), spread(per, a.sample_names, threshold),
-                  a.task_verdict(), a.max_drop)
+                  a.task_verdict(), a.max_drop, notes)

@@ -34,6 +34,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from axnb import metrics
 from axnb.errors import AxnbError
 from axnb.files import atomic_dir, write_text
 from axnb.results.task import MAX_DROP
@@ -314,6 +315,8 @@ def summary(an, out: Path, reports: dict | None = None, measured: bool = True) -
 
     nonfinite = {label: r.meta["nonfinite"] for label, r in (reports or {}).items()
                  if r.meta.get("nonfinite")}
+    nonfinite |= {f"final {mode} {o}": m["nonfinite"]["tensor"] for mode, outs in an.final.items()
+                  for o, m in outs.items() if m.get("nonfinite")}
     adv, tv = an.advice, an.task_verdict()
     files = sorted(str(f.relative_to(out)) for f in out.rglob("*") if f.is_file())
     return {"model": an.model.get("name"), "method": an.method, "mode": an.mode,
@@ -336,6 +339,10 @@ def _final_summary(an) -> dict:
     for mode, outs in an.final.items():
         final[mode] = {}
         for o, m in outs.items():
+            if metrics.SKIPPED in m:
+                final[mode][o] = {k: m[k] for k in (metrics.SKIPPED, "dtype", "equal_samples",
+                                                    "samples")}
+                continue
             per = list(m.get("per_sample") or [])
             worst = sorted(range(len(per)), key=lambda i: per[i])[:3]
             final[mode][o] = {
@@ -346,7 +353,9 @@ def _final_summary(an) -> dict:
                                 "worst": [{"sample": i, "name": names[i] if i < len(names)
                                            else f"sample #{i}", Col.COSINE: per[i]}
                                           for i in worst]}
-                               if per else None)}
+                               if per else None),
+                **{k: m[k] for k in ("raw_cosine", "silent", "nonfinite") if k in m},
+                "notes": metrics.final_notes(m)}
     return final
 
 
@@ -392,8 +401,11 @@ def _final(con, an, measured: bool = True) -> None:
             verdict = "roughly normal" if c >= adv.threshold else \
                 f"below {line(adv.threshold)}: bisect layer by layer"
             con.print(f"final output [cyan]{o}[/] cosine ({mode}): [bold]{c:.5f}[/] - {verdict}")
-            con.print(f"    {spread_text(sp.get(mode, {}).get(o), adv.threshold)}",
-                      markup=False)
+            for extra in (spread_text(sp.get(mode, {}).get(o), adv.threshold),
+                          *metrics.final_notes(an.final[mode][o])):
+                con.print(f"    {extra}", markup=False)
+        for o, why in an.skipped(mode).items():
+            con.print(f"final output {o} ({mode}): {why}", markup=False)
     for r in an.task.values():
         # NOTE: a callable metric that returns one number has no per-sample rows to count
         on = f" on {r.samples} samples" if r.samples else ""
@@ -419,6 +431,8 @@ def _final(con, an, measured: bool = True) -> None:
 def _quant_config_table(wb):
     from rich.table import Table
 
+    from axnb.data import is_image_input
+
     q = wb.config.quant
     t = Table(title="Quant Config Table")
     for c in ("Input", "Shape", "Dataset", "Data Format", "Tensor Format", "Mean", "Std"):
@@ -426,9 +440,12 @@ def _quant_config_table(wb):
     for name, spec in wb.model.inputs.items():
         ic = wb.config.input_config(name)
         proc = wb.config.input_processor(name)
+        # NOTE: a colour order means something for images only, not for token ids or audio
+        image = is_image_input(spec, ic.calibration_format if ic else None)
         t.add_row(name, "x".join(map(str, spec.shape)),
                   str(ic.calibration_dataset if ic else "-"),
-                  ic.calibration_format.value if ic else "-", proc.tensor_format.value,
+                  ic.calibration_format.value if ic else "-",
+                  proc.tensor_format.value if image else "-",
                   str(list(ic.calibration_mean) if ic and ic.calibration_mean else "-"),
                   str(list(ic.calibration_std) if ic and ic.calibration_std else "-"))
     t.caption = (f"calibration: {wb.stats.samples} samples, method {wb.method.value}; analysis: "

@@ -40,7 +40,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from axnb import metrics, qdq, runtime
+from axnb import advice, metrics, qdq, runtime
 from axnb.errors import AxnbError, DataError
 from axnb.graph import Model
 from axnb.qdq import param_vectors
@@ -49,7 +49,8 @@ from axnb.simulate import QuantModel
 from axnb.types import Col, Method, Mode, parse_enum
 
 __all__ = ["analysis_session", "base_graph", "check_reference", "compare", "compare_chunk",
-           "compare_finish", "compare_methods", "merge_chunks", "param_feed", "parse_methods",
+           "compare_finish", "compare_methods", "first_nonfinite", "locate_nonfinite",
+           "merge_chunks", "param_feed", "parse_methods",
            "perlayer_values", "table_meta"]
 FLAT = "__axnb_flat"
 DTYPES = {"float32": "FP32", "float16": "FP16", "float64": "FP64", "bfloat16": "BF16"}
@@ -426,10 +427,11 @@ def compare_finish(model: Model, qmodel: QuantModel, ms, part: dict, secs: float
     if n == 0:
         raise DataError("compare: the analysis set is empty")
     res = {k: a.result() for k, a in accs.items()}
+    res["rms"] = {k: accs[k].rms() for k in ("e2e", "pl") if k in accs}
     # NOTE: the float side of each pair: e2e compares ``tensors``, pl every point
     xs = {"e2e": tensors, "pl": model.points()}
     res["bad"] = {k: dict(zip(xs[k], bad[k])) for k in ("e2e", "pl") if k in bad}
-    final = {o: {k: float(v[tensors.index(o)]) for k, v in res["e2e"].items() if k != "bad"}
+    final = {o: {k: float(v[tensors.index(o)]) for k, v in res["e2e"].items()}
              for o in model.outputs if o in tensors}
     return {m.value: _report(model, qmodel, m, n, secs, res, final) for m in ms}
 
@@ -485,17 +487,18 @@ def _e2e_tensors(model: Model, methods: tuple) -> list[str]:
 def _report(model, qmodel, m: Method, n: int, secs: float, res, final) -> LayerReport:
     rows, mode = _tensor_rows(model, qmodel), qmodel.mode
     meta = table_meta(model, m.value, mode.value, n, seconds=round(secs, 3),
-                       columns=[*Col.LAYER_TABLE,
+                       columns=[*Col.TENSOR_TABLE,
                                 *([Col.RVB] if "rvb" in res and m is Method.EndToEnd else [])])
     if m is Method.EndToEnd:
-        extra = {Col.RVB: res["rvb"][Col.COSINE]} if "rvb" in res else None
-        rows = _with_metrics(rows, res["e2e"], extra)
+        extra = {Col.RVB: res["rvb"][Col.COSINE]} if "rvb" in res else {}
+        rows = _with_metrics(rows, res["e2e"], {**extra, Col.RMS: res["rms"]["e2e"]})
     else:
-        rows = _with_metrics(rows, res["pl"])
+        rows = _with_metrics(rows, res["pl"], {Col.RMS: res["rms"]["pl"]})
         if mode is Mode.Backend:
             meta["notes"].append("PerLayer rows use fake-quant (Reference) arithmetic with the "
                                  "Backend model's parameters; final uses the Backend model.")
     _nonfinite(rows, res["bad"]["e2e" if m is Method.EndToEnd else "pl"], meta)
+    _silent(rows, meta)
     ones = [r[Col.OUTPUT] for r in rows if int(np.prod(r[Col.SHAPE])) == 1]
     if ones:
         meta["across_samples"] = ones
@@ -509,18 +512,58 @@ def _report(model, qmodel, m: Method, n: int, secs: float, res, final) -> LayerR
     return LayerReport(rows, meta, final)
 
 
-def _nonfinite(rows: list[dict], bad: dict, meta: dict) -> None:
-    """Name the first tensor (graph order) where NaN/Inf appear: in the float model itself, or
-    only in the quantized one; every metric from there on is undefined and the notes say why."""
+def _silent(rows: list[dict], meta: dict) -> None:
+    """Name the near-silent tensors (:func:`axnb.metrics.silent_tensors`) whose cosine is under
+    the per-layer line: their error is explained by their magnitude, so the rankings pass
+    over them (:func:`axnb.results.layers.worst_order`) and the notes say why."""
+    quiet = metrics.silent_tensors([r[Col.RMS] for r in rows])
+    low = [r for r, s in zip(rows, quiet) if s and not r[Col.COSINE] >= advice.LAYER]
+    if not low:
+        return
+    meta["silent"] = [r[Col.OUTPUT] for r in low]
+    named = ", ".join(f"{r[Col.OUTPUT]} (cosine {r[Col.COSINE]:.3f}, RMS {r[Col.RMS]:.2g})"
+                      for r in low[:3])
+    meta["notes"].append(
+        f"{len(low)} near-silent tensors (float energy < {metrics.SILENT_TENSOR:g} of the median "
+        f"tensor's) have a low cosine that their magnitude explains: {named}"
+        + (", ..." if len(low) > 3 else "") + "; not ranked among the worst rows")
+
+
+def locate_nonfinite(model: Model, qmodel: QuantModel, feeds) -> dict | None:
+    """:func:`first_nonfinite` of the EndToEnd table of ``qmodel`` on ``feeds`` (one compare
+    pass; the quantized side's when both are non-finite), or None when every tensor is finite.
+
+    Example:
+        >>> locate_nonfinite(wb.model, wb.quantized(), wb.samples[:1]) is None
+        True
+    """
+    return compare(model, qmodel, feeds, Method.EndToEnd, progress=False).meta.get(
+        "first_nonfinite")
+
+
+def first_nonfinite(rows: list[dict], bad: dict) -> list[dict]:
+    """The first tensor (graph order) where NaN/Inf appear: in the float model itself (``side``
+    "float"), and the first where only the quantized one gives them (``side`` "quantized");
+    each ``{"tensor", "operator", "side"}`` (:func:`axnb.metrics.nonfinite_text` says it).
+
+    Example:
+        >>> rows = [{"Operator": o, "Output Tensor": o.lower()} for o in "AB"]
+        >>> first_nonfinite(rows, {"b": (False, True)})
+        [{'tensor': 'b', 'operator': 'B', 'side': 'quantized'}]
+    """
     flags = [(r, *bad.get(r[Col.OUTPUT], (False, False))) for r in rows]
     first_f = next((r for r, f, _ in flags if f), None)
     first_q = next((r for r, f, q in flags if q and not f), None)
-    if first_f is not None:
-        meta["float_nonfinite"] = first_f[Col.OUTPUT]
-        meta["notes"].append(f"the FLOAT model itself gives NaN/Inf from {first_f['Operator']} "
-                             f"({first_f['Output Tensor']}); metrics of such tensors are NaN")
-    if first_q is not None:
-        meta["nonfinite"] = first_q[Col.OUTPUT]
-        meta["notes"].append(f"the quantized model gives NaN/Inf first at {first_q['Operator']} "
-                             f"({first_q['Output Tensor']}) where the float model is finite; "
-                             "metrics from there on are NaN: fix that layer first (U16/FP32)")
+    return [{"tensor": r[Col.OUTPUT], "operator": r[Col.OPERATOR], "side": side}
+            for r, side in ((first_f, "float"), (first_q, "quantized")) if r is not None]
+
+
+def _nonfinite(rows: list[dict], bad: dict, meta: dict) -> None:
+    """Name the first non-finite tensors (:func:`first_nonfinite`) in the meta and the notes:
+    every metric from there on is undefined and the notes say why."""
+    found = first_nonfinite(rows, bad)
+    for info in found:
+        meta["float_nonfinite" if info["side"] == "float" else "nonfinite"] = info["tensor"]
+        meta["notes"].append(metrics.nonfinite_text(info))
+    if found:
+        meta["first_nonfinite"] = found[-1]     # NOTE: the quantized model's when it has one

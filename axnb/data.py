@@ -465,6 +465,25 @@ def feed_set(inputs: Any, sources: Mapping[str, tuple[str | Path, DataFormat | s
     return FeedSet(specs, groups, prep).take(found if size == -1 else size)
 
 
+def is_image_input(spec: TensorSpec, fmt: DataFormat | None) -> bool:
+    """Whether an input is read as an image (so its ``input_processors`` tensor_format, layout,
+    mean and std apply): a 4-D float input whose calibration format is Image (the default when
+    the config names none). Token ids (int), audio features (not 4-D) and Numpy/Binary data
+    are not.
+
+    Example:
+        >>> from axnb.types import TensorSpec
+        >>> img = TensorSpec("x", (1, 3, 8, 8), np.dtype("float32"))
+        >>> ids = TensorSpec("ids", (1, 64), np.dtype("int64"))
+        >>> is_image_input(img, None), is_image_input(ids, DataFormat.Image)
+        (True, False)
+        >>> is_image_input(img, DataFormat.Numpy)
+        False
+    """
+    return (fmt in (None, DataFormat.Image) and len(spec.shape) == 4
+            and np.issubdtype(np.dtype(spec.dtype), np.floating))
+
+
 def _from_config(model: Any, cfg: Any, sample_dir: Path | None, size: int | None = None
                  ) -> FeedSet:
     specs = _specs(model)

@@ -26,6 +26,11 @@ class ZooError(AxnbError, LookupError):
     """A zoo model's package is not installed or lacks the expected file."""
 
 
+class NonFiniteWarning(UserWarning):
+    """A final metric or a search score is NaN/Inf; the message names the first tensor (graph
+    order) where the quantized (or the float) model turns non-finite."""
+
+
 def nearest(name: str, choices: Iterable[str], n: int = 3) -> list[str]:
     """The up-to-``n`` choices closest to ``name`` (difflib ratio >= 0.5).
 

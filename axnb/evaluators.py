@@ -209,8 +209,15 @@ class CosineEvaluator(PlanEvaluator):
         fl = wb.float_outputs() if isinstance(wb.executor, LocalExecutor) else None
         return cls(qm, wb.stats, wb.samples, metric, wb.executor, fl, wb._ranker(mode))
 
+    def locate(self, plan) -> dict | None:
+        """The first tensor where ``plan``'s quantized model turns NaN/Inf (the EndToEnd table
+        on this evaluator's samples, :func:`axnb.compare.first_nonfinite`), or None."""
+        rep = self._ex.compare(self._qm.model, self._quant(plan), self._feeds, [Method.EndToEnd],
+                               progress=False)[Method.EndToEnd.value]
+        return rep.meta.get("first_nonfinite")
+
     def _scores(self, terms: list) -> dict[str, float]:
-        res = metrics.combine_outputs(terms)
+        res = metrics.scored(metrics.combine_outputs(terms))
         return {o: float(m[self._key]) for o, m in res.items()}
 
 

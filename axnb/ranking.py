@@ -6,10 +6,9 @@ pass, instead of one evaluation per layer; Workbench evaluators carry it as ``ra
 
 from __future__ import annotations
 
-import numpy as np
-
 from axnb.compare import compare
 from axnb.results import LayerReport
+from axnb.results.layers import worst_order
 from axnb.simulate import QuantModel
 from axnb.types import Col, Method
 
@@ -24,8 +23,9 @@ def perlayer_ranking(qmodel: QuantModel, stats, method, feeds, plan) -> list[str
 
 
 def layer_ranking(rep: LayerReport, plan) -> list[str]:
-    """The layers of a layer table, worst cosine first (non-finite first); a fused group is one
-    layer (its head), and data-movement ops that follow their input are left out.
+    """The layers of a layer table, worst cosine first (:func:`axnb.results.layers.worst_order`:
+    non-finite first, near-silent tensors last); a fused group is one layer (its head), and
+    data-movement ops that follow their input are left out.
 
     Example:
         >>> import axnb
@@ -34,7 +34,6 @@ def layer_ranking(rep: LayerReport, plan) -> list[str]:
         >>> order == wb.ranking() and len(order) > 10
         True
     """
-    cands = set(plan.candidates())
-    rows = sorted((r for r in rep.rows if r[Col.OPERATOR] in cands),
-                  key=lambda r: (not np.isnan(r[Col.COSINE]), r[Col.COSINE]))
-    return list(dict.fromkeys(r[Col.OPERATOR] for r in rows))
+    cands, df = set(plan.candidates()), rep.to_frame()
+    ops = df[Col.OPERATOR].to_numpy()[worst_order(df)] if len(df) else []
+    return list(dict.fromkeys(o for o in ops if o in cands))

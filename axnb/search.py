@@ -68,11 +68,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 from axnb.advice import FINAL
-from axnb.errors import AxnbError, ConfigError, did_you_mean
+from axnb.errors import AxnbError, ConfigError, NonFiniteWarning, did_you_mean
+from axnb.metrics import nonfinite_text
 from axnb.plan import QuantPlan
 from axnb.results import Evaluation, SearchResult
 from axnb.types import QType, parse_enum
@@ -451,6 +453,7 @@ def search(evaluate: Callable[[QuantPlan], Mapping[str, float]], base_plan: Quan
     trace = old + [Evaluation(done[s][0], done[s][1], min(done[s][1].values()) >= target,
                               done[s][2], phase) for s, phase in state.log]
     by_set = {frozenset(e.plan_layers): e.metric for e in trace}
+    nonfinite = _nonfinite(evaluate, base, by_set.get(frozenset(), {}))
     return SearchResult(
         promoted=state.promoted, qtype=q, target=state.target, metric_name=ctx["metric"],
         met=state.met, baseline=by_set.get(frozenset(), {}),
@@ -458,4 +461,19 @@ def search(evaluate: Callable[[QuantPlan], Mapping[str, float]], base_plan: Quan
         evaluations=len(by_set), seconds=time.perf_counter() - t0 + before,
         budget=budget, stopped=state.stopped, ranking=tuple(state.ranked),
         base_layer_configs=tuple(base_configs), context=ctx, base_plan=base,
-        max_seconds=max_seconds)
+        max_seconds=max_seconds, nonfinite=nonfinite)
+
+
+def _nonfinite(evaluate, plan: QuantPlan, scores: Mapping[str, float]) -> dict | None:
+    """Where a NaN/Inf baseline starts (the evaluator's ``locate(plan)``, the first non-finite
+    tensor of the EndToEnd table), with a :class:`~axnb.errors.NonFiniteWarning`: a search
+    never starts from a silent NaN."""
+    bad = [o for o, v in scores.items() if not math.isfinite(v)]
+    if not bad:
+        return None
+    locate = getattr(evaluate, "locate", None)
+    info = locate(plan) if locate is not None else None
+    where = nonfinite_text(info) if info else "the evaluator cannot say where it starts"
+    warnings.warn(f"search: the baseline score of {', '.join(bad)} is NaN/Inf: {where}",
+                  NonFiniteWarning, stacklevel=3)
+    return info

@@ -170,9 +170,13 @@ class Col:
     SOURCE = "Source"
     RVB = "Ref vs Backend Cosin"
     MEMBERS = "Members"
+    RMS = "Float RMS"
     METRICS = (COSINE, MSE, SQNR, MAXABS)
     LAYER_TABLE = (OPERATOR, TYPE, OUTPUT, ORIGINAL, SHAPE, DTYPE, QDTYPE, COSINE, MSE, SQNR,
                    MAXABS, SOURCE)
+    # NOTE: the tensor tables (EndToEnd / PerLayer) also say each float tensor's magnitude:
+    # a near-silent tensor's cosine is not ranked (axnb.metrics.SILENT_TENSOR)
+    TENSOR_TABLE = (*LAYER_TABLE[:11], RMS, SOURCE)
 
 # NOTE: the built-in task metrics (axnb.taskmetrics defines them; the config validates names
 # against this list without importing the evaluation engine).

@@ -28,7 +28,7 @@ from axnb.config import Config, load_config, save_config
 from axnb.errors import AxnbError
 from axnb.evaluators import LocalExecutor
 from axnb.graph import Model, load
-from axnb.metrics import output_metrics
+from axnb.metrics import mark_nonfinite, output_metrics, scored
 from axnb.outliers import outliers
 from axnb.plan import QuantPlan
 from axnb.results import Analysis, LayerReport, OCol, OutlierReport, plain
@@ -240,18 +240,26 @@ class Workbench:
 
     def final_metrics(self, mode=None) -> dict[str, dict]:
         """Final metrics of each model output, float vs quantized, over the analysis samples
-        (:func:`axnb.metrics.output_metrics`, the one final-metric path); cached per plan."""
+        (:func:`axnb.metrics.output_metrics`, the one final-metric path); cached per plan.
+
+        A non-float output has only ``skipped`` (why); a NaN/Inf metric carries ``nonfinite``,
+        the first tensor of the EndToEnd table where it starts, and warns
+        (:func:`axnb.metrics.mark_nonfinite`)."""
         qm = self.quantized(mode)
         hit = self._finals.get(qm.mode)
         if hit is None or hit[0] is not qm:
             res = self.executor.output_metrics(self.model, qm, self.samples, self.progress,
                                                float_outputs=self.float_outputs)
+            res = mark_nonfinite(res, lambda: self.report("EndToEnd", qm.mode).meta.get(
+                "first_nonfinite"))
             self._finals[qm.mode] = (qm, res)
         return self._finals[qm.mode][1]
 
     def final_cosine(self, mode=None) -> dict[str, float]:
-        """Mean over samples of the cosine similarity of each model output (float vs quant)."""
-        return {o: float(m[Col.COSINE]) for o, m in self.final_metrics(mode).items()}
+        """Mean over samples of the cosine similarity of each float model output (float vs
+        quant; a near-silent sample judged by its error, :func:`axnb.metrics.judged`); a NaN
+        warns naming the first non-finite tensor (:meth:`final_metrics` says it too)."""
+        return {o: float(m[Col.COSINE]) for o, m in scored(self.final_metrics(mode)).items()}
 
     def evaluator(self, metric: str = "cosine", mode=None):
         """``evaluate(plan) -> {output: score}`` for :func:`axnb.search.search`.
@@ -381,7 +389,8 @@ class Workbench:
                 continue  # NOTE: statistics without histograms: MinMax only
             q = qm if m is self.method else qm.with_plan(self.stats, self.plan, m)
             res = output_metrics(fl, [q.run(f) for f in self.samples])
-            out[m.value] = min(float(v[Col.COSINE]) for v in res.values())
+            out[m.value] = min((float(v[Col.COSINE]) for v in scored(res).values()),
+                               default=np.nan)
         return out
 
     # ---- the snapshot --------------------------------------------------------------------
@@ -428,7 +437,7 @@ class Workbench:
         reps = {str(k): r if isinstance(r, LayerReport) else LayerReport.from_frame(r)
                 for k, r in reports.items()}
         final = {m: plain(self.final_metrics(m)) for m in modes}
-        score = min((v[Col.COSINE] for v in final[self.mode.value].values()), default=np.nan)
+        score = min(self.final_cosine().values(), default=np.nan)
         by_m = self.by_method() if by_method and not score >= advice.FINAL else {}
         out = self.outliers()
         top = list(out.to_frame()[OCol.TENSOR].head(1))

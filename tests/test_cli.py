@@ -351,3 +351,18 @@ def test_next_steps_are_measured_when_only_the_task_metric_fails(zoo_ready, tmp_
                    progress=False)
     got = nextsteps.apply(wb, trials[0]).task_reports(["NPUBackend"])["NPUBackend"].drop
     assert got == pytest.approx(trials[0].task.after, abs=1e-12)
+
+
+def test_quant_config_table_shows_tensor_format_for_image_inputs_only():
+    """A 4-D float image input has a colour order; int64 token ids do not (issue 28)."""
+    from rich.console import Console
+    from test_metrics import _ids_copy, _workbench
+
+    from axnb.cli import _quant_config_table
+
+    t = _quant_config_table(_workbench(*_ids_copy()))
+    fmt = dict(zip(t.columns[0].cells, t.columns[4].cells))
+    assert fmt == {"x": "AutoColorSpace", "ids": "-"}
+    con = Console(record=True, width=200)
+    con.print(t)
+    assert "Tensor Format" in con.export_text()

@@ -11,6 +11,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
+from axnb.metrics import scored, skipped
 from axnb.results.calib import OutlierReport
 from axnb.results.checks import Check, Diagnosis
 from axnb.results.layers import LayerReport
@@ -195,18 +196,28 @@ class Analysis:
 
     def final_cosine(self, mode: str | None = None) -> dict[str, float]:
         """Output -> final cosine in ``mode`` (default: the snapshot's mode)."""
-        return {o: float(m[Col.COSINE]) for o, m in self.final.get(mode or self.mode, {}).items()}
+        return {o: float(m[Col.COSINE]) for o, m in scored(self.final.get(mode or self.mode,
+                                                                         {})).items()}
+
+    def skipped(self, mode: str | None = None) -> dict[str, str]:
+        """Output -> why it is not scored (not a float output: :func:`axnb.metrics.is_scored`).
+
+        Example:
+            >>> wb.snapshot().skipped()                        # doctest: +SKIP
+            {'input_ids_copy': 'int64 output (ids, indices or a mask): not scored by cosine; ...'}
+        """
+        return skipped(self.final.get(mode or self.mode, {}))
 
     def replace(self, **changes) -> Analysis:
         """A copy with some fields changed (e.g. ``diagnosis=``)."""
         return replace(self, **changes)
 
     def to_frame(self):
-        """Final metrics: one row per (mode, output)."""
+        """Final metrics: one row per (mode, scored output; :meth:`skipped` says the others)."""
         import pandas as pd
 
         rows = [{"Mode": m, "Output": o, **{k: v[k] for k in Col.METRICS if k in v}}
-                for m, outs in self.final.items() for o, v in outs.items()]
+                for m, outs in self.final.items() for o, v in scored(outs).items()]
         return pd.DataFrame(rows)
 
     def to_dict(self) -> dict:

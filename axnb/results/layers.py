@@ -5,9 +5,43 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
+from axnb.metrics import silent_tensors
 from axnb.results.serialize import load_json, save_json
 from axnb.results.serialize import plain as _plain
 from axnb.types import Col
+
+
+def silent_rows(df) -> np.ndarray:
+    """Where the rows of a table (DataFrame) are near-silent tensors
+    (:func:`axnb.metrics.silent_tensors` of the ``Float RMS`` column; none without it).
+
+    Example:
+        >>> import pandas as pd
+        >>> silent_rows(pd.DataFrame({"Cosin": [0.9, -0.4], "Float RMS": [1.0, 1e-5]})).tolist()
+        [False, True]
+    """
+    if Col.RMS not in df:
+        return np.zeros(len(df), bool)
+    return silent_tensors(df[Col.RMS].to_numpy(np.float64))
+
+
+def worst_order(df) -> np.ndarray:
+    """Row positions of a table, worst first: non-finite cosines, then the cosine ascending;
+    near-silent tensors (:func:`silent_rows`) last, whatever their cosine (their error is
+    explained by their magnitude). The one worst-rows order of the tables, the terminal and
+    the search ranking.
+
+    Example:
+        >>> import pandas as pd
+        >>> df = pd.DataFrame({"Cosin": [0.99, -0.5, float("nan"), 0.9],
+        ...                    "Float RMS": [1.0, 2e-5, 1.0, 0.8]})
+        >>> worst_order(df).tolist()
+        [2, 3, 0, 1]
+    """
+    cos = df[Col.COSINE].to_numpy(np.float64)
+    return np.lexsort((cos, silent_rows(df), np.isfinite(cos)))
 
 
 @dataclass(frozen=True)
@@ -63,10 +97,10 @@ class LayerReport:
         return df
 
     def worst(self, n: int = 10):
-        """The ``n`` rows with the lowest cosine (NaN first), as a DataFrame."""
+        """The ``n`` rows with the lowest cosine, as a DataFrame (:func:`worst_order`: NaN first,
+        near-silent tensors last)."""
         df = self.to_frame()
-        return df.sort_values(Col.COSINE, ascending=True, kind="stable",
-                              na_position="first").head(n)
+        return df.iloc[worst_order(df)].head(n)
 
     def save(self, path: str | Path) -> Path:
         """Write JSON (inf/NaN kept as JSON's Infinity/NaN); temp name, then rename."""

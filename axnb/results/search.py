@@ -36,7 +36,9 @@ class SearchResult:
     ``target``; ``stopped``: "met", "budget", "time" (``max_seconds`` ran out) or
     "unreachable"; ``baseline`` / ``final``: the metric per output before and with the
     promotion ({} if never evaluated); ``ranking``: the candidates worst first;
-    ``base_layer_configs``: the plan the search started from; ``budget`` / ``max_seconds``:
+    ``base_layer_configs``: the plan the search started from; ``nonfinite``: when the
+    baseline is NaN/Inf, the first tensor where it starts (:func:`axnb.metrics.nonfinite_text`);
+    ``budget`` / ``max_seconds``:
     the limits it ran under.
 
     Example:
@@ -62,6 +64,7 @@ class SearchResult:
     context: dict = field(default_factory=dict, compare=False)
     base_plan: Any = field(default=None, compare=False)  # the QuantPlan searched from
     max_seconds: float | None = None
+    nonfinite: dict | None = None  # where a NaN/Inf baseline starts (search's _nonfinite)
 
     @property
     def plan(self):

@@ -23,12 +23,14 @@ from markupsafe import Markup, escape
 
 from axnb import advice
 from axnb.advice import FINAL, LAYER, line
+from axnb.metrics import final_notes, scored
 from axnb.results import Analysis, OCol
+from axnb.results.layers import worst_order
 from axnb.types import Col, QType
 from axnb.view.compact import bucket_css, is_number, table
 from axnb.view.tables import OUTLIER_SHOWN, diagnosis_table, frame_of, outlier_html, to_html
 
-LAYER_COLUMNS = Col.LAYER_TABLE
+LAYER_COLUMNS = Col.TENSOR_TABLE
 FORMULAS = (
     ("Cosin (cosine)", "sum(x*y) / (||x|| ||y||), per sample on the flattened tensors, "
                        "averaged over samples (1 when both are all-zero)"),
@@ -94,7 +96,7 @@ def _layer_section(i: int, label: str, rep, an: Analysis, threshold: float,
         cols.remove(Col.ORIGINAL)
     u16 = {n for q, ns in an.plan.get("layers", {}).items() if QType(q).bits == 16 for n in ns}
     svg = fig_to_svg(cosine_along_depth(df, threshold, u16=u16, fine=fine, title=label))
-    worst = df.iloc[df[Col.COSINE].fillna(math.inf).argsort(kind="stable")]
+    worst = df.iloc[worst_order(df)]
     mode = _mode(meta.get("mode", ""))
     notes, chips = _meta_parts(meta)
     return {"id": f"layers{i}", "label": label, "df": df, "meta": meta, "mode": mode,
@@ -299,7 +301,7 @@ def render_report(analysis: Analysis, extra: dict | None = None, *,
     label = f"Workbench ({an.samples.get('analysis', '?')} analysis samples)"
     rows = [{"Output": o, "Mode": m, "From": label,
              **{k: v[k] for k in Col.METRICS if k in v}}
-            for m, f in an.final.items() for o, v in f.items()]
+            for m, f in an.final.items() for o, v in scored(f).items()]
     rows += [r for s in sections for r in s["final"]]
     same = (threshold, fine) == (an.advice.threshold, an.advice.fine) if an.advice else False
     v = an.advice if same else advice.for_analysis(an, threshold, fine)
@@ -311,8 +313,10 @@ def render_report(analysis: Analysis, extra: dict | None = None, *,
         an=an, model=_model_info(an), env=list(an.environment), verdict=v,
         steps=an.replace(advice=v).steps(),
         finals=table(pd.DataFrame(rows), threshold=threshold, fine=fine), sections=sections,
-        spread=[(m, o, advice.spread_text(sp, threshold))
-                for m, outs in advice.spreads(an, threshold).items() for o, sp in outs.items()],
+        spread=[(m, o, "; ".join([advice.spread_text(sp, threshold),
+                                  *final_notes(an.final[m][o])]))
+                for m, outs in advice.spreads(an, threshold).items() for o, sp in outs.items()]
+        + [(m, o, why) for m in an.final for o, why in an.skipped(m).items()],
         rvb=_ref_vs_backend(sections, threshold, fine), outliers=_outliers(an), plan=_plan(an),
         smooth=_smooth(an), diagnosis=_diagnosis(an), extra=_extra(extra), formulas=FORMULAS,
         task=_task(an, threshold, fine),

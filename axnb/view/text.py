@@ -14,6 +14,7 @@ from pathlib import Path
 
 from axnb.advice import grade
 from axnb.files import write_text
+from axnb.results.layers import worst_order
 from axnb.types import Col
 
 __all__ = ["render_console", "render_rich", "to_mermaid", "write_debug"]
@@ -60,7 +61,7 @@ def render_console(report, width: int = 100, rows: int = 15):
     from rich.table import Table
 
     df = report.to_frame()
-    df = df.assign(**{"#": range(len(df))}).sort_values(Col.COSINE, kind="stable").head(rows)
+    df = df.assign(**{"#": range(len(df))}).iloc[worst_order(df)].head(rows)
     names = [c for c in (Col.OPERATOR, Col.OUTPUT) if c in df]
     small = [c for c in ("#", Col.TYPE, Col.QDTYPE, Col.COSINE, Col.SQNR) if c in df]
     cell = {c: max(len(c), *(len(_fmt(c, v)) for v in df[c])) + 3 for c in small}
