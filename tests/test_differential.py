@@ -162,8 +162,9 @@ def test_random_plans_agree(name, tmp_path):
 
 def test_random_plans_cover_the_options():
     """The generator draws every option the suite promises (so a plan family is never lost)."""
-    from axnb import graph
     from tiny import conv_bias_relu
+
+    from axnb import graph
 
     model = graph.Model(conv_bias_relu()[0])
     rng = random.Random(0)
