@@ -168,10 +168,13 @@ def fit_biases(model: Model, wq: Mapping[str, WeightQ], qp: Mapping[str, QParams
     scales: dict[str, np.ndarray] = {}
     for bq in bias_nodes(model, wq, qp):
         s = scales.get(bq.weight, wq[bq.weight].scale)
-        b = np.abs(model.weight(bq.bias).astype(np.float64)).reshape(-1)
+        b = np.abs(model.weight(bq.bias).astype(np.float32)).reshape(-1)
         if b.size not in (1, s.size):
             continue
-        need = _BIAS_EPS * 2.0 * np.broadcast_to(b, s.shape) / _S32_QRANGE
+        # NOTE: float32 up to the division, as onnxruntime's per-channel branch computes it
+        # (NumPy 2 keeps python-float * float32 in float32): bit-equal weight scales.
+        need = (np.float32(_BIAS_EPS) * (np.float32(2.0) * np.broadcast_to(b, s.shape))
+                ).astype(np.float64) / _S32_QRANGE
         s64 = s.astype(np.float64)
         cand = np.float64(np.float32(qp[bq.x].scale)) * s64
         low = (cand < need) & (cand > 0.0)
