@@ -245,6 +245,11 @@ def _run(con, model_file: Path, cfg, out: Path, shapes, args) -> None:
     con.print(f"[bold]samples[/]: calibration {wb.stats.samples}, analysis "
               f"{len(wb.samples)}: {wb.sample_origin}")
     con.print(_quant_config_table(wb))
+    fit = wb.quantized().fitted
+    if fit:
+        con.print(f"[bold]bias fit[/]: {sum(fit.values())} channels of {len(fit)} weights get a "
+                  "larger weight scale so that their S32 bias fits int32 at s_in * s_w "
+                  "(onnxruntime's rule; conv_bias_data_type FP32 keeps biases float)")
     s = wb.stats
     s.save(out / "quant" / "calib_stats.npz")
     con.print(_df_table(wb.outliers().worst(10).drop(columns=[OCol.OP_TYPE]),
