@@ -148,3 +148,27 @@ def test_control_flow_bodies_are_named_as_float(tmp_path) -> None:
                                          r"gate \(If of 2 nodes\)"):
         m = graph.load(p)
     assert m.points() == ["x", "y"]
+
+
+def test_ir3_model_without_initializer_inputs_is_read_as_ir4(tmp_path):
+    """IR 3 (OnnxMLTools 1.8, opset 8) files omit initializers from the graph inputs: onnx's
+    checker refuses them, onnxruntime runs them; axnb reads them as IR 4 and says so."""
+    import onnxruntime as ort
+
+    w = np.arange(12, dtype=np.float32).reshape(3, 4) / 10
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "ir3",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+                          [numpy_helper.from_array(w, "w")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 8)])
+    m.ir_version = 3
+    path = tmp_path / "ir3.onnx"
+    path.write_bytes(m.SerializeToString())
+    with pytest.raises(onnx.checker.ValidationError):
+        onnx.checker.check_model(m)
+    x = np.ones((1, 3), np.float32)
+    want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    with pytest.warns(UserWarning, match="IR version 3 read as IR 4"):
+        model = graph.load(path)
+    np.testing.assert_allclose(model.session().run(None, {"x": x})[0], want[0], rtol=1e-6)
+    assert onnx.load(str(path)).ir_version == 3            # the user's file is untouched
