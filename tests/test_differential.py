@@ -47,6 +47,9 @@ U16_SLACK = 0.002
 PLANS = int(os.environ.get("AXNB_DIFF_PLANS", "20"))
 SAMPLES = 2
 FAST = {"ppocr_cls": 6, "attacut_c": 6, "vcb_captcha": 4}     # model -> plans in the fast tier
+# NOTE: minutes per plan set (large inputs, many outputs): with AXNB_CONFORMANCE_ALL=1 only
+HEAVY = {"u2netp", "basic_pitch", "vit_s_focus"}
+ALL = os.environ.get("AXNB_CONFORMANCE_ALL") == "1"
 ACT = ("U8", "S8", "U16", "S16")
 
 
@@ -154,8 +157,14 @@ def test_random_plans_agree_fast(name, tmp_path):
     check_model(name, FAST[name], tmp_path, samples=4)
 
 
+def _param(name: str):
+    heavy = name in HEAVY and not ALL
+    return pytest.param(name, id=name, marks=[pytest.mark.skip(
+        reason="heavy conformance model: set AXNB_CONFORMANCE_ALL=1")] if heavy else [])
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [s.name for s in M.MODELS])
+@pytest.mark.parametrize("name", [_param(s.name) for s in M.MODELS])
 def test_random_plans_agree(name, tmp_path):
     check_model(name, PLANS, tmp_path)
 
