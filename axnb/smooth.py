@@ -382,5 +382,6 @@ def apply(model: Model, stats: CalibStats, alpha: float = 0.6, threshold: float 
                         "inputs": tuple(dict.fromkeys(n.input[0] for n in g.layers)),
                         "restored": tuple(n.name for n, _, _ in g.others),
                         "s min": float(s.min()), "s max": float(s.max())})
-    out = Model(rw.build(), source=model.source, name_map=model.name_map, fusion=model.fusion)
+    out = Model(rw.build(), source=model.source, name_map=model.name_map, fusion=model.fusion,
+                input_shapes=model.input_shapes)
     return SmoothResult(out, factors, tuple(applied), tuple(skipped), alpha, threshold, level)

@@ -230,3 +230,27 @@ def test_producer_and_consumer_kinds(producer, middle, consumer):
     assert [r["producer op"] for r in res.applied] == [op[0]], res.skipped
     assert res.factors["y"][3] > 1
     assert _rel_err(m, res.model, feeds) < 1e-5
+
+
+def test_the_rewrite_keeps_the_input_shapes_the_config_gave(tmp_path):
+    """A dynamic input fixed by ``input_shapes`` stays fixed in the smoothed model (lost, the
+    If body of silero_vad_if no longer ran under SmoothQuant; found by the differential suite)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = (np.arange(16, dtype=np.float32).reshape(4, 4) - 8) / 8
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "dyn",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])],
+                          [numpy_helper.from_array(w, "w")])
+    path = tmp_path / "dyn.onnx"
+    path.write_bytes(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+                     .SerializeToString())
+    import dataclasses
+
+    # NOTE: as graph.load leaves a model onnxruntime refuses with static inputs (_frontend)
+    m = dataclasses.replace(graph.load(path, input_shapes={"x": (3, 4)}),
+                            input_shapes={"x": (3, 4)})
+    feeds = [{"x": np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4) * (k + 1)}
+             for k in range(4)]
+    res = smooth.apply(m, calibrate(m, feeds, progress=False), threshold=-1)
+    assert m.input_shapes == {"x": (3, 4)} and res.model.input_shapes == m.input_shapes
