@@ -283,6 +283,13 @@ class Model:
         observed, fake-quantized and compared), in topological order."""
         return list(self._points)
 
+    @cached_property
+    def dynamic(self) -> frozenset[str]:
+        """Tensors whose shape may differ from sample to sample (data-dependent: Loop, NonZero,
+        If): shape inference left a dim unknown, or the shape was measured on one sample."""
+        return frozenset(n for n, v in self._vi.items() if n not in self.input_shapes and (
+            v.doc_string == MEASURED or any(not isinstance(d, int) or d < 0 for d in _dims(v))))
+
     # NOTE: computed once: both are read on every plan toggle and by every graph builder.
     @cached_property
     def _activations(self) -> tuple[str, ...]:
@@ -670,6 +677,11 @@ def _infer(proto: onnx.ModelProto, shapes: Mapping | None = None) -> onnx.ModelP
     return out
 
 
+# NOTE: the doc_string of a value_info whose shape one onnxruntime run measured: it holds for
+# that sample only (a Loop's trip count can depend on the input), so Model.dynamic lists it.
+MEASURED = "axnb: shape measured on one sample"
+
+
 def _clear_dynamic(proto: onnx.ModelProto) -> None:
     """Negative dims (Paddle's -1) in outputs and value_info become unknown dims."""
     for v in [*proto.graph.output, *proto.graph.value_info]:
@@ -712,7 +724,8 @@ def _measure_shapes(proto: onnx.ModelProto, shapes: Mapping | None = None,
     outputs = {o.name: o for o in g.output}
     for t in todo:
         a = np.asarray(vals[t])
-        vi = helper.make_tensor_value_info(t, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
+        vi = helper.make_tensor_value_info(t, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape,
+                                           doc_string=MEASURED)
         if t in outputs:
             outputs[t].CopyFrom(vi)
         else:
