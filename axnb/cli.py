@@ -353,6 +353,7 @@ def _final_summary(an) -> dict:
             final[mode][o] = {
                 **{k: m[k] for k in Col.METRICS if k in m},
                 "across_samples": bool(m.get("across_samples")),
+                "shape_mismatch": list(m.get("shape_mismatch", [])),
                 "samples": len(per) or an.samples.get("analysis"),
                 "per_sample": ({"mean": sum(per) / len(per), "min": min(per),
                                 "worst": [{"sample": i, "name": names[i] if i < len(names)

@@ -392,28 +392,75 @@ def compare_chunk(model: Model, qmodel: QuantModel, feeds: Iterable, methods,
     accs = {k: metrics.Accumulator((len(v),)) for k, v in groups.items()}
     # NOTE: per pair, whether the float (x) / quantized (y) side was ever non-finite.
     bad = {k: np.zeros((len(v), 2), bool) for k, v in groups.items()}
-    fetch, params = [f"__axnb_{k}" for k in groups], param_feed(model, ref.qparams)
+    dyn, mismatch = _dynamic_pairs(model, groups, tensors), {}
+    params = param_feed(model, ref.qparams)
     for feed in feeds:
         extra = ({f"__axnb_b{i}": v for i, v in enumerate(qmodel.run(feed, tensors).values())}
                  if backend else {})
-        vals = sess.run(fetch, {**feed, **params, **extra})
+        vals = _run_sample(sess, groups, dyn, {**feed, **params, **extra}, mismatch)
         if not all(np.isfinite(v).all() for v in vals):
             # NOTE: a float32 block sum overflowed, or a tensor is not finite: the exact graph
             # decides (float64 throughout), so the flags below mean what they say.
-            vals = _compare_session(model, qmodel, ref, methods, exact=True)[0].run(
-                fetch, {**feed, **params, **extra})
+            vals = _run_sample(_compare_session(model, qmodel, ref, methods, exact=True)[0],
+                               groups, dyn, {**feed, **params, **extra}, {})
         for k, v in zip(groups, vals):
             accs[k].add_moments(_moments(v))
             bad[k] |= ~np.isfinite(v.reshape(-1, 6)[:, 1:3])
-    return {"accs": accs, "bad": bad}
+    return {"accs": accs, "bad": bad, "mismatch": mismatch}
+
+
+def _dynamic_pairs(model: Model, groups: dict, tensors: list[str]) -> dict[str, dict[int, str]]:
+    """group -> {pair index: float tensor} of the pairs whose shape may vary per sample
+    (:attr:`axnb.graph.Model.dynamic`): their moments are taken in numpy, not in the graph."""
+    of = {"e2e": tensors, "rvb": tensors, "pl": model.points()}
+    return {k: {i: t for i, t in enumerate(of[k]) if t in model.dynamic} for k in groups}
+
+
+def _run_sample(sess, groups: dict, dyn: dict, feed: dict, mismatch: dict) -> list[np.ndarray]:
+    """One sample's moments, [6 * pairs] per group: the graph's reductions, and numpy's for
+    the dynamic pairs.
+
+    NOTE: a data-dependent length (a Loop's trip count) can differ between samples and between
+    the float and the quantized model; a pair whose shapes differ scores
+    :func:`axnb.metrics.mismatch_moments` (cosine 0) and is counted in ``mismatch``
+    (``{tensor: [samples, float shape, quantized shape]}``) for the report's notes.
+    """
+    static = [k for k in groups if len(dyn[k]) < len(groups[k])]
+    names = list(dict.fromkeys(n for k in groups for i in dyn[k] for n in groups[k][i]
+                               if n not in feed))
+    got = dict(zip([f"__axnb_{k}" for k in static] + names,
+                   sess.run([f"__axnb_{k}" for k in static] + names, feed)))
+    got.update({n: v for n, v in feed.items() if n not in got})
+    out = []
+    for k, pairs in groups.items():
+        m = np.zeros((len(pairs), 6))
+        keep = [i for i in range(len(pairs)) if i not in dyn[k]]
+        if keep:
+            m[keep] = got[f"__axnb_{k}"].reshape(-1, 6)
+        for i, t in dyn[k].items():
+            x, y = (np.asarray(got[n]) for n in pairs[i])
+            m[i] = _raw(metrics.moments(x, y) if x.shape == y.shape else
+                        metrics.mismatch_moments(x, y))
+            if x.shape != y.shape:
+                mismatch.setdefault(t, [0, x.shape, y.shape])[0] += 1
+        out.append(m.ravel())
+    return out
+
+
+def _raw(m: np.ndarray) -> np.ndarray:
+    """:data:`axnb.metrics.MOMENTS` -> the graph's layout (n, sxx, syy, sdd, max d, min d)."""
+    return np.array([m[0], m[2], m[3], m[4], m[5], -m[5]])
 
 
 def merge_chunks(parts: list[dict]) -> dict:
     """One :func:`compare_chunk` result of several, merged in order (sums added, flags or-ed)."""
     out = parts[0]
     for p in parts[1:]:
+        mis = {t: list(v) for t, v in out.get("mismatch", {}).items()}
+        for t, (n, xs, ys) in p.get("mismatch", {}).items():
+            mis.setdefault(t, [0, xs, ys])[0] += n
         out = {"accs": {k: a.merge(p["accs"][k]) for k, a in out["accs"].items()},
-               "bad": {k: b | p["bad"][k] for k, b in out["bad"].items()}}
+               "bad": {k: b | p["bad"][k] for k, b in out["bad"].items()}, "mismatch": mis}
     return out
 
 
@@ -431,6 +478,7 @@ def compare_finish(model: Model, qmodel: QuantModel, ms, part: dict, secs: float
     # NOTE: the float side of each pair: e2e compares ``tensors``, pl every point
     xs = {"e2e": tensors, "pl": model.points()}
     res["bad"] = {k: dict(zip(xs[k], bad[k])) for k in ("e2e", "pl") if k in bad}
+    res["mismatch"] = part.get("mismatch", {})
     final = {o: {k: float(v[tensors.index(o)]) for k, v in res["e2e"].items()}
              for o in model.outputs if o in tensors}
     return {m.value: _report(model, qmodel, m, n, secs, res, final) for m in ms}
@@ -457,9 +505,10 @@ def _build_compare(model: Model, qmodel: QuantModel, ref: QuantModel, methods: t
     chain = build.layers("__e", chain=True) if e2e or not backend else {}
     if backend:
         bq = [f"__axnb_b{i}" for i in range(len(tensors))]
-        p.graph.input.extend(helper.make_tensor_value_info(b, TensorProto.FLOAT,
-                                                           model.spec(t).shape)
-                             for b, t in zip(bq, tensors))
+        # NOTE: a data-dependent shape is fed as it comes (rank only): it varies per sample.
+        p.graph.input.extend(helper.make_tensor_value_info(
+            b, TensorProto.FLOAT, [None] * len(s) if t in model.dynamic else s)
+            for b, t in zip(bq, tensors) for s in [model.spec(t).shape])
         groups["e2e"] = list(zip(tensors, bq))
         if e2e:
             groups["rvb"] = [(chain[t], b) for t, b in zip(tensors, bq)]
@@ -472,9 +521,15 @@ def _build_compare(model: Model, qmodel: QuantModel, ref: QuantModel, methods: t
     # the advice and the search compute from the outputs in numpy, and must print the same.
     blocks = {} if exact else {t: _block(model.spec(t).shape) for t in acts
                                if t not in model.outputs}
-    moments = _Moments(p.graph, blocks)
+    moments, dyn = _Moments(p.graph, blocks), _dynamic_pairs(model, groups, tensors)
+    have = {o.name for o in p.graph.output} | {i.name for i in p.graph.input}
     for k, pairs in groups.items():
-        moments.add(pairs, f"__axnb_{k}")
+        static = [pr for i, pr in enumerate(pairs) if i not in dyn[k]]
+        if static:
+            moments.add(static, f"__axnb_{k}")
+        for n in (n for i in dyn[k] for n in pairs[i] if n not in have):
+            p.graph.output.append(helper.make_empty_tensor_value_info(n))
+            have.add(n)
     return analysis_session(qdq.toposort(p)), groups, tensors
 
 
@@ -499,6 +554,7 @@ def _report(model, qmodel, m: Method, n: int, secs: float, res, final) -> LayerR
                                  "Backend model's parameters; final uses the Backend model.")
     _nonfinite(rows, res["bad"]["e2e" if m is Method.EndToEnd else "pl"], meta)
     _silent(rows, meta)
+    _mismatch_note(res.get("mismatch", {}), meta)
     ones = [r[Col.OUTPUT] for r in rows if int(np.prod(r[Col.SHAPE])) == 1]
     if ones:
         meta["across_samples"] = ones
@@ -510,6 +566,20 @@ def _report(model, qmodel, m: Method, n: int, secs: float, res, final) -> LayerR
         meta["notes"].append(f"{len(model.internal)} tensors inside fused groups "
                              f"(fusion {model.fusion.value}) stay float and have no row")
     return LayerReport(rows, meta, final)
+
+
+def _mismatch_note(mismatch: dict, meta: dict) -> None:
+    """Name the tensors whose quantized shape differed from the float one on some samples."""
+    if not mismatch:
+        return
+    meta["shape_mismatch"] = {t: {"samples": n, "float": list(xs), "quantized": list(ys)}
+                              for t, (n, xs, ys) in mismatch.items()}
+    first = ", ".join(f"{t} (float {tuple(xs)} vs quantized {tuple(ys)} on {n} samples)"
+                      for t, (n, xs, ys) in list(mismatch.items())[:3])
+    meta["notes"].append(f"{len(mismatch)} tensors have another shape in the quantized model "
+                         f"than in the float one: {first}{', ...' if len(mismatch) > 3 else ''}; "
+                         "a data-dependent length changed under quantization, those samples "
+                         "score cosine 0 there")
 
 
 def _silent(rows: list[dict], meta: dict) -> None:

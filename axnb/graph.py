@@ -65,7 +65,80 @@ def canonical(proto: onnx.ModelProto) -> onnx.ModelProto:
                          f"{CANONICAL_OPSET} (axnb's one opset; 16-bit Q/DQ need it): {first}; "
                          f"the model's ops: {', '.join(ops)}") from e
     constants_to_initializers(out)
+    unique_subgraph_names(out)
     return out
+
+
+def _graphs_of(node: onnx.NodeProto) -> list[onnx.GraphProto]:
+    """The subgraphs (If branches, Loop / Scan bodies) held by a node's attributes."""
+    return [a.g for a in node.attribute if a.type == onnx.AttributeProto.GRAPH] + [
+        g for a in node.attribute if a.type == onnx.AttributeProto.GRAPHS for g in a.graphs]
+
+
+def _defined(g: onnx.GraphProto) -> list[str]:
+    """The names a graph defines itself: its inputs, initializers and node outputs."""
+    return ([v.name for v in g.input] + [t.name for t in g.initializer]
+            + [t.values.name for t in g.sparse_initializer]
+            + [o for n in g.node for o in n.output if o])
+
+
+def _all_names(g: onnx.GraphProto) -> set[str]:
+    return set(_defined(g)).union(*(_all_names(s) for n in g.node for s in _graphs_of(n)))
+
+
+def unique_subgraph_names(proto: onnx.ModelProto) -> int:
+    """Rename subgraph tensors whose name is already defined elsewhere in the model, in place.
+
+    NOTE: onnx's version_converter names the tensors it adds (the axes Constants of an
+    opset-18 ReduceMean, ...) ``_v_<n>`` from a counter per graph, so an If branch and the main
+    graph can both get ``_v_43``; onnxruntime then refuses the model (names are single
+    assignment across subgraphs too). The main graph keeps its names; a subgraph's later
+    definition and its uses inside that subgraph (and deeper) are renamed: same computation.
+
+    Returns:
+        How many names were renamed.
+    """
+    seen = set(_defined(proto.graph))
+    taken = _all_names(proto.graph)
+    count = 0
+
+    def fresh(name: str) -> str:
+        k = 1
+        while f"{name}__{k}" in taken:
+            k += 1
+        taken.add(f"{name}__{k}")
+        return f"{name}__{k}"
+
+    def walk(g: onnx.GraphProto, renames: dict[str, str]) -> None:
+        nonlocal count
+        renames = dict(renames)
+        for name in _defined(g):
+            if name in seen:
+                renames[name] = fresh(name)
+                count += 1
+            seen.add(renames.get(name, name))
+        _rename(g, renames)
+        for n in g.node:
+            for s in _graphs_of(n):
+                walk(s, renames)
+
+    for n in proto.graph.node:
+        for s in _graphs_of(n):
+            walk(s, {})
+    return count
+
+
+def _rename(g: onnx.GraphProto, renames: Mapping[str, str]) -> None:
+    """Apply ``renames`` to one graph's own names (not its subgraphs')."""
+    if not renames:
+        return
+    for v in [*g.input, *g.output, *g.value_info, *g.initializer]:
+        v.name = renames.get(v.name, v.name)
+    for t in g.sparse_initializer:
+        t.values.name = renames.get(t.values.name, t.values.name)
+    for n in g.node:
+        n.input[:] = [renames.get(i, i) for i in n.input]
+        n.output[:] = [renames.get(o, o) for o in n.output]
 
 
 def channel_axis(shape: tuple[int, ...]) -> int | None:
@@ -209,6 +282,13 @@ class Model:
         """The quantization points: float activations outside fused groups' insides (what is
         observed, fake-quantized and compared), in topological order."""
         return list(self._points)
+
+    @cached_property
+    def dynamic(self) -> frozenset[str]:
+        """Tensors whose shape may differ from sample to sample (data-dependent: Loop, NonZero,
+        If): shape inference left a dim unknown, or the shape was measured on one sample."""
+        return frozenset(n for n, v in self._vi.items() if n not in self.input_shapes and (
+            v.doc_string == MEASURED or any(not isinstance(d, int) or d < 0 for d in _dims(v))))
 
     # NOTE: computed once: both are read on every plan toggle and by every graph builder.
     @cached_property
@@ -597,6 +677,11 @@ def _infer(proto: onnx.ModelProto, shapes: Mapping | None = None) -> onnx.ModelP
     return out
 
 
+# NOTE: the doc_string of a value_info whose shape one onnxruntime run measured: it holds for
+# that sample only (a Loop's trip count can depend on the input), so Model.dynamic lists it.
+MEASURED = "axnb: shape measured on one sample"
+
+
 def _clear_dynamic(proto: onnx.ModelProto) -> None:
     """Negative dims (Paddle's -1) in outputs and value_info become unknown dims."""
     for v in [*proto.graph.output, *proto.graph.value_info]:
@@ -639,7 +724,8 @@ def _measure_shapes(proto: onnx.ModelProto, shapes: Mapping | None = None,
     outputs = {o.name: o for o in g.output}
     for t in todo:
         a = np.asarray(vals[t])
-        vi = helper.make_tensor_value_info(t, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
+        vi = helper.make_tensor_value_info(t, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape,
+                                           doc_string=MEASURED)
         if t in outputs:
             outputs[t].CopyFrom(vi)
         else:

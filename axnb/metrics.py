@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -55,6 +56,32 @@ def moments(x, y) -> np.ndarray:
     d = a - b
     mx = float(np.abs(d).max()) if d.size else 0.0
     return np.array([a.size, a @ b, a @ a, b @ b, d @ d, mx], np.float64)
+
+
+def mismatch_moments(x, y) -> np.ndarray:
+    """The moments of a float / quantized pair whose shapes differ (a data-dependent length: a
+    Loop that ran another number of iterations, a NonZero that kept other elements).
+
+    NOTE: no element aligns, so the pair is scored as unrelated tensors (sum(x*y) = 0): cosine
+    0, as for a tensor that lost everything; n is the larger size, max|d| the larger max |value|.
+
+    Example:
+        >>> from_moments(mismatch_moments([3.0, 4.0], [3.0]))["Cosin"].item()
+        0.0
+    """
+    a = np.asarray(x, np.float64).ravel()
+    b = np.asarray(y, np.float64).ravel()
+    mx = max(float(np.abs(a).max(initial=0.0)), float(np.abs(b).max(initial=0.0)))
+    return np.array([max(a.size, b.size), 0.0, a @ a, b @ b, a @ a + b @ b, mx], np.float64)
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """:func:`sample_terms` of an output whose float and quantized shapes differ on a sample."""
+
+    moments: np.ndarray
+    float_shape: tuple[int, ...]
+    quant_shape: tuple[int, ...]
 
 
 def from_moments(m) -> dict[str, np.ndarray]:
@@ -347,14 +374,16 @@ def silent_text(m: dict) -> str:
 
 def final_notes(m: dict) -> list[str]:
     """What a final-metric entry needs said beside its cosine: its near-silent samples
-    (:func:`silent_text`) and where its NaN/Inf start (:func:`nonfinite_text`).
+    (:func:`silent_text`), its samples of another shape (:func:`shape_mismatch_text`) and where
+    its NaN/Inf start (:func:`nonfinite_text`).
 
     Example:
         >>> final_notes({"Cosin": 0.99})
         []
     """
     nf = nonfinite_text(m.get("nonfinite"))
-    return [t for t in (silent_text(m), f"NaN/Inf: {nf}" if nf else "") if t]
+    return [t for t in (silent_text(m), shape_mismatch_text(m), f"NaN/Inf: {nf}" if nf else "")
+            if t]
 
 
 def nonfinite_text(info: dict | None) -> str:
@@ -446,6 +475,9 @@ def sample_terms(float_out: dict, quant_out: dict) -> dict[str, object]:
         if not is_scored(x):
             out[o] = {"dtype": x.dtype.name, "equal": bool(np.array_equal(x, y))}
             continue
+        if x.shape != y.shape:
+            out[o] = Mismatch(mismatch_moments(x, y), x.shape, y.shape)
+            continue
         out[o] = (x.ravel(), y.ravel()) if x.size <= 1 else moments(x, y)
     return out
 
@@ -463,13 +495,56 @@ def combine_outputs(terms: list[dict]) -> dict[str, dict]:
         ts = [t[o] for t in terms]
         if isinstance(ts[0], dict):
             out[o] = _skipped(ts)
-        elif isinstance(ts[0], tuple):
+        elif all(isinstance(t, tuple) for t in ts):
             m = {k: float(v) for k, v in from_moments(moments(
                 np.concatenate([x for x, _ in ts]), np.concatenate([y for _, y in ts]))).items()}
             out[o] = {**m, "per_sample": [], "across_samples": True, "elements": ts[0][0].size}
         else:
-            out[o] = _per_sample(np.stack(ts))
+            out[o] = _per_sample(np.stack([_term_moments(t) for t in ts]),
+                                 [i for i, t in enumerate(ts) if isinstance(t, Mismatch)])
+            out[o]["elements"] = _elements(ts[0])
+            _mismatched(o, out[o], ts)
     return out
+
+
+def _term_moments(term) -> np.ndarray:
+    # NOTE: a data-dependent size can be 1 on some samples only: those score per sample too.
+    if isinstance(term, Mismatch):
+        return term.moments
+    return moments(*term) if isinstance(term, tuple) else term
+
+
+def _elements(term) -> int:
+    if isinstance(term, Mismatch):
+        return int(np.prod(term.float_shape))
+    return term[0].size if isinstance(term, tuple) else int(term[0])
+
+
+def _mismatched(o: str, entry: dict, ts: list) -> None:
+    """List (``shape_mismatch``) and warn of the samples where the output's shapes differ."""
+    bad = [f"sample {i}: float {t.float_shape} vs quantized {t.quant_shape}"
+           for i, t in enumerate(ts) if isinstance(t, Mismatch)]
+    if bad:
+        entry["shape_mismatch"] = bad
+        warnings.warn(f"output {o}: {shape_mismatch_text(entry)}", stacklevel=3)
+
+
+def shape_mismatch_text(m: dict) -> str:
+    """One sentence on the samples of a final-metric entry whose float and quantized shapes
+    differ ("" when none).
+
+    Example:
+        >>> print(shape_mismatch_text({"shape_mismatch": ["sample 2: float (3,) vs quantized "
+        ...                                               "(2,)"]})[:52])
+        the quantized model gives another shape than the flo
+    """
+    bad = m.get("shape_mismatch") or []
+    if not bad:
+        return ""
+    return (f"the quantized model gives another shape than the float model on {len(bad)} "
+            f"sample(s) ({'; '.join(bad[:3])}{'; ...' if len(bad) > 3 else ''}): a "
+            "data-dependent length (Loop, NonZero) changed under quantization; those samples "
+            "score cosine 0 (an accuracy failure, not an error)")
 
 
 def _skipped(ts: list[dict]) -> dict:
@@ -480,12 +555,18 @@ def _skipped(ts: list[dict]) -> dict:
             "per_sample": [], "across_samples": False}
 
 
-def _per_sample(m: np.ndarray) -> dict:
+def _per_sample(m: np.ndarray, mismatched: list[int] = ()) -> dict:
     """The final entry of per-sample moments ``[samples, 6]``: the means, with the cosine of a
     near-silent sample replaced by its :func:`judged` score (``raw_cosine`` keeps the mean of
-    the plain cosines, ``silent`` the indices of those samples)."""
+    the plain cosines, ``silent`` the indices of those samples).
+
+    NOTE: a ``mismatched`` sample (another shape quantized) keeps its cosine 0 even when it is
+    near-silent: a different length is a structural failure, not quantization noise."""
     per = from_moments(m)
     score, silent = judged(m)
+    if len(mismatched):
+        silent[list(mismatched)] = False
+        score = np.where(silent, score, per[Col.COSINE])
     out = {**{k: float(np.mean(v)) for k, v in per.items()},
            "per_sample": [float(c) for c in score], "across_samples": False,
            "elements": int(m[0, 0])}

