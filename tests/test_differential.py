@@ -128,6 +128,10 @@ def _workbench(name: str, samples: int = SAMPLES):
         pytest.skip(f"{name}: samples not preparable here ({e})")
     cfg = load_config(spec.config)
     wb = axnb.Workbench(str(M.model_path(spec)), cfg, progress=False)
+    # NOTE: an output of a few elements per sample is compared across the samples: 2 of them
+    # (near 0 on a wake-word head) say nothing; 8 do
+    if any(v.size < 8 for v in wb.float_outputs()[0].values()):
+        samples = max(samples, 8)
     return wb.set_samples(wb.samples[:samples])
 
 
