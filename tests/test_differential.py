@@ -54,6 +54,8 @@ ACT = ("U8", "S8", "U16", "S16")
 
 
 def _cos(a: np.ndarray, b: np.ndarray) -> float:
+    if a.size != b.size:        # NOTE: a data-dependent length that changed (slanet_plus)
+        return 0.0
     a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
     na, nb = np.linalg.norm(a), np.linalg.norm(b)
     return 1.0 if na == nb == 0 else float(a @ b / (na * nb)) if na and nb else 0.0
