@@ -218,11 +218,13 @@ class _Reader:
 
 def ort_quantize(model: Path, feeds: list[dict], work: Path) -> tuple[Path | None, str | None, str]:
     """onnxruntime quantize_static (QDQ, QUInt8 / QInt8 per-channel, MinMax) of ``model``."""
+    import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     src, how = work / "float.onnx", "raw"
-    shutil.copy(model, src)
+    # NOTE: loaded and saved, not copied: external weights (khmer_seg's model.onnx.data) inline
+    onnx.save(onnx.load(str(model)), str(src))
     pre = work / "pre.onnx"
     # NOTE: a failed symbolic shape inference saves sym_shape_infer_temp.onnx and its
     # <uuid>.data into the current directory: keep them in the work folder
