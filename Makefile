@@ -43,8 +43,9 @@ demo: setup
 	$(BIN)/axnb demo
 
 # NOTE: tiers: `make test` is the fast tier (every module, 4-6 minutes on 2 cores); `make
-# test-slow` the tests marked slow (notebooks, browsers, conformance models, Dask cluster runs,
-# `axnb build` runs, MiniLM builds: pyproject's markers; ~7 minutes); `make test-all` both.
+# test-slow` the tests marked slow (notebooks, browsers, conformance models, the differential
+# suite's random plans, Dask cluster runs, `axnb build` runs, MiniLM builds: pyproject's
+# markers); `make test-all` both.
 test: setup browser
 	$(BIN)/python -m pytest -q -m "not slow" --durations=15
 
