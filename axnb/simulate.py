@@ -134,9 +134,10 @@ class QuantModel:
             p.CopyFrom(self.proto)
             for n in key:
                 p.graph.output.append(helper.make_empty_tensor_value_info(n))
-        # NOTE: both modes as written (module docstring): a float fusion of level extended in
-        # Reference (ViT plan of the differential suite) moved the cosine 1.3e-3 from NPUBackend
-        return runtime.session(p, optimize=False, consume=bool(key), low_memory=bool(key))
+        # NOTE: both modes as written (module docstring) and unpacked (runtime.session): the
+        # same float arithmetic in both, so they differ only where their quantizers do
+        return runtime.session(p, optimize=False, consume=bool(key), low_memory=bool(key),
+                               prepack=False)
 
     def with_plan(self, stats, plan, method=None) -> QuantModel:
         """The same model under another plan or method, reusing the Reference session.
