@@ -48,7 +48,8 @@ from axnb.types import QType
 QDQ_OPSET = 21
 # NOTE: written into every exported model (see axnb.runtime.DISABLED_OPTIMIZERS for why).
 RUNTIME_NOTE = ("axnb measured this model with its Q/DQ run as written: onnxruntime "
-                "graph_optimization_level ORT_DISABLE_ALL gives the same outputs; level basic "
+                "graph_optimization_level ORT_DISABLE_ALL with session.disable_prepacking=1 "
+                "gives the same outputs; level basic "
                 "and above may rewrite float weights and fuse GELU/LayerNorm, and level all runs "
                 "CPU integer kernels (int16-saturating on AVX2 without VNNI)")
 # NOTE: the largest float32 below 2**31; both modes saturate biases there so they agree exactly.

@@ -127,6 +127,8 @@ def session(path: Path, level: str = "ORT_ENABLE_ALL"):
     so = ort.SessionOptions()
     so.log_severity_level = 3
     so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
+    if level == LEVELS["exact"]:   # NOTE: as written: a packed float Gemm weight sums otherwise
+        so.add_session_config_entry("session.disable_prepacking", "1")
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 

@@ -7,7 +7,8 @@ A plan draws: the default activation type (U8 / S8 / U16 / S16), overrides on ra
 SmoothQuant. Checked per plan:
 
 - NPUBackend's outputs are the exported model's, bit for bit, run by a fresh onnxruntime session
-  with every graph optimization off (the QDQ as written, no axnb code on that path);
+  with every graph optimization and weight pre-packing off (the QDQ as written, no axnb code
+  on that path);
 - Reference and NPUBackend agree: final cosine within :data:`REF_TOL` per output (rounding);
 - nothing is NaN where the float model is finite.
 
@@ -96,6 +97,9 @@ def _export_outputs(qm, path: Path, feeds: list[dict]) -> list[dict]:
     so = ort.SessionOptions()
     so.log_severity_level = 3
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL   # as written
+    # NOTE: and a Gemm's float (FP32-plan) weight not pre-packed: packed, it sums in another
+    # order (axnb.runtime.session's prepack)
+    so.add_session_config_entry("session.disable_prepacking", "1")
     s = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     names = [o.name for o in s.get_outputs()]
     return [dict(zip(names, s.run(names, f))) for f in feeds]
