@@ -149,7 +149,7 @@ def bias_nodes(model: Model, wq: Mapping[str, WeightQ],
 
 # NOTE: onnxruntime's rule (QDQQuantizer._adjust_weight_scale_for_int32_bias, after TFLite's):
 # a channel whose bias would not fit int32 at s_in * s_w gets the weight scale
-# s_w * (1.0001 * 2|b| / (2**32 - 2)) / (s_in * s_w), in float64, and is requantized. Saturating
+# s_w * (1.0001 * 2|b| / (2**32 - 2)) / (s_in * s_w) and is requantized. Saturating
 # the bias instead cost PP-OCR det all-U16 0.968 -> 0.745 (a U16 s_in is ~256x smaller than a
 # U8 one); the same rule in both modes, the export and onnxruntime's quantize_static keeps all
 # four bit-identical. conv_bias_data_type FP32 keeps the bias float (no fit needed).

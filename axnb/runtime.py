@@ -30,9 +30,11 @@ _LEVELS = {True: "ORT_ENABLE_ALL", False: "ORT_DISABLE_ALL", "all": "ORT_ENABLE_
            "disable": "ORT_DISABLE_ALL"}
 
 
-# NOTE: onnxruntime rewrites that change what a graph computes, off in every axnb session, so
-# that Reference, NPUBackend and the export run as written (the NPU computes GELU/LayerNorm its
-# own way anyway; these are CPU-runtime choices, not the model's):
+# NOTE: onnxruntime rewrites that change what a graph computes, off in every axnb session that
+# runs optimized (the float model's, at level all). The quantized models run unoptimized
+# (axnb.simulate) because more rewrites than these, down to level basic's Identity
+# elimination, moved their numbers; these two kinds were found first and matter wherever a
+# graph is optimized (the NPU computes GELU/LayerNorm its own way anyway):
 # - WeightBiasQuantization (>= 1.21, every level but none): a Conv/Gemm between DQ and Q with a
 #   float weight gets per-TENSOR int8 weights (a float bias: unsaturated int32). A plan with FP32
 #   weights (or conv_bias_data_type FP32) means float weights: layout_cdla's FP32-weight plan

@@ -148,8 +148,9 @@ class QuantModel:
         """
         method = parse_enum(CalibMethod, method or stats.method, "calibration_method")
         qp = act_qparams(stats, plan, method)
-        if self.mode is Mode.Reference and self.rtn is not None and \
-                _weights_key(plan, self.model) == _weights_key(self.plan, self.model):
+        same_types = self.rtn is not None and \
+            _weights_key(plan, self.model) == _weights_key(self.plan, self.model)
+        if self.mode is Mode.Reference and same_types:
             wq = qdq.fit_biases(self.model, self.rtn, qp) if self.bias_s32 else self.rtn
             if _same_weights(wq, self.weights):
                 tensors = self.model.points()
@@ -157,7 +158,7 @@ class QuantModel:
                                   self.proto, self.qnames, method, param_vectors(tensors, qp),
                                   self.sessions, self.rtn)
         return simulate(self.model, stats, plan, self.mode, method,
-                        "S32" if self.bias_s32 else "FP32")
+                        "S32" if self.bias_s32 else "FP32", rtn=self.rtn if same_types else None)
 
     def qdq(self) -> onnx.ModelProto:
         """The QDQ model of this plan and these parameters (what gets exported)."""
@@ -180,7 +181,8 @@ def _same_weights(a: Mapping[str, WeightQ], b: Mapping[str, WeightQ]) -> bool:
 
 
 def simulate(model: Model, stats, plan, mode="Reference", method=None,
-             conv_bias_data_type: str = "S32") -> QuantModel:
+             conv_bias_data_type: str = "S32", rtn: Mapping[str, WeightQ] | None = None
+             ) -> QuantModel:
     """Build the quantized model for a plan.
 
     Args:
@@ -191,6 +193,7 @@ def simulate(model: Model, stats, plan, mode="Reference", method=None,
             onnxruntime's integer kernels).
         method: calibration method for the ranges (default: ``stats.method``).
         conv_bias_data_type: "S32" (bias quantized at s_in * s_w) or "FP32".
+        rtn: the plan's round-to-nearest weights (:func:`weight_q`), if already computed.
 
     Returns:
         QuantModel; ``.run(feed)`` gives the outputs, ``.save(path)`` exports QDQ ONNX.
@@ -203,7 +206,7 @@ def simulate(model: Model, stats, plan, mode="Reference", method=None,
     mode = parse_enum(Mode, mode, "precision_analysis_mode")
     method = parse_enum(CalibMethod, method or stats.method, "calibration_method")
     qp = act_qparams(stats, plan, method)
-    rtn = weight_q(model, plan)
+    rtn = dict(rtn) if rtn is not None else weight_q(model, plan)
     s32 = str(conv_bias_data_type).upper() == "S32"
     wq = qdq.fit_biases(model, rtn, qp) if s32 else rtn
     if mode is Mode.Backend:
