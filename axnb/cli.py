@@ -15,13 +15,22 @@ never mixed with a new run; ``--overwrite`` replaces it):
     quant/debug/precision_analysis_table.txt, precision_analysis.mmd   (quant.precision_analysis)
     ort_quant/                              onnxruntime quantize_static reproducing the plan
                                             (python ort_quant/quantize.py; axnb.ortquant)
+    pulsar2/config.json                     the config with the method, SmoothQuant and the
+                                            plan as layer_configs (Pulsar2 recalibrates)
+    pulsar2/quantonnx/                      model.onnx (QDQ, axnb's own parameters) + its
+                                            config.json ("model_type": "QuantONNX")
+    tune.json                               with --tune: the tuner's answer and trace
     analysis.json                           the Analysis the report renders (Analysis.load)
     report.html                             the self-contained report
 
 It prints the tables, the final-output metrics in both modes, the task metric of the config's
 ``evaluation`` block (float vs quantized, both modes; the verdict then judges its drop against
 ``--max-drop``) and the next steps of :mod:`axnb.advice`, from the same Analysis snapshot the
-report renders. ``--no-measure`` skips trying the next steps (minutes on big models).
+report renders. ``--tune [TARGET]`` first runs the tuner (:mod:`axnb.tune`: calibration method,
+SmoothQuant, U16 / FP32 groups and regions at the least cost; ``--tune-seconds``, default 900;
+with ``--max-drop`` and an evaluation block it tunes the task metric) and builds the rest on its
+answer, which is never below the start. ``--no-measure`` skips trying the next steps (minutes
+on big models).
 
 Errors print one line (no traceback unless ``--debug``) and exit with status 2.
 """
@@ -67,6 +76,10 @@ def _build_args(b: argparse.ArgumentParser) -> None:
     b.add_argument("--overwrite", action="store_true", help="replace an existing output dir")
     b.add_argument("--search-target", type=float, default=None,
                    help="run the mixed-precision search to this final-output cosine")
+    b.add_argument("--tune", type=float, nargs="?", const=0.98, default=None, metavar="TARGET",
+                   help="tune (method, SmoothQuant, U16/FP32) to this cosine (default 0.98)")
+    b.add_argument("--tune-seconds", type=float, default=900.0, metavar="S",
+                   help="the tuner's time budget (default %(default)s)")
     b.add_argument("--samples", type=int, default=None,
                    help="analysis samples to use (default: all of the analysis set)")
     b.add_argument("--fail-under", type=float, default=None, metavar="COSINE",
@@ -159,7 +172,7 @@ def _demo(args) -> int:
     ns = argparse.Namespace(config=str(zoo.config_path(args.model)), input=None,
                             output_dir=args.output_dir, debug=args.debug, input_shapes=None,
                             overwrite=True, search_target=None, samples=None, overrides={},
-                            max_drop=None, no_measure=False)
+                            max_drop=None, no_measure=False, tune=None, tune_seconds=900.0)
     return build(ns)
 
 
@@ -260,13 +273,22 @@ def _run(con, model_file: Path, cfg, out: Path, shapes, args) -> None:
         # NOTE: ranked by the PerLayer table (one pass) instead of one evaluation per layer.
         res = search(wb.evaluator(), wb.plan, target=args.search_target,
                      ranking=wb.ranking())
-        res.apply(wb)
-        con.print(f"[bold]search[/]: {len(res.promoted)} layers to {res.qtype.value}, "
-                  f"target met: {res.met} after {res.evaluations} evaluations")
+        b, f = (min(d.values(), default=float("nan")) for d in (res.baseline, res.final))
+        # NOTE: a plan that lowers the score is never kept (all-U16 can score below U8)
+        keep = f >= b
+        if keep:
+            res.apply(wb)
+        con.print(f"[bold]search[/]: {len(res.promoted)} layers to {res.qtype.value}: "
+                  f"cosine {b:.5f} -> {f:.5f}, target met: {res.met} after {res.evaluations} "
+                  f"evaluations{'' if keep else '; not kept (it lowers the score)'}")
+    if getattr(args, "tune", None) is not None:
+        _tune(con, wb, args, out)
     con.print(_df_table(_layer_config_frame(wb), "Layer Config Table"))
     reports = _precision(con, wb, out) if cfg.quant.precision_analysis else {}
     wb.export_quantized(out / "quant" / "quantized.onnx")
     wb.export_ort(out / "ort_quant")
+    wb.export_config(out / "pulsar2" / "config.json")
+    wb.export_quantonnx(out / "pulsar2" / "quantonnx")
     _write_json(out / "quant" / "quant_config.json", _quant_config(wb))
     from axnb.checks import diagnose
     from axnb.trials import measured, needs_steps
@@ -283,6 +305,20 @@ def _run(con, model_file: Path, cfg, out: Path, shapes, args) -> None:
     an.save(out / "analysis.json")
     write_report(an, out / "report.html")
     _write_json(out / "summary.json", summary(an, out, reports, measure))
+
+
+def _tune(con, wb, args, out: Path) -> None:
+    """``--tune``: run the tuner, print its line, save its trace, adopt its answer."""
+    drop = getattr(args, "max_drop", None)
+    task = drop is not None and wb.config.evaluation is not None
+    con.print("[bold]tune[/]: calibration methods, SmoothQuant, U16 / FP32 groups and regions "
+              f"(budget {args.tune_seconds:g} s)...")
+    res = wb.tune(target=None if task else args.tune, max_drop=drop if task else None,
+                  max_seconds=args.tune_seconds)
+    res.save(out / "tune.json")
+    res.apply(wb)
+    ceiling = "; ".join(f"{k} {v:.5f}" for k, v in res.ceiling.items())
+    con.print(f"[bold]{res.summary()}[/]" + (f" (measured: {ceiling})" if ceiling else ""))
 
 
 def _snapshot(con, wb, reports: dict, args):

@@ -277,6 +277,19 @@ class Workbench:
 
         return evaluator(self, metric, mode)
 
+    def tune(self, target: float | None = None, max_seconds: float | None = 900.0, **kw):
+        """The cheapest combined plan (calibration method, SmoothQuant, U16 / FP32 groups and
+        regions) that reaches ``target`` (:func:`axnb.tune.tune`: its arguments); the
+        workbench is as it was on return: ``result.apply(wb)`` adopts the answer.
+
+        Example:
+            >>> res = wb.tune(target=0.98)                               # doctest: +SKIP
+            >>> print(res.summary()); res.apply(wb)                      # doctest: +SKIP
+        """
+        from axnb.tune import tune
+
+        return tune(self, target=target, max_seconds=max_seconds, **kw)
+
     def evaluate(self, metric=None, labels=None, mode=None, **kw):
         """The task metric of the current plan, float vs quantized (:mod:`axnb.taskmetrics`):
         top-1 / agreement / IoU / MAE / nearest-neighbour agreement or a callable, on the
@@ -510,10 +523,34 @@ class Workbench:
         d.setdefault("quant", {})
         d["quant"]["calibration_method"] = self.method.value
         d["quant"]["layer_configs"] = self.plan.to_layer_configs()
+        d["quant"]["enable_smooth_quant"] = self.smooth is not None
+        if self.smooth is not None:
+            d["quant"]["smooth_quant_strength"] = self.smooth.alpha
         # NOTE: relative paths are rewritten to point at the same files from the new folder.
         cfg = dataclasses.replace(load_config(d), base_dir=self.config.base_dir)
         cfg = cfg.rebased(Path(path).parent)
         return save_config(cfg, path)
+
+    def export_quantonnx(self, folder: str | Path) -> Path:
+        """Write the folder Pulsar2 compiles as a quantized model (``"model_type":
+        "QuantONNX"``, AX650 / M76H): ``model.onnx``, the QDQ model with axnb's own scales, zero
+        points and weights (so per-tensor choices survive: a config alone makes Pulsar2
+        recalibrate), and ``config.json`` beside it (the config with the method, SmoothQuant
+        and the plan's ``layer_configs``, ``input`` pointing at ``model.onnx``).
+
+        Example:
+            >>> wb.export_quantonnx("out/quantonnx")                      # doctest: +SKIP
+        """
+        import json
+
+        from axnb.files import write_text
+
+        folder = Path(folder)
+        self.export_quantized(folder / "model.onnx")
+        cfg = json.loads(self.export_config(folder / "config.json").read_text())
+        cfg = {"model_type": "QuantONNX", **cfg, "input": "model.onnx"}
+        write_text(folder / "config.json", json.dumps(cfg, indent=2) + "\n")
+        return folder
 
     def __repr__(self) -> str:
         return (f"Workbench({self.model!r}, {len(self.samples)} analysis samples, "
