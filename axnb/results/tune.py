@@ -68,7 +68,7 @@ class TuneResult:
     Example:
         >>> res = wb.tune(target=0.98)                         # doctest: +SKIP
         >>> print(res.summary())                               # doctest: +SKIP
-        tuned: Percentile + U16 for 12 groups (3.1% of MACs) + FP32 for 0: 0.69632 -> 0.98120 ...
+        tuned: Percentile + U16 for 12 groups (3.1% of MACs): cosine 0.69632 -> 0.98120 ...
         >>> res.apply(wb); wb.export_config("out/config.json")  # doctest: +SKIP
     """
 
@@ -151,18 +151,22 @@ class TuneResult:
             >>> r = TuneResult(0.98, "cosine", True, "met", 0.7, 0.985, CalibMethod.Percentile,
             ...                None, (("conv_3", "U16"),), (), 0.031, 0.0, {}, (), 41, 190.0)
             >>> print(r.summary())  # doctest: +NORMALIZE_WHITESPACE
-            tuned: Percentile + U16 for 1 group (3.1% of MACs) + FP32 for 0: cosine 0.70000 ->
-            0.98500 (tried), target 0.98 met; 41 evaluations, 3 min 10 s
+            tuned: Percentile + U16 for 1 group (3.1% of MACs): cosine 0.70000 -> 0.98500 (tried),
+            target 0.98 met; 41 evaluations, 3 min 10 s
         """
         n16 = len(self.layers(QType.U16)) + len(self.layers(QType.S16))
         nfp = len(self.layers(QType.FP32))
-        g = "group" if n16 == 1 else "groups"
-        fp = f"FP32 for {nfp}" + (f" ({100 * self.costfp32:.1f}% of MACs)" if nfp else "")
+        parts = [self.setting]
+        if n16:
+            parts.append(f"U16 for {n16} group{'s' if n16 > 1 else ''} "
+                         f"({100 * self.cost16:.1f}% of MACs)")
+        if nfp:
+            parts.append(f"FP32 for {nfp} group{'s' if nfp > 1 else ''} "
+                         f"({100 * self.costfp32:.1f}% of MACs)")
         verdict = "met" if self.met else f"NOT met ({self.stopped})"
-        return (f"tuned: {self.setting} + U16 for {n16} {g} ({100 * self.cost16:.1f}% of MACs) "
-                f"+ {fp}: {self.metric_name} {self.start:.5f} -> {self.score:.5f} (tried), "
-                f"target {self.target:g} {verdict}; {self.evaluations} evaluations, "
-                f"{_minutes(self.seconds)}")
+        return (f"tuned: {' + '.join(parts)}: {self.metric_name} {self.start:.5f} -> "
+                f"{self.score:.5f} (tried), target {self.target:g} {verdict}; "
+                f"{self.evaluations} evaluations, {_minutes(self.seconds)}")
 
     def to_frame(self):
         """One row per evaluated plan, in the order the tuner asked for them."""
