@@ -44,6 +44,7 @@ import tempfile
 from pathlib import Path
 
 from axnb import metrics
+from axnb.advice import FINAL
 from axnb.errors import AxnbError
 from axnb.files import atomic_dir, write_text
 from axnb.results.task import MAX_DROP
@@ -76,8 +77,9 @@ def _build_args(b: argparse.ArgumentParser) -> None:
     b.add_argument("--overwrite", action="store_true", help="replace an existing output dir")
     b.add_argument("--search-target", type=float, default=None,
                    help="run the mixed-precision search to this final-output cosine")
-    b.add_argument("--tune", type=float, nargs="?", const=0.98, default=None, metavar="TARGET",
-                   help="tune (method, SmoothQuant, U16/FP32) to this cosine (default 0.98)")
+    b.add_argument("--tune", type=float, nargs="?", const=FINAL, default=None, metavar="TARGET",
+                   help="tune (method, SmoothQuant, U16/FP32) to this cosine (default "
+                        f"{FINAL})")
     b.add_argument("--tune-seconds", type=float, default=900.0, metavar="S",
                    help="the tuner's time budget (default %(default)s)")
     b.add_argument("--samples", type=int, default=None,
