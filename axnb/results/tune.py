@@ -10,6 +10,8 @@ from axnb.errors import AxnbError
 from axnb.results.serialize import load_json, save_json
 from axnb.types import CalibMethod, QType
 
+RANGE = "range:"  # NOTE: a per-tensor range move in ``overrides``: ("range:<tensor>", method)
+
 
 @dataclass(frozen=True)
 class TuneStep:
@@ -102,6 +104,11 @@ class TuneResult:
         q = QType(qtype) if isinstance(qtype, str) else qtype
         return [n for n, t in self.overrides if t == q.value]
 
+    def ranges(self) -> dict[str, CalibMethod]:
+        """Tensors whose range the answer takes from another calibration method (carried by the
+        QDQ / QuantONNX exports; Pulsar2's config cannot say it)."""
+        return {n[len(RANGE):]: CalibMethod(m) for n, m in self.overrides if n.startswith(RANGE)}
+
     def to_layer_configs(self) -> list[dict]:
         """Pulsar2 ``layer_configs``: the start plan's entries, then the tuned layers by name
         (FP32 ones keep their weights float too).
@@ -139,10 +146,11 @@ class TuneResult:
         plan = type(workbench.plan).from_config(workbench.model, list(self.base_layer_configs))
         by_q: dict[str, list[str]] = {}
         for name, q in self.overrides:
-            by_q.setdefault(q, []).append(name)
+            if not name.startswith(RANGE):
+                by_q.setdefault(q, []).append(name)
         for q in sorted(by_q, key=lambda q: QType(q) is QType.FP32):
             plan = plan.set(by_q[q], q)
-        return workbench.set_plan(plan)
+        return workbench.set_plan(plan.with_methods(self.ranges()) if self.ranges() else plan)
 
     def summary(self) -> str:
         """One line: what was tuned, the score before -> after, the cost, the work.
@@ -163,6 +171,9 @@ class TuneResult:
         if nfp:
             parts.append(f"FP32 for {nfp} group{'s' if nfp > 1 else ''} "
                          f"({100 * self.costfp32:.1f}% of MACs)")
+        if self.ranges():
+            n = len(self.ranges())
+            parts.append(f"own range for {n} tensor{'s' if n > 1 else ''}")
         verdict = "met" if self.met else f"NOT met ({self.stopped})"
         return (f"tuned: {' + '.join(parts)}: {self.metric_name} {self.start:.5f} -> "
                 f"{self.score:.5f} (tried), target {self.target:g} {verdict}; "
