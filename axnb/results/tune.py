@@ -177,7 +177,8 @@ class TuneResult:
         verdict = "met" if self.met else f"NOT met ({self.stopped})"
         return (f"tuned: {' + '.join(parts)}: {self.metric_name} {self.start:.5f} -> "
                 f"{self.score:.5f} (tried), target {self.target:g} {verdict}; "
-                f"{self.evaluations} evaluations, {_minutes(self.seconds)}")
+                f"{self.evaluations} evaluation{'s' if self.evaluations != 1 else ''}, "
+                f"{_minutes(self.seconds)}")
 
     def to_frame(self):
         """One row per evaluated plan, in the order the tuner asked for them."""
