@@ -349,8 +349,9 @@ def advise(final: Mapping[str, float], reports=(), outliers=None, method: str = 
     if not reach:
         # NOTE: each step above was measured alone; combined (and FP32 front ends) they may
         # reach what none does: layout_cdla 0.756 -> 0.981, basic_pitch 0.843 -> 0.996 (tune)
-        steps.append("Not measured yet: the steps combined (calibration method + SmoothQuant + "
-                     "U16 / FP32 groups at the least cost): `axnb build --tune` or wb.tune().")
+        steps.append("Combine them: the tuner measures calibration method + SmoothQuant + "
+                     "U16 / FP32 groups together at the least cost (`axnb build --tune` or "
+                     "wb.tune()).")
     if mode != "NPUBackend":            # NOTE: the figures above are NPUBackend's already
         steps.append(("Then confirm" if good else "Confirm") +
                      " with precision_analysis_mode NPUBackend.")
