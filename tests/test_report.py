@@ -254,6 +254,11 @@ def test_one_flowchart_and_the_checklist_in_the_report(zoo_report):
     html = unescape(zoo_report.read_text(encoding="utf-8"))
     diag = html[html.index('id="diagnosis"'):html.index('id="samples"')]
     assert "Diagnosis (troubleshooting checklist)" in diag and "input types" in diag
+    # NOTE: the deployed-input line sits in the Verdict section too (issue 30)
+    start = html.index('id="verdict"')
+    verdict = re.sub(r"<[^>]+>", "", html[start:html.index("</section>", start)])
+    assert "Deployed input (fail): x: the compiled model takes uint8 1x224x224x3 NHWC" in verdict
+    assert '"src_dtype": "FP32"' in verdict and "deployed input" in diag
     assert "next step" not in diag.split("</p>", 1)[1]                 # printed once: Verdict
     assert html.count("Next steps (Pulsar2 accuracy-tuning guide)") + html.count("Next:") == 1
 

@@ -150,6 +150,9 @@ def test_explorer_renders_one_page_of_the_table(ex, wb):
     assert ex._row_layers[0] is None and ex.toggles[0].disabled  # the graph input row
     assert ex.plot.value[:4] == b"\x89PNG"
     assert "fetch_name_0" in ex.summary_html.value and "MinMax" in ex.summary_html.value
+    # NOTE: the deployed-input line (issue 30): the zoo config changes the input type
+    assert "Deployed input: fail" in ex.summary_html.value and ex.deployed.verdict == "fail"
+    assert unescape(ex.deployed.summary) in unescape(ex.summary_html.value)
 
 
 def test_toggle_reruns_and_refreshes_table_plot_and_summary(ex, wb):
@@ -273,6 +276,8 @@ def test_export_tab_writes_report_config_and_quantized(ex, wb, tmp_path):
     assert ex.snapshot.advice.headline in page and all(x in page for x in ex.snapshot.steps())
     assert all(x in unescape(ex.summary_html.value) for x in ex.snapshot.steps())
     assert ex.snapshot.task_verdict()[1] in page and ex.snapshot.task
+    assert f"Deployed input ({ex.deployed.verdict}): {ex.deployed.summary}" in re.sub(
+        r"<[^>]+>", "", page)
 
 
 def test_diagnosis_tab_runs_the_checks_and_the_search_button(ex, wb):

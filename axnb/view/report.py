@@ -262,6 +262,14 @@ def _diagnosis(an: Analysis):
     return Markup(to_html(diagnosis_table(df[df["check"] != "next step"])))
 
 
+def _deployed(an: Analysis):
+    """The deployed-input check (:func:`axnb.checks.deployed_input`) of the diagnosis, or
+    None: its one line sits in the Verdict section (what the compiled model will take)."""
+    if an.diagnosis is None:
+        return None
+    return next((c for c in an.diagnosis.checks if c.name == "deployed input"), None)
+
+
 def _extra(extra: dict | None) -> list[tuple[str, Markup]]:
     from axnb.view.plots import fig_to_svg
 
@@ -318,7 +326,8 @@ def render_report(analysis: Analysis, extra: dict | None = None, *,
                 for m, outs in advice.spreads(an, threshold).items() for o, sp in outs.items()]
         + [(m, o, why) for m in an.final for o, why in an.skipped(m).items()],
         rvb=_ref_vs_backend(sections, threshold, fine), outliers=_outliers(an), plan=_plan(an),
-        smooth=_smooth(an), diagnosis=_diagnosis(an), extra=_extra(extra), formulas=FORMULAS,
+        smooth=_smooth(an), diagnosis=_diagnosis(an), deployed=_deployed(an),
+        extra=_extra(extra), formulas=FORMULAS,
         task=_task(an, threshold, fine),
         threshold=threshold, fine=fine, bucket_css=Markup(bucket_css(threshold, fine)),
         config=json.dumps(an.config, indent=2, default=str))

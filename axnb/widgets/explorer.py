@@ -104,6 +104,7 @@ class Explorer(W.VBox):
         self.progress = W.IntProgress(min=0, max=3, layout=W.Layout(width="160px"))
         self.timing = W.Label().add_class("axnb-timing")
         self.summary_html = W.HTML().add_class("axnb-summary")
+        self.deployed = self._deployed_check()
         self.tabs = W.Tab([self._summary_tab(), self._layers_tab(), self._outliers_tab(),
                            self._graph_tab(), self._export_tab(), self._diagnosis_tab()],
                           titles=TITLES)
@@ -236,6 +237,28 @@ class Explorer(W.VBox):
         self.search_html, self.diagnosis_html = W.HTML(), W.HTML()
         return _box(_box(self.target, find), self.search_html, checks, self.diagnosis_html,
                     cls=W.VBox)
+
+    def _deployed_check(self):
+        """:func:`axnb.checks.deployed_input` of the Workbench (config only, one calibration
+        sample read), or a failed Check saying why it could not run."""
+        from axnb.checks.inputs import deployed_input
+        from axnb.results import Check
+
+        try:
+            return deployed_input(self.wb)
+        except Exception as e:  # noqa: BLE001 - shown in the Summary, the rest still works
+            return Check("deployed input", "warn", f"could not be checked: "
+                         f"{type(e).__name__}: {e}")
+
+    def _report_snapshot(self):
+        """The snapshot the Export tab writes: with the deployed-input check as its diagnosis
+        when the troubleshooting checks were not run (the report shows its line)."""
+        from axnb.results import Diagnosis
+
+        snap = self.snapshot
+        if snap is not None and snap.diagnosis is None:
+            snap = snap.replace(diagnosis=Diagnosis((self.deployed,)))
+        return snap
 
     def _search(self) -> None:
         from axnb.search import search
@@ -370,7 +393,7 @@ class Explorer(W.VBox):
             f'<p style="color:{colour}"><b>{html.escape(s["verdict"])}</b></p>'
             f"<table><tr><th>output</th><th>final cosine</th><th></th><th>spread</th></tr>"
             f"{outs}</table>"
-            + _task_html(s, self.task_error) +
+            + _task_html(s, self.task_error) + S.deployed_html(self.deployed) +
             f"<p>U16 layers: {s['u16']} &mdash; plan: {html.escape(s['plan'])}<br>"
             f"calibration {s['calibration']}, analysis {s['analysis']}, mode {s['mode']}, "
             f"SmoothQuant {'on' if s['smooth'] else 'off'}</p>"
@@ -453,7 +476,7 @@ class Explorer(W.VBox):
     def export(self) -> dict:
         """Write report.html, config.json and quantized.onnx to the folder box; their paths."""
         t = time.perf_counter()
-        paths = X.export_all(self.wb, self.folder.value, self.snapshot)
+        paths = X.export_all(self.wb, self.folder.value, self._report_snapshot())
         items = "".join(f"<li>{k}: <code>{html.escape(str(Path(p).resolve()))}</code></li>"
                         for k, p in paths.items())
         self.export_html.value = (f"<p>Written in {time.perf_counter() - t:.2f} s:</p>"

@@ -105,3 +105,22 @@ def status_line(s: dict) -> str:
             f"{'>=' if s['ok'] else '<'} {THRESHOLD:.0%}{task} | {s['calibration']} | "
             f"{s['analysis']} | {s['mode']}{' | SmoothQuant' if s['smooth'] else ''}"
             + (f" | {s['samples']} samples" if s.get("samples") else ""))
+
+
+def deployed_html(check) -> str:
+    """The Summary's one line of the deployed-input check (:func:`axnb.checks.deployed_input`):
+    what the compiled model will take, and the config change when it differs.
+
+    Example:
+        >>> from axnb.results import Check
+        >>> deployed_html(Check("deployed input", "pass", "x as float32"))[-40:]
+        'input: pass</b> &mdash; x as float32</p>'
+    """
+    import html
+
+    if check is None:
+        return ""
+    colour = {"pass": "#2e7d32", "warn": "#ef6c00"}.get(check.verdict, "#c62828")
+    fix = f'<br><span style="color:#555">{html.escape(check.fix)}</span>' if check.fix else ""
+    return (f'<p class="axnb-deployed"><b style="color:{colour}">Deployed input: '
+            f"{check.verdict}</b> &mdash; {html.escape(check.summary)}{fix}</p>")
