@@ -13,6 +13,7 @@ import pytest
 from evalsubset import FLIPS, small_eval_config
 
 from axnb.results.task import task_line
+from axnb.types import Col
 from axnb.widgets.status import dashboard_link, status_line, summary, task_short
 from axnb.widgets.table import rows_for_page
 
@@ -87,7 +88,7 @@ def ex(wb):
     from axnb.widgets import Explorer
 
     wb.reset_plan().set_method("MinMax").set_mode("Reference")
-    e = Explorer(wb)
+    e = Explorer(wb, background=False)     # NOTE: synchronous: each click computes at once
     assert e.last_error is None
     yield e
     e.close()
@@ -326,7 +327,7 @@ def test_measure_then_apply_the_best_step_in_the_explorer(zoo_ready):
 
     w = Workbench("zoo:minilm", progress=False)
     w.set_samples(w.samples[:2])
-    e = Explorer(w, analysis="EndToEnd", task=False)    # NOTE: its task metric: another test
+    e = Explorer(w, analysis="EndToEnd", task=False, background=False)  # task: another test
     try:
         assert "Not measured yet" in e.summary_html.value   # NOTE: SmoothQuant, U16
         e.measure(top=3, budget=5, rank_samples=1)    # NOTE: a small search keeps it quick
@@ -364,7 +365,7 @@ def test_explorer_task_line_follows_every_toggle_and_method_change(ex, wb):
     assert shown().cosine not in (first.cosine, toggled.cosine)
     from axnb.widgets import Explorer
 
-    off = Explorer(wb, task=False)
+    off = Explorer(wb, task=False, background=False)
     assert off.snapshot.task == {} and "Task metric" not in off.summary_html.value
     off.close()
 
@@ -394,3 +395,85 @@ def test_a_task_metric_that_cannot_be_measured_is_said_and_the_rest_shows(ex, wb
     assert ex.last_error is None and "U16 layers: 1" in ex.status.value
     assert "Task metric not measured" in ex.summary_html.value and ex.snapshot.task == {}
     assert "no_labels.json" in ex.task_error and "no_labels.json" in ex.summary_html.value
+
+
+# ---- a click in the background (issue 30): one computation for the latest state ----------------
+@pytest.fixture
+def bg(wb):
+    """The default Explorer (work in a worker thread, task metric on), first analysis done."""
+    from axnb.widgets import Explorer
+
+    wb.reset_plan().set_method("MinMax").set_mode("Reference")
+    e = Explorer(wb)
+    assert e.wait(300) and e.last_error is None
+    yield e
+    e.wait(300)
+    e.close()
+
+
+def _toggle_rows(ex, n: int) -> list[int]:
+    return [i for i, layer in enumerate(ex._row_layers) if layer is not None][:n]
+
+
+def test_two_quick_clicks_compute_one_final_state_the_latest(bg, wb):
+    drawn = []
+    show = bg.show_table
+    bg.show_table = lambda: (drawn.append(sorted(wb.plan.layers("U16"))), show())[1]
+    i, j = _toggle_rows(bg, 2)
+    a, b = bg._row_layers[i], bg._row_layers[j]
+    # NOTE: no cached result of an earlier test: the first state costs a real pass
+    wb.set_samples(wb.samples, wb.sample_names, wb.sample_origin)
+    bg.toggles[i].value = True                   # NOTE: returns at once; the worker computes
+    bg.toggles[j].value = True                   # queued behind the first: coalesced
+    assert bg.busy and "running" in bg.timing.value
+    assert bg.wait(300) and bg.last_error is None and not bg.busy
+    assert sorted(wb.plan.layers("U16")) == sorted([a, b])
+    assert drawn == [sorted([a, b])]             # the table of the first state never drawn
+    assert bg.final == wb.final_cosine() and "U16 layers: 2" in bg.status.value
+    assert bg.toggles[i].value and bg.toggles[j].value
+    assert list(bg.stages) == ["final", "table", "task"]           # in the order they show
+    assert bg.stages["final"] < bg.stages["table"] < bg.stages["task"]
+    assert bg.snapshot.task and bg.snapshot.reports[bg.analysis] is bg.report
+
+
+def test_the_controls_show_work_running_and_no_bars_reach_stderr(bg, wb, capfd):
+    import threading
+
+    gate = threading.Event()
+    wb.progress = True                            # NOTE: a Workbench made with bars on
+    try:
+        bg.run("blocked", gate.wait)
+        assert bg.busy and "axnb-busy" in bg._dom_classes and bg.progress.value == 0
+        i, j = _toggle_rows(bg, 2)
+        bg.toggles[i].value = True                # NOTE: both wait behind the blocked action,
+        bg.toggles[j].value = True                # then are applied in order, computed once
+        assert not bg.wait(0.2) and bg.busy
+        gate.set()
+        assert bg.wait(300) and bg.last_error is None
+        assert bg.coalesced == 2 and "(with 1 earlier clicks)" in bg.timing.value
+        assert len(wb.plan.layers("U16")) == 2
+        assert "axnb-busy" not in bg._dom_classes and bg.progress.value == 3
+        assert wb.progress is True                # restored after the widget's work
+    finally:
+        gate.set()
+        wb.progress = False
+    err = capfd.readouterr().err
+    assert "compare" not in err and "sample/s" not in err, err[-400:]
+
+
+def test_a_toggled_row_stays_under_the_pointer_in_a_table_sorted_by_cosine(ex, wb):
+    from axnb.widgets import table as T
+
+    ex.method.value = "PerLayer"                  # NOTE: a U16 layer's own row improves most
+    ex.sort.value = "cosine"
+    i = _first_toggle(ex)                         # the worst layer that can be toggled
+    layer = ex._row_layers[i]
+    ex.toggles[i].value = True
+    assert ex.last_error is None and wb.plan.layers("U16") == [layer]
+    fresh = list(T.rows_for_page(ex.df, 0, len(ex.df), sort="cosine").rows[Col.OPERATOR])
+    assert fresh.index(layer) != i                # NOTE: unpinned, the row would have moved
+    assert ex._row_layers[i] == layer and ex.toggles[i].value
+    ex.sort.value = "depth"
+    ex.sort.value = "cosine"                      # sorting again releases the pin
+    assert ex._page_index == list(T.rows_for_page(ex.df, 0, ex.page_size, sort="cosine")
+                                  .rows.index)

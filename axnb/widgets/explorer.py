@@ -13,6 +13,7 @@ import contextlib
 import html
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from axnb.widgets import table as T
 
 TITLES = ("Summary", "Layers", "Outliers", "Graph", "Export", "Diagnosis")
 COLUMNS = (("#", 44), (Col.OPERATOR, 230), (Col.TYPE, 110), (Col.OUTPUT, 250),
-           (Col.QDTYPE, 56), (Col.COSINE, 96), (Col.MSE, 76), (Col.SQNR, 56))
+           (Col.QDTYPE, 56), (Col.COSINE, 96), (Col.MSE, 76), (Col.SQNR, 56), (Col.SOURCE, 190))
 WIDTHS = tuple(w for _, w in COLUMNS)
 
 
@@ -75,9 +76,17 @@ class Explorer(W.VBox):
         task: measure the task metric (the config's ``evaluation`` block) after every action,
             in the Workbench's mode, on all its labelled samples (default: when the config
             has the block); the Summary shows "top-1 float 0.906 -> quantized 0.914".
+        background: do the work of a click in a worker thread (default), so that the widget
+            shows at once and a click never waits for the one before: the final metrics show
+            first (one quantized pass over the outputs), then the table, then the task
+            metric; clicks made meanwhile are applied in order and computed once, for the
+            latest state (a stage of an older state is dropped). False: each click computes
+            before it returns. :meth:`wait` waits for the work.
 
     Attributes:
         report, df, final: the current LayerReport, its frame, output -> final cosine.
+        stages: seconds from the start of the last computation to each stage shown
+            (``final``, ``table``, ``task``); ``coalesced``: how many clicks it applied.
         snapshot: the current :class:`~axnb.results.Analysis` (what the Summary shows and
             the Export tab's report renders).
         last_seconds, last_error: time and exception (or None) of the last action.
@@ -90,15 +99,19 @@ class Explorer(W.VBox):
     """
 
     def __init__(self, workbench, page_size: int = 25, analysis: str | None = None,
-                 task: bool | None = None) -> None:
+                 task: bool | None = None, background: bool = True) -> None:
         super().__init__()
-        self.wb, self.page_size = workbench, page_size
+        self.wb, self.page_size, self.background = workbench, page_size, background
+        self._local, self._lock = threading.local(), threading.Lock()
+        self._queue: list[tuple[str, object]] = []
+        self._worker: threading.Thread | None = None
+        self._gen, self.stages, self.coalesced = 0, {}, 0
         self.task = workbench.config.evaluation is not None if task is None else bool(task)
         self.analysis = analysis or workbench.config.quant.precision_analysis_method.value
         self.report = self.df = self.last_seconds = self.last_error = self.snapshot = None
         self.change = self.task_error = ""
         self.final: dict[str, float] = {}
-        self._servers, self._sync, self._stale = [], False, {2, 3}
+        self._servers, self._stale = [], {2, 3}
         self._tmp = Path(tempfile.mkdtemp(prefix="axnb-explorer-"))
         self.status = W.HTML().add_class("axnb-status")
         self.progress = W.IntProgress(min=0, max=3, layout=W.Layout(width="160px"))
@@ -139,9 +152,6 @@ class Explorer(W.VBox):
         trials = self.snapshot.advice.trials if self.snapshot is not None else ()
         if trials:
             self.run(trials[0].label, lambda: steps.apply(self.wb, trials[0]))
-            with self._quiet():
-                self.calib.value = self.wb.method.value
-                self.smooth.value = self.wb.smooth is not None
 
     def _layers_tab(self) -> W.Widget:
         wb, lay = self.wb, W.Layout(width="230px")
@@ -180,7 +190,9 @@ class Explorer(W.VBox):
                                                                self.page.value + 1)))
         for w in (self.search, self.worst, self.sort):
             w.observe(self._on_filter, "value")
-        self.page.observe(lambda _: self._sync or self.show_table(), "value")
+        self.page.observe(lambda _: self._sync or self._unpin() or self.show_table(), "value")
+        self._pin: list | None = None
+        self._page_index: list = []
         size = {"width": "64px", "min_width": "64px", "padding": "0"}
         self.toggles = [W.ToggleButton(description="U16", layout=W.Layout(**size))
                         for _ in range(self.page_size)]
@@ -288,87 +300,203 @@ class Explorer(W.VBox):
         self.snapshot = snap.replace(diagnosis=d)
         self.diagnosis_html.value = to_html(diagnosis_table(d))
 
-    # ---- actions -------------------------------------------------------------------------
-    def run(self, label: str, action=None) -> None:
-        """Do ``action`` (a Workbench call), then re-analyse and refresh every view."""
-        from axnb.view.plots import cosine_along_depth
-
+    # ---- actions: a worker applies clicks in order and computes once for the latest state ----
+    def run(self, label: str, action=None, pin: bool = False) -> None:
+        """Do ``action`` (a Workbench call), then re-analyse and refresh every view: in the
+        worker thread when ``background`` (this returns at once; clicks made while it works
+        are applied in order and computed once), else before returning. ``pin``: the rows on
+        screen keep their places (a toggle)."""
+        # NOTE: a sorted table would move the toggled row from under the pointer; pinned rows
+        # stay until the table is sorted, filtered or paged again, or another action runs.
+        self._pin = (self._pin or list(self._page_index)) if pin else None
+        with self._lock:
+            self._queue.append((label, action))
+            self._gen += 1
+            start = self._worker is None
+            if start and self.background:
+                self._worker = threading.Thread(target=self._drain, daemon=True,
+                                                name="axnb-explorer")
         self.progress.value, self.progress.bar_style = 0, "info"
-        self.timing.value, t = f"{label}: running...", time.perf_counter()
-        before = min(self.final.values(), default=None)
+        self.add_class("axnb-busy")
+        self.timing.value = f"{label}: running..."
+        if not self.background:
+            self._drain()
+        elif start:
+            self._worker.start()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the clicks queued so far to be computed; False if still working after
+        ``timeout`` seconds.
+
+        Example:
+            >>> ex.toggles[3].value = True; ex.wait(); ex.final      # doctest: +SKIP
+        """
+        end = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._lock:
+                worker = self._worker
+            if worker is None or worker is threading.current_thread():
+                return True
+            worker.join(None if end is None else max(0.0, end - time.monotonic()))
+            if end is not None and time.monotonic() >= end and worker.is_alive():
+                return False
+
+    @property
+    def busy(self) -> bool:
+        """Whether clicks are being computed (the controls show it: ``axnb-busy``)."""
+        with self._lock:
+            return self._worker is not None or bool(self._queue)
+
+    def _drain(self) -> None:
+        while True:
+            with self._lock:
+                batch, self._queue, gen = self._queue, [], self._gen
+                if not batch:
+                    self._worker = None
+                    self.remove_class("axnb-busy")
+                    return
+            with self._no_bars():
+                self._process(batch, gen)
+
+    def _stale_gen(self, gen: int) -> bool:
+        """A newer click arrived: the rest of this computation is dropped (coalesced)."""
+        with self._lock:
+            return gen != self._gen
+
+    @contextlib.contextmanager
+    def _no_bars(self):
+        """No tqdm bars from widget actions (they land in JupyterLab's Log Console as frozen
+        warnings); the progress shows in the widget."""
+        was, self.wb.progress = self.wb.progress, False
         try:
-            if action is not None:
-                action()
-            self.snapshot = self._snapshot()
-            self.report = self.snapshot.reports[self.analysis]
-            self.df, self.final = self.report.to_frame(), self.snapshot.final_cosine()
-            self.progress.value = 1
-            self.show_summary()
-            self.show_table()
-            self.progress.value = 2
-            u16 = {n for n, q in self.wb.plan.layer_types.items() if q.bits == 16}
-            self.plot.value = _png(cosine_along_depth(self.df, S.THRESHOLD, u16=u16))
+            yield
+        finally:
+            self.wb.progress = was
+
+    def _process(self, batch: list, gen: int) -> None:
+        """Apply ``batch``'s actions in order, then show the final metrics, the table and the
+        task metric as each is ready; each stage is skipped once a newer click is queued."""
+        t, before = time.perf_counter(), min(self.final.values(), default=None)
+        label = batch[-1][0] + (f" (with {len(batch) - 1} earlier clicks)" if len(batch) > 1
+                                else "")
+        self.coalesced, self.stages = len(batch), {}
+        try:
+            for _, action in batch:
+                if action is not None:
+                    action()
+            for stage in ("final", "table", "task"):
+                if stage == "task" and not self.task:
+                    break
+                getattr(self, f"_stage_{stage}")()
+                self.stages[stage] = time.perf_counter() - t
+                if stage == "final":
+                    self.change = S.change(before, min(self.final.values(), default=None))
+                self._show_stage(label, stage)
+                if self._stale_gen(gen):
+                    return
         except Exception as e:  # NOTE: a widget callback's exception would be invisible
             self.last_error, self.progress.bar_style = e, "danger"
             self.timing.value = f"{label} failed: {type(e).__name__}: {e}"
             return
+        self._done(label, t)
+
+    def _show_stage(self, label: str, stage: str) -> None:
+        n = {"final": 1, "table": 2, "task": 3}[stage]
+        self.progress.value = n
+        nxt = {"final": "the table", "table": "the task metric" if self.task else ""}.get(stage)
+        self.timing.value = (f"{label}: {self.change}{self.stages[stage]:.2f} s"
+                             + (f"; computing {nxt}..." if nxt else ""))
+
+    def _done(self, label: str, t: float) -> None:
         self.progress.value, self.progress.bar_style = 3, "success"
         self.last_error, self._stale = None, self._stale | {3}
         self.last_seconds = time.perf_counter() - t
-        self.change = S.change(before, min(self.final.values(), default=None))
-        self.timing.value = f"{label}: {self.change}{self.last_seconds:.2f} s"
+        when = ", ".join(f"{k} {v:.2f} s" for k, v in self.stages.items())
+        self.timing.value = f"{label}: {self.change}{when}"
         self.timing.add_class("axnb-drop") if "lowers" in self.change else \
             self.timing.remove_class("axnb-drop")
 
-    def _snapshot(self):
-        """The Workbench's snapshot of the table on screen, with the task metric when asked;
-        a task metric that cannot be measured (labels missing...) is said in the Summary and
-        the rest still shows."""
+    def _stage_final(self) -> None:
+        """The final metrics of the new state (one quantized pass over the outputs), shown
+        with the advice of a snapshot without the table."""
+        self.snapshot = self.wb.snapshot([], by_method=False)
+        self.final = self.snapshot.final_cosine()
+        self._sync_controls()
+        self.show_summary()
+
+    def _stage_table(self) -> None:
+        from axnb.view.plots import cosine_along_depth
+
+        self.snapshot = self.wb.snapshot([self.analysis], by_method=False)
+        self.report = self.snapshot.reports[self.analysis]
+        self.df = self.report.to_frame()
+        self.show_summary()
+        self.show_table()
+        u16 = {n for n, q in self.wb.plan.layer_types.items() if q.bits == 16}
+        self.plot.value = _png(cosine_along_depth(self.df, S.THRESHOLD, u16=u16))
+
+    def _stage_task(self) -> None:
+        """The task metric; one that cannot be measured (labels missing...) is said in the
+        Summary and the rest still shows."""
         from axnb.errors import AxnbError
 
         self.task_error = ""
-        # NOTE: per click, one call into the engine and each number once: the table on screen,
-        # the final metrics and the task metric; the other calibration methods only on
-        # "measure" (each is a pass over the samples).
-        methods = [self.analysis]
         try:
-            return self.wb.snapshot(methods, task=self.task, by_method=False)
+            self.snapshot = self.wb.snapshot([self.analysis], task=True, by_method=False)
         except (AxnbError, OSError) as e:
-            if not self.task:
-                raise
             self.task_error = f"{type(e).__name__}: {e}"
-            return self.wb.snapshot(methods, by_method=False)
+        self.show_summary()
+
+    def _sync_controls(self) -> None:
+        """The dropdowns and checkbox follow the Workbench (an applied step may change them)."""
+        with self._quiet():
+            self.calib.value, self.mode.value = self.wb.method.value, self.wb.mode.value
+            self.smooth.value = self.wb.smooth is not None
 
     def _set_smooth(self, on: bool) -> None:
         self.wb.set_smooth_quant(on)
         self._stale.add(2)
 
     def _guard(self, label: str, fn) -> None:
+        """Run ``fn`` (an on-request action: measure, graph, export, checks) once the queued
+        clicks are computed, showing an error instead of raising it."""
+        self.wait()
         try:
-            fn()
+            with self._no_bars():
+                fn()
             self.last_error = None
         except Exception as e:
             self.last_error = e
             self.timing.value = f"{label} failed: {type(e).__name__}: {e}"
 
+    @property
+    def _sync(self) -> bool:
+        """True while this thread sets controls itself (their observers then do nothing); per
+        thread, so that a click during the worker's refresh is not taken for the refresh."""
+        return getattr(self._local, "quiet", False)
+
     @contextlib.contextmanager
     def _quiet(self):
-        self._sync = True
+        was, self._local.quiet = self._sync, True
         try:
             yield
         finally:
-            self._sync = False
+            self._local.quiet = was
 
     def _on_toggle(self, i: int, on: bool) -> None:
         layer = self._row_layers[i]
         if not self._sync and layer is not None:
             self.run(f"{layer} -> {'U16' if on else 'U8'}",
-                     lambda: self.wb.set_plan(self.wb.plan.toggle(layer, on)))
+                     lambda: self.wb.set_plan(self.wb.plan.toggle(layer, on)), pin=True)
 
     def _on_filter(self, _) -> None:
+        self._pin = None
         with self._quiet():
             self.page.value = 1
         self.show_table()
+
+    def _unpin(self) -> None:
+        self._pin = None
 
     def _on_tab(self, c) -> None:
         if c.new in self._stale:
@@ -405,7 +533,8 @@ class Explorer(W.VBox):
         if self.df is None:  # NOTE: the first analysis failed; its error is shown
             return
         p = T.rows_for_page(self.df, self.page.value - 1, self.page_size, self.search.value,
-                            self.worst.value, self.sort.value)
+                            self.worst.value, self.sort.value, pinned=self._pin)
+        self._page_index = list(p.rows.index)
         ok, plan = set(self.wb.plan.candidates()), self.wb.plan
         with self._quiet():
             self.page.max, self.page.value = p.pages, p.page + 1
