@@ -314,8 +314,26 @@ def test_a_toggle_shows_the_change_of_the_final_cosine(ex):
     before = min(ex.final.values())
     ex.toggles[_first_toggle(ex)].value = True
     after = min(ex.final.values())
-    assert ex.change.startswith(f"{before:.5f} -> {after:.5f} ({after - before:+.5f}")
+    assert after != before            # NOTE: a change in the 6th digit must show (issue 30)
+    assert ex.change.startswith(f"cosine {before:.6f} -> {after:.6f} (1-cos "
+                                f"{(1 - before) * 100:#.3g}% -> {(1 - after) * 100:#.3g}%")
     assert ("lowers it" in ex.change) == (after < before) and ex.change in ex.timing.value
+
+
+def test_a_task_metric_drop_is_flagged_like_a_cosine_drop(ex, wb):
+    """The status line names each metric's samples; a lower task score after a click is
+    flagged (the previous score is raised here: 6 labelled samples rarely flip)."""
+    import dataclasses
+
+    now = next(iter(ex.snapshot.task.values()))
+    assert f"({now.samples} samples)" in ex.status.value
+    assert f"({len(wb.samples)} samples)" in ex.status.value
+    ex._last_task = dataclasses.replace(now, quant_score=now.quant_score + 0.25)
+    ex.toggles[_first_toggle(ex)].value = True
+    after = next(iter(ex.snapshot.task.values())).quant_score
+    assert ex.task_change.startswith(f"top-1 {now.quant_score + 0.25:.3f} -> {after:.3f}")
+    assert "lowers it" in ex.task_change and ex.task_change in ex.timing.value
+    assert "axnb-drop" in ex.timing._dom_classes and ex.timing.style.text_color == "#c62828"
 
 
 @pytest.mark.slow                 # NOTE: MiniLM

@@ -58,6 +58,11 @@ def _task_html(s: dict, error: str = "") -> str:
             f'<p style="color:{colour}">{html.escape(s["task_verdict"])}</p>')
 
 
+def _word(v) -> str:
+    """A control's new value in words ("SmoothQuant on", not "SmoothQuant True")."""
+    return ("on" if v else "off") if isinstance(v, bool) else str(v)
+
+
 def _dashboard_html(link: str | None) -> str:
     if not link:
         return ""
@@ -109,7 +114,8 @@ class Explorer(W.VBox):
         self.task = workbench.config.evaluation is not None if task is None else bool(task)
         self.analysis = analysis or workbench.config.quant.precision_analysis_method.value
         self.report = self.df = self.last_seconds = self.last_error = self.snapshot = None
-        self.change = self.task_error = ""
+        self.change = self.task_error = self.task_change = ""
+        self._last_task = None
         self.final: dict[str, float] = {}
         self._servers, self._stale = [], {2, 3}
         self._tmp = Path(tempfile.mkdtemp(prefix="axnb-explorer-"))
@@ -166,7 +172,7 @@ class Explorer(W.VBox):
                              (self.method, "analysis", lambda v: setattr(self, "analysis", v)),
                              (self.mode, "mode", lambda v: wb.set_mode(v)),
                              (self.smooth, "SmoothQuant", self._set_smooth)):
-            w.observe(lambda c, label=label, fn=fn: self.run(f"{label} {c.new}",
+            w.observe(lambda c, label=label, fn=fn: self.run(f"{label} {_word(c.new)}",
                                                              lambda: fn(c.new)), "value")
         buttons = []
         for label, fn in (("all U8", lambda: wb.set_all("U8")),
@@ -286,7 +292,8 @@ class Explorer(W.VBox):
         layers = ", ".join(html.escape(x) for x in res.promoted) or "none"
         self.search_html.value = (f"<p>{'met' if res.met else 'NOT met'} after "
                                   f"{res.evaluations} evaluations ({res.seconds:.1f} s): "
-                                  f"{len(res.promoted)} layers to {res.qtype.value}: "
+                                  f"{len(res.promoted)} layer{'s' * (len(res.promoted) != 1)}"
+                                  f" to {res.qtype.value}: "
                                   f"{layers}</p>")
 
     def show_diagnosis(self) -> None:
@@ -377,6 +384,7 @@ class Explorer(W.VBox):
         """Apply ``batch``'s actions in order, then show the final metrics, the table and the
         task metric as each is ready; each stage is skipped once a newer click is queued."""
         t, before = time.perf_counter(), min(self.final.values(), default=None)
+        self.task_change = ""
         label = batch[-1][0] + (f" (with {len(batch) - 1} earlier clicks)" if len(batch) > 1
                                 else "")
         self.coalesced, self.stages = len(batch), {}
@@ -412,9 +420,11 @@ class Explorer(W.VBox):
         self.last_error, self._stale = None, self._stale | {3}
         self.last_seconds = time.perf_counter() - t
         when = ", ".join(f"{k} {v:.2f} s" for k, v in self.stages.items())
-        self.timing.value = f"{label}: {self.change}{when}"
-        self.timing.add_class("axnb-drop") if "lowers" in self.change else \
-            self.timing.remove_class("axnb-drop")
+        self.timing.value = f"{label}: {self.change}{self.task_change}{when}"
+        # NOTE: a task-metric drop is flagged like a cosine drop: red, class axnb-drop
+        drop = "lowers" in self.change + self.task_change
+        self.timing.add_class("axnb-drop") if drop else self.timing.remove_class("axnb-drop")
+        self.timing.style.text_color = "#c62828" if drop else None
 
     def _stage_final(self) -> None:
         """The final metrics of the new state (one quantized pass over the outputs), shown
@@ -445,6 +455,8 @@ class Explorer(W.VBox):
             self.snapshot = self.wb.snapshot([self.analysis], task=True, by_method=False)
         except (AxnbError, OSError) as e:
             self.task_error = f"{type(e).__name__}: {e}"
+        now = next(iter(self.snapshot.task.values()), None)
+        self.task_change, self._last_task = S.task_change(self._last_task, now), now
         self.show_summary()
 
     def _sync_controls(self) -> None:
