@@ -6,7 +6,7 @@ megabytes, so the report's big tables come from here and the colours from a few 
 
 Example:
     >>> import pandas as pd
-    >>> str(table(pd.DataFrame({"Cosin": [0.5]})))[-60:]
+    >>> str(table(pd.DataFrame({"Cosin": [0.5]})))[-62:]
     '<tbody><tr><td class="k0 n">0.500000</td></tr></tbody></table>'
 """
 
