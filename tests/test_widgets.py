@@ -495,3 +495,38 @@ def test_a_toggled_row_stays_under_the_pointer_in_a_table_sorted_by_cosine(ex, w
     ex.sort.value = "cosine"                      # sorting again releases the pin
     assert ex._page_index == list(T.rows_for_page(ex.df, 0, ex.page_size, sort="cosine")
                                   .rows.index)
+
+
+def test_a_click_during_the_task_metric_stops_it_for_the_latest_state(bg, wb, monkeypatch):
+    """The task metric of a state a newer click replaced stops between chunks of samples:
+    only the latest state's is completed and shown."""
+    import time
+
+    from axnb.widgets import explorer
+
+    completed, evaluate, outputs = [], wb.evaluate, wb.executor.outputs
+
+    def recorded(*a, **k):
+        r = evaluate(*a, **k)
+        completed.append(sorted(wb.plan.layers("U16")))
+        return r
+
+    def slow(*a, **k):                            # NOTE: a big labelled set, in miniature
+        time.sleep(0.3)
+        return outputs(*a, **k)
+
+    monkeypatch.setattr(wb, "evaluate", recorded)
+    monkeypatch.setattr(wb.executor, "outputs", slow)
+    monkeypatch.setattr(explorer, "TASK_CHUNK", 2)
+    wb.set_samples(wb.samples, wb.sample_names, wb.sample_origin)   # NOTE: no cached task
+    i, j = _toggle_rows(bg, 2)
+    bg.toggles[i].value = True
+    end = time.monotonic() + 120
+    while "computing the task metric" not in bg.timing.value and time.monotonic() < end:
+        time.sleep(0.005)
+    assert "computing the task metric" in bg.timing.value
+    bg.toggles[j].value = True                    # NOTE: during the first state's task metric
+    assert bg.wait(300) and bg.last_error is None
+    latest = sorted([bg._row_layers[i], bg._row_layers[j]])
+    assert completed == [latest] and sorted(wb.plan.layers("U16")) == latest
+    assert bg.snapshot.task and bg.stages.keys() == {"final", "table", "task"}

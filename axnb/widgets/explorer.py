@@ -63,6 +63,35 @@ def _word(v) -> str:
     return ("on" if v else "off") if isinstance(v, bool) else str(v)
 
 
+TASK_CHUNK = 8
+"""Samples between two checks for a newer click while the task metric runs."""
+
+
+class _Stale(Exception):
+    """A newer click arrived: the running stage is dropped."""
+
+
+class _Interruptible:
+    """The Workbench's executor, its ``outputs`` run in chunks of ``chunk`` samples with a
+    check between them: a stage on many samples (the task metric on 128 labelled images)
+    stops for a newer click instead of making it wait. Every other method is the executor's.
+    """
+
+    def __init__(self, inner, stale, chunk: int | None = None) -> None:
+        self.inner, self.stale, self.chunk = inner, stale, chunk or TASK_CHUNK
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def outputs(self, model, qmodel, feeds, progress: bool = False) -> list[dict]:
+        feeds, out = list(feeds), []
+        for i in range(0, len(feeds), self.chunk):
+            if self.stale():
+                raise _Stale
+            out += self.inner.outputs(model, qmodel, feeds[i:i + self.chunk], progress)
+        return out
+
+
 def _dashboard_html(link: str | None) -> str:
     if not link:
         return ""
@@ -395,7 +424,11 @@ class Explorer(W.VBox):
             for stage in ("final", "table", "task"):
                 if stage == "task" and not self.task:
                     break
-                getattr(self, f"_stage_{stage}")()
+                if stage == "task":
+                    if not self._stage_task(lambda: self._stale_gen(gen)):
+                        return                    # NOTE: dropped for a newer click
+                else:
+                    getattr(self, f"_stage_{stage}")()
                 self.stages[stage] = time.perf_counter() - t
                 if stage == "final":
                     self.change = S.change(before, min(self.final.values(), default=None))
@@ -445,19 +478,27 @@ class Explorer(W.VBox):
         u16 = {n for n, q in self.wb.plan.layer_types.items() if q.bits == 16}
         self.plot.value = _png(cosine_along_depth(self.df, S.THRESHOLD, u16=u16))
 
-    def _stage_task(self) -> None:
-        """The task metric; one that cannot be measured (labels missing...) is said in the
-        Summary and the rest still shows."""
+    def _stage_task(self, stale) -> bool:
+        """The task metric (False: dropped for a newer click, checked every 8 samples); one
+        that cannot be measured (labels missing...) is said in the Summary and the rest still
+        shows."""
         from axnb.errors import AxnbError
 
-        self.task_error = ""
+        self.task_error, executor = "", self.wb.executor
+        # NOTE: the engine's one evaluator runs unchanged; only its sample loop can stop
+        self.wb.executor = _Interruptible(executor, stale)
         try:
             self.snapshot = self.wb.snapshot([self.analysis], task=True, by_method=False)
+        except _Stale:
+            return False
         except (AxnbError, OSError) as e:
             self.task_error = f"{type(e).__name__}: {e}"
+        finally:
+            self.wb.executor = executor
         now = next(iter(self.snapshot.task.values()), None)
         self.task_change, self._last_task = S.task_change(self._last_task, now), now
         self.show_summary()
+        return True
 
     def _sync_controls(self) -> None:
         """The dropdowns and checkbox follow the Workbench (an applied step may change them)."""
