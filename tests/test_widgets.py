@@ -530,3 +530,24 @@ def test_a_click_during_the_task_metric_stops_it_for_the_latest_state(bg, wb, mo
     latest = sorted([bg._row_layers[i], bg._row_layers[j]])
     assert completed == [latest] and sorted(wb.plan.layers("U16")) == latest
     assert bg.snapshot.task and bg.stages.keys() == {"final", "table", "task"}
+
+
+@pytest.mark.timeout(300)         # NOTE: a tab that waited for the work would hang here
+def test_opening_a_tab_during_work_does_not_wait_for_it(bg, wb):
+    """The Outliers tab opened while a click is computed returns at once (a wait would block
+    the kernel and every later click) and is drawn when the work is done."""
+    import threading
+    import time
+
+    gate = threading.Event()
+    try:
+        bg.run("blocked", gate.wait)
+        bg._stale.add(2)
+        t = time.perf_counter()
+        bg.tabs.selected_index = 2
+        assert time.perf_counter() - t < 0.5 and bg.busy and 2 in bg._stale
+    finally:
+        gate.set()
+    assert bg.wait(300) and bg.last_error is None
+    assert 2 not in bg._stale and "tensors with level" in bg.outlier_head.value
+    bg.tabs.selected_index = 0

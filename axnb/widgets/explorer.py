@@ -452,6 +452,7 @@ class Explorer(W.VBox):
         self.progress.value, self.progress.bar_style = 3, "success"
         self.last_error, self._stale = None, self._stale | {3}
         self.last_seconds = time.perf_counter() - t
+        self._show_tab(self.tabs.selected_index)  # NOTE: a tab opened while this ran
         when = ", ".join(f"{k} {v:.2f} s" for k, v in self.stages.items())
         self.timing.value = f"{label}: {self.change}{self.task_change}{when}"
         # NOTE: a task-metric drop is flagged like a cosine drop: red, class axnb-drop
@@ -552,9 +553,16 @@ class Explorer(W.VBox):
         self._pin = None
 
     def _on_tab(self, c) -> None:
-        if c.new in self._stale:
-            self._stale.discard(c.new)
-            self._guard(TITLES[c.new], self.show_outliers if c.new == 2 else self.show_graph)
+        # NOTE: while clicks are computed the tab stays stale and is drawn when they are done:
+        # waiting here would block the kernel, and every later click with it.
+        if not self.busy:
+            self._show_tab(c.new)
+
+    def _show_tab(self, i: int) -> None:
+        """Draw tab ``i`` (Outliers, Graph) if what it shows changed since it was drawn."""
+        if i in self._stale:
+            self._stale.discard(i)
+            self._guard(TITLES[i], self.show_outliers if i == 2 else self.show_graph)
 
     # ---- views ---------------------------------------------------------------------------
     def show_summary(self) -> None:
