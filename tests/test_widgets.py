@@ -551,3 +551,30 @@ def test_opening_a_tab_during_work_does_not_wait_for_it(bg, wb):
     assert bg.wait(300) and bg.last_error is None
     assert 2 not in bg._stale and "tensors with level" in bg.outlier_head.value
     bg.tabs.selected_index = 0
+
+
+def test_two_explorers_on_one_workbench_take_turns_and_export_what_it_holds(bg, wb, tmp_path):
+    """Issue 30: a second Explorer's click changed the Workbench, the first then exported a
+    report and a config that disagreed. Now an export is of the Workbench as it is (and the
+    two never compute at once: one lock per Workbench)."""
+    import json
+
+    from axnb.widgets import Explorer
+
+    other = Explorer(wb, task=False)
+    try:
+        assert other.wait(300)
+        i = _toggle_rows(other, 1)[0]
+        layer = other._row_layers[i]
+        other.toggles[i].value = True                 # NOTE: bg's snapshot is now stale
+        assert other.wait(300) and other.last_error is None
+        assert layer not in bg.snapshot.plan["layers"].get("U16", [])
+        bg.folder.value = str(tmp_path / "exp")
+        paths = bg.export()
+    finally:
+        other.close()
+    cfg = json.loads(paths["config"].read_text())["quant"]["layer_configs"]
+    named = {n for e in cfg if e.get("data_type") == "U16" for n in e.get("layer_names", [])}
+    page = unescape(paths["report"].read_text())
+    assert named == set(wb.plan.layers("U16")) and layer in named
+    assert wb.plan.summary() in page

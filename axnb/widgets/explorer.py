@@ -15,6 +15,7 @@ import shutil
 import tempfile
 import threading
 import time
+import weakref
 from pathlib import Path
 
 import ipywidgets as W
@@ -61,6 +62,14 @@ def _task_html(s: dict, error: str = "") -> str:
 def _word(v) -> str:
     """A control's new value in words ("SmoothQuant on", not "SmoothQuant True")."""
     return ("on" if v else "off") if isinstance(v, bool) else str(v)
+
+
+_LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _lock_of(wb) -> threading.RLock:
+    """One lock per Workbench: two Explorers on one Workbench take turns, never run at once."""
+    return _LOCKS.setdefault(wb, threading.RLock())
 
 
 TASK_CHUNK = 8
@@ -298,14 +307,26 @@ class Explorer(W.VBox):
                          f"{type(e).__name__}: {e}")
 
     def _report_snapshot(self):
-        """The snapshot the Export tab writes: with the deployed-input check as its diagnosis
-        when the troubleshooting checks were not run (the report shows its line)."""
+        """The snapshot the Export tab writes, of the Workbench as it is now (another Explorer
+        on it may have changed it: then the report and the config would disagree), with the
+        deployed-input check as its diagnosis when the troubleshooting checks were not run."""
         from axnb.results import Diagnosis
 
         snap = self.snapshot
-        if snap is not None and snap.diagnosis is None:
+        if snap is None or not self._current(snap):
+            snap = self.wb.snapshot([self.analysis], by_method=False)
+        if snap.diagnosis is None:
             snap = snap.replace(diagnosis=Diagnosis((self.deployed,)))
         return snap
+
+    def _current(self, an) -> bool:
+        """Whether ``an`` is of the Workbench's plan, method, mode and SmoothQuant now."""
+        from axnb.results import plain
+
+        wb = self.wb
+        return (an.method == wb.method.value and an.mode == wb.mode.value
+                and (an.smoothing is None) == (wb.smooth is None)
+                and an.plan.get("layer_configs") == plain(wb.plan.to_layer_configs()))
 
     def _search(self) -> None:
         from axnb.search import search
@@ -391,7 +412,7 @@ class Explorer(W.VBox):
                     self._worker = None
                     self.remove_class("axnb-busy")
                     return
-            with self._no_bars():
+            with _lock_of(self.wb), self._no_bars():
                 self._process(batch, gen)
 
     def _stale_gen(self, gen: int) -> bool:
@@ -516,7 +537,7 @@ class Explorer(W.VBox):
         clicks are computed, showing an error instead of raising it."""
         self.wait()
         try:
-            with self._no_bars():
+            with _lock_of(self.wb), self._no_bars():
                 fn()
             self.last_error = None
         except Exception as e:
