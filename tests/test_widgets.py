@@ -578,3 +578,20 @@ def test_two_explorers_on_one_workbench_take_turns_and_export_what_it_holds(bg, 
     page = unescape(paths["report"].read_text())
     assert named == set(wb.plan.layers("U16")) and layer in named
     assert wb.plan.summary() in page
+
+
+def test_history_and_undo_restore_the_state_before_each_action(ex, wb):
+    """Each action is remembered with the state before it; undo restores it, in order."""
+    first = (wb.plan, wb.method, wb.mode, ex.final)
+    i, j = _toggle_rows(ex, 2)
+    ex.toggles[i].value = True
+    ex.calib.value = "MSE"
+    assert [label for label, _ in ex.history][-2:] == [f"{ex._row_layers[i]} -> U16",
+                                                         "calibration MSE"]
+    assert "calibration MSE" in ex.history_html.value and not ex.undo_btn.disabled
+    ex.undo()
+    assert wb.method.value == "MinMax" and ex.calib.value == "MinMax"
+    assert len(wb.plan.layers("U16")) == 1
+    ex.undo()
+    assert (wb.plan, wb.method, wb.mode) == first[:3] and ex.final == first[3]
+    assert ex.history == [] and ex.undo_btn.disabled and ex.toggles[i].value is False

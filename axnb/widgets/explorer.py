@@ -130,6 +130,8 @@ class Explorer(W.VBox):
         report, df, final: the current LayerReport, its frame, output -> final cosine.
         stages: seconds from the start of the last computation to each stage shown
             (``final``, ``table``, ``task``); ``coalesced``: how many clicks it applied.
+        history: (label, state before it) of each action applied, oldest first; :meth:`undo`
+            (the "undo" button) restores the last one's state.
         snapshot: the current :class:`~axnb.results.Analysis` (what the Summary shows and
             the Export tab's report renders).
         last_seconds, last_error: time and exception (or None) of the last action.
@@ -149,6 +151,7 @@ class Explorer(W.VBox):
         self._queue: list[tuple[str, object]] = []
         self._worker: threading.Thread | None = None
         self._gen, self.stages, self.coalesced = 0, {}, 0
+        self.history: list[tuple[str, tuple]] = []
         self.task = workbench.config.evaluation is not None if task is None else bool(task)
         self.analysis = analysis or workbench.config.quant.precision_analysis_method.value
         self.report = self.df = self.last_seconds = self.last_error = self.snapshot = None
@@ -210,8 +213,9 @@ class Explorer(W.VBox):
                              (self.method, "analysis", lambda v: setattr(self, "analysis", v)),
                              (self.mode, "mode", lambda v: wb.set_mode(v)),
                              (self.smooth, "SmoothQuant", self._set_smooth)):
-            w.observe(lambda c, label=label, fn=fn: self.run(f"{label} {_word(c.new)}",
-                                                             lambda: fn(c.new)), "value")
+            # NOTE: a value set by the code itself (quiet: following the Workbench) is no click
+            w.observe(lambda c, label=label, fn=fn: self._sync or self.run(
+                f"{label} {_word(c.new)}", lambda: fn(c.new)), "value")
         buttons = []
         for label, fn in (("all U8", lambda: wb.set_all("U8")),
                           ("all U16", lambda: wb.set_all("U16")),
@@ -219,6 +223,11 @@ class Explorer(W.VBox):
             buttons.append(W.Button(description=label))
             buttons[-1].on_click(lambda _, label=label, fn=fn: self.run(label, fn))
         self.all_u8, self.all_u16, self.reset = buttons
+        self.undo_btn = W.Button(description="undo", disabled=True,
+                                 layout=W.Layout(width="80px")).add_class("axnb-undo")
+        self.undo_btn.on_click(lambda _: self.undo())
+        self.history_html = W.HTML().add_class("axnb-history")
+        buttons += [self.undo_btn, self.history_html]
         # NOTE: filters as one types (only one page of rows is rendered, so it stays cheap)
         self.search = W.Text(placeholder="search name / type", continuous_update=True,
                              layout=W.Layout(width="200px")).add_class("axnb-search")
@@ -439,7 +448,9 @@ class Explorer(W.VBox):
                                 else "")
         self.coalesced, self.stages = len(batch), {}
         try:
-            for _, action in batch:
+            for name, action in batch:
+                if action is not None and action != self._undo_last:
+                    self._remember(name)
                 if action is not None:
                     action()
             for stage in ("final", "table", "task"):
@@ -461,6 +472,39 @@ class Explorer(W.VBox):
             self.timing.value = f"{label} failed: {type(e).__name__}: {e}"
             return
         self._done(label, t)
+
+    # ---- history: each applied action with the state before it; undo restores it ----------
+    HISTORY = 50
+
+    def undo(self) -> None:
+        """Back to the plan, calibration method, mode, SmoothQuant and analysis method before the
+        last action
+        (queued behind the clicks made before it, so it undoes the last one of them)."""
+        self.run("undo", self._undo_last)
+
+    def _state(self) -> tuple:
+        wb = self.wb
+        return wb.plan, wb.method, wb.mode, wb.smooth is not None, self.analysis
+
+    def _remember(self, label: str) -> None:
+        self.history = [*self.history, (label, self._state())][-self.HISTORY:]
+        self._show_history()
+
+    def _undo_last(self) -> None:
+        if not self.history:
+            return
+        *self.history, (_, (plan, method, mode, smooth, self.analysis)) = self.history
+        if smooth != (self.wb.smooth is not None):
+            self.wb.set_smooth_quant(smooth)   # NOTE: first: it rebuilds the plan of its model
+        self.wb.set_plan(plan).set_method(method).set_mode(mode)
+        self._show_history()
+
+    def _show_history(self) -> None:
+        last = [html.escape(label) for label, _ in self.history[-5:]]
+        self.undo_btn.disabled = not self.history
+        self.history_html.value = ("" if not last else
+                                   f'<span style="font:12px sans-serif;color:#555">history: '
+                                   f"{' &rarr; '.join(last)}</span>")
 
     def _show_stage(self, label: str, stage: str) -> None:
         n = {"final": 1, "table": 2, "task": 3}[stage]
@@ -526,6 +570,7 @@ class Explorer(W.VBox):
         """The dropdowns and checkbox follow the Workbench (an applied step may change them)."""
         with self._quiet():
             self.calib.value, self.mode.value = self.wb.method.value, self.wb.mode.value
+            self.method.value = self.analysis
             self.smooth.value = self.wb.smooth is not None
 
     def _set_smooth(self, on: bool) -> None:
