@@ -140,6 +140,7 @@ class Explorer(W.VBox):
     Example:
         >>> ex = Explorer(wb); ex                                   # doctest: +SKIP
         >>> ex.toggles[3].value = True     # as clicking row 3's U16 toggle  # doctest: +SKIP
+        >>> ex.wait(); ex.final            # the work runs in a thread       # doctest: +SKIP
         >>> ex.close()                     # also stops the netron servers   # doctest: +SKIP
     """
 
