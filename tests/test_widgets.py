@@ -595,3 +595,21 @@ def test_history_and_undo_restore_the_state_before_each_action(ex, wb):
     ex.undo()
     assert (wb.plan, wb.method, wb.mode) == first[:3] and ex.final == first[3]
     assert ex.history == [] and ex.undo_btn.disabled and ex.toggles[i].value is False
+
+
+def test_close_during_work_drops_the_rest_of_it(wb):
+    """Closing an Explorer while it computes drops what is queued and the stages left."""
+    import threading
+
+    from axnb.widgets import Explorer
+
+    wb.reset_plan()
+    e = Explorer(wb, task=False)
+    assert e.wait(300)
+    gate, drawn = threading.Event(), []
+    e.show_table = lambda: drawn.append(1)
+    e.run("blocked", gate.wait)
+    e.toggles[_toggle_rows(e, 1)[0]].value = True          # NOTE: queued behind the block
+    threading.Timer(0.3, gate.set).start()
+    e.close()
+    assert not e.busy and drawn == [] and wb.plan.layers("U16") == []

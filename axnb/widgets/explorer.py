@@ -747,7 +747,12 @@ class Explorer(W.VBox):
         self._servers = []
 
     def close(self) -> None:
-        """Stop the netron servers, remove temp files, close the widget."""
+        """Drop the queued clicks and the rest of the running computation (waiting for its
+        current stage), stop the netron servers, remove temp files, close the widget."""
+        with self._lock:
+            self._queue.clear()
+            self._gen += 1                # NOTE: the running computation is now stale
+        self.wait(120)
         self.stop_servers()
         shutil.rmtree(self._tmp, ignore_errors=True)
         super().close()
