@@ -118,4 +118,12 @@ def _stated_04(text: str) -> None:
     assert types and sum(int(p.rsplit(" ", 1)[1]) for p in types[1].split(", ")) == 8
 
 
-STATED = {"01": _stated_01, "03": _stated_03, "04": _stated_04}
+def _stated_05(text: str) -> None:
+    """The deployed-input check reads the zoo config: U8 NHWC with mean/std inside, and the fix
+    names the keys that keep the float model's input."""
+    assert ("fail - x: the compiled model takes uint8 1x224x224x3 NHWC BGR raw (mean/std inside "
+            "the model), the float model float32 1x3x224x224 NCHW BGR normalised") in text
+    assert '"src_dtype": "FP32", "src_layout": "NCHW"' in text
+
+
+STATED = {"01": _stated_01, "03": _stated_03, "04": _stated_04, "05": _stated_05}
