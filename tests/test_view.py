@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 import socket
 import subprocess
 import sys
@@ -69,9 +70,23 @@ def test_outlier_table_colour_scales():
             outlier_row("b", np.array([8.0, 1.0, 2.0, 0.0]), "Relu")]
     df = pd.DataFrame(rows)
     html = tables.to_html(tables.outlier_table(df))
-    assert tables.heat_colour(1.0) in html        # the column maxima are full orange
+    assert tables.heat_colour(1.0) in html        # the table's largest ratio is full orange
     assert "75.0%" in html and "25.0%" in html    # ratios as percentages
     assert "6.00" in html                          # Max level
+
+
+def test_outlier_colours_share_one_scale_per_table():
+    """Issue 30: 1.6% in one column is not as orange as 62.5% in another."""
+    df = pd.DataFrame({"Op outputs": ["a", "b"], "level>=3 ratio": [0.625, 0.1],
+                       "level>=5 ratio": [0.016, 0.0]})
+    html = tables.to_html(tables.outlier_table(df))
+    cell = {m[0]: m[1] for m in re.findall(r"#(T_\w+_row\d+_col\d+) \{\s*background-color: "
+                                           r"(#[0-9a-f]+)", html)}
+    full, small = (next(c for k, c in cell.items() if k.endswith(s)) for s in
+                   ("row0_col1", "row0_col2"))
+    assert full == tables.heat_colour(1.0) and small == tables.heat_colour(0.016 / 0.625)
+    assert small != full
+    assert ' n" >62.5%</td>' in html and ' n" >1.6%</td>' in html       # never broken
 
 
 def test_plan_table_marks_high_precision(orientation_model):

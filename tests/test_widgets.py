@@ -13,6 +13,7 @@ import pytest
 from evalsubset import FLIPS, small_eval_config
 
 from axnb.results.task import task_line
+from axnb.types import Col
 from axnb.widgets.status import dashboard_link, status_line, summary, task_short
 from axnb.widgets.table import rows_for_page
 
@@ -87,7 +88,7 @@ def ex(wb):
     from axnb.widgets import Explorer
 
     wb.reset_plan().set_method("MinMax").set_mode("Reference")
-    e = Explorer(wb)
+    e = Explorer(wb, background=False)     # NOTE: synchronous: each click computes at once
     assert e.last_error is None
     yield e
     e.close()
@@ -150,6 +151,9 @@ def test_explorer_renders_one_page_of_the_table(ex, wb):
     assert ex._row_layers[0] is None and ex.toggles[0].disabled  # the graph input row
     assert ex.plot.value[:4] == b"\x89PNG"
     assert "fetch_name_0" in ex.summary_html.value and "MinMax" in ex.summary_html.value
+    # NOTE: the deployed-input line (issue 30): the zoo config changes the input type
+    assert "Deployed input: fail" in ex.summary_html.value and ex.deployed.verdict == "fail"
+    assert unescape(ex.deployed.summary) in unescape(ex.summary_html.value)
 
 
 def test_toggle_reruns_and_refreshes_table_plot_and_summary(ex, wb):
@@ -273,6 +277,8 @@ def test_export_tab_writes_report_config_and_quantized(ex, wb, tmp_path):
     assert ex.snapshot.advice.headline in page and all(x in page for x in ex.snapshot.steps())
     assert all(x in unescape(ex.summary_html.value) for x in ex.snapshot.steps())
     assert ex.snapshot.task_verdict()[1] in page and ex.snapshot.task
+    assert f"Deployed input ({ex.deployed.verdict}): {ex.deployed.summary}" in re.sub(
+        r"<[^>]+>", "", page)
 
 
 def test_diagnosis_tab_runs_the_checks_and_the_search_button(ex, wb):
@@ -308,8 +314,26 @@ def test_a_toggle_shows_the_change_of_the_final_cosine(ex):
     before = min(ex.final.values())
     ex.toggles[_first_toggle(ex)].value = True
     after = min(ex.final.values())
-    assert ex.change.startswith(f"{before:.5f} -> {after:.5f} ({after - before:+.5f}")
+    assert after != before            # NOTE: a change in the 6th digit must show (issue 30)
+    assert ex.change.startswith(f"cosine {before:.6f} -> {after:.6f} (1-cos "
+                                f"{(1 - before) * 100:#.3g}% -> {(1 - after) * 100:#.3g}%")
     assert ("lowers it" in ex.change) == (after < before) and ex.change in ex.timing.value
+
+
+def test_a_task_metric_drop_is_flagged_like_a_cosine_drop(ex, wb):
+    """The status line names each metric's samples; a lower task score after a click is
+    flagged (the previous score is raised here: 6 labelled samples rarely flip)."""
+    import dataclasses
+
+    now = next(iter(ex.snapshot.task.values()))
+    assert f"({now.samples} samples)" in ex.status.value
+    assert f"({len(wb.samples)} samples)" in ex.status.value
+    ex._last_task = dataclasses.replace(now, quant_score=now.quant_score + 0.25)
+    ex.toggles[_first_toggle(ex)].value = True
+    after = next(iter(ex.snapshot.task.values())).quant_score
+    assert ex.task_change.startswith(f"top-1 {now.quant_score + 0.25:.3f} -> {after:.3f}")
+    assert "lowers it" in ex.task_change and ex.task_change in ex.timing.value
+    assert "axnb-drop" in ex.timing._dom_classes and ex.timing.style.text_color == "#c62828"
 
 
 @pytest.mark.slow                 # NOTE: MiniLM
@@ -321,7 +345,7 @@ def test_measure_then_apply_the_best_step_in_the_explorer(zoo_ready):
 
     w = Workbench("zoo:minilm", progress=False)
     w.set_samples(w.samples[:2])
-    e = Explorer(w, analysis="EndToEnd", task=False)    # NOTE: its task metric: another test
+    e = Explorer(w, analysis="EndToEnd", task=False, background=False)  # task: another test
     try:
         assert "Not measured yet" in e.summary_html.value   # NOTE: SmoothQuant, U16
         e.measure(top=3, budget=5, rank_samples=1)    # NOTE: a small search keeps it quick
@@ -359,7 +383,7 @@ def test_explorer_task_line_follows_every_toggle_and_method_change(ex, wb):
     assert shown().cosine not in (first.cosine, toggled.cosine)
     from axnb.widgets import Explorer
 
-    off = Explorer(wb, task=False)
+    off = Explorer(wb, task=False, background=False)
     assert off.snapshot.task == {} and "Task metric" not in off.summary_html.value
     off.close()
 
@@ -389,3 +413,203 @@ def test_a_task_metric_that_cannot_be_measured_is_said_and_the_rest_shows(ex, wb
     assert ex.last_error is None and "U16 layers: 1" in ex.status.value
     assert "Task metric not measured" in ex.summary_html.value and ex.snapshot.task == {}
     assert "no_labels.json" in ex.task_error and "no_labels.json" in ex.summary_html.value
+
+
+# ---- a click in the background (issue 30): one computation for the latest state ----------------
+@pytest.fixture
+def bg(wb):
+    """The default Explorer (work in a worker thread, task metric on), first analysis done."""
+    from axnb.widgets import Explorer
+
+    wb.reset_plan().set_method("MinMax").set_mode("Reference")
+    e = Explorer(wb)
+    assert e.wait(300) and e.last_error is None
+    yield e
+    e.wait(300)
+    e.close()
+
+
+def _toggle_rows(ex, n: int) -> list[int]:
+    return [i for i, layer in enumerate(ex._row_layers) if layer is not None][:n]
+
+
+def test_two_quick_clicks_compute_one_final_state_the_latest(bg, wb):
+    drawn = []
+    show = bg.show_table
+    bg.show_table = lambda: (drawn.append(sorted(wb.plan.layers("U16"))), show())[1]
+    i, j = _toggle_rows(bg, 2)
+    a, b = bg._row_layers[i], bg._row_layers[j]
+    # NOTE: no cached result of an earlier test: the first state costs a real pass
+    wb.set_samples(wb.samples, wb.sample_names, wb.sample_origin)
+    bg.toggles[i].value = True                   # NOTE: returns at once; the worker computes
+    bg.toggles[j].value = True                   # queued behind the first: coalesced
+    assert bg.busy and "running" in bg.timing.value
+    assert bg.wait(300) and bg.last_error is None and not bg.busy
+    assert sorted(wb.plan.layers("U16")) == sorted([a, b])
+    assert drawn == [sorted([a, b])]             # the table of the first state never drawn
+    assert bg.final == wb.final_cosine() and "U16 layers: 2" in bg.status.value
+    assert bg.toggles[i].value and bg.toggles[j].value
+    assert list(bg.stages) == ["final", "table", "task"]           # in the order they show
+    assert bg.stages["final"] < bg.stages["table"] < bg.stages["task"]
+    assert bg.snapshot.task and bg.snapshot.reports[bg.analysis] is bg.report
+
+
+def test_the_controls_show_work_running_and_no_bars_reach_stderr(bg, wb, capfd):
+    import threading
+
+    gate = threading.Event()
+    wb.progress = True                            # NOTE: a Workbench made with bars on
+    try:
+        bg.run("blocked", gate.wait)
+        assert bg.busy and "axnb-busy" in bg._dom_classes and bg.progress.value == 0
+        i, j = _toggle_rows(bg, 2)
+        bg.toggles[i].value = True                # NOTE: both wait behind the blocked action,
+        bg.toggles[j].value = True                # then are applied in order, computed once
+        assert not bg.wait(0.2) and bg.busy
+        gate.set()
+        assert bg.wait(300) and bg.last_error is None
+        assert bg.coalesced == 2 and "(with 1 earlier clicks)" in bg.timing.value
+        assert len(wb.plan.layers("U16")) == 2
+        assert "axnb-busy" not in bg._dom_classes and bg.progress.value == 3
+        assert wb.progress is True                # restored after the widget's work
+    finally:
+        gate.set()
+        wb.progress = False
+    err = capfd.readouterr().err
+    assert "compare" not in err and "sample/s" not in err, err[-400:]
+
+
+def test_a_toggled_row_stays_under_the_pointer_in_a_table_sorted_by_cosine(ex, wb):
+    from axnb.widgets import table as T
+
+    ex.method.value = "PerLayer"                  # NOTE: a U16 layer's own row improves most
+    ex.sort.value = "cosine"
+    i = _first_toggle(ex)                         # the worst layer that can be toggled
+    layer = ex._row_layers[i]
+    ex.toggles[i].value = True
+    assert ex.last_error is None and wb.plan.layers("U16") == [layer]
+    fresh = list(T.rows_for_page(ex.df, 0, len(ex.df), sort="cosine").rows[Col.OPERATOR])
+    assert fresh.index(layer) != i                # NOTE: unpinned, the row would have moved
+    assert ex._row_layers[i] == layer and ex.toggles[i].value
+    ex.sort.value = "depth"
+    ex.sort.value = "cosine"                      # sorting again releases the pin
+    assert ex._page_index == list(T.rows_for_page(ex.df, 0, ex.page_size, sort="cosine")
+                                  .rows.index)
+
+
+def test_a_click_during_the_task_metric_stops_it_for_the_latest_state(bg, wb, monkeypatch):
+    """The task metric of a state a newer click replaced stops between chunks of samples:
+    only the latest state's is completed and shown."""
+    import time
+
+    from axnb.widgets import explorer
+
+    completed, evaluate, outputs = [], wb.evaluate, wb.executor.outputs
+
+    def recorded(*a, **k):
+        r = evaluate(*a, **k)
+        completed.append(sorted(wb.plan.layers("U16")))
+        return r
+
+    def slow(*a, **k):                            # NOTE: a big labelled set, in miniature
+        time.sleep(0.3)
+        return outputs(*a, **k)
+
+    monkeypatch.setattr(wb, "evaluate", recorded)
+    monkeypatch.setattr(wb.executor, "outputs", slow)
+    monkeypatch.setattr(explorer, "TASK_CHUNK", 2)
+    wb.set_samples(wb.samples, wb.sample_names, wb.sample_origin)   # NOTE: no cached task
+    i, j = _toggle_rows(bg, 2)
+    bg.toggles[i].value = True
+    end = time.monotonic() + 120
+    while "computing the task metric" not in bg.timing.value and time.monotonic() < end:
+        time.sleep(0.005)
+    assert "computing the task metric" in bg.timing.value
+    bg.toggles[j].value = True                    # NOTE: during the first state's task metric
+    assert bg.wait(300) and bg.last_error is None
+    latest = sorted([bg._row_layers[i], bg._row_layers[j]])
+    assert completed == [latest] and sorted(wb.plan.layers("U16")) == latest
+    assert bg.snapshot.task and bg.stages.keys() == {"final", "table", "task"}
+
+
+@pytest.mark.timeout(300)         # NOTE: a tab that waited for the work would hang here
+def test_opening_a_tab_during_work_does_not_wait_for_it(bg, wb):
+    """The Outliers tab opened while a click is computed returns at once (a wait would block
+    the kernel and every later click) and is drawn when the work is done."""
+    import threading
+    import time
+
+    gate = threading.Event()
+    try:
+        bg.run("blocked", gate.wait)
+        bg._stale.add(2)
+        t = time.perf_counter()
+        bg.tabs.selected_index = 2
+        assert time.perf_counter() - t < 0.5 and bg.busy and 2 in bg._stale
+    finally:
+        gate.set()
+    assert bg.wait(300) and bg.last_error is None
+    assert 2 not in bg._stale and "tensors with level" in bg.outlier_head.value
+    bg.tabs.selected_index = 0
+
+
+def test_two_explorers_on_one_workbench_take_turns_and_export_what_it_holds(bg, wb, tmp_path):
+    """Issue 30: a second Explorer's click changed the Workbench, the first then exported a
+    report and a config that disagreed. Now an export is of the Workbench as it is (and the
+    two never compute at once: one lock per Workbench)."""
+    import json
+
+    from axnb.widgets import Explorer
+
+    other = Explorer(wb, task=False)
+    try:
+        assert other.wait(300)
+        i = _toggle_rows(other, 1)[0]
+        layer = other._row_layers[i]
+        other.toggles[i].value = True                 # NOTE: bg's snapshot is now stale
+        assert other.wait(300) and other.last_error is None
+        assert layer not in bg.snapshot.plan["layers"].get("U16", [])
+        bg.folder.value = str(tmp_path / "exp")
+        paths = bg.export()
+    finally:
+        other.close()
+    cfg = json.loads(paths["config"].read_text())["quant"]["layer_configs"]
+    named = {n for e in cfg if e.get("data_type") == "U16" for n in e.get("layer_names", [])}
+    page = unescape(paths["report"].read_text())
+    assert named == set(wb.plan.layers("U16")) and layer in named
+    assert wb.plan.summary() in page
+
+
+def test_history_and_undo_restore_the_state_before_each_action(ex, wb):
+    """Each action is remembered with the state before it; undo restores it, in order."""
+    first = (wb.plan, wb.method, wb.mode, ex.final)
+    i, j = _toggle_rows(ex, 2)
+    ex.toggles[i].value = True
+    ex.calib.value = "MSE"
+    assert [label for label, _ in ex.history][-2:] == [f"{ex._row_layers[i]} -> U16",
+                                                         "calibration MSE"]
+    assert "calibration MSE" in ex.history_html.value and not ex.undo_btn.disabled
+    ex.undo()
+    assert wb.method.value == "MinMax" and ex.calib.value == "MinMax"
+    assert len(wb.plan.layers("U16")) == 1
+    ex.undo()
+    assert (wb.plan, wb.method, wb.mode) == first[:3] and ex.final == first[3]
+    assert ex.history == [] and ex.undo_btn.disabled and ex.toggles[i].value is False
+
+
+def test_close_during_work_drops_the_rest_of_it(wb):
+    """Closing an Explorer while it computes drops what is queued and the stages left."""
+    import threading
+
+    from axnb.widgets import Explorer
+
+    wb.reset_plan()
+    e = Explorer(wb, task=False)
+    assert e.wait(300)
+    gate, drawn = threading.Event(), []
+    e.show_table = lambda: drawn.append(1)
+    e.run("blocked", gate.wait)
+    e.toggles[_toggle_rows(e, 1)[0]].value = True          # NOTE: queued behind the block
+    threading.Timer(0.3, gate.set).start()
+    e.close()
+    assert not e.busy and drawn == [] and wb.plan.layers("U16") == []

@@ -2,7 +2,8 @@
 
 :mod:`~axnb.checks.align` (pre/post-processing alignment: :func:`dump_reference`,
 :func:`compare_dumps`), :mod:`~axnb.checks.inputs` (the one I/O type check,
-:func:`input_types`), :mod:`~axnb.checks.data` (config vs data: :func:`mean_std`,
+:func:`input_types`, and what the compiled model will take, :func:`deployed_input`),
+:mod:`~axnb.checks.data` (config vs data: :func:`mean_std`,
 :func:`colour_order`, :func:`calibration_size`, :func:`distribution_gap`,
 :func:`config_vs_data`), the next step of the tuning flowchart (:func:`next_step`, the advice of
 :mod:`axnb.advice`), :mod:`~axnb.checks.bundle` (:func:`repro_bundle`, :func:`rerun_bundle`),
@@ -30,11 +31,18 @@ from axnb.checks.data import (
     distribution_gap,
     mean_std,
 )
-from axnb.checks.inputs import input_types, io_rows, io_specs
+from axnb.checks.inputs import (
+    deployed_input,
+    deployed_signature,
+    input_types,
+    io_rows,
+    io_specs,
+)
 from axnb.results import VERDICTS, Analysis, Check, Diagnosis
 
 __all__ = ["STAGES", "VERDICTS", "Check", "Diagnosis", "calibration_size", "colour_order",
-           "compare_dumps", "config_vs_data", "diagnose", "distribution_gap", "dump_reference",
+           "compare_dumps", "config_vs_data", "deployed_input", "deployed_signature", "diagnose",
+           "distribution_gap", "dump_reference",
            "input_types", "io_rows", "io_specs", "mean_std", "next_step", "repro_bundle",
            "rerun_bundle"]
 
@@ -62,7 +70,8 @@ def next_step(wb, target: float = advice.FINAL, layer_target: float = advice.LAY
 def diagnose(wb, quantized: Any = None, reference_dir: str | Path | None = None,
              deployed_dir: str | Path | None = None, labels: Mapping[str, int] | None = None,
              analysis: Analysis | None = None) -> Diagnosis:
-    """Input types, config vs data and next step; alignment too given both dump folders.
+    """Input types, the deployed input, config vs data and next step; alignment too given
+    both dump folders.
 
     ``quantized``: the deployed model (proto or path); default: the workbench's QDQ export.
     ``analysis``: the snapshot whose advice is the next step (default: a new one).
@@ -72,7 +81,8 @@ def diagnose(wb, quantized: Any = None, reference_dir: str | Path | None = None,
         'fail'
     """
     checks = [input_types(wb.model, quantized if quantized is not None else wb.quantized().qdq()),
-              *config_vs_data(wb, labels=labels), next_step(wb, analysis=analysis)]
+              deployed_input(wb), *config_vs_data(wb, labels=labels),
+              next_step(wb, analysis=analysis)]
     if reference_dir is not None and deployed_dir is not None:
         checks = [*compare_dumps(reference_dir, deployed_dir), *checks]
     return Diagnosis(tuple(checks))

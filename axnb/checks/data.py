@@ -122,6 +122,34 @@ def _swapped(cfg: Config, names: list[str]) -> tuple[Config, dict]:
     return dataclasses.replace(cfg, input_processors=tuple(procs.values())), fmts
 
 
+GREY = 2.0
+"""Mean |R - B| of a sample, in pixel levels of 255, under which it is near-grey: swapping
+BGR <-> RGB changes nothing a model can see."""
+COLOUR_MIN = 8
+"""Colour (not near-grey) samples needed to tell the two orders apart."""
+
+
+def _grey_samples(model: Model, cfg: Config, name: str, max_samples: int) -> tuple[int, int]:
+    """(near-grey samples, samples) among the analysis images of input ``name``."""
+    axis = 1 if cfg.input_processor(name).tensor_layout is Layout.NCHW else 3
+    grey = n = 0
+    for f in data.analysis_set(model, _without_norm(cfg)).take(max_samples):
+        x = np.moveaxis(f[name].astype(np.float64), axis, 1)
+        grey, n = grey + int(np.abs(x[:, 0] - x[:, -1]).mean() < GREY), n + 1
+    return grey, n
+
+
+def _cannot_tell(z: float, acc_z: float, grey: int, n: int) -> str:
+    """Why this data cannot tell the colour orders apart, or ""."""
+    if n - grey < COLOUR_MIN:
+        return (f"cannot tell: {grey} of {n} samples are near-grey (mean |R - B| < {GREY:g} of "
+                f"255), so swapping the channels changes little")
+    if abs(z) < 2 and abs(acc_z) < 2:
+        return (f"cannot tell: the two orders score alike on this data (|z| < 2; {grey} of {n} "
+                "samples near-grey)")
+    return ""
+
+
 def _probs(y: np.ndarray) -> np.ndarray:
     y = y.reshape(y.shape[0], -1).astype(np.float64)
     if np.all(y >= 0) and np.allclose(y.sum(1), 1, atol=1e-3):
@@ -156,8 +184,10 @@ def colour_order(model: Model, cfg: Config, labels: Mapping[str, int] | None = N
     Preprocessing is re-run with BGR <-> RGB swapped (mean/std kept); with labels (zoo ones
     are found) top-1 accuracy too. confidence_z: paired z of the per-sample differences;
     accuracy_z: (c - b) / sqrt(b + c), b / c = samples right only in the configured / swapped
-    order. Warn when the configured order is less confident or less accurate; fail when
-    confidence_z <= -3 or accuracy_z >= 3. Not applicable without a (batch, classes) output.
+    order. Warn when the configured order is less confident or less accurate, or when the data
+    cannot tell (fewer than :data:`COLOUR_MIN` samples that are not near-grey, or both |z| < 2:
+    the summary says "cannot tell"); fail when confidence_z <= -3 or accuracy_z >= 3. Not
+    applicable without a (batch, classes) output.
 
     Example:
         >>> colour_order(model, cfg).details["confidence"]       # doctest: +SKIP
@@ -197,6 +227,14 @@ def colour_order(model: Model, cfg: Config, labels: Mapping[str, int] | None = N
            f"significantly; confirm the colour order of the training pipeline.",
            "fail": f"The model looks trained on {b}: set tensor_format {b} (and mean/std in "
            f"that order), or check the training pipeline."}[verdict]
+    grey, n = _grey_samples(model, cfg, next(iter(fmts)), max_samples)
+    why = _cannot_tell(z, acc_z, grey, n) if verdict != "fail" else ""
+    det |= {"grey_samples": grey, "cannot_tell": bool(why)}
+    if why:
+        # NOTE: a pass here would claim the configured order is right; the data cannot say
+        verdict, text = "warn", f"{text}; {why}"
+        fix = (f"Confirm {a} from the training pipeline, or run this check on colour images "
+               f"of the deployment data (at least {COLOUR_MIN} that are not near-grey).")
     return Check(name, verdict, text, det, fix)
 
 

@@ -29,6 +29,16 @@ class Check:
             raise ValueError(f"verdict {self.verdict!r}; valid: {', '.join(VERDICTS)}")
         object.__setattr__(self, "details", plain(self.details))
 
+    def line(self) -> str:
+        """The check as one line of text (the CLI's), its fix appended when it has one.
+
+        Example:
+            >>> Check("a", "fail", "x differs", fix="set y").line()
+            'a: fail - x differs. Fix: set y'
+        """
+        return f"{self.name}: {self.verdict} - {self.summary}" + (
+            f". Fix: {self.fix}" if self.fix else "")
+
     def table(self):
         """``details["rows"]`` as a pandas DataFrame (the checks that have a table)."""
         import pandas as pd

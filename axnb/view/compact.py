@@ -6,8 +6,8 @@ megabytes, so the report's big tables come from here and the colours from a few 
 
 Example:
     >>> import pandas as pd
-    >>> str(table(pd.DataFrame({"Cosin": [0.5]})))[-60:]
-    '<tbody><tr><td class="k0">0.500000</td></tr></tbody></table>'
+    >>> str(table(pd.DataFrame({"Cosin": [0.5]})))[-62:]
+    '<tbody><tr><td class="k0 n">0.500000</td></tr></tbody></table>'
 """
 
 from __future__ import annotations
@@ -66,18 +66,20 @@ def _fmt(v, col: str = "") -> str:
 
 
 def table(df, threshold=FINAL, fine=LAYER, index=False, cls="t") -> Markup:
-    """A compact HTML table: escaped text, one class on cosine ("Cosin...") cells, no other
-    per-cell markup; rows of U16/S16/FP32 tensors get class ``hp``."""
+    """A compact HTML table: escaped text, one class on cosine ("Cosin...") cells, class ``n``
+    on number cells (the report never breaks a number inside its value), no other per-cell
+    markup; rows of U16/S16/FP32 tensors get class ``hp``."""
     cols = list(df.columns)
     head = ("<th>#</th>" if index else "") + "".join(f"<th>{escape(c)}</th>" for c in cols)
     out = [f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>']
     for i, row in zip(df.index, df.itertuples(index=False)):
-        cells = [f"<td>{i}</td>"] if index else []
+        cells = [f'<td class="n">{i}</td>'] if index else []
         hp = any(str(v) in HIGH_PRECISION for c, v in zip(cols, row) if c in QTYPE_COLUMNS)
         for c, v in zip(cols, row):
-            k = cosine_bucket(float(v), threshold, fine) if Col.COSINE in str(c) and is_number(v) \
-                else -1
-            cells.append(f'<td class="k{k}">' if k >= 0 else "<td>")
+            num = is_number(v)
+            k = cosine_bucket(float(v), threshold, fine) if Col.COSINE in str(c) and num else -1
+            cls = " ".join(([f"k{k}"] if k >= 0 else []) + (["n"] if num else []))
+            cells.append(f'<td class="{cls}">' if cls else "<td>")
             cells.append(f"{escape(_fmt(v, c))}</td>")
         out.append(('<tr class="hp">' if hp else "<tr>") + "".join(cells) + "</tr>")
     return Markup("".join(out) + "</tbody></table>")

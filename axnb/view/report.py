@@ -262,6 +262,34 @@ def _diagnosis(an: Analysis):
     return Markup(to_html(diagnosis_table(df[df["check"] != "next step"])))
 
 
+def steps_heading(verdict, steps) -> str:
+    """The words above the next steps, true to them: how many were measured (a step that was
+    tried says "(tried)"; "Not measured yet" ones were not).
+
+    Example:
+        >>> from types import SimpleNamespace as N
+        >>> steps_heading(N(verdict="fail"), ["MSE calibration: 0.96 -> 0.99 (tried); ...",
+        ...                                   "Not measured yet (so not recommended): U16"])
+        'Next steps (1 measured on these samples, best first; 1 not measured yet)'
+    """
+    if verdict.verdict == "pass":
+        return "Next"
+    tried = sum("(tried)" in s for s in steps)
+    later = sum(s.startswith("Not measured yet") for s in steps)
+    if not tried:
+        return "Next steps (none measured yet)" if later else "Next steps"
+    return (f"Next steps ({tried} measured on these samples, best first"
+            + (f"; {later} not measured yet)" if later else ")"))
+
+
+def _deployed(an: Analysis):
+    """The deployed-input check (:func:`axnb.checks.deployed_input`) of the diagnosis, or
+    None: its one line sits in the Verdict section (what the compiled model will take)."""
+    if an.diagnosis is None:
+        return None
+    return next((c for c in an.diagnosis.checks if c.name == "deployed input"), None)
+
+
 def _extra(extra: dict | None) -> list[tuple[str, Markup]]:
     from axnb.view.plots import fig_to_svg
 
@@ -311,14 +339,16 @@ def render_report(analysis: Analysis, extra: dict | None = None, *,
     env.filters["pct"] = line
     return env.get_template("report.html.j2").render(
         an=an, model=_model_info(an), env=list(an.environment), verdict=v,
-        steps=an.replace(advice=v).steps(),
+        steps=an.replace(advice=v).steps(), steps_head=steps_heading(v, an.replace(advice=v)
+                                                                      .steps()),
         finals=table(pd.DataFrame(rows), threshold=threshold, fine=fine), sections=sections,
         spread=[(m, o, "; ".join([advice.spread_text(sp, threshold),
                                   *final_notes(an.final[m][o])]))
                 for m, outs in advice.spreads(an, threshold).items() for o, sp in outs.items()]
         + [(m, o, why) for m in an.final for o, why in an.skipped(m).items()],
         rvb=_ref_vs_backend(sections, threshold, fine), outliers=_outliers(an), plan=_plan(an),
-        smooth=_smooth(an), diagnosis=_diagnosis(an), extra=_extra(extra), formulas=FORMULAS,
+        smooth=_smooth(an), diagnosis=_diagnosis(an), deployed=_deployed(an),
+        extra=_extra(extra), formulas=FORMULAS,
         task=_task(an, threshold, fine),
         threshold=threshold, fine=fine, bucket_css=Markup(bucket_css(threshold, fine)),
         config=json.dumps(an.config, indent=2, default=str))

@@ -11,6 +11,7 @@ Example:
 from __future__ import annotations
 
 import math
+import re
 
 from axnb.advice import FINAL, LAYER
 from axnb.types import Col
@@ -111,18 +112,19 @@ def layer_table(df, threshold: float = FINAL, fine: float = LAYER):
 
 
 def outlier_table(df):
-    """Styler of ``OutlierReport.to_frame()``: white->orange per ratio column (scaled to the
-    column's maximum) and on "Max level" (3 = white, 8 = full); ratios as percentages.
+    """Styler of ``OutlierReport.to_frame()``: white->orange on the ratio columns, one scale
+    for the whole table (its largest ratio is full orange: a 1.6% cell is not as orange as a
+    62.5% one in the next column), and on "Max level" (3 = white, 8 = full); ratios as
+    percentages.
 
     Example:
         >>> outlier_table(wb.outliers().to_frame())                 # doctest: +SKIP
     """
     ratios = [c for c in df.columns if "ratio" in c]
     st = df.style.hide(axis="index")
-    for c in ratios:
-        top = float(df[c].max()) if len(df) else 0.0
-        st = st.map(lambda v, top=top: _bg(heat_colour(v / top if top > 0 else 0.0)),
-                    subset=[c])
+    top = float(df[ratios].max().max()) if len(df) and ratios else 0.0
+    if ratios:
+        st = st.map(lambda v: _bg(heat_colour(v / top if top > 0 else 0.0)), subset=ratios)
     if "Max level" in df:
         st = st.map(lambda v: _bg(heat_colour((v - 3) / 5 if v > 3 else 0.0)),
                     subset=["Max level"])
@@ -251,12 +253,20 @@ def io_table(check, quant_specs=None):
     return st.set_table_styles(_CLASS_CSS, overwrite=False)
 
 
+# NOTE: a cell that is one number (0.920195, -1.2e-05, 62.5%) gets class "n": the report
+# keeps it on one line (its cells may otherwise break anywhere, for long tensor names).
+_NUM_CELL = re.compile(r'(<td\b[^>]*?class=")([^"]*)("[^>]*>\s*[-+]?(?:\d[\d,]*\.?\d*|\.\d+)'
+                       r'(?:e[-+]?\d+)?%?\s*</td>)')
+
+
 def to_html(styler) -> str:
-    """The Styler as an HTML fragment (``<style>`` + ``<table>``), for reports and widgets.
+    """The Styler as an HTML fragment (``<style>`` + ``<table>``), for reports and widgets;
+    a cell holding one number gets the class ``n`` (the report never breaks it).
 
     Example:
-        >>> to_html(plan_table(wb.plan.to_frame()))[:6]               # doctest: +SKIP
-        '<style'
+        >>> import pandas as pd
+        >>> 'class="data row0 col0 n"' in to_html(pd.DataFrame({"c": [0.920195]}).style)
+        True
     """
-    return styler.to_html()
+    return _NUM_CELL.sub(r"\1\2 n\3", styler.to_html())
 

@@ -13,7 +13,9 @@ import contextlib
 import html
 import shutil
 import tempfile
+import threading
 import time
+import weakref
 from pathlib import Path
 
 import ipywidgets as W
@@ -27,7 +29,7 @@ from axnb.widgets import table as T
 
 TITLES = ("Summary", "Layers", "Outliers", "Graph", "Export", "Diagnosis")
 COLUMNS = (("#", 44), (Col.OPERATOR, 230), (Col.TYPE, 110), (Col.OUTPUT, 250),
-           (Col.QDTYPE, 56), (Col.COSINE, 96), (Col.MSE, 76), (Col.SQNR, 56))
+           (Col.QDTYPE, 56), (Col.COSINE, 96), (Col.MSE, 76), (Col.SQNR, 56), (Col.SOURCE, 190))
 WIDTHS = tuple(w for _, w in COLUMNS)
 
 
@@ -57,6 +59,48 @@ def _task_html(s: dict, error: str = "") -> str:
             f'<p style="color:{colour}">{html.escape(s["task_verdict"])}</p>')
 
 
+def _word(v) -> str:
+    """A control's new value in words ("SmoothQuant on", not "SmoothQuant True")."""
+    return ("on" if v else "off") if isinstance(v, bool) else str(v)
+
+
+_LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _lock_of(wb) -> threading.RLock:
+    """One lock per Workbench: two Explorers on one Workbench take turns, never run at once."""
+    return _LOCKS.setdefault(wb, threading.RLock())
+
+
+TASK_CHUNK = 8
+"""Samples between two checks for a newer click while the task metric runs."""
+
+
+class _Stale(Exception):
+    """A newer click arrived: the running stage is dropped."""
+
+
+class _Interruptible:
+    """The Workbench's executor, its ``outputs`` run in chunks of ``chunk`` samples with a
+    check between them: a stage on many samples (the task metric on 128 labelled images)
+    stops for a newer click instead of making it wait. Every other method is the executor's.
+    """
+
+    def __init__(self, inner, stale, chunk: int | None = None) -> None:
+        self.inner, self.stale, self.chunk = inner, stale, chunk or TASK_CHUNK
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def outputs(self, model, qmodel, feeds, progress: bool = False) -> list[dict]:
+        feeds, out = list(feeds), []
+        for i in range(0, len(feeds), self.chunk):
+            if self.stale():
+                raise _Stale
+            out += self.inner.outputs(model, qmodel, feeds[i:i + self.chunk], progress)
+        return out
+
+
 def _dashboard_html(link: str | None) -> str:
     if not link:
         return ""
@@ -75,9 +119,19 @@ class Explorer(W.VBox):
         task: measure the task metric (the config's ``evaluation`` block) after every action,
             in the Workbench's mode, on all its labelled samples (default: when the config
             has the block); the Summary shows "top-1 float 0.906 -> quantized 0.914".
+        background: do the work of a click in a worker thread (default), so that the widget
+            shows at once and a click never waits for the one before: the final metrics show
+            first (one quantized pass over the outputs), then the table, then the task
+            metric; clicks made meanwhile are applied in order and computed once, for the
+            latest state (a stage of an older state is dropped). False: each click computes
+            before it returns. :meth:`wait` waits for the work.
 
     Attributes:
         report, df, final: the current LayerReport, its frame, output -> final cosine.
+        stages: seconds from the start of the last computation to each stage shown
+            (``final``, ``table``, ``task``); ``coalesced``: how many clicks it applied.
+        history: (label, state before it) of each action applied, oldest first; :meth:`undo`
+            (the "undo" button) restores the last one's state.
         snapshot: the current :class:`~axnb.results.Analysis` (what the Summary shows and
             the Export tab's report renders).
         last_seconds, last_error: time and exception (or None) of the last action.
@@ -86,24 +140,32 @@ class Explorer(W.VBox):
     Example:
         >>> ex = Explorer(wb); ex                                   # doctest: +SKIP
         >>> ex.toggles[3].value = True     # as clicking row 3's U16 toggle  # doctest: +SKIP
+        >>> ex.wait(); ex.final            # the work runs in a thread       # doctest: +SKIP
         >>> ex.close()                     # also stops the netron servers   # doctest: +SKIP
     """
 
     def __init__(self, workbench, page_size: int = 25, analysis: str | None = None,
-                 task: bool | None = None) -> None:
+                 task: bool | None = None, background: bool = True) -> None:
         super().__init__()
-        self.wb, self.page_size = workbench, page_size
+        self.wb, self.page_size, self.background = workbench, page_size, background
+        self._local, self._lock = threading.local(), threading.Lock()
+        self._queue: list[tuple[str, object]] = []
+        self._worker: threading.Thread | None = None
+        self._gen, self.stages, self.coalesced = 0, {}, 0
+        self.history: list[tuple[str, tuple]] = []
         self.task = workbench.config.evaluation is not None if task is None else bool(task)
         self.analysis = analysis or workbench.config.quant.precision_analysis_method.value
         self.report = self.df = self.last_seconds = self.last_error = self.snapshot = None
-        self.change = self.task_error = ""
+        self.change = self.task_error = self.task_change = ""
+        self._last_task = None
         self.final: dict[str, float] = {}
-        self._servers, self._sync, self._stale = [], False, {2, 3}
+        self._servers, self._stale = [], {2, 3}
         self._tmp = Path(tempfile.mkdtemp(prefix="axnb-explorer-"))
         self.status = W.HTML().add_class("axnb-status")
         self.progress = W.IntProgress(min=0, max=3, layout=W.Layout(width="160px"))
         self.timing = W.Label().add_class("axnb-timing")
         self.summary_html = W.HTML().add_class("axnb-summary")
+        self.deployed = self._deployed_check()
         self.tabs = W.Tab([self._summary_tab(), self._layers_tab(), self._outliers_tab(),
                            self._graph_tab(), self._export_tab(), self._diagnosis_tab()],
                           titles=TITLES)
@@ -138,9 +200,6 @@ class Explorer(W.VBox):
         trials = self.snapshot.advice.trials if self.snapshot is not None else ()
         if trials:
             self.run(trials[0].label, lambda: steps.apply(self.wb, trials[0]))
-            with self._quiet():
-                self.calib.value = self.wb.method.value
-                self.smooth.value = self.wb.smooth is not None
 
     def _layers_tab(self) -> W.Widget:
         wb, lay = self.wb, W.Layout(width="230px")
@@ -155,8 +214,9 @@ class Explorer(W.VBox):
                              (self.method, "analysis", lambda v: setattr(self, "analysis", v)),
                              (self.mode, "mode", lambda v: wb.set_mode(v)),
                              (self.smooth, "SmoothQuant", self._set_smooth)):
-            w.observe(lambda c, label=label, fn=fn: self.run(f"{label} {c.new}",
-                                                             lambda: fn(c.new)), "value")
+            # NOTE: a value set by the code itself (quiet: following the Workbench) is no click
+            w.observe(lambda c, label=label, fn=fn: self._sync or self.run(
+                f"{label} {_word(c.new)}", lambda: fn(c.new)), "value")
         buttons = []
         for label, fn in (("all U8", lambda: wb.set_all("U8")),
                           ("all U16", lambda: wb.set_all("U16")),
@@ -164,6 +224,11 @@ class Explorer(W.VBox):
             buttons.append(W.Button(description=label))
             buttons[-1].on_click(lambda _, label=label, fn=fn: self.run(label, fn))
         self.all_u8, self.all_u16, self.reset = buttons
+        self.undo_btn = W.Button(description="undo", disabled=True,
+                                 layout=W.Layout(width="80px")).add_class("axnb-undo")
+        self.undo_btn.on_click(lambda _: self.undo())
+        self.history_html = W.HTML().add_class("axnb-history")
+        buttons += [self.undo_btn, self.history_html]
         # NOTE: filters as one types (only one page of rows is rendered, so it stays cheap)
         self.search = W.Text(placeholder="search name / type", continuous_update=True,
                              layout=W.Layout(width="200px")).add_class("axnb-search")
@@ -179,7 +244,9 @@ class Explorer(W.VBox):
                                                                self.page.value + 1)))
         for w in (self.search, self.worst, self.sort):
             w.observe(self._on_filter, "value")
-        self.page.observe(lambda _: self._sync or self.show_table(), "value")
+        self.page.observe(lambda _: self._sync or self._unpin() or self.show_table(), "value")
+        self._pin: list | None = None
+        self._page_index: list = []
         size = {"width": "64px", "min_width": "64px", "padding": "0"}
         self.toggles = [W.ToggleButton(description="U16", layout=W.Layout(**size))
                         for _ in range(self.page_size)]
@@ -237,6 +304,40 @@ class Explorer(W.VBox):
         return _box(_box(self.target, find), self.search_html, checks, self.diagnosis_html,
                     cls=W.VBox)
 
+    def _deployed_check(self):
+        """:func:`axnb.checks.deployed_input` of the Workbench (config only, one calibration
+        sample read), or a failed Check saying why it could not run."""
+        from axnb.checks.inputs import deployed_input
+        from axnb.results import Check
+
+        try:
+            return deployed_input(self.wb)
+        except Exception as e:  # noqa: BLE001 - shown in the Summary, the rest still works
+            return Check("deployed input", "warn", f"could not be checked: "
+                         f"{type(e).__name__}: {e}")
+
+    def _report_snapshot(self):
+        """The snapshot the Export tab writes, of the Workbench as it is now (another Explorer
+        on it may have changed it: then the report and the config would disagree), with the
+        deployed-input check as its diagnosis when the troubleshooting checks were not run."""
+        from axnb.results import Diagnosis
+
+        snap = self.snapshot
+        if snap is None or not self._current(snap):
+            snap = self.wb.snapshot([self.analysis], by_method=False)
+        if snap.diagnosis is None:
+            snap = snap.replace(diagnosis=Diagnosis((self.deployed,)))
+        return snap
+
+    def _current(self, an) -> bool:
+        """Whether ``an`` is of the Workbench's plan, method, mode and SmoothQuant now."""
+        from axnb.results import plain
+
+        wb = self.wb
+        return (an.method == wb.method.value and an.mode == wb.mode.value
+                and (an.smoothing is None) == (wb.smooth is None)
+                and an.plan.get("layer_configs") == plain(wb.plan.to_layer_configs()))
+
     def _search(self) -> None:
         from axnb.search import search
 
@@ -251,7 +352,8 @@ class Explorer(W.VBox):
         layers = ", ".join(html.escape(x) for x in res.promoted) or "none"
         self.search_html.value = (f"<p>{'met' if res.met else 'NOT met'} after "
                                   f"{res.evaluations} evaluations ({res.seconds:.1f} s): "
-                                  f"{len(res.promoted)} layers to {res.qtype.value}: "
+                                  f"{len(res.promoted)} layer{'s' * (len(res.promoted) != 1)}"
+                                  f" to {res.qtype.value}: "
                                   f"{layers}</p>")
 
     def show_diagnosis(self) -> None:
@@ -265,92 +367,269 @@ class Explorer(W.VBox):
         self.snapshot = snap.replace(diagnosis=d)
         self.diagnosis_html.value = to_html(diagnosis_table(d))
 
-    # ---- actions -------------------------------------------------------------------------
-    def run(self, label: str, action=None) -> None:
-        """Do ``action`` (a Workbench call), then re-analyse and refresh every view."""
-        from axnb.view.plots import cosine_along_depth
-
+    # ---- actions: a worker applies clicks in order and computes once for the latest state ----
+    def run(self, label: str, action=None, pin: bool = False) -> None:
+        """Do ``action`` (a Workbench call), then re-analyse and refresh every view: in the
+        worker thread when ``background`` (this returns at once; clicks made while it works
+        are applied in order and computed once), else before returning. ``pin``: the rows on
+        screen keep their places (a toggle)."""
+        # NOTE: a sorted table would move the toggled row from under the pointer; pinned rows
+        # stay until the table is sorted, filtered or paged again, or another action runs.
+        self._pin = (self._pin or list(self._page_index)) if pin else None
+        with self._lock:
+            self._queue.append((label, action))
+            self._gen += 1
+            start = self._worker is None
+            if start and self.background:
+                self._worker = threading.Thread(target=self._drain, daemon=True,
+                                                name="axnb-explorer")
         self.progress.value, self.progress.bar_style = 0, "info"
-        self.timing.value, t = f"{label}: running...", time.perf_counter()
-        before = min(self.final.values(), default=None)
+        self.add_class("axnb-busy")
+        self.timing.value = f"{label}: running..."
+        if not self.background:
+            self._drain()
+        elif start:
+            self._worker.start()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the clicks queued so far to be computed; False if still working after
+        ``timeout`` seconds.
+
+        Example:
+            >>> ex.toggles[3].value = True; ex.wait(); ex.final      # doctest: +SKIP
+        """
+        end = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._lock:
+                worker = self._worker
+            if worker is None or worker is threading.current_thread():
+                return True
+            worker.join(None if end is None else max(0.0, end - time.monotonic()))
+            if end is not None and time.monotonic() >= end and worker.is_alive():
+                return False
+
+    @property
+    def busy(self) -> bool:
+        """Whether clicks are being computed (the controls show it: ``axnb-busy``)."""
+        with self._lock:
+            return self._worker is not None or bool(self._queue)
+
+    def _drain(self) -> None:
+        while True:
+            with self._lock:
+                batch, self._queue, gen = self._queue, [], self._gen
+                if not batch:
+                    self._worker = None
+                    self.remove_class("axnb-busy")
+                    return
+            with _lock_of(self.wb), self._no_bars():
+                self._process(batch, gen)
+
+    def _stale_gen(self, gen: int) -> bool:
+        """A newer click arrived: the rest of this computation is dropped (coalesced)."""
+        with self._lock:
+            return gen != self._gen
+
+    @contextlib.contextmanager
+    def _no_bars(self):
+        """No tqdm bars from widget actions (they land in JupyterLab's Log Console as frozen
+        warnings); the progress shows in the widget."""
+        was, self.wb.progress = self.wb.progress, False
         try:
-            if action is not None:
-                action()
-            self.snapshot = self._snapshot()
-            self.report = self.snapshot.reports[self.analysis]
-            self.df, self.final = self.report.to_frame(), self.snapshot.final_cosine()
-            self.progress.value = 1
-            self.show_summary()
-            self.show_table()
-            self.progress.value = 2
-            u16 = {n for n, q in self.wb.plan.layer_types.items() if q.bits == 16}
-            self.plot.value = _png(cosine_along_depth(self.df, S.THRESHOLD, u16=u16))
+            yield
+        finally:
+            self.wb.progress = was
+
+    def _process(self, batch: list, gen: int) -> None:
+        """Apply ``batch``'s actions in order, then show the final metrics, the table and the
+        task metric as each is ready; each stage is skipped once a newer click is queued."""
+        t, before = time.perf_counter(), min(self.final.values(), default=None)
+        self.task_change = ""
+        label = batch[-1][0] + (f" (with {len(batch) - 1} earlier clicks)" if len(batch) > 1
+                                else "")
+        self.coalesced, self.stages = len(batch), {}
+        try:
+            for name, action in batch:
+                if action is not None and action != self._undo_last:
+                    self._remember(name)
+                if action is not None:
+                    action()
+            for stage in ("final", "table", "task"):
+                if stage == "task" and not self.task:
+                    break
+                if stage == "task":
+                    if not self._stage_task(lambda: self._stale_gen(gen)):
+                        return                    # NOTE: dropped for a newer click
+                else:
+                    getattr(self, f"_stage_{stage}")()
+                self.stages[stage] = time.perf_counter() - t
+                if stage == "final":
+                    self.change = S.change(before, min(self.final.values(), default=None))
+                self._show_stage(label, stage)
+                if self._stale_gen(gen):
+                    return
         except Exception as e:  # NOTE: a widget callback's exception would be invisible
             self.last_error, self.progress.bar_style = e, "danger"
             self.timing.value = f"{label} failed: {type(e).__name__}: {e}"
             return
+        self._done(label, t)
+
+    # ---- history: each applied action with the state before it; undo restores it ----------
+    HISTORY = 50
+
+    def undo(self) -> None:
+        """Back to the plan, calibration method, mode, SmoothQuant and analysis method before the
+        last action
+        (queued behind the clicks made before it, so it undoes the last one of them)."""
+        self.run("undo", self._undo_last)
+
+    def _state(self) -> tuple:
+        wb = self.wb
+        return wb.plan, wb.method, wb.mode, wb.smooth is not None, self.analysis
+
+    def _remember(self, label: str) -> None:
+        self.history = [*self.history, (label, self._state())][-self.HISTORY:]
+        self._show_history()
+
+    def _undo_last(self) -> None:
+        if not self.history:
+            return
+        *self.history, (_, (plan, method, mode, smooth, self.analysis)) = self.history
+        if smooth != (self.wb.smooth is not None):
+            self.wb.set_smooth_quant(smooth)   # NOTE: first: it rebuilds the plan of its model
+        self.wb.set_plan(plan).set_method(method).set_mode(mode)
+        self._show_history()
+
+    def _show_history(self) -> None:
+        last = [html.escape(label) for label, _ in self.history[-5:]]
+        self.undo_btn.disabled = not self.history
+        self.history_html.value = ("" if not last else
+                                   f'<span style="font:12px sans-serif;color:#555">history: '
+                                   f"{' &rarr; '.join(last)}</span>")
+
+    def _show_stage(self, label: str, stage: str) -> None:
+        n = {"final": 1, "table": 2, "task": 3}[stage]
+        self.progress.value = n
+        nxt = {"final": "the table", "table": "the task metric" if self.task else ""}.get(stage)
+        self.timing.value = (f"{label}: {self.change}{self.stages[stage]:.2f} s"
+                             + (f"; computing {nxt}..." if nxt else ""))
+
+    def _done(self, label: str, t: float) -> None:
         self.progress.value, self.progress.bar_style = 3, "success"
         self.last_error, self._stale = None, self._stale | {3}
         self.last_seconds = time.perf_counter() - t
-        self.change = S.change(before, min(self.final.values(), default=None))
-        self.timing.value = f"{label}: {self.change}{self.last_seconds:.2f} s"
-        self.timing.add_class("axnb-drop") if "lowers" in self.change else \
-            self.timing.remove_class("axnb-drop")
+        self._show_tab(self.tabs.selected_index)  # NOTE: a tab opened while this ran
+        when = ", ".join(f"{k} {v:.2f} s" for k, v in self.stages.items())
+        self.timing.value = f"{label}: {self.change}{self.task_change}{when}"
+        # NOTE: a task-metric drop is flagged like a cosine drop: red, class axnb-drop
+        drop = "lowers" in self.change + self.task_change
+        self.timing.add_class("axnb-drop") if drop else self.timing.remove_class("axnb-drop")
+        self.timing.style.text_color = "#c62828" if drop else None
 
-    def _snapshot(self):
-        """The Workbench's snapshot of the table on screen, with the task metric when asked;
-        a task metric that cannot be measured (labels missing...) is said in the Summary and
-        the rest still shows."""
+    def _stage_final(self) -> None:
+        """The final metrics of the new state (one quantized pass over the outputs), shown
+        with the advice of a snapshot without the table."""
+        self.snapshot = self.wb.snapshot([], by_method=False)
+        self.final = self.snapshot.final_cosine()
+        self._sync_controls()
+        self.show_summary()
+
+    def _stage_table(self) -> None:
+        from axnb.view.plots import cosine_along_depth
+
+        self.snapshot = self.wb.snapshot([self.analysis], by_method=False)
+        self.report = self.snapshot.reports[self.analysis]
+        self.df = self.report.to_frame()
+        self.show_summary()
+        self.show_table()
+        u16 = {n for n, q in self.wb.plan.layer_types.items() if q.bits == 16}
+        self.plot.value = _png(cosine_along_depth(self.df, S.THRESHOLD, u16=u16))
+
+    def _stage_task(self, stale) -> bool:
+        """The task metric (False: dropped for a newer click, checked every 8 samples); one
+        that cannot be measured (labels missing...) is said in the Summary and the rest still
+        shows."""
         from axnb.errors import AxnbError
 
-        self.task_error = ""
-        # NOTE: per click, one call into the engine and each number once: the table on screen,
-        # the final metrics and the task metric; the other calibration methods only on
-        # "measure" (each is a pass over the samples).
-        methods = [self.analysis]
+        self.task_error, executor = "", self.wb.executor
+        # NOTE: the engine's one evaluator runs unchanged; only its sample loop can stop
+        self.wb.executor = _Interruptible(executor, stale)
         try:
-            return self.wb.snapshot(methods, task=self.task, by_method=False)
+            self.snapshot = self.wb.snapshot([self.analysis], task=True, by_method=False)
+        except _Stale:
+            return False
         except (AxnbError, OSError) as e:
-            if not self.task:
-                raise
             self.task_error = f"{type(e).__name__}: {e}"
-            return self.wb.snapshot(methods, by_method=False)
+        finally:
+            self.wb.executor = executor
+        now = next(iter(self.snapshot.task.values()), None)
+        self.task_change, self._last_task = S.task_change(self._last_task, now), now
+        self.show_summary()
+        return True
+
+    def _sync_controls(self) -> None:
+        """The dropdowns and checkbox follow the Workbench (an applied step may change them)."""
+        with self._quiet():
+            self.calib.value, self.mode.value = self.wb.method.value, self.wb.mode.value
+            self.method.value = self.analysis
+            self.smooth.value = self.wb.smooth is not None
 
     def _set_smooth(self, on: bool) -> None:
         self.wb.set_smooth_quant(on)
         self._stale.add(2)
 
     def _guard(self, label: str, fn) -> None:
+        """Run ``fn`` (an on-request action: measure, graph, export, checks) once the queued
+        clicks are computed, showing an error instead of raising it."""
+        self.wait()
         try:
-            fn()
+            with _lock_of(self.wb), self._no_bars():
+                fn()
             self.last_error = None
         except Exception as e:
             self.last_error = e
             self.timing.value = f"{label} failed: {type(e).__name__}: {e}"
 
+    @property
+    def _sync(self) -> bool:
+        """True while this thread sets controls itself (their observers then do nothing); per
+        thread, so that a click during the worker's refresh is not taken for the refresh."""
+        return getattr(self._local, "quiet", False)
+
     @contextlib.contextmanager
     def _quiet(self):
-        self._sync = True
+        was, self._local.quiet = self._sync, True
         try:
             yield
         finally:
-            self._sync = False
+            self._local.quiet = was
 
     def _on_toggle(self, i: int, on: bool) -> None:
         layer = self._row_layers[i]
         if not self._sync and layer is not None:
             self.run(f"{layer} -> {'U16' if on else 'U8'}",
-                     lambda: self.wb.set_plan(self.wb.plan.toggle(layer, on)))
+                     lambda: self.wb.set_plan(self.wb.plan.toggle(layer, on)), pin=True)
 
     def _on_filter(self, _) -> None:
+        self._pin = None
         with self._quiet():
             self.page.value = 1
         self.show_table()
 
+    def _unpin(self) -> None:
+        self._pin = None
+
     def _on_tab(self, c) -> None:
-        if c.new in self._stale:
-            self._stale.discard(c.new)
-            self._guard(TITLES[c.new], self.show_outliers if c.new == 2 else self.show_graph)
+        # NOTE: while clicks are computed the tab stays stale and is drawn when they are done:
+        # waiting here would block the kernel, and every later click with it.
+        if not self.busy:
+            self._show_tab(c.new)
+
+    def _show_tab(self, i: int) -> None:
+        """Draw tab ``i`` (Outliers, Graph) if what it shows changed since it was drawn."""
+        if i in self._stale:
+            self._stale.discard(i)
+            self._guard(TITLES[i], self.show_outliers if i == 2 else self.show_graph)
 
     # ---- views ---------------------------------------------------------------------------
     def show_summary(self) -> None:
@@ -370,7 +649,7 @@ class Explorer(W.VBox):
             f'<p style="color:{colour}"><b>{html.escape(s["verdict"])}</b></p>'
             f"<table><tr><th>output</th><th>final cosine</th><th></th><th>spread</th></tr>"
             f"{outs}</table>"
-            + _task_html(s, self.task_error) +
+            + _task_html(s, self.task_error) + S.deployed_html(self.deployed) +
             f"<p>U16 layers: {s['u16']} &mdash; plan: {html.escape(s['plan'])}<br>"
             f"calibration {s['calibration']}, analysis {s['analysis']}, mode {s['mode']}, "
             f"SmoothQuant {'on' if s['smooth'] else 'off'}</p>"
@@ -382,7 +661,8 @@ class Explorer(W.VBox):
         if self.df is None:  # NOTE: the first analysis failed; its error is shown
             return
         p = T.rows_for_page(self.df, self.page.value - 1, self.page_size, self.search.value,
-                            self.worst.value, self.sort.value)
+                            self.worst.value, self.sort.value, pinned=self._pin)
+        self._page_index = list(p.rows.index)
         ok, plan = set(self.wb.plan.candidates()), self.wb.plan
         with self._quiet():
             self.page.max, self.page.value = p.pages, p.page + 1
@@ -453,7 +733,7 @@ class Explorer(W.VBox):
     def export(self) -> dict:
         """Write report.html, config.json and quantized.onnx to the folder box; their paths."""
         t = time.perf_counter()
-        paths = X.export_all(self.wb, self.folder.value, self.snapshot)
+        paths = X.export_all(self.wb, self.folder.value, self._report_snapshot())
         items = "".join(f"<li>{k}: <code>{html.escape(str(Path(p).resolve()))}</code></li>"
                         for k, p in paths.items())
         self.export_html.value = (f"<p>Written in {time.perf_counter() - t:.2f} s:</p>"
@@ -467,7 +747,12 @@ class Explorer(W.VBox):
         self._servers = []
 
     def close(self) -> None:
-        """Stop the netron servers, remove temp files, close the widget."""
+        """Drop the queued clicks and the rest of the running computation (waiting for its
+        current stage), stop the netron servers, remove temp files, close the widget."""
+        with self._lock:
+            self._queue.clear()
+            self._gen += 1                # NOTE: the running computation is now stale
+        self.wait(120)
         self.stop_servers()
         shutil.rmtree(self._tmp, ignore_errors=True)
         super().close()

@@ -28,7 +28,7 @@ class Page(NamedTuple):
 
 
 def rows_for_page(df, page: int = 0, size: int = 25, query: str = "", worst: int = 0,
-                  sort: str = "depth") -> Page:
+                  sort: str = "depth", pinned=None) -> Page:
     """Filter, sort and cut one page of a layer table (index = depth in the graph).
 
     Args:
@@ -38,6 +38,9 @@ def rows_for_page(df, page: int = 0, size: int = 25, query: str = "", worst: int
         query: case-insensitive substring of Operator, Type or Output Tensor.
         worst: keep only the ``worst`` lowest-cosine rows (0 = all).
         sort: "depth" (graph order), "cosine" (worst first) or "cosine desc".
+        pinned: the index labels of the rows shown before (e.g. before a toggle): the page
+            keeps them in that order, with their new values, so no row moves under the
+            pointer; ignored when one of them is gone (another graph).
 
     Example:
         >>> import pandas as pd
@@ -59,6 +62,8 @@ def rows_for_page(df, page: int = 0, size: int = 25, query: str = "", worst: int
           else df.sort_index(kind="stable"))
     pages = max(1, -(-len(df) // size))
     page = min(max(int(page), 0), pages - 1)
+    if pinned is not None and all(i in df.index for i in pinned):
+        return Page(df.loc[list(pinned)], page, pages, len(df))
     return Page(df.iloc[page * size:(page + 1) * size], page, pages, len(df))
 
 
@@ -74,7 +79,8 @@ def row_html(r, active: bool, widths: tuple) -> str:
              (r.get(Col.OUTPUT, ""), ""),
              (r.get(Col.QDTYPE, ""), QTYPE_COLOURS.get(str(r.get(Col.QDTYPE)), "")),
              (num(Col.COSINE, "{:.6f}"), cosine_colour(r.get(Col.COSINE, float("nan")))),
-             (num(Col.MSE, "{:.2e}"), ""), (num(Col.SQNR, "{:.1f}"), "")]
+             (num(Col.MSE, "{:.2e}"), ""), (num(Col.SQNR, "{:.1f}"), ""),
+             (r.get(Col.SOURCE, ""), "")]
     out = "".join(
         f'<div title="{html.escape(str(t))}" style="flex:none;width:{w}px;overflow:hidden;'
         f'text-overflow:ellipsis;white-space:nowrap;padding:0 4px;background:{bg or "none"}">'

@@ -30,12 +30,38 @@ def test_colour_order_on_the_zoo_cnn_reports_both_orders(rapid):
         assert check.verdict in ("pass", "warn")
 
 
+def test_colour_order_says_when_near_grey_images_cannot_tell(red, tmp_path):
+    """Issue 30: on grey images both orders score alike; the check says it cannot tell
+    instead of passing."""
+    import numpy as np
+    from PIL import Image
+
+    from axnb.config import load_config
+
+    model, _ = red
+    folder = tmp_path / "grey"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        Image.fromarray(np.repeat(rng.integers(0, 256, (16, 16, 1), dtype=np.uint8), 3, 2)
+                        ).save(folder / f"{i:03d}.png")
+    cfg = load_config({"quant": {"input_configs": [{"calibration_dataset": str(folder),
+                                                    "calibration_size": 12}]},
+                       "input_processors": [{"tensor_format": "RGB", "mean": [0, 0, 0],
+                                             "std": [255.0] * 3}]})
+    check = colour_order(model, cfg)
+    assert check.verdict == "warn" and check.details["grey_samples"] == 12
+    assert "cannot tell: 12 of 12 samples are near-grey" in check.summary
+    assert "colour images" in check.fix
+
+
 def test_swapped_colour_order_is_flagged(red):
     model, config = red
     labels = {f"{i:03d}.png": 0 for i in range(12)}
     with pytest.warns(UserWarning, match="only 12"):
         good, bad = (colour_order(model, config(f), labels) for f in ("RGB", "BGR"))
     assert good.verdict == "pass" and good.details["accuracy"] == {"RGB": 1.0, "BGR": 0.0}
+    assert good.details["grey_samples"] == 0 and not good.details["cannot_tell"]
     assert bad.verdict == "fail" and bad.details["confidence_z"] < -3
     assert bad.details["confidence"]["BGR"] < 0.5 < 0.9 < bad.details["confidence"]["RGB"]
     assert "tensor_format RGB" in bad.fix
