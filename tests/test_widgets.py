@@ -298,6 +298,13 @@ def test_diagnosis_tab_runs_the_checks_and_the_search_button(ex, wb):
     assert ex.last_error is None, ex.last_error
     assert "evaluations" in ex.search_html.value and "layers to U16" in ex.search_html.value
     wb.reset_plan()
+    ex.run("reset", wb.reset_plan)
+    ex.run("tune", ex._tune)
+    assert ex.last_error is None, ex.last_error
+    assert ex.search_html.value.startswith("<p>tuned: ") and "met" in ex.search_html.value
+    assert min(ex.final.values()) >= base
+    assert ex.calib.value == wb.method.value
+    wb.reset_plan().set_method("MinMax")
 
 
 def test_the_measure_button_is_on_when_only_the_task_metric_fails(ex):

@@ -297,12 +297,25 @@ class Explorer(W.VBox):
                                          description="target", layout=W.Layout(width="180px"))
         find = W.Button(description="search: fewest U16 layers", layout=W.Layout(width="220px"))
         find.on_click(lambda _: self.run("search", self._search))
+        tune = W.Button(description="tune: combined fixes", layout=W.Layout(width="200px"),
+                        tooltip="calibration method, SmoothQuant, U16 / FP32 groups together, "
+                                "at the least cost (axnb.tune; up to 15 minutes)")
+        tune.on_click(lambda _: self.run("tune", self._tune))
         checks = W.Button(description="run the troubleshooting checks",
                           layout=W.Layout(width="260px"))
         checks.on_click(lambda _: self._guard("diagnosis", self.show_diagnosis))
         self.search_html, self.diagnosis_html = W.HTML(), W.HTML()
-        return _box(_box(self.target, find), self.search_html, checks, self.diagnosis_html,
-                    cls=W.VBox)
+        return _box(_box(self.target, find, tune), self.search_html, checks,
+                    self.diagnosis_html, cls=W.VBox)
+
+    def _tune(self) -> None:
+        """The tuner to the target box's value; its answer is adopted (never below the start)
+        and its one line shown."""
+        res = self.wb.tune(target=self.target.value, progress=False)
+        res.apply(self.wb)
+        ceiling = "; ".join(f"{k} {v:.5f}" for k, v in res.ceiling.items())
+        self.search_html.value = (f"<p>{html.escape(res.summary())}"
+                                  + (f" (measured: {ceiling})" if ceiling else "") + "</p>")
 
     def _deployed_check(self):
         """:func:`axnb.checks.deployed_input` of the Workbench (config only, one calibration
@@ -348,7 +361,9 @@ class Explorer(W.VBox):
             if self.df is not None else None
         res = search(self.wb.evaluator(), self.wb.plan, target=self.target.value,
                      ranking=ranking or None, progress=False)
-        res.apply(self.wb)
+        b, f = (min(d.values(), default=float("nan")) for d in (res.baseline, res.final))
+        if f >= b:  # NOTE: a plan that lowers the score is never adopted
+            res.apply(self.wb)
         layers = ", ".join(html.escape(x) for x in res.promoted) or "none"
         self.search_html.value = (f"<p>{'met' if res.met else 'NOT met'} after "
                                   f"{res.evaluations} evaluations ({res.seconds:.1f} s): "
