@@ -26,6 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from conformance import models as M  # noqa: E402
+from conformance import prepare as P  # noqa: E402
 
 # NOTE: benchmarks/conformance/ (the package) shadows benchmarks/conformance.py (the suite)
 _spec = importlib.util.spec_from_file_location(
@@ -52,6 +53,7 @@ def run(name: str, n: int, seconds: float, greedy_seconds: float) -> dict:
     from axnb.tune import layer_macs, plan_cost
 
     spec = next(s for s in M.MODELS if s.name == name)
+    P.prepare(spec.name)  # NOTE: the conformance samples (idempotent), as conformance.py does
     wb = Workbench(str(M.model_path(spec)), str(spec.config), progress=False)
     wb.set_samples(wb.samples[:n], wb.sample_names[:n])
     t = time.perf_counter()
