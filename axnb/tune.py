@@ -173,10 +173,7 @@ class _Tuner:
         if (wb.smooth.alpha if wb.smooth is not None else None) != alpha:
             wb.set_smooth_quant(alpha is not None, alpha=alpha)
         wb.set_method(method)
-        plan = wb.plan.clear()
-        for layer, q in self.overrides.items():
-            plan = plan.set(layer, q)
-        wb.set_plan(plan)
+        wb.set_plan(wb.plan.clear().override(self.overrides))
 
     def evaluator(self, setting: tuple):
         if setting not in self._ev:
@@ -190,19 +187,20 @@ class _Tuner:
         """The start plan under ``setting`` with ``moves``: group head -> QType, and
         ``RANGE + tensor`` -> the CalibMethod of that tensor's range."""
         base = self.evaluator(setting)[1]
-        by_q: dict[QType, list[str]] = {}
-        for n, q in moves.items():
-            if not n.startswith(RANGE):
-                by_q.setdefault(q, []).append(n)
-        for q in sorted(by_q, key=lambda q: 32 if q.is_float else q.bits):
-            base = base.set(by_q[q], q)
+        # NOTE: no moves: the evaluator's own plan object (its model is reused as it is)
+        types = {n: q for n, q in moves.items() if not n.startswith(RANGE)}
         own = {n[len(RANGE):]: m for n, m in moves.items() if n.startswith(RANGE)}
+        base = base.override(types) if types else base
         return base.with_methods(own) if own else base
+
+    @staticmethod
+    def key(setting: tuple, moves: Mapping) -> tuple:
+        """The memo key of (setting, moves): what an evaluation and a resumed trace share."""
+        return setting_label(*setting), frozenset((n, q.value) for n, q in moves.items())
 
     def step(self, phase: str, setting: tuple, moves: Mapping[str, QType]) -> TuneStep:
         """The evaluation of ``moves`` under ``setting`` (memoised)."""
-        label = setting_label(*setting)
-        key = (label, frozenset((n, q.value) for n, q in moves.items()))
+        label, key = setting_label(*setting), self.key(setting, moves)
         if key in self.memo:
             return self.memo[key]
         if self.late():
@@ -376,11 +374,9 @@ def _region(t: _Tuner, setting: tuple, order: list[str], cands16: list[str], hea
     return {n: q for n, q in moves(hi).items() if isinstance(q, QType) and q.is_float}
 
 
-def _run(t: _Tuner, allow: tuple[QType, ...], smooth: bool) -> str:
-    """The phases of the module docstring (the ceilings go to ``t.ceiling``); returns why it
-    stopped."""
-    wb = t.wb
-    start = (wb.method, wb.smooth.alpha if wb.smooth is not None else None)
+def _run(t: _Tuner, start: tuple, allow: tuple[QType, ...], smooth: bool) -> str:
+    """The phases of the module docstring from the ``start`` setting (the ceilings go to
+    ``t.ceiling``); returns why it stopped."""
     if t.ok(t.score("start", start, {})):
         return "met"
     best = _settings(t, start, smooth)
@@ -456,29 +452,29 @@ def tune(wb, target: float | None = None, max_drop: float | None = None,
                               "evaluation block in the config); with cosine give target")
         target = ev0.target_for(max_drop)
     target = FINAL if target is None else float(target)
-    state = (wb.method, wb.smooth.alpha if wb.smooth is not None else None, wb.plan)
+    start, plan = (wb.method, wb.smooth.alpha if wb.smooth is not None else None), wb.plan
     bar = tqdm(desc="tune", disable=not (wb.progress if progress is None else progress),
                total=budget)
     t = _Tuner(wb, name if metric is None else metric, target, max_seconds, budget, bar,
                resume.trace if resume is not None else ())
+    t._ev[start] = (ev0, plan)  # NOTE: the start's evaluator is made already (a task pass)
     try:
         try:
-            stopped = _run(t, allowed, smooth)
+            stopped = _run(t, start, allowed, smooth)
         except _Stop as e:
             stopped = str(e)
-        return _result(t, stopped, name, state[2])
+        return _result(t, stopped, name, start, plan)
     finally:
         bar.close()
-        t.use(state[:2])
-        wb.set_plan(state[2])
+        t.use(start)
+        wb.set_plan(plan)
 
 
-def _result(t: _Tuner, stopped: str, name: str, start_plan) -> TuneResult:
+def _result(t: _Tuner, stopped: str, name: str, setting: tuple, start_plan) -> TuneResult:
     """The answer (:meth:`_Tuner.best`) as a result; the Workbench is still in a tuned
     setting here (the plan's cost needs its model)."""
     best = t.best()
-    start = t.memo.get((setting_label(t.wb.method, None), frozenset()), best) \
-        if not t.trace else t.trace[0]
+    start = t.memo.get(t.key(setting, {}), best)  # NOTE: none if stopped before any run
     method, alpha = parse_setting(best.setting)
     moves = tuple((n, q) for n, q in best.moves)
     _, c16, cfp = plan_cost(t.plan((method, alpha), {

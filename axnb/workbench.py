@@ -205,10 +205,10 @@ class Workbench:
             st = self._calibrate(res.model)
             self._smoothed[key] = (res.model, st, res)
         self.model, self.stats, self.smooth = self._smoothed[key] if on else (*self._plain, None)
-        overrides = dict(self.plan.overrides)
-        self.plan = QuantPlan.from_config(self.model, self.config)
-        for layer, qt in overrides.items():
-            self.plan = self.plan.set(layer, qt)
+        old = self.plan
+        self.plan = QuantPlan.from_config(self.model, self.config).override(old.overrides)
+        if old.methods:  # NOTE: tensor names are kept by the rewrite, per-tensor ranges too
+            self.plan = self.plan.with_methods(old.methods)
         self._qm, self._float = {}, None
         return self
 
@@ -519,6 +519,11 @@ class Workbench:
 
     def export_config(self, path: str | Path) -> Path:
         """Write the config with the current method and the plan as ``layer_configs``."""
+        return save_config(self._deployed_config(Path(path).parent), path)
+
+    def _deployed_config(self, folder: Path) -> Config:
+        """The config with the current method, SmoothQuant and plan, its relative paths
+        rewritten to point at the same files from ``folder``."""
         d = self.config.to_dict()
         d.setdefault("quant", {})
         d["quant"]["calibration_method"] = self.method.value
@@ -526,10 +531,8 @@ class Workbench:
         d["quant"]["enable_smooth_quant"] = self.smooth is not None
         if self.smooth is not None:
             d["quant"]["smooth_quant_strength"] = self.smooth.alpha
-        # NOTE: relative paths are rewritten to point at the same files from the new folder.
         cfg = dataclasses.replace(load_config(d), base_dir=self.config.base_dir)
-        cfg = cfg.rebased(Path(path).parent)
-        return save_config(cfg, path)
+        return cfg.rebased(folder)
 
     def export_quantonnx(self, folder: str | Path) -> Path:
         """Write the folder Pulsar2 compiles as a quantized model (``"model_type":
@@ -547,8 +550,9 @@ class Workbench:
 
         folder = Path(folder)
         self.export_quantized(folder / "model.onnx")
-        cfg = json.loads(self.export_config(folder / "config.json").read_text())
-        cfg = {"model_type": "QuantONNX", **cfg, "input": "model.onnx"}
+        # NOTE: model_type is a key the Config drops on load, so it is added to the dict
+        cfg = {"model_type": "QuantONNX", **self._deployed_config(folder).to_dict(),
+               "input": "model.onnx"}
         write_text(folder / "config.json", json.dumps(cfg, indent=2) + "\n")
         return folder
 

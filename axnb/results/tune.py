@@ -144,12 +144,7 @@ class TuneResult:
         workbench.set_smooth_quant(self.smooth is not None, alpha=self.smooth)
         # NOTE: the workbench's own plan class rebuilds it: results import no stage module
         plan = type(workbench.plan).from_config(workbench.model, list(self.base_layer_configs))
-        by_q: dict[str, list[str]] = {}
-        for name, q in self.overrides:
-            if not name.startswith(RANGE):
-                by_q.setdefault(q, []).append(name)
-        for q in sorted(by_q, key=lambda q: QType(q) is QType.FP32):
-            plan = plan.set(by_q[q], q)
+        plan = plan.override({n: q for n, q in self.overrides if not n.startswith(RANGE)})
         return workbench.set_plan(plan.with_methods(self.ranges()) if self.ranges() else plan)
 
     def summary(self) -> str:
@@ -179,6 +174,11 @@ class TuneResult:
                 f"{self.score:.5f} (tried), target {self.target:g} {verdict}; "
                 f"{self.evaluations} evaluation{'s' if self.evaluations != 1 else ''}, "
                 f"{_minutes(self.seconds)}")
+
+    def line(self) -> str:
+        """:meth:`summary` with the ceilings it measured (what the CLI and the Explorer print)."""
+        ceiling = "; ".join(f"{k} {v:.5f}" for k, v in self.ceiling.items())
+        return self.summary() + (f" (measured: {ceiling})" if ceiling else "")
 
     def to_frame(self):
         """One row per evaluated plan, in the order the tuner asked for them."""
