@@ -277,9 +277,8 @@ def _run(con, model_file: Path, cfg, out: Path, shapes, args) -> None:
         # NOTE: ranked by the PerLayer table (one pass) instead of one evaluation per layer.
         res = search(wb.evaluator(), wb.plan, target=args.search_target,
                      ranking=wb.ranking())
-        b, f = (min(d.values(), default=float("nan")) for d in (res.baseline, res.final))
-        # NOTE: a plan that lowers the score is never kept (all-U16 can score below U8)
-        keep = f >= b
+        b, f = res.before_after
+        keep = res.improves
         if keep:
             res.apply(wb)
         con.print(f"[bold]search[/]: {len(res.promoted)} layers to {res.qtype.value}: "
@@ -326,8 +325,7 @@ def _tune(con, wb, args, out: Path) -> None:
                   max_drop=drop if task else None, max_seconds=args.tune_seconds)
     res.save(out / "tune.json")
     res.apply(wb)
-    ceiling = "; ".join(f"{k} {v:.5f}" for k, v in res.ceiling.items())
-    con.print(f"[bold]{res.summary()}[/]" + (f" (measured: {ceiling})" if ceiling else ""))
+    con.print(f"[bold]{res.line()}[/]")
 
 
 def _snapshot(con, wb, reports: dict, args):

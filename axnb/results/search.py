@@ -74,6 +74,19 @@ class SearchResult:
                             "or QuantPlan.from_config(model, result.to_layer_configs())")
         return self.base_plan.set(self.promoted, self.qtype) if self.promoted else self.base_plan
 
+    @property
+    def before_after(self) -> tuple[float, float]:
+        """The score (min over outputs) of the base plan and of the answer (NaN if never
+        evaluated)."""
+        return tuple(min(d.values(), default=float("nan")) for d in (self.baseline, self.final))
+
+    @property
+    def improves(self) -> bool:
+        """Whether the answer scores at least its base plan: the CLI and the Explorer adopt
+        only such a plan (all-U16 can score below U8, so a search can end lower)."""
+        before, after = self.before_after
+        return after >= before
+
     def to_layer_configs(self) -> list[dict]:
         """Pulsar2 ``layer_configs``: the base plan's entries, then the promoted layers.
 
@@ -134,7 +147,7 @@ class SearchResult:
         return cls(**{**d, **tup, "trace": trace, "qtype": QType(d["qtype"])})
 
     def __repr__(self) -> str:
-        b, f = (min(d.values(), default=float("nan")) for d in (self.baseline, self.final))
+        b, f = self.before_after
         return (f"SearchResult({len(self.promoted)} layers to {self.qtype.value}, "
                 f"{self.metric_name} {b:.5g} -> {f:.5g} "
                 f"(target {self.target:g}), {'met' if self.met else 'NOT met'}, stopped: "
@@ -166,7 +179,7 @@ class Applied:
 
     def __repr__(self) -> str:
         r = self.result
-        b, f = (min(d.values(), default=float("nan")) for d in (r.baseline, r.final))
+        b, f = r.before_after
         n = len(r.promoted)
         what = f"{n} layer{'s' if n != 1 else ''} to {r.qtype.value}" if n else "no layer changed"
         head = (f"Applied to the workbench: {what} ({r.metric_name} {b:.5f} -> {f:.5f}, "

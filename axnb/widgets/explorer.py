@@ -313,9 +313,7 @@ class Explorer(W.VBox):
         and its one line shown."""
         res = self.wb.tune(target=self.target.value, progress=False)
         res.apply(self.wb)
-        ceiling = "; ".join(f"{k} {v:.5f}" for k, v in res.ceiling.items())
-        self.search_html.value = (f"<p>{html.escape(res.summary())}"
-                                  + (f" (measured: {ceiling})" if ceiling else "") + "</p>")
+        self.search_html.value = f"<p>{html.escape(res.line())}</p>"
 
     def _deployed_check(self):
         """:func:`axnb.checks.deployed_input` of the Workbench (config only, one calibration
@@ -361,8 +359,7 @@ class Explorer(W.VBox):
             if self.df is not None else None
         res = search(self.wb.evaluator(), self.wb.plan, target=self.target.value,
                      ranking=ranking or None, progress=False)
-        b, f = (min(d.values(), default=float("nan")) for d in (res.baseline, res.final))
-        if f >= b:  # NOTE: a plan that lowers the score is never adopted
+        if res.improves:  # NOTE: a plan that lowers the score is never adopted
             res.apply(self.wb)
         layers = ", ".join(html.escape(x) for x in res.promoted) or "none"
         self.search_html.value = (f"<p>{'met' if res.met else 'NOT met'} after "
