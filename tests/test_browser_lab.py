@@ -139,40 +139,53 @@ def _run_all(page, url: str) -> None:
     page.get_by_text("Run All Cells", exact=True).click()
 
 
+@contextlib.contextmanager
+def _notebook_page(pw, tmp_path, url: str, requests: list | None = None):
+    """A Chromium page that opened ``url`` (a notebook) and ran all its cells; the requested
+    hosts go to ``requests``; on failure the page is saved as failure.png; closed on exit."""
+    browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, timeout=60_000)
+    page = None
+    try:
+        ctx = browser.new_context(viewport={"width": 1500, "height": 1100})
+        if requests is not None:
+            ctx.on("request", lambda r: requests.append(r.url.split("/")[2]))
+        page = ctx.new_page()
+        page.set_default_timeout(60_000)
+        _run_all(page, url)
+        yield page
+    except Exception:
+        if page is not None:
+            page.screenshot(path=str(tmp_path / "failure.png"))
+        raise
+    finally:
+        browser.close()
+
+
 @pytest.mark.timeout(300)
 def test_toggle_in_the_explorer_changes_summary_and_table(lab, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
     base, token, _ = lab
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, timeout=60_000)
-        try:
-            page = browser.new_page(viewport={"width": 1500, "height": 1100})
-            page.set_default_timeout(60_000)
-            _run_all(page, f"{base}/lab/tree/{NB}?token={token}")
-            status = page.locator(".axnb-status")
-            expect(status).to_contain_text("U16 layers: 0", timeout=150_000)
-            page.locator(".widget-tab .lm-TabBar-tab", has_text="Layers").click()
-            # NOTE: the final cosine shows first, the table when its pass is done
-            expect(page.locator(".axnb-pages")).to_contain_text("rows)", timeout=150_000)
-            toggle = page.locator(".axnb-u16-toggle:visible:not([disabled])").first
-            row = toggle.locator("xpath=..")
-            qdtype = row.locator(".widget-html div[title]").nth(4)  # NOTE: # Op Type Out QDType
-            toggle.scroll_into_view_if_needed()
-            expect(qdtype).to_have_text("U8")
-            summary = status.inner_text()
-            toggle.click()
-            # NOTE: a data-movement layer that follows the toggled one counts too
-            expect(status).to_contain_text(re.compile(r"U16 layers: [1-9]"), timeout=90_000)
-            expect(qdtype).to_have_text("U16", timeout=120_000)
-            assert status.inner_text() != summary
-            expect(page.locator(".axnb-timing")).to_contain_text(" s", timeout=10_000)
-            page.screenshot(path=str(tmp_path / "explorer.png"), full_page=True)
-        except Exception:
-            page.screenshot(path=str(tmp_path / "failure.png"))
-            raise
-        finally:
-            browser.close()
+    with sync_playwright() as pw, \
+            _notebook_page(pw, tmp_path, f"{base}/lab/tree/{NB}?token={token}") as page:
+        status = page.locator(".axnb-status")
+        expect(status).to_contain_text("U16 layers: 0", timeout=150_000)
+        page.locator(".widget-tab .lm-TabBar-tab", has_text="Layers").click()
+        # NOTE: the final cosine shows first, the table when its pass is done
+        expect(page.locator(".axnb-pages")).to_contain_text("rows)", timeout=150_000)
+        toggle = page.locator(".axnb-u16-toggle:visible:not([disabled])").first
+        row = toggle.locator("xpath=..")
+        qdtype = row.locator(".widget-html div[title]").nth(4)  # NOTE: # Op Type Out QDType
+        toggle.scroll_into_view_if_needed()
+        expect(qdtype).to_have_text("U8")
+        summary = status.inner_text()
+        toggle.click()
+        # NOTE: a data-movement layer that follows the toggled one counts too
+        expect(status).to_contain_text(re.compile(r"U16 layers: [1-9]"), timeout=90_000)
+        expect(qdtype).to_have_text("U16", timeout=120_000)
+        assert status.inner_text() != summary
+        expect(page.locator(".axnb-timing")).to_contain_text(" s", timeout=10_000)
+        page.screenshot(path=str(tmp_path / "explorer.png"), full_page=True)
     assert (tmp_path / "explorer.png").stat().st_size > 10_000
 
 
@@ -193,47 +206,36 @@ def test_graph_tab_two_graphs_offline_through_the_jupyter_server(lab, tmp_path):
 
     base, token, _ = lab
     host = base.split("//")[1]
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, timeout=60_000)
-        try:
-            ctx = browser.new_context(viewport={"width": 1500, "height": 1100})
-            hosts: list[str] = []
-            ctx.on("request", lambda r: hosts.append(r.url.split("/")[2]))
-            page = ctx.new_page()
-            page.set_default_timeout(60_000)
-            _run_all(page, f"{base}/lab/tree/{GRAPH_NB}?token={token}")
-            expect(page.locator(".axnb-status")).to_contain_text("U16 layers: 0",
-                                                                   timeout=150_000)
-            # NOTE: the Layers tab's search box filters as one types: no Enter, no blur
-            page.locator(".widget-tab .lm-TabBar-tab", has_text="Layers").click()
-            pages = page.locator(".axnb-pages")
-            expect(pages).to_contain_text("rows)")
-            every = pages.inner_text()
-            page.locator(".axnb-search input").press_sequentially("hardswish", delay=30)
-            expect(pages).not_to_have_text(every, timeout=15_000)
-            assert page.locator(".axnb-search input").evaluate(
-                "e => e === document.activeElement")          # still typing: no blur sync
-            cells = page.locator(".axnb-table .widget-html:visible div[title]")
-            assert "HardSwish" in cells.nth(1).inner_text(), cells.nth(1).inner_text()
-            page.locator(".widget-tab .lm-TabBar-tab", has_text="Graph").click()
-            fl, qu = _graph_frames(page)
-            page.wait_for_timeout(2000)  # NOTE: late requests (telemetry) would land in hosts
-            # NOTE: through the Jupyter server (jupyter-server-proxy), not the kernel's port
-            assert all(f.url.startswith(f"{base}/proxy/") for f in (fl, qu))
-            nodes = [f.locator("#canvas g.node").count() for f in (fl, qu)]
-            quant = [f.locator("#canvas g.node", has_text="QuantizeLinear").count()
-                     for f in (fl, qu)]
-            assert nodes[1] > nodes[0] and quant[0] == 0 and quant[1] > 0, (nodes, quant)
-            for f in (fl, qu):  # NOTE: no consent banner, no "please update" lock
-                assert "message" not in (f.locator("body").get_attribute("class") or "")
-                assert not f.locator("#message-button").is_visible()
-            expect(page.locator(".axnb-graph")).to_contain_text("Input/output types")
-            page.screenshot(path=str(tmp_path / "graph.png"), full_page=True)
-        except Exception:
-            page.screenshot(path=str(tmp_path / "failure.png"))
-            raise
-        finally:
-            browser.close()
+    hosts: list[str] = []
+    with sync_playwright() as pw, _notebook_page(
+            pw, tmp_path, f"{base}/lab/tree/{GRAPH_NB}?token={token}", hosts) as page:
+        expect(page.locator(".axnb-status")).to_contain_text("U16 layers: 0",
+                                                               timeout=150_000)
+        # NOTE: the Layers tab's search box filters as one types: no Enter, no blur
+        page.locator(".widget-tab .lm-TabBar-tab", has_text="Layers").click()
+        pages = page.locator(".axnb-pages")
+        expect(pages).to_contain_text("rows)")
+        every = pages.inner_text()
+        page.locator(".axnb-search input").press_sequentially("hardswish", delay=30)
+        expect(pages).not_to_have_text(every, timeout=15_000)
+        assert page.locator(".axnb-search input").evaluate(
+            "e => e === document.activeElement")          # still typing: no blur sync
+        cells = page.locator(".axnb-table .widget-html:visible div[title]")
+        assert "HardSwish" in cells.nth(1).inner_text(), cells.nth(1).inner_text()
+        page.locator(".widget-tab .lm-TabBar-tab", has_text="Graph").click()
+        fl, qu = _graph_frames(page)
+        page.wait_for_timeout(2000)  # NOTE: late requests (telemetry) would land in hosts
+        # NOTE: through the Jupyter server (jupyter-server-proxy), not the kernel's port
+        assert all(f.url.startswith(f"{base}/proxy/") for f in (fl, qu))
+        nodes = [f.locator("#canvas g.node").count() for f in (fl, qu)]
+        quant = [f.locator("#canvas g.node", has_text="QuantizeLinear").count()
+                 for f in (fl, qu)]
+        assert nodes[1] > nodes[0] and quant[0] == 0 and quant[1] > 0, (nodes, quant)
+        for f in (fl, qu):  # NOTE: no consent banner, no "please update" lock
+            assert "message" not in (f.locator("body").get_attribute("class") or "")
+            assert not f.locator("#message-button").is_visible()
+        expect(page.locator(".axnb-graph")).to_contain_text("Input/output types")
+        page.screenshot(path=str(tmp_path / "graph.png"), full_page=True)
     assert set(hosts) == {host}, sorted(set(hosts))
 
 
@@ -257,32 +259,23 @@ def test_the_widget_shows_at_once_and_a_toggle_shows_the_final_metric_first(lab,
     from playwright.sync_api import sync_playwright
 
     base, token, _ = lab
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, timeout=60_000)
-        try:
-            page = browser.new_page(viewport={"width": 1500, "height": 1100})
-            page.set_default_timeout(60_000)
-            _run_all(page, f"{base}/lab/tree/timed_{zoo_name}.ipynb?token={token}")
-            start = _until(page, "return [...document.querySelectorAll('.jp-OutputArea-output "
-                           "pre')].some(p => p.textContent.startsWith('PASS '));", 200_000)
-            shown = _until(page, "return !!document.querySelector('.axnb-status');")
-            _until(page, TIMING + DONE, 400_000)
-            out = page.locator(".jp-OutputArea-output pre", has_text="PASS ").inner_text().split()
-            plain, load = float(out[1]), float(out[3])
-            page.locator(".widget-tab .lm-TabBar-tab", has_text="Layers").click()
-            toggle = page.locator(".axnb-u16-toggle:visible:not([disabled])").nth(2)
-            toggle.scroll_into_view_if_needed()
-            clicked = time.perf_counter()
-            toggle.click()
-            final = _until(page, TIMING + "t.textContent.includes('-> U16: cosine');")
-            done = _until(page, TIMING + "t.textContent.includes('-> U16: cosine') && " + DONE)
-            kernel = page.locator(".axnb-timing").inner_text()
-            page.screenshot(path=str(tmp_path / "timed.png"), full_page=True)
-        except Exception:
-            page.screenshot(path=str(tmp_path / "failure.png"))
-            raise
-        finally:
-            browser.close()
+    with sync_playwright() as pw, _notebook_page(
+            pw, tmp_path, f"{base}/lab/tree/timed_{zoo_name}.ipynb?token={token}") as page:
+        start = _until(page, "return [...document.querySelectorAll('.jp-OutputArea-output "
+                       "pre')].some(p => p.textContent.startsWith('PASS '));", 200_000)
+        shown = _until(page, "return !!document.querySelector('.axnb-status');")
+        _until(page, TIMING + DONE, 400_000)
+        out = page.locator(".jp-OutputArea-output pre", has_text="PASS ").inner_text().split()
+        plain, load = float(out[1]), float(out[3])
+        page.locator(".widget-tab .lm-TabBar-tab", has_text="Layers").click()
+        toggle = page.locator(".axnb-u16-toggle:visible:not([disabled])").nth(2)
+        toggle.scroll_into_view_if_needed()
+        clicked = time.perf_counter()
+        toggle.click()
+        final = _until(page, TIMING + "t.textContent.includes('-> U16: cosine');")
+        done = _until(page, TIMING + "t.textContent.includes('-> U16: cosine') && " + DONE)
+        kernel = page.locator(".axnb-timing").inner_text()
+        page.screenshot(path=str(tmp_path / "timed.png"), full_page=True)
     appear, toggled = shown - start, final - clicked
     print(f"\n{zoo_name}, default Explorer: widget {appear:.2f} s after its cell; toggle -> final "
           f"cosine {toggled:.2f} s, all stages {done - clicked:.2f} s; plain Reference pass "
