@@ -282,16 +282,16 @@ print("@@" + json.dumps({k: float(v) for k, v in wb.final_cosine("NPUBackend").i
 """
 
 
-def _find_npu(obj):
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            if "NPUBackend" in str(k) and isinstance(v, dict) and v and all(
-                    isinstance(x, (int, float)) for x in v.values()):
-                return {str(a): float(b) for a, b in v.items()}
-            r = _find_npu(v)
-            if r:
-                return r
-    return None
+def _find_npu(summary: dict) -> dict | None:
+    """The NPUBackend final cosine per scored output of a build's summary.json.
+
+    NOTE: it searched for a dict of numbers under an "NPUBackend" key, which summary.json never
+    has (each output holds a dict of metrics), so every model fell back to a fresh Workbench on
+    all its analysis samples: a second calibration, and the wrong samples under --samples."""
+    final = summary.get("final", {}).get("NPUBackend") or {}
+    out = {str(o): float(m["Cosin"]) for o, m in final.items()
+           if isinstance(m, dict) and "Cosin" in m}
+    return out or None
 
 
 def reported(out_dir: Path, model: Path, cfg: Path, work: Path, env: dict, timeout: float):
