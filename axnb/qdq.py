@@ -34,6 +34,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,11 +74,17 @@ class QParams:
 
 @dataclass(frozen=True)
 class WeightQ:
-    """A quantized weight: integer values, per-channel scales and the channel axis."""
+    """A quantized weight: integer values, per-channel scales and the channel axis.
+
+    ``qtype``: S8 or S4 (held in int8); ``shift``: what bias correction adds to the layer's
+    float bias before it is quantized (:mod:`axnb.recover`), None when nothing.
+    """
 
     q: np.ndarray
     scale: np.ndarray
     axis: int
+    qtype: QType = QType.S8
+    shift: np.ndarray | None = None
 
     def dequantized(self) -> np.ndarray:
         return qmath.dequantize(self.q, self.scale, np.zeros_like(self.q, shape=self.scale.shape),
@@ -115,17 +122,25 @@ def act_qparams(stats, plan, method=None) -> dict[str, QParams]:
     return out
 
 
-def weight_q(model: Model, plan) -> dict[str, WeightQ]:
-    """S8 per-output-channel quantization of every weight the plan does not keep in FP32."""
-    out = {}
+def weight_q(model: Model, plan, stats=None) -> dict[str, WeightQ]:
+    """Symmetric per-output-channel quantization (S8, or S4 where the plan says) of every
+    weight the plan does not keep in FP32, with the plan's weight fixes applied
+    (:attr:`QuantPlan.fixes`, computed from ``stats.moments``: :mod:`axnb.recover`)."""
+    out, fixes = {}, getattr(plan, "fixes", {})
     for n in weighted_nodes(model):
         w = n.input[1]
-        if w in out or plan.weights.get(w, QType.S8).is_float:
+        qt = plan.weights.get(w, QType.S8)
+        if w in out or qt.is_float:
             continue
         arr = model.weight(w).astype(np.float32)
         axis = weight_axis(model, n) if arr.ndim > 1 else 0
-        s, z = qmath.weight_qparams(arr, QType.S8, axis=axis)
-        out[w] = WeightQ(qmath.quantize(arr, s, z, QType.S8, axis=axis), s, axis)
+        s, z = qmath.weight_qparams(arr, qt, axis=axis)
+        out[w] = WeightQ(qmath.quantize(arr, s, z, qt, axis=axis), s, axis, qt)
+        fix = fixes.get(w)
+        if fix is not None and not fix.is_identity:
+            from axnb import recover
+
+            out[w] = recover.fixed(model, n, out[w], fix, stats)
     return out
 
 
@@ -171,7 +186,7 @@ def fit_biases(model: Model, wq: Mapping[str, WeightQ], qp: Mapping[str, QParams
     scales: dict[str, np.ndarray] = {}
     for bq in bias_nodes(model, wq, qp):
         s = scales.get(bq.weight, wq[bq.weight].scale)
-        b = np.abs(model.weight(bq.bias).astype(np.float32)).reshape(-1)
+        b = np.abs(bias_value(model, bq, wq)).reshape(-1)
         if b.size not in (1, s.size):
             continue
         # NOTE: float32 up to the division, as onnxruntime's per-channel branch computes it
@@ -187,10 +202,22 @@ def fit_biases(model: Model, wq: Mapping[str, WeightQ], qp: Mapping[str, QParams
             scales[bq.weight] = s
     out = dict(wq)
     for w, s in scales.items():
-        arr, axis = model.weight(w).astype(np.float32), wq[w].axis
-        out[w] = WeightQ(qmath.quantize(arr, s, np.zeros(s.shape, np.int8), QType.S8,
-                                        axis=axis), s, axis)
+        # NOTE: a raised channel is rounded to nearest again (a weight fix's rounding was made
+        # for the old scale); rare: only where s_in * s_w is too small for the bias.
+        arr, old = model.weight(w).astype(np.float32), wq[w]
+        raised = s != old.scale
+        q = qmath.quantize(arr, s, np.zeros(s.shape, np.int8), old.qtype, axis=old.axis)
+        keep = qmath._along(~raised, arr.ndim, old.axis) if s.size > 1 else ~raised
+        out[w] = dataclasses.replace(old, q=np.where(keep, old.q, q), scale=s)
     return out
+
+
+def bias_value(model: Model, bq: BiasQ, wq: Mapping[str, WeightQ]) -> np.ndarray:
+    """The float bias a quantized layer computes with: the model's, plus its weight's bias
+    correction (:attr:`WeightQ.shift`)."""
+    b = model.weight(bq.bias).astype(np.float32)
+    shift = wq[bq.weight].shift
+    return b if shift is None else (b + shift.reshape(b.shape)).astype(np.float32)
 
 
 def fitted(rtn: Mapping[str, WeightQ], wq: Mapping[str, WeightQ]) -> dict[str, int]:
@@ -217,7 +244,7 @@ def biases(model: Model, wq: Mapping[str, WeightQ], qp: Mapping[str, QParams]
     out = {}
     for bq in bias_nodes(model, wq, qp):
         sb = (np.float32(qp[bq.x].scale) * wq[bq.weight].scale).astype(np.float32)
-        out[bq.name] = (bias_quantize(model.weight(bq.bias), sb), sb)
+        out[bq.name] = (bias_quantize(bias_value(model, bq, wq), sb), sb)
     return out
 
 
@@ -422,7 +449,7 @@ def qdq_model(model: Model, qp: Mapping[str, QParams], wq: Mapping[str, WeightQ]
     rename_biases(g, bqs)
     drop_initializers(g, list(wq) + [b.bias for b in bqs])
     for w, q in wq.items():
-        _dq_initializer(g, w, q.q, q.scale, q.axis)
+        _dq_initializer(g, w, q.q, q.scale, q.axis, q.qtype)
     for name, (q, sb) in (biases(model, wq, qp) if bias_s32 else {}).items():
         _dq_initializer(g, name, q, sb, _bias_axis(q.shape, sb.size))
     _keep_shared(model, g, [b.bias for b in bqs])
@@ -448,11 +475,16 @@ def _bias_axis(shape: tuple[int, ...], n: int) -> int:
 
 
 def _dq_initializer(g: onnx.GraphProto, name: str, q: np.ndarray, scale: np.ndarray,
-                    axis: int) -> None:
+                    axis: int, qtype: QType | None = None) -> None:
+    z = np.zeros(scale.shape, q.dtype)
+    if qtype is QType.S4:   # NOTE: ONNX INT4 (opset 21); onnxruntime >= 1.20 dequantizes it
+        import ml_dtypes
+
+        q, z = q.astype(ml_dtypes.int4), z.astype(ml_dtypes.int4)
     g.initializer.extend([
         numpy_helper.from_array(q, f"{name}__i"),
         numpy_helper.from_array(scale.astype(np.float32), f"{name}__s"),
-        numpy_helper.from_array(np.zeros(scale.shape, q.dtype), f"{name}__z")])
+        numpy_helper.from_array(z, f"{name}__z")])
     g.node.append(helper.make_node("DequantizeLinear", [f"{name}__i", f"{name}__s",
                                                         f"{name}__z"], [name],
                                    name=f"{name}__DQ", axis=axis))

@@ -23,9 +23,12 @@ import numpy as np
 
 from axnb.types import QType, parse_enum
 
-_RANGES = {QType.U8: (0, 255), QType.S8: (-128, 127), QType.U16: (0, 65535),
+_RANGES = {QType.U8: (0, 255), QType.S8: (-128, 127), QType.S4: (-8, 7), QType.U16: (0, 65535),
            QType.S16: (-32768, 32767)}
-_DTYPES = {QType.U8: np.uint8, QType.S8: np.int8, QType.U16: np.uint16, QType.S16: np.int16}
+# NOTE: numpy has no 4-bit integer: S4 values are held in int8 and written as ONNX INT4 (ml_dtypes,
+# a dependency of onnx) only in the exported model (axnb.qdq).
+_DTYPES = {QType.U8: np.uint8, QType.S8: np.int8, QType.S4: np.int8, QType.U16: np.uint16,
+           QType.S16: np.int16}
 # NOTE: onnxruntime's choice for a degenerate range (an all-zero tensor): any scale represents
 # it exactly, and 1.0 keeps values seen later (other data) representable instead of saturating.
 DEGENERATE_SCALE = 1.0
@@ -44,8 +47,8 @@ def qrange(qtype) -> tuple[int, int]:
     """The integer range ``(qmin, qmax)`` of a quantized type.
 
     Example:
-        >>> qrange("S8"), qrange("U16")
-        ((-128, 127), (0, 65535))
+        >>> qrange("S8"), qrange("U16"), qrange("S4")
+        ((-128, 127), (0, 65535), (-8, 7))
     """
     return _RANGES[_qtype(qtype)]
 

@@ -48,7 +48,7 @@ from axnb import qdq, runtime
 from axnb.graph import Model, save_model
 from axnb.qdq import QParams, WeightQ, act_qparams, param_vectors, weight_q
 from axnb.runtime import SessionCache
-from axnb.types import CalibMethod, Mode, parse_enum
+from axnb.types import CalibMethod, Mode, QType, parse_enum
 
 __all__ = ["QParams", "QuantModel", "WeightQ", "act_qparams", "reference_model", "simulate",
            "weight_q"]
@@ -76,7 +76,7 @@ def reference_model(model: Model, wq: Mapping[str, WeightQ], bias_s32: bool = Tr
     for w, q in wq.items():
         g.initializer.append(numpy_helper.from_array(q.dequantized().astype(np.float32), w))
     for b in {b.name: b for b in bqs}.values():
-        fq.bias(b.name, model.weight(b.bias), wq[b.weight].scale, b.x)
+        fq.bias(b.name, qdq.bias_value(model, b, wq), wq[b.weight].scale, b.x)
     return qdq.toposort(p), tensors, {t: io[t][1] for t in tensors}
 
 
@@ -172,7 +172,9 @@ class QuantModel:
 
 
 def _weights_key(plan, model: Model) -> tuple:
-    return tuple(sorted(w for w, q in plan.weights.items() if q.is_float))
+    """What the weights depend on besides the input scales: types other than S8, and fixes."""
+    return (tuple(sorted((w, q) for w, q in plan.weights.items() if q is not QType.S8)),
+            tuple(sorted(getattr(plan, "fixes", {}).items())))
 
 
 def _same_weights(a: Mapping[str, WeightQ], b: Mapping[str, WeightQ]) -> bool:
@@ -206,7 +208,7 @@ def simulate(model: Model, stats, plan, mode="Reference", method=None,
     mode = parse_enum(Mode, mode, "precision_analysis_mode")
     method = parse_enum(CalibMethod, method or stats.method, "calibration_method")
     qp = act_qparams(stats, plan, method)
-    rtn = dict(rtn) if rtn is not None else weight_q(model, plan)
+    rtn = dict(rtn) if rtn is not None else weight_q(model, plan, stats)
     s32 = str(conv_bias_data_type).upper() == "S32"
     wq = qdq.fit_biases(model, rtn, qp) if s32 else rtn
     if mode is Mode.Backend:

@@ -25,13 +25,14 @@ class QType(_Str):
 
     U8 = "U8"
     S8 = "S8"
+    S4 = "S4"
     U16 = "U16"
     S16 = "S16"
     FP32 = "FP32"
 
     @property
     def bits(self) -> int:
-        return {"U8": 8, "S8": 8, "U16": 16, "S16": 16, "FP32": 32}[self.value]
+        return {"U8": 8, "S8": 8, "S4": 4, "U16": 16, "S16": 16, "FP32": 32}[self.value]
 
     @property
     def signed(self) -> bool:
@@ -40,6 +41,39 @@ class QType(_Str):
     @property
     def is_float(self) -> bool:
         return self is QType.FP32
+
+
+class Rounding(_Str):
+    """How a weight's values are rounded onto its grid (:mod:`axnb.recover`)."""
+
+    nearest = "nearest"
+    AdaRound = "AdaRound"
+    GPTQ = "GPTQ"
+
+
+class WeightFix(NamedTuple):
+    """A weight-side recovery of one weight (:mod:`axnb.recover`): how its values are rounded,
+    whether its per-channel scales are searched (EasyQuant's weight half) and whether its
+    bias absorbs the mean output error (bias correction).
+
+    Example:
+        >>> WeightFix(Rounding.GPTQ, bias=True).label
+        'GPTQ + bias correction'
+    """
+
+    rounding: Rounding = Rounding.nearest
+    scales: bool = False
+    bias: bool = False
+
+    @property
+    def label(self) -> str:
+        parts = [self.rounding.value] if self.rounding is not Rounding.nearest else []
+        parts += ["scale search"] * self.scales + ["bias correction"] * self.bias
+        return " + ".join(parts) or "round to nearest"
+
+    @property
+    def is_identity(self) -> bool:
+        return self == WeightFix()
 
 
 class CalibMethod(_Str):

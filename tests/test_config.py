@@ -387,7 +387,7 @@ BAD = [
     (_layers({"op_type": "Add"}, {"op_type": "Mul"}, {"op_type": "Conv", "data_type": "U9"}),
      "quant.layer_configs[2].data_type: invalid value 'U9'; valid: U8, S8, U16, S16, FP32"),
     (_layers({"op_type": "Conv", "weight_data_type": "U16"}),
-     "quant.layer_configs[0].weight_data_type: invalid value 'U16'; valid: S8, FP32"),
+     "quant.layer_configs[0].weight_data_type: invalid value 'U16'; valid: S8, S4, FP32"),
     (_quant(input_configs=[{"calibration_size": "32"}]),
      "quant.input_configs[0].calibration_size: expected an integer, got '32' (str)"),
     (_quant(input_configs=[{"calibration_size": 0}]),

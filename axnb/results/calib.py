@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 from collections.abc import Iterable, Mapping
@@ -67,6 +68,13 @@ class CalibStats:
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     percentile: float = DEFAULT_PERCENTILE
     follows: dict[str, str] = field(default_factory=dict)
+    # NOTE: the layer-input moments weight fixes are computed from (axnb.recover.collect): not
+    # saved with the statistics (recomputed in one float pass when a fix needs them).
+    moments: Mapping = field(default_factory=dict, compare=False, repr=False)
+
+    def with_moments(self, moments: Mapping) -> CalibStats:
+        """The same statistics with the layer-input moments of :func:`axnb.recover.collect`."""
+        return dataclasses.replace(self, moments=moments)
 
     @property
     def has_histograms(self) -> bool:
@@ -105,8 +113,7 @@ class CalibStats:
         m = parse_enum(CalibMethod, method, "calibration_method")
         if m is not CalibMethod.MinMax and not self.has_histograms:
             raise AxnbError(f"{m.value} needs histograms; recalibrate with histograms=True")
-        return CalibStats(self.activations, self.weights, m, self.samples, self.shapes,
-                          self.percentile, self.follows)
+        return dataclasses.replace(self, method=m)
 
     def merge(self, other: CalibStats) -> CalibStats:
         """Statistics of both calibration sets, as if collected in one pass."""
