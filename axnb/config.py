@@ -46,6 +46,7 @@ from axnb.types import (
     Method,
     Mode,
     QType,
+    Rounding,
     SrcDType,
     TensorFormat,
     parse_enum,
@@ -63,8 +64,7 @@ _TOP_IGNORED = ("work_dir", "model_type", "target_hardware", "npu_mode", "onnx_o
                 "const_processors", "op_processors", "quant_op_processors")
 _QUANT_IGNORED = ("highest_mix_precision", "ln_scale_data_type", "refine_weight_threshold",
                   "transformer_opt_level", "check", "disable_auto_refine_scale",
-                  "enable_easy_quant", "disable_quant_optimization", "enable_brecq", "enable_lsq",
-                  "enable_adaround", "finetune_epochs", "finetune_block_size",
+                  "disable_quant_optimization", "finetune_epochs", "finetune_block_size",
                   "finetune_batch_size", "finetune_lr", "device")
 _LAYER_IGNORED = ("output_data_type",)
 _IN_PROC_IGNORED = ("src_extra_shapes", "csc_mode", "csc_mat", "padding", "padding_mode",
@@ -76,7 +76,7 @@ _ENUM_FIELDS: dict[str, type[Enum]] = {
     "precision_analysis_method": Method, "precision_analysis_mode": Mode,
     "data_type": QType, "weight_data_type": QType, "tensor_format": TensorFormat,
     "src_format": TensorFormat, "tensor_layout": Layout, "src_layout": Layout,
-    "src_dtype": SrcDType, "fusion": Fusion,
+    "src_dtype": SrcDType, "fusion": Fusion, "weight_rounding": Rounding,
 }
 _SELECTORS = ("layer_names", "op_types", "start_tensor_names", "end_tensor_names")
 # NOTE: "zoo:minilm" or "https://..." name a resource, not a file; a drive letter is one char.
@@ -165,6 +165,14 @@ class QuantConfig(_Frozen):
     conv_bias_data_type: str = "S32"
     layer_configs: tuple[LayerConfig, ...] = ()
     fusion: Fusion = Fusion.npu
+    # NOTE: Pulsar2's weight-side keys (axnb.recover.PULSAR2_KEYS says what axnb runs for each)
+    enable_adaround: bool = False
+    enable_easy_quant: bool = False
+    enable_brecq: bool = False
+    enable_lsq: bool = False
+    # NOTE: axnb extensions: optimized rounding (nearest / AdaRound / GPTQ), bias correction
+    weight_rounding: Rounding = Rounding.nearest
+    enable_bias_correction: bool = False
 
 
 @dataclass(frozen=True)
@@ -543,7 +551,9 @@ _QUANT: dict[str, Kind] = {
     "precision_analysis_method": _enum(Method), "precision_analysis_mode": _enum(Mode),
     "input_sample_dir": _opt_str, "enable_smooth_quant": _bool,
     "smooth_quant_threshold": _unit, "smooth_quant_strength": _unit,
-    "conv_bias_data_type": _choice("S32", "FP32"), "fusion": _enum(Fusion)}
+    "conv_bias_data_type": _choice("S32", "FP32"), "fusion": _enum(Fusion),
+    "enable_adaround": _bool, "enable_easy_quant": _bool, "enable_brecq": _bool,
+    "enable_lsq": _bool, "weight_rounding": _enum(Rounding), "enable_bias_correction": _bool}
 _IN_PROC: dict[str, Kind] = {
     "tensor_name": _str, "tensor_format": _enum(TensorFormat), "tensor_layout": _enum(Layout),
     "src_format": _enum(TensorFormat), "src_layout": _enum(Layout), "src_dtype": _enum(SrcDType),

@@ -52,6 +52,69 @@ ADAROUND = {"iters": 1000, "lam": 1.0, "lr": 1.0, "warmup": 0.2, "beta": (20.0, 
 _ZETA, _GAMMA = 1.1, -0.1     # AdaRound's rectified sigmoid stretch
 
 
+# NOTE: the one place that says what each Pulsar2 weight-side key means here (README's config
+# section and config_fix read it): simulated, approximated, or not simulated.
+PULSAR2_KEYS = {
+    "enable_adaround": ("simulated", "AdaRound, layer by layer on the float inputs' moments "
+                        "(numpy Adam, 1000 iterations), kept per channel where the layer "
+                        "error falls"),
+    "enable_easy_quant": ("approximated", "EasyQuant's weight half: each channel's scale "
+                          "from a grid on the layer output error; activation ranges stay the "
+                          "calibration_method's"),
+    "enable_brecq": ("not simulated", "block reconstruction trains on a GPU; axnb's closest "
+                     "is weight_rounding GPTQ (second-order, closed form)"),
+    "enable_lsq": ("not simulated", "learned step sizes need training; axnb's closest is "
+                   "enable_easy_quant (scale search)"),
+    "finetune_epochs / finetune_block_size / finetune_batch_size / finetune_lr":
+        ("ignored", "settings of enable_brecq / enable_lsq training"),
+    "refine_weight_threshold / disable_auto_refine_scale":
+        ("ignored", "Pulsar2's own weight-threshold refinement"),
+}
+
+
+def parse_fix(fix) -> WeightFix:
+    """A :class:`WeightFix` from itself, None (round to nearest) or a string such as
+    ``"GPTQ + bias"`` / ``"AdaRound+scales"`` / ``"bias correction"``.
+
+    Example:
+        >>> parse_fix("GPTQ + scales + bias").label
+        'GPTQ + scale search + bias correction'
+    """
+    if fix is None or isinstance(fix, WeightFix):
+        return fix or WeightFix()
+    parts = [p.strip().lower() for p in str(fix).split("+") if p.strip()]
+    names = {r.value.lower(): r for r in Rounding}
+    words = {"bias", "bias correction", "scales", "scale search", "easyquant", *names}
+    bad = [p for p in parts if p not in words]
+    if bad:
+        raise ModelError(f"unknown weight fix {bad[0]!r}; valid: GPTQ, AdaRound, nearest, "
+                         "scales (scale search), bias (bias correction), joined with '+'")
+    rounding = next((names[p] for p in parts if p in names), Rounding.nearest)
+    return WeightFix(rounding, any(p in ("scales", "scale search", "easyquant") for p in parts),
+                     any(p.startswith("bias") for p in parts))
+
+
+def config_fix(quant) -> tuple[WeightFix, list[str]]:
+    """The weight fix a config's ``quant`` section asks for, and one note per key that axnb
+    does not run as Pulsar2 does (:data:`PULSAR2_KEYS`)."""
+    rounding = Rounding.AdaRound if quant.enable_adaround else quant.weight_rounding
+    fix = WeightFix(rounding, quant.enable_easy_quant, quant.enable_bias_correction)
+    notes = [f"{k}: {PULSAR2_KEYS[k][0]} ({PULSAR2_KEYS[k][1]})"
+             for k in ("enable_adaround", "enable_easy_quant", "enable_brecq", "enable_lsq")
+             if getattr(quant, k) and PULSAR2_KEYS[k][0] != "simulated"]
+    return fix, notes
+
+
+def config_keys(fixes: Iterable[WeightFix]) -> dict:
+    """The ``quant`` keys that ask for ``fixes`` (the deployed config's weight-side part)."""
+    fixes = list(fixes)
+    ada = any(f.rounding is Rounding.AdaRound for f in fixes)
+    gptq = any(f.rounding is Rounding.GPTQ for f in fixes)
+    return {"enable_adaround": ada, "enable_easy_quant": any(f.scales for f in fixes),
+            "weight_rounding": (Rounding.GPTQ if gptq else Rounding.nearest).value,
+            "enable_bias_correction": any(f.bias for f in fixes)}
+
+
 # ---- statistics of the layers' inputs -----------------------------------------------------
 @dataclass
 class Moments:
@@ -373,3 +436,97 @@ def report(plan, stats) -> FixReport:
         if hit is not None:
             recs.append(hit[1])
     return FixReport(tuple(recs), skipped)
+
+
+# ---- cross-layer equalization ---------------------------------------------------------------
+# NOTE: only activations with f(s x) = s f(x) for s > 0 sit between an equalized pair, so the
+# rewrite is float-equivalent; ReLU6 / Clip / HardSwish are not (AIMET and Quark replace ReLU6
+# by ReLU first, which changes the float model: axnb does not).
+HOMOGENEOUS = frozenset({"Relu", "LeakyRelu", "PRelu"})
+EQUALIZE_ROUNDS = 20
+
+
+@dataclass(frozen=True)
+class EqualizeResult:
+    """The equalized float model and the pairs it equalized (producer, consumer, between)."""
+
+    model: Model
+    pairs: tuple[tuple[str, str, str], ...]
+    rounds: int
+
+    def line(self) -> str:
+        if not self.pairs:
+            return ("equalization: no Conv/Gemm pair joined by nothing or by ReLU/LeakyReLU/"
+                    "PReLU (other activations are not scale-equivariant)")
+        return (f"equalization: {len(self.pairs)} layer pairs, {self.rounds} rounds "
+                "(float-equivalent)")
+
+
+def _one_reader(model: Model, t: str) -> onnx.NodeProto | None:
+    users = model.consumers.get(t, [])
+    return users[0] if len(users) == 1 and t not in model.outputs else None
+
+
+def _in_axis(node: onnx.NodeProto, w: np.ndarray) -> int | None:
+    """The axis of the consumer's weight that meets its input channels (None: unsupported)."""
+    if node.op_type == "Conv":
+        g = _attr(node, "group", 1)
+        return 1 if g == 1 else (0 if w.shape[1] == 1 and g == w.shape[0] else None)
+    if node.op_type == "Gemm" and not _attr(node, "transA", 0):
+        return 1 if _attr(node, "transB", 0) else 0
+    return 0 if node.op_type == "MatMul" and w.ndim == 2 else None
+
+
+def _pairs(model: Model) -> list[tuple]:
+    """(producer, consumer, activation) triples equalization can rescale."""
+    out = []
+    for p in weighted_nodes(model):
+        if p.op_type not in ("Conv", "Gemm") or unsupported(model, p) or (
+                p.op_type == "Gemm" and not _attr(p, "transB", 0)):
+            continue
+        c, act = _one_reader(model, p.output[0]), None
+        if c is not None and c.op_type in HOMOGENEOUS:
+            act, c = c, _one_reader(model, c.output[0])
+        if c is None or c.op_type not in ("Conv", "Gemm", "MatMul") or len(c.input) < 2 \
+                or c.input[1] not in model.initializers or c.input[0] != (act or p).output[0]:
+            continue
+        if act is not None and act.op_type == "PRelu" and model.spec(act.input[1]).shape \
+                and int(np.prod(model.spec(act.input[1]).shape)) != 1:
+            continue    # NOTE: a per-channel slope would need scaling along too: not done
+        if _in_axis(c, model.weight(c.input[1])) is not None:
+            out.append((p, c, act))
+    return out
+
+
+def equalize(model: Model, rounds: int = EQUALIZE_ROUNDS) -> EqualizeResult:
+    """Cross-layer equalization (Nagel et al. 2019): for each pair joined by nothing or by a
+    ReLU-like activation, scale the producer's output channel i by 1/s_i and the consumer's
+    input channel i by s_i, ``s_i = sqrt(r1_i / r2_i)`` of the two weights' channel ranges, so
+    both ranges become ``sqrt(r1_i r2_i)``; repeated ``rounds`` times over chains.
+
+    Example:
+        >>> res = equalize(wb.model); print(res.line())              # doctest: +SKIP
+    """
+    from axnb.smooth import Rewrite
+
+    pairs = _pairs(model)
+    rw = Rewrite(model)
+    for _ in range(rounds if pairs else 0):
+        for p, c, _act in pairs:
+            w1, w2 = rw.get(p, 1).astype(np.float64), rw.get(c, 1).astype(np.float64)
+            ax = _in_axis(c, w2)
+            r1 = np.abs(w1.reshape(w1.shape[0], -1)).max(1)
+            r2 = np.abs(np.moveaxis(w2, ax, 0).reshape(w2.shape[ax], -1)).max(1)
+            if r1.size != r2.size:
+                continue
+            s = np.where((r1 > 0) & (r2 > 0), np.sqrt(r1 / np.where(r2 > 0, r2, 1)), 1.0)
+            rw.set(p, 1, (w1 / s.reshape(-1, *[1] * (w1.ndim - 1))).astype(np.float32))
+            if len(p.input) > 2 and p.input[2]:
+                rw.set(p, 2, (rw.get(p, 2) / s).astype(np.float32))
+            shape = [1] * w2.ndim
+            shape[ax] = -1
+            rw.set(c, 1, (w2 * s.reshape(shape)).astype(np.float32))
+    out = Model(rw.build(), source=model.source, name_map=model.name_map, fusion=model.fusion,
+                input_shapes=model.input_shapes) if pairs else model
+    return EqualizeResult(out, tuple((p.name, c.name, a.op_type if a else "")
+                                     for p, c, a in pairs), rounds if pairs else 0)

@@ -202,7 +202,7 @@ def _along(s: np.ndarray, rank: int, axis: int) -> np.ndarray:
     return s.reshape(-1, *[1] * (rank - 1 - axis))
 
 
-class _Rewrite:
+class Rewrite:
     """Edits on a copy of the proto; an initializer shared with other readers is copied."""
 
     def __init__(self, model: Model) -> None:
@@ -286,7 +286,7 @@ def _problem(model: Model, g: _Group, act, compensate: bool) -> str | None:
         f"{what}: no constant per-channel parameters along the channel axis"
 
 
-def _absorb(rw: _Rewrite, model: Model, g: _Group, s: np.ndarray) -> None:
+def _absorb(rw: Rewrite, model: Model, g: _Group, s: np.ndarray) -> None:
     """Fold 1/s into the producer of X (after _problem said it can)."""
     p, rank = model.producer[g.tensor], len(model.spec(g.tensor).shape)
     if p.op_type in ("Mul", "Div"):
@@ -353,7 +353,7 @@ def apply(model: Model, stats: CalibStats, alpha: float = 0.6, threshold: float 
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha (smooth_quant_strength) must be in [0, 1], got {alpha}")
-    rw, factors, applied, skipped = _Rewrite(model), {}, [], []
+    rw, factors, applied, skipped = Rewrite(model), {}, [], []
     for g in _groups(model):
         act = _act_absmax(model, stats, g)
         row = {"tensor": g.tensor, "consumers": tuple(n.name for n in g.layers),

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from axnb import advice, data, zoo
+from axnb import advice, data, recover, zoo
 from axnb.config import Config, load_config, save_config
 from axnb.errors import AxnbError
 from axnb.evaluators import LocalExecutor
@@ -105,6 +105,9 @@ class Workbench:
         self.smooth = None
         if q.enable_smooth_quant:
             self.set_smooth_quant(True)
+        fix, self.fix_notes = recover.config_fix(q)
+        if not fix.is_identity:
+            self.set_weight_fix(fix)
 
     def _calibrate(self, model: Model):
         return self.executor.calibrate(model, self._calib, self.method, histograms=True,
@@ -210,7 +213,45 @@ class Workbench:
         if old.methods:  # NOTE: tensor names are kept by the rewrite, per-tensor ranges too
             self.plan = self.plan.with_methods(old.methods)
         self._qm, self._float = {}, None
+        fixes = {w: f for w, f in old.fixes.items() if w in self.plan.weights}
+        if fixes:   # NOTE: the rewrite changed the layers' inputs: their moments are new
+            self._ensure_moments()
+            self.plan = self.plan.with_fixes(fixes)
         return self
+
+    def set_weight_fix(self, fix=None, layers: str | Iterable[str] | None = None
+                       ) -> Workbench:
+        """Give the weights of ``layers`` (None: every quantized weight) a weight-side recovery
+        (:mod:`axnb.recover`): a :class:`~axnb.types.WeightFix` or a string such as
+        ``"GPTQ + bias"``; None goes back to round-to-nearest. The first fix costs one float
+        pass over the calibration set (the layers' input moments). Returns self.
+
+        Example:
+            >>> wb.set_weight_fix("GPTQ + scales + bias")                # doctest: +SKIP
+            >>> print(wb.fix_report().line())                           # doctest: +SKIP
+        """
+        fix = recover.parse_fix(fix)
+        if not fix.is_identity:
+            self._ensure_moments()
+        self.plan = self.plan.with_fixes(fix, layers)
+        return self
+
+    def fix_report(self) -> recover.FixReport:
+        """What the plan's weight fixes did, layer by layer (computed with the quantized
+        model, so this builds it if needed)."""
+        self.quantized()
+        return recover.report(self.plan, self.stats)
+
+    def _ensure_moments(self) -> None:
+        if self.stats.moments:
+            return
+        st = self.stats.with_moments(recover.collect(self.model, self._calib, self.progress))
+        if self._plain[1] is self.stats:
+            self._plain = (self._plain[0], st)
+        for k, (m, old, res) in list(self._smoothed.items()):
+            if old is self.stats:
+                self._smoothed[k] = (m, st, res)
+        self.stats, self._qm = st, {}
 
     # ---- results (cached where possible) -------------------------------------------------
     def quantized(self, mode=None) -> QuantModel:
@@ -531,6 +572,7 @@ class Workbench:
         d["quant"]["enable_smooth_quant"] = self.smooth is not None
         if self.smooth is not None:
             d["quant"]["smooth_quant_strength"] = self.smooth.alpha
+        d["quant"].update(recover.config_keys(self.plan.fixes.values()))
         cfg = dataclasses.replace(load_config(d), base_dir=self.config.base_dir)
         return cfg.rebased(folder)
 
