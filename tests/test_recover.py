@@ -1,4 +1,4 @@
-"""Weight-side recovery (axnb.recover): hand computations on tiny models, S4 export, equalization."""
+"""Weight-side recovery (axnb.recover): hand computations, S4 export, equalization."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import tiny
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
-import tiny
 from axnb import graph, qmath, recover, simulate
 from axnb.calibrate import calibrate
 from axnb.errors import ConfigError, ModelError
@@ -31,6 +31,7 @@ def _gemm() -> graph.Model:
     return graph.Model(onnx.shape_inference.infer_shapes(m))
 
 
+H2, S1 = np.array([[[1.0, 0.5], [0.5, 1.0]]]), np.full((1, 1, 1), 0.1)
 FEEDS = [{"x": np.array([[1, 2, 3], [1, 2, 3], [0, 1, 2], [2, 3, 4]], np.float32)}]
 
 
@@ -72,7 +73,7 @@ def test_bias_correction_by_hand() -> None:
 def test_gptq_two_inputs_by_hand() -> None:
     # Unit-diagonal H with correlation 0.5: column 0 rounds 2.6 -> 3 (error -0.04 in weight
     # units), the closed-form update moves column 1 by -0.04 * 0.5: 0.16 -> 0.14 -> 1 (not 2).
-    w, h, s = np.array([[[0.26, 0.16]]]), np.array([[[1.0, 0.5], [0.5, 1.0]]]), np.full((1, 1, 1), 0.1)
+    w, h, s = np.array([[[0.26, 0.16]]]), H2, S1
     q = recover.gptq(w, h, s, -8, 7, damp=0.0)
     assert q.tolist() == [[[3.0, 1.0]]]
     mom = recover.Moments("n", h, np.zeros((1, 2)), 1)
@@ -85,7 +86,7 @@ def test_adaround_finds_the_least_error_rounding_by_hand() -> None:
     # frac 0.6 / 0.7 of a step; the four up/down choices cost (in 1e-4): (2,2) 27, (3,2) 37
     # (nearest), (3,1) 37, (2,1) 127. AdaRound finds (2,2); GPTQ's greedy column order
     # rounds column 0 up first and lands on (3,1), no better than nearest.
-    w, h, s = np.array([[[0.26, 0.17]]]), np.array([[[1.0, 0.5], [0.5, 1.0]]]), np.full((1, 1, 1), 0.1)
+    w, h, s = np.array([[[0.26, 0.17]]]), H2, S1
     mom = recover.Moments("n", h, np.zeros((1, 2)), 1)
     q = recover.adaround(w, h, s, -8, 7)
     assert q.tolist() == [[[2.0, 2.0]]]
