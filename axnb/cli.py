@@ -42,12 +42,14 @@ import argparse
 import json
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from axnb import metrics
 from axnb.advice import FINAL
 from axnb.errors import AxnbError
 from axnb.files import atomic_dir, write_text
+from axnb.types import WeightFix
 from axnb.results.task import MAX_DROP
 from axnb.types import Col
 
@@ -232,6 +234,23 @@ def _cluster(con, address):
     return cl
 
 
+def _weight_fix(con, wb) -> None:
+    """What the config's weight-side keys ran, and the figure they recovered (measured)."""
+    for note in wb.fix_notes:
+        con.print(f"[bold yellow]weight fix[/]: {note}")
+    if wb.equalization is not None:
+        con.print(f"[bold]weight fix[/]: {wb.equalization.line()}")
+    if not wb.plan.fixes:
+        return
+    t = time.perf_counter()
+    line = wb.fix_report().line()
+    ev = wb.evaluator()
+    nearest = wb.plan.with_fixes(dict.fromkeys(wb.plan.fixes, WeightFix()))
+    b, a = min(ev(nearest).values()), min(ev(wb.plan).values())
+    con.print(f"[bold]weight fix[/]: {line}; final {ev.metric} {b:.5f} (round to nearest) -> "
+              f"{a:.5f} (measured in {time.perf_counter() - t:.0f} s)")
+
+
 def _check_output_dir(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise AxnbError(f"output dir {out} exists and is not a directory")
@@ -267,6 +286,7 @@ def _run(con, model_file: Path, cfg, out: Path, shapes, args) -> None:
         con.print(f"[bold]bias fit[/]: {sum(fit.values())} channels of {len(fit)} weights get a "
                   "larger weight scale so that their S32 bias fits int32 at s_in * s_w "
                   "(onnxruntime's rule; conv_bias_data_type FP32 keeps biases float)")
+    _weight_fix(con, wb)
     s = wb.stats
     s.save(out / "quant" / "calib_stats.npz")
     con.print(_df_table(wb.outliers().worst(10).drop(columns=[OCol.OP_TYPE]),
@@ -292,6 +312,8 @@ def _run(con, model_file: Path, cfg, out: Path, shapes, args) -> None:
     wb.export_ort(out / "ort_quant")
     wb.export_config(out / "pulsar2" / "config.json")
     wb.export_quantonnx(out / "pulsar2" / "quantonnx")
+    if wb.equalization is not None or any(f.bias for f in wb.plan.fixes.values()):
+        wb.export_float(out / "pulsar2" / "float_rewritten.onnx")
     _write_json(out / "quant" / "quant_config.json", _quant_config(wb))
     from axnb.checks import diagnose
     from axnb.trials import measured, needs_steps

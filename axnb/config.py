@@ -173,6 +173,7 @@ class QuantConfig(_Frozen):
     # NOTE: axnb extensions: optimized rounding (nearest / AdaRound / GPTQ), bias correction
     weight_rounding: Rounding = Rounding.nearest
     enable_bias_correction: bool = False
+    enable_equalization: bool = False
 
 
 @dataclass(frozen=True)
@@ -553,7 +554,8 @@ _QUANT: dict[str, Kind] = {
     "smooth_quant_threshold": _unit, "smooth_quant_strength": _unit,
     "conv_bias_data_type": _choice("S32", "FP32"), "fusion": _enum(Fusion),
     "enable_adaround": _bool, "enable_easy_quant": _bool, "enable_brecq": _bool,
-    "enable_lsq": _bool, "weight_rounding": _enum(Rounding), "enable_bias_correction": _bool}
+    "enable_lsq": _bool, "weight_rounding": _enum(Rounding), "enable_bias_correction": _bool,
+    "enable_equalization": _bool}
 _IN_PROC: dict[str, Kind] = {
     "tensor_name": _str, "tensor_format": _enum(TensorFormat), "tensor_layout": _enum(Layout),
     "src_format": _enum(TensorFormat), "src_layout": _enum(Layout), "src_dtype": _enum(SrcDType),

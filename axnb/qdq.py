@@ -122,12 +122,15 @@ def act_qparams(stats, plan, method=None) -> dict[str, QParams]:
     return out
 
 
-def weight_q(model: Model, plan, stats=None) -> dict[str, WeightQ]:
+def weight_q(model: Model, plan, stats=None, progress: bool = False) -> dict[str, WeightQ]:
     """Symmetric per-output-channel quantization (S8, or S4 where the plan says) of every
     weight the plan does not keep in FP32, with the plan's weight fixes applied
     (:attr:`QuantPlan.fixes`, computed from ``stats.moments``: :mod:`axnb.recover`)."""
+    from tqdm.auto import tqdm
+
     out, fixes = {}, getattr(plan, "fixes", {})
-    for n in weighted_nodes(model):
+    for n in tqdm(weighted_nodes(model), desc="weight fixes", unit="weight",
+                  disable=not (progress and fixes)):
         w = n.input[1]
         qt = plan.weights.get(w, QType.S8)
         if w in out or qt.is_float:

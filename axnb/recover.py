@@ -273,13 +273,15 @@ def adaround(w: np.ndarray, h: np.ndarray, s: np.ndarray, qmin: int, qmax: int,
     """Integer rows by AdaRound (Nagel et al. 2020): up or down per weight, from soft rounding
     variables trained with Adam on the layer's output error plus the annealed regularizer
     that pushes each towards 0 or 1."""
-    x = w.astype(np.float64) / s
+    # NOTE: float32 inside the loop (2x faster than float64; the choice is up or down)
+    x = (w.astype(np.float64) / s).astype(np.float32)
     floor = np.floor(x)
     p = np.clip((x - floor - _GAMMA) / (_ZETA - _GAMMA), 1e-3, 1 - 1e-3)
     v = np.log(p / (1 - p))
     idx = np.arange(h.shape[-1])
-    hn = h / np.maximum(h[:, idx, idx].mean(1), 1e-30)[:, None, None]
-    s2 = (s ** 2) / np.maximum((s ** 2).mean(axis=(1, 2), keepdims=True), 1e-30)
+    hn = (h / np.maximum(h[:, idx, idx].mean(1), 1e-30)[:, None, None]).astype(np.float32)
+    s2 = ((s ** 2) / np.maximum((s ** 2).mean(axis=(1, 2), keepdims=True), 1e-30)
+          ).astype(np.float32)
     m1, m2 = np.zeros_like(v), np.zeros_like(v)
     warm = int(iters * ADAROUND["warmup"])
     for t in range(iters):
@@ -298,7 +300,7 @@ def adaround(w: np.ndarray, h: np.ndarray, s: np.ndarray, qmin: int, qmax: int,
         m2 = 0.999 * m2 + 0.001 * g * g
         v -= lr * (m1 / (1 - 0.9 ** (t + 1))) / (np.sqrt(m2 / (1 - 0.999 ** (t + 1))) + 1e-8)
     up = (1 / (1 + np.exp(-v))) * (_ZETA - _GAMMA) + _GAMMA >= 0.5
-    return np.clip(floor + up, qmin, qmax)
+    return np.clip(floor + up, qmin, qmax).astype(np.float64)
 
 
 def search_scales(w: np.ndarray, mom: Moments, s: np.ndarray, qmin: int, qmax: int,

@@ -105,6 +105,9 @@ class Workbench:
         self.smooth = None
         if q.enable_smooth_quant:
             self.set_smooth_quant(True)
+        self._raw, self._equal, self.equalization = self._plain, None, None
+        if q.enable_equalization:
+            self.set_equalization(True)
         fix, self.fix_notes = recover.config_fix(q)
         if not fix.is_identity:
             self.set_weight_fix(fix)
@@ -178,9 +181,10 @@ class Workbench:
         return self.set_qtype(self.plan.layers(), qtype)
 
     def reset_plan(self) -> Workbench:
-        """Back to the plan of the config's layer_configs."""
+        """Back to the plan of the config's layer_configs (and its weight fix)."""
         self.plan = QuantPlan.from_config(self.model, self.config)
-        return self
+        fix, _ = recover.config_fix(self.config.quant)
+        return self.set_weight_fix(fix) if not fix.is_identity else self
 
     def set_method(self, method) -> Workbench:
         """Change the calibration method; no model run (histograms are already collected)."""
@@ -219,6 +223,26 @@ class Workbench:
             self.plan = self.plan.with_fixes(fixes)
         return self
 
+    def set_equalization(self, on: bool = True) -> Workbench:
+        """Switch cross-layer equalization on or off (:func:`axnb.recover.equalize`: a
+        float-equivalent rewrite of the float model, recalibrated once and cached; SmoothQuant,
+        overrides and weight fixes carry over). ``self.equalization`` says what it did.
+
+        Example:
+            >>> print(wb.set_equalization().equalization.line())           # doctest: +SKIP
+        """
+        if on and self._equal is None:
+            res = recover.equalize(self._raw[0])
+            self._equal = (res, (res.model, self._calibrate(res.model)) if res.pairs
+                           else self._raw)
+        new = self._equal[1] if on else self._raw
+        if new is not self._plain:
+            sm = self.smooth
+            self._plain, self._smoothed = new, {}
+            self.set_smooth_quant(sm is not None, *((sm.alpha, sm.threshold) if sm else ()))
+        self.equalization = self._equal[0] if on else None
+        return self
+
     def set_weight_fix(self, fix=None, layers: str | Iterable[str] | None = None
                        ) -> Workbench:
         """Give the weights of ``layers`` (None: every quantized weight) a weight-side recovery
@@ -230,10 +254,14 @@ class Workbench:
             >>> wb.set_weight_fix("GPTQ + scales + bias")                # doctest: +SKIP
             >>> print(wb.fix_report().line())                           # doctest: +SKIP
         """
+        from axnb.qdq import weight_q
+
         fix = recover.parse_fix(fix)
         if not fix.is_identity:
             self._ensure_moments()
         self.plan = self.plan.with_fixes(fix, layers)
+        if self.plan.fixes:  # NOTE: computed now (cached), with progress: AdaRound takes minutes
+            weight_q(self.model, self.plan, self.stats, self.progress)
         return self
 
     def fix_report(self) -> recover.FixReport:
@@ -573,8 +601,35 @@ class Workbench:
         if self.smooth is not None:
             d["quant"]["smooth_quant_strength"] = self.smooth.alpha
         d["quant"].update(recover.config_keys(self.plan.fixes.values()))
+        d["quant"]["enable_equalization"] = self.equalization is not None
         cfg = dataclasses.replace(load_config(d), base_dir=self.config.base_dir)
         return cfg.rebased(folder)
+
+    def export_float(self, path: str | Path) -> Path:
+        """Write the float model the quantized one is built from, for any toolchain (Pulsar2,
+        RKNN, TPU-MLIR): axnb's float-equivalent rewrites (equalization, SmoothQuant) and the
+        plan's bias corrections folded into the float biases (a toolchain that quantizes it
+        to nearest gets the corrected biases; the rounding itself travels in the QuantONNX
+        and QDQ exports only).
+
+        Example:
+            >>> wb.export_float("out/pulsar2/float.onnx")                 # doctest: +SKIP
+        """
+        import onnx
+        from onnx import numpy_helper
+
+        from axnb import qdq
+        from axnb.graph import save_model
+
+        wq = self.quantized().weights
+        p = onnx.ModelProto()
+        p.CopyFrom(self.model.proto)
+        inits = {t.name: t for t in p.graph.initializer}
+        for bq in qdq.bias_nodes(self.model, wq):
+            if wq[bq.weight].shift is not None and bq.name == bq.bias:
+                b = qdq.bias_value(self.model, bq, wq)
+                inits[bq.bias].CopyFrom(numpy_helper.from_array(b, bq.bias))
+        return save_model(p, path)
 
     def export_quantonnx(self, folder: str | Path) -> Path:
         """Write the folder Pulsar2 compiles as a quantized model (``"model_type":
