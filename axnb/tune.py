@@ -51,8 +51,15 @@ import numpy as np
 
 from axnb.advice import FINAL, _smooth_hint
 from axnb.errors import ConfigError
-from axnb.results.tune import RANGE, TuneResult, TuneStep, parse_setting, setting_label
-from axnb.types import CalibMethod, QType
+from axnb.results.tune import (
+    RANGE,
+    WEIGHTS,
+    TuneResult,
+    TuneStep,
+    parse_setting,
+    setting_label,
+)
+from axnb.types import CalibMethod, QType, Rounding, WeightFix
 
 __all__ = ["COST", "layer_macs", "plan_cost", "tune"]
 
@@ -64,6 +71,10 @@ RANGE_LAYERS = 8
 
 SMOOTH_STRENGTHS = (0.4, 0.8)
 """SmoothQuant strengths tried besides the config's, when SmoothQuant raised the score."""
+
+WEIGHT_FIXES = (WeightFix(bias=True), WeightFix(Rounding.GPTQ, True, True))
+"""Weight fixes tried on every weight (:mod:`axnb.recover`; seconds each on the zoo CNN).
+NOTE: AdaRound is not among them: minutes per model in numpy for about GPTQ's layer error."""
 
 
 class _Stop(Exception):
@@ -188,10 +199,11 @@ class _Tuner:
         ``RANGE + tensor`` -> the CalibMethod of that tensor's range."""
         base = self.evaluator(setting)[1]
         # NOTE: no moves: the evaluator's own plan object (its model is reused as it is)
-        types = {n: q for n, q in moves.items() if not n.startswith(RANGE)}
+        types = {n: q for n, q in moves.items() if not n.startswith(RANGE) and n != WEIGHTS}
         own = {n[len(RANGE):]: m for n, m in moves.items() if n.startswith(RANGE)}
         base = base.override(types) if types else base
-        return base.with_methods(own) if own else base
+        base = base.with_methods(own) if own else base
+        return base.with_fixes(moves[WEIGHTS]) if WEIGHTS in moves else base
 
     @staticmethod
     def key(setting: tuple, moves: Mapping) -> tuple:
@@ -303,6 +315,22 @@ def _ranges(t: _Tuner, setting: tuple) -> dict[str, CalibMethod]:
     return kept
 
 
+def _weights(t: _Tuner, setting: tuple, fixed: Mapping) -> dict:
+    """Phase 2c: a weight fix of every weight (:data:`WEIGHT_FIXES`), kept when it raises the
+    score (a fix costs the NPU nothing: the same types). Returns ``fixed`` plus the move."""
+    t.use(setting)
+    if not t.wb.stats.moments:
+        t.wb.layer_moments()
+        t._ev.pop(setting, None)  # NOTE: its evaluator holds the statistics without moments
+    best, kept = t.score("weights", setting, fixed), dict(fixed)
+    for fix in WEIGHT_FIXES:
+        trial = {**fixed, WEIGHTS: fix}
+        score = t.score("weights", setting, trial)
+        if score > best:
+            best, kept = score, trial
+    return kept
+
+
 def _ceilings16(t: _Tuner, setting: tuple, cands: list[str], fixed: Mapping) -> list[tuple]:
     """Phase 3: the all-U16 plan under ``setting``'s SmoothQuant and every calibration method
     (16-bit ranges can prefer another method than 8-bit ones); the settings whose all-U16 plan
@@ -374,7 +402,8 @@ def _region(t: _Tuner, setting: tuple, order: list[str], cands16: list[str], hea
     return {n: q for n, q in moves(hi).items() if isinstance(q, QType) and q.is_float}
 
 
-def _run(t: _Tuner, start: tuple, allow: tuple[QType, ...], smooth: bool) -> str:
+def _run(t: _Tuner, start: tuple, allow: tuple[QType, ...], smooth: bool,
+         weights: bool = True) -> str:
     """The phases of the module docstring from the ``start`` setting (the ceilings go to
     ``t.ceiling``); returns why it stopped."""
     if t.ok(t.score("start", start, {})):
@@ -385,6 +414,10 @@ def _run(t: _Tuner, start: tuple, allow: tuple[QType, ...], smooth: bool) -> str
     ranges = _ranges(t, best)
     if t.ok(t.score("ranges", best, ranges)):
         return "met"
+    if weights:
+        ranges = _weights(t, best, ranges)
+        if t.ok(t.score("weights", best, ranges)):
+            return "met"
     base = t.evaluator(best)[1]
     cands16 = base.candidates(below=QType.U16)
     if QType.U16 in allow:
@@ -412,7 +445,7 @@ def _run(t: _Tuner, start: tuple, allow: tuple[QType, ...], smooth: bool) -> str
 def tune(wb, target: float | None = None, max_drop: float | None = None,
          metric: str | None = None, max_seconds: float | None = 900.0,
          budget: int | None = None, allow: Iterable[QType | str] = ("U16", "FP32"),
-         smooth: bool = True, progress: bool | None = None,
+         smooth: bool = True, weights: bool = True, progress: bool | None = None,
          resume: TuneResult | None = None) -> TuneResult:
     """The cheapest combined plan that reaches ``target`` (module docstring); ``wb`` is as it
     was on return (``result.apply(wb)`` adopts the answer).
@@ -427,6 +460,8 @@ def tune(wb, target: float | None = None, max_drop: float | None = None,
         budget: most evaluations (None: no limit).
         allow: the precision moves: "U16" and/or "FP32" (settings are always tried).
         smooth: try SmoothQuant (and its strength).
+        weights: try the weight fixes of :data:`WEIGHT_FIXES` (one float pass for the
+            layer moments, then seconds per fix).
         progress: a progress bar (default: the Workbench's).
         resume: an earlier result: its evaluations are reused, not re-run.
 
@@ -460,7 +495,7 @@ def tune(wb, target: float | None = None, max_drop: float | None = None,
     t._ev[start] = (ev0, plan)  # NOTE: the start's evaluator is made already (a task pass)
     try:
         try:
-            stopped = _run(t, start, allowed, smooth)
+            stopped = _run(t, start, allowed, smooth, weights)
         except _Stop as e:
             stopped = str(e)
         return _result(t, stopped, name, start, plan)
@@ -470,6 +505,17 @@ def tune(wb, target: float | None = None, max_drop: float | None = None,
         wb.set_plan(plan)
 
 
+def _move(name: str, value: str):
+    """A move of a trace back from its serialized value."""
+    if name.startswith(RANGE):
+        return CalibMethod(value)
+    if name == WEIGHTS:
+        from axnb.recover import parse_fix
+
+        return parse_fix(value)
+    return QType(value)
+
+
 def _result(t: _Tuner, stopped: str, name: str, setting: tuple, start_plan) -> TuneResult:
     """The answer (:meth:`_Tuner.best`) as a result; the Workbench is still in a tuned
     setting here (the plan's cost needs its model)."""
@@ -477,8 +523,7 @@ def _result(t: _Tuner, stopped: str, name: str, setting: tuple, start_plan) -> T
     start = t.memo.get(t.key(setting, {}), best)  # NOTE: none if stopped before any run
     method, alpha = parse_setting(best.setting)
     moves = tuple((n, q) for n, q in best.moves)
-    _, c16, cfp = plan_cost(t.plan((method, alpha), {
-        n: CalibMethod(q) if n.startswith(RANGE) else QType(q) for n, q in moves}), t.macs)
+    _, c16, cfp = plan_cost(t.plan((method, alpha), {n: _move(n, q) for n, q in moves}), t.macs)
     met = t.ok(best.score)
     return TuneResult(
         target=t.target, metric_name=name, met=met, stopped="met" if met else stopped,

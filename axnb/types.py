@@ -75,6 +75,11 @@ class WeightFix(NamedTuple):
     def is_identity(self) -> bool:
         return self == WeightFix()
 
+    @property
+    def value(self) -> str:
+        """The label (a tuner move's serialized value; ``axnb.recover.parse_fix`` reads it)."""
+        return self.label
+
 
 class CalibMethod(_Str):
     """How a tensor's quantization range is chosen from calibration statistics."""

@@ -219,7 +219,7 @@ class Workbench:
         self._qm, self._float = {}, None
         fixes = {w: f for w, f in old.fixes.items() if w in self.plan.weights}
         if fixes:   # NOTE: the rewrite changed the layers' inputs: their moments are new
-            self._ensure_moments()
+            self.layer_moments()
             self.plan = self.plan.with_fixes(fixes)
         return self
 
@@ -258,7 +258,7 @@ class Workbench:
 
         fix = recover.parse_fix(fix)
         if not fix.is_identity:
-            self._ensure_moments()
+            self.layer_moments()
         self.plan = self.plan.with_fixes(fix, layers)
         if self.plan.fixes:  # NOTE: computed now (cached), with progress: AdaRound takes minutes
             weight_q(self.model, self.plan, self.stats, self.progress)
@@ -270,16 +270,23 @@ class Workbench:
         self.quantized()
         return recover.report(self.plan, self.stats)
 
-    def _ensure_moments(self) -> None:
+    def layer_moments(self) -> dict:
+        """The layers' input moments weight fixes are computed from (:func:`axnb.recover.
+        collect`: one float pass over the calibration set, the first time per model)."""
         if self.stats.moments:
-            return
-        st = self.stats.with_moments(recover.collect(self.model, self._calib, self.progress))
-        if self._plain[1] is self.stats:
-            self._plain = (self._plain[0], st)
-        for k, (m, old, res) in list(self._smoothed.items()):
-            if old is self.stats:
-                self._smoothed[k] = (m, st, res)
+            return self.stats.moments
+        old = self.stats
+        st = old.with_moments(recover.collect(self.model, self._calib, self.progress))
+
+        def swap(pair: tuple) -> tuple:   # NOTE: the cached (model, stats) pairs share it
+            return (pair[0], st, *pair[2:]) if pair[1] is old else pair
+
+        self._plain, self._raw = swap(self._plain), swap(self._raw)
+        self._smoothed = {k: swap(v) for k, v in self._smoothed.items()}
+        if self._equal is not None:
+            self._equal = (self._equal[0], swap(self._equal[1]))
         self.stats, self._qm = st, {}
+        return st.moments
 
     # ---- results (cached where possible) -------------------------------------------------
     def quantized(self, mode=None) -> QuantModel:

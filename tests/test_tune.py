@@ -74,7 +74,7 @@ def test_front_end_goes_fp32_and_reaches_the_target(spectro):
     """The signal-processing front end gets FP32 (the rest 8-bit) and reaches >= 0.99, while
     all-U16 misses: the issue's CQT model, in miniature."""
     start = min(spectro.final_cosine().values())
-    res = spectro.tune(target=0.99, max_seconds=None)
+    res = spectro.tune(target=0.99, max_seconds=None, weights=False)
     assert start < 0.95 and res.ceiling["all U16"] < 0.99, (start, res.ceiling)
     assert res.met and res.score >= 0.99, res.summary()
     # NOTE: the Log (whose input spans the decades) stays float; the cheapest region by the
@@ -93,11 +93,12 @@ def test_front_end_goes_fp32_and_reaches_the_target(spectro):
 def test_unreachable_only_when_the_measured_ceiling_misses(spectro):
     """Without FP32 the target is out of reach: said so with the all-U16 figure measured, and the
     answer is still never below the start."""
-    res = spectro.tune(target=0.99, allow=("U16",), max_seconds=None)
+    res = spectro.tune(target=0.99, allow=("U16",), max_seconds=None, weights=False)
     assert not res.met and res.stopped == "unreachable"
     assert res.ceiling["all U16"] < 0.99
     assert res.score >= res.start
-    reach = spectro.tune(target=res.ceiling["all U16"] - 1e-6, allow=("U16",), max_seconds=None)
+    reach = spectro.tune(target=res.ceiling["all U16"] - 1e-6, allow=("U16",), max_seconds=None,
+                         weights=False)
     assert reach.met and reach.stopped == "met", reach.summary()
 
 
@@ -200,3 +201,25 @@ def test_conformance_model_tuned_to_the_target_and_its_export_agrees(name, tmp_p
     assert r["start"] < 0.98 and r["tune"]["met"] and r["tune"]["score"] >= 0.98, r
     assert r["tune"]["export"] == pytest.approx(r["tune"]["score"], abs=1e-6)
     print(r["tune"]["summary"])
+
+
+def test_weight_fix_is_a_free_move_and_deploys(spectro, tmp_path):
+    """The weight fixes are tried on every weight after the ranges; a kept one costs no MACs,
+    is in the answer's line and config keys, and the applied answer scores what was measured."""
+    res = spectro.tune(target=0.99, max_seconds=None)
+    steps = [s for s in res.trace if s.phase == "weights"]
+    assert len(steps) == 2, [s.phase for s in res.trace]  # NOTE: bias, GPTQ + scales + bias
+    before = max((s for s in res.trace if s.phase in ("setting", "ranges")),
+                 key=lambda s: s.score)
+    fix = res.weight_fix()
+    assert fix is not None and f"weights: {fix}" in res.summary()
+    best = max(steps, key=lambda s: s.score)
+    assert dict(best.moves)["weights:all"] == fix and best.score > before.score
+    assert best.cost == before.cost
+    keys = res.quant_keys()
+    assert keys["enable_bias_correction"] == ("bias" in fix)
+    res.apply(spectro)
+    assert spectro.plan.fixes and min(spectro.final_cosine().values()) == pytest.approx(
+        res.score, abs=1e-12)
+    spectro.reset_plan()
+    assert not spectro.plan.fixes

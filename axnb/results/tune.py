@@ -11,6 +11,7 @@ from axnb.results.serialize import load_json, save_json
 from axnb.types import CalibMethod, QType
 
 RANGE = "range:"  # NOTE: a per-tensor range move in ``overrides``: ("range:<tensor>", method)
+WEIGHTS = "weights:all"  # NOTE: a weight fix of every weight: (WEIGHTS, WeightFix label)
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,13 @@ class TuneResult:
         QDQ / QuantONNX exports; Pulsar2's config cannot say it)."""
         return {n[len(RANGE):]: CalibMethod(m) for n, m in self.overrides if n.startswith(RANGE)}
 
+    def weight_fix(self) -> str | None:
+        """The weight fix of the answer (a :class:`~axnb.types.WeightFix` label), if any."""
+        return next((m for n, m in self.overrides if n == WEIGHTS), None)
+
+    def _types(self) -> dict[str, str]:
+        return {n: q for n, q in self.overrides if not n.startswith(RANGE) and n != WEIGHTS}
+
     def to_layer_configs(self) -> list[dict]:
         """Pulsar2 ``layer_configs``: the start plan's entries, then the tuned layers by name
         (FP32 ones keep their weights float too).
@@ -132,6 +140,11 @@ class TuneResult:
              "layer_configs": self.to_layer_configs()}
         if self.smooth is not None:
             d["smooth_quant_strength"] = self.smooth
+        fix = self.weight_fix()
+        if fix:  # NOTE: the keys that ask for it (Pulsar2 runs its own version, or none)
+            d.update(enable_adaround="AdaRound" in fix, enable_easy_quant="scale" in fix,
+                     weight_rounding="GPTQ" if "GPTQ" in fix else "nearest",
+                     enable_bias_correction="bias" in fix)
         return d
 
     def apply(self, workbench):
@@ -144,8 +157,9 @@ class TuneResult:
         workbench.set_smooth_quant(self.smooth is not None, alpha=self.smooth)
         # NOTE: the workbench's own plan class rebuilds it: results import no stage module
         plan = type(workbench.plan).from_config(workbench.model, list(self.base_layer_configs))
-        plan = plan.override({n: q for n, q in self.overrides if not n.startswith(RANGE)})
-        return workbench.set_plan(plan.with_methods(self.ranges()) if self.ranges() else plan)
+        plan = plan.override(self._types())
+        workbench.set_plan(plan.with_methods(self.ranges()) if self.ranges() else plan)
+        return workbench.set_weight_fix(self.weight_fix()) if self.weight_fix() else workbench
 
     def summary(self) -> str:
         """One line: what was tuned, the score before -> after, the cost, the work.
@@ -169,6 +183,8 @@ class TuneResult:
         if self.ranges():
             n = len(self.ranges())
             parts.append(f"own range for {n} tensor{'s' if n > 1 else ''}")
+        if self.weight_fix():
+            parts.append(f"weights: {self.weight_fix()}")
         verdict = "met" if self.met else f"NOT met ({self.stopped})"
         return (f"tuned: {' + '.join(parts)}: {self.metric_name} {self.start:.5f} -> "
                 f"{self.score:.5f} (tried), target {self.target:g} {verdict}; "
