@@ -14,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 from axnb import Workbench, graph, metrics
 from axnb.results.tune import TuneResult
 from axnb.runtime import session
-from axnb.tune import layer_macs, plan_cost
+from axnb.tune import WEIGHT_FIXES, layer_macs, plan_cost
 from axnb.types import QType
 
 N, K, HOP, BINS = 512, 32, 16, 12
@@ -208,7 +208,7 @@ def test_weight_fix_is_a_free_move_and_deploys(spectro, tmp_path):
     is in the answer's line and config keys, and the applied answer scores what was measured."""
     res = spectro.tune(target=0.99, max_seconds=None)
     steps = [s for s in res.trace if s.phase == "weights"]
-    assert len(steps) == 2, [s.phase for s in res.trace]  # NOTE: bias, GPTQ + scales + bias
+    assert len(steps) == len(WEIGHT_FIXES), [s.phase for s in res.trace]
     before = max((s for s in res.trace if s.phase in ("setting", "ranges")),
                  key=lambda s: s.score)
     fix = res.weight_fix()
