@@ -229,6 +229,23 @@ def fitted(rtn: Mapping[str, WeightQ], wq: Mapping[str, WeightQ]) -> dict[str, i
             if q is not rtn.get(w, q)}
 
 
+def shift_float_biases(model: Model, g: onnx.GraphProto, wq: Mapping[str, WeightQ],
+                       s32: list[BiasQ]) -> None:
+    """A bias left float (its input not quantized, or ``conv_bias_data_type`` FP32) still takes
+    its weight's bias correction: a private ``<bias>__shift_<node>`` copy (NOTE: without it
+    the Reference's switched-off quantizer kept the shift and the QDQ model did not)."""
+    quantized = {b.node for b in s32}
+    nodes = {n.name: n for n in g.node}
+    for n in weighted_nodes(model):
+        w = n.input[1]
+        if n.name in quantized or w not in wq or wq[w].shift is None or len(n.input) < 3 \
+                or n.input[2] not in model.initializers:
+            continue
+        bq = BiasQ(n.name, n.input[2], n.input[0], w, f"{n.input[2]}__shift_{n.name}")
+        g.initializer.append(numpy_helper.from_array(bias_value(model, bq, wq), bq.name))
+        nodes[n.name].input[2] = bq.name
+
+
 def bias_quantize(b: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """S32 bias: round_half_even(b / scale) saturated to int32 (QuantizeLinear semantics)."""
     scale = scale.astype(np.float32)
@@ -450,6 +467,7 @@ def qdq_model(model: Model, qp: Mapping[str, QParams], wq: Mapping[str, WeightQ]
                              name=f"{t}__DQ")])
     bqs = bias_nodes(model, wq, qp) if bias_s32 else []
     rename_biases(g, bqs)
+    shift_float_biases(model, g, wq, bqs)
     drop_initializers(g, list(wq) + [b.bias for b in bqs])
     for w, q in wq.items():
         _dq_initializer(g, w, q.q, q.scale, q.axis, q.qtype)

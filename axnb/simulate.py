@@ -72,6 +72,7 @@ def reference_model(model: Model, wq: Mapping[str, WeightQ], bias_s32: bool = Tr
         fq.fq(t, *io[t])
     bqs = qdq.bias_nodes(model, wq) if bias_s32 else []
     qdq.rename_biases(g, bqs)
+    qdq.shift_float_biases(model, g, wq, bqs)
     qdq.drop_initializers(g, list(wq) + [b.bias for b in bqs if b.name == b.bias])
     for w, q in wq.items():
         g.initializer.append(numpy_helper.from_array(q.dequantized().astype(np.float32), w))

@@ -2,9 +2,10 @@
 number in Reference, in NPUBackend and in the exported QDQ model run by plain onnxruntime.
 
 A plan draws: the default activation type (U8 / S8 / U16 / S16), overrides on random layers
-(U8 / S8 / U16 / S16 / FP32), FP32 weights on some of them or on the whole model, the bias type
-(S32 / FP32), the calibration method (MinMax / MSE / Percentile / KL) and, on one plan in four,
-SmoothQuant. Checked per plan:
+(U8 / S8 / U16 / S16 / FP32), FP32 / S4 / S8 weights on some of them or on the whole model, the
+bias type (S32 / FP32), the calibration method (MinMax / MSE / Percentile / KL), on one plan in
+four SmoothQuant, and a weight fix (bias correction, scale search, GPTQ, all three; none on a
+third). Checked per plan:
 
 - NPUBackend's outputs are the exported model's, bit for bit, run by a fresh onnxruntime session
   with every graph optimization and weight pre-packing off (the QDQ as written, no axnb code
@@ -34,6 +35,7 @@ import pytest
 import axnb
 from axnb.config import load_config
 from axnb.plan import QuantPlan
+from axnb.recover import parse_fix
 from axnb.simulate import simulate
 from axnb.types import CalibMethod
 
@@ -52,6 +54,8 @@ FAST = {"ppocr_cls": 6, "attacut_c": 6, "vcb_captcha": 4}     # model -> plans i
 HEAVY = {"u2netp", "basic_pitch", "vit_s_focus"}
 ALL = os.environ.get("AXNB_CONFORMANCE_ALL") == "1"
 ACT = ("U8", "S8", "U16", "S16")
+# NOTE: weight fixes drawn (AdaRound aside: minutes per model; tests/test_recover.py checks it)
+FIXES = (None, None, "bias", "scales", "GPTQ", "GPTQ + scales + bias")
 
 
 def _cos(a: np.ndarray, b: np.ndarray) -> float:
@@ -79,17 +83,18 @@ def random_plan(rng: random.Random, model) -> dict:
     layers = [n.name for n in model.nodes]
     default = {"start_tensor_names": ["DEFAULT"], "end_tensor_names": ["DEFAULT"],
                "data_type": rng.choice(ACT)}
-    if rng.random() < 0.15:
-        default["weight_data_type"] = "FP32"
+    if rng.random() < 0.3:
+        default["weight_data_type"] = rng.choice(("FP32", "S4"))
     entries = [default]
     for _ in range(rng.randint(0, 3)):
         e = {"layer_names": rng.sample(layers, max(1, len(layers) // rng.choice((5, 8, 13)))),
              "data_type": rng.choice(ACT + ("FP32",))}
         if rng.random() < 0.3:
-            e["weight_data_type"] = "FP32"
+            e["weight_data_type"] = rng.choice(("FP32", "S4", "S8"))
         entries.append(e)
     return {"entries": entries, "bias": rng.choice(("S32", "S32", "FP32")),
-            "method": rng.choice(list(CalibMethod)).value, "smooth": rng.random() < 0.25}
+            "method": rng.choice(list(CalibMethod)).value, "smooth": rng.random() < 0.25,
+            "fix": rng.choice(FIXES)}
 
 
 def _export_outputs(qm, path: Path, feeds: list[dict]) -> list[dict]:
@@ -109,6 +114,9 @@ def run_plan(wb, plan: dict, tmp: Path) -> dict:
     """Reference, NPUBackend and export of one plan: their cosines and the checks' figures."""
     wb.set_smooth_quant(plan["smooth"])
     qp = QuantPlan.from_config(wb.model, plan["entries"])
+    if plan["fix"]:   # NOTE: weight fixes need the layers' input moments of this model
+        wb.layer_moments()
+        qp = qp.with_fixes(parse_fix(plan["fix"]))
     feeds, fl = list(wb.samples), wb.float_outputs()
     ref, be = (simulate(wb.model, wb.stats, qp, mode, plan["method"], plan["bias"])
                for mode in ("Reference", "NPUBackend"))
@@ -194,3 +202,5 @@ def test_random_plans_cover_the_options():
     assert {p["bias"] for p in seen} == {"S32", "FP32"}
     assert {p["method"] for p in seen} == {m.value for m in CalibMethod}
     assert {p["smooth"] for p in seen} == {True, False}
+    assert {p["fix"] for p in seen} == set(FIXES)
+    assert {e.get("weight_data_type") for p in seen for e in p["entries"]} >= {"S4", "S8"}

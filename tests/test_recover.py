@@ -235,3 +235,22 @@ def test_config_adaround_runs_adaround_and_names_what_it_cannot() -> None:
     assert fix == WeightFix(Rounding.AdaRound, scales=True)
     assert [n.split(":")[0] for n in notes] == ["enable_easy_quant", "enable_lsq"]
     assert recover.config_keys([fix])["enable_adaround"] is True
+
+
+def test_bias_correction_of_a_float_bias_is_the_same_in_both_modes() -> None:
+    """A layer whose input stays FP32 keeps a float bias: it takes the correction too, in the
+    Reference graph and in the QDQ export alike (the differential suite found them apart)."""
+    m = _chain()
+    feeds = [{"x": tiny.image(3, 8, 8, k)} for k in range(3)]
+    stats = calibrate(m, feeds).with_moments(recover.collect(m, feeds))
+    plan = QuantPlan.from_config(m, [{"layer_names": ["r0"], "data_type": "FP32"}])
+    assert plan.acts["r0"].is_float and plan.weights["w1"] is QType.S8
+    plan = plan.with_fixes(WeightFix(bias=True))
+    ref, npu = (simulate(m, stats, plan, mode) for mode in ("Reference", "NPUBackend"))
+    shift = npu.weights["w1"].shift
+    assert shift is not None and np.abs(shift).max() > 0
+    p = npu.qdq()
+    b = {t.name: numpy_helper.to_array(t) for t in p.graph.initializer}
+    np.testing.assert_array_equal(b["b1__shift_c1"], m.weight("b1") + shift)
+    for f in feeds:
+        np.testing.assert_array_equal(ref.run(f)["y"], npu.run(f)["y"])
