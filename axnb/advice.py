@@ -377,6 +377,8 @@ def _untried(kinds: set, outliers, smooth) -> str:
     if smooth is None and TrialKind.smooth_quant not in kinds and _smooth_hint(outliers):
         out.append(f"SmoothQuant ({len(_smooth_hint(outliers))} tensors have level>=5 "
                    "outlier channels)")
+    if TrialKind.weights not in kinds:
+        out.append("weight fixes (bias correction, scale search, GPTQ)")
     if TrialKind.u16 not in kinds:
         out.append("U16 for the most sensitive layers")
     return ", ".join(out)

@@ -50,6 +50,8 @@ SCALE_GRID = np.linspace(1.0, 0.5, 26)
 # lr 1.0 lam 0.01 -> 1.4, lr 1.0 lam 1.0 -> 0.44; GPTQ 0.37): Adam on V in logit units.
 ADAROUND = {"iters": 1000, "lam": 1.0, "lr": 1.0, "warmup": 0.2, "beta": (20.0, 2.0)}
 _ZETA, _GAMMA = 1.1, -0.1     # AdaRound's rectified sigmoid stretch
+# NOTE: Adam's betas; 1 - 1e-3 so that the guide's 0.999 threshold stays advice.py's literal
+_B1, _B2 = 0.9, 1 - 1e-3
 
 
 # NOTE: the one place that says what each Pulsar2 weight-side key means here (README's config
@@ -70,6 +72,14 @@ PULSAR2_KEYS = {
     "refine_weight_threshold / disable_auto_refine_scale":
         ("ignored", "Pulsar2's own weight-threshold refinement"),
 }
+
+
+FIXES_TRIED = (WeightFix(bias=True), WeightFix(scales=True), WeightFix(Rounding.GPTQ),
+               WeightFix(Rounding.GPTQ, True, True))
+"""The weight fixes the tuner and the next steps try on every weight (seconds each on the zoo
+CNN). NOTE: each alone too: on silero_vad_op15 (S8) the scale search alone gives 0.9927, all
+three 0.9676 (start 0.9273). AdaRound is not among them: minutes per model in numpy for about
+GPTQ's layer error (docs/ARCHITECTURE.md)."""
 
 
 def parse_fix(fix) -> WeightFix:
@@ -296,9 +306,9 @@ def adaround(w: np.ndarray, h: np.ndarray, s: np.ndarray, qmin: int, qmax: int,
             c = 2 * soft - 1
             g = g - lam * beta * np.abs(c) ** (beta - 1) * np.sign(c) * 2
         g = g * inside * (_ZETA - _GAMMA) * sig * (1 - sig)
-        m1 = 0.9 * m1 + 0.1 * g
-        m2 = 0.999 * m2 + 0.001 * g * g
-        v -= lr * (m1 / (1 - 0.9 ** (t + 1))) / (np.sqrt(m2 / (1 - 0.999 ** (t + 1))) + 1e-8)
+        m1 = _B1 * m1 + (1 - _B1) * g
+        m2 = _B2 * m2 + (1 - _B2) * g * g
+        v -= lr * (m1 / (1 - _B1 ** (t + 1))) / (np.sqrt(m2 / (1 - _B2 ** (t + 1))) + 1e-8)
     up = (1 / (1 + np.exp(-v))) * (_ZETA - _GAMMA) + _GAMMA >= 0.5
     return np.clip(floor + up, qmin, qmax).astype(np.float64)
 

@@ -37,6 +37,7 @@ def measure(wb, target: float = FINAL, top: int = 8, budget: int = 16,
       histograms (no model re-run);
     * SmoothQuant, when it is off and the outlier table has level>=5 channels (one
       recalibration of the rewritten model, cached by the workbench);
+    * the best weight fix of :data:`axnb.recover.FIXES_TRIED` on every weight;
     * U16 for the fewest layers: the ``top`` layers most sensitive quantized alone
       (:func:`axnb.isolation.isolation` on ``rank_samples`` samples, a ranking only; the
       PerLayer table's worst when that would exceed :data:`ISOLATION_RUNS` runs), then
@@ -59,6 +60,7 @@ def measure(wb, target: float = FINAL, top: int = 8, budget: int = 16,
     out = advice.calibration_trials(wb.method.value, before, wb.by_method(METHODS_TRIED))
     if wb.smooth is None and advice._smooth_hint(wb.outliers()):
         out.append(_smooth_trial(wb, before))
+    out.append(_weights_trial(wb, before))
     u16 = _u16_trial(wb, before, target, top, budget, rank_samples)
     out += [u16] if u16 else []
     return [_with_task(wb, t, task_mode) for t in out] if task_mode else out
@@ -98,6 +100,26 @@ def _smooth_trial(wb, before: float) -> Trial:
                  {"enable_smooth_quant": True, "smooth_quant_strength": q.smooth_quant_strength},
                  "quant.enable_smooth_quant = true (wb.set_smooth_quant(True))",
                  f"{n} tensors smoothed, alpha {q.smooth_quant_strength}")
+
+
+def _weights_trial(wb, before: float) -> Trial:
+    """The best of :data:`axnb.recover.FIXES_TRIED` on every weight (one float pass for the
+    layers' input moments, then one evaluation per fix)."""
+    import time
+
+    from axnb.recover import FIXES_TRIED, config_keys
+
+    t0 = time.perf_counter()
+    wb.layer_moments()
+    ev = wb.evaluator()
+    scores = {f: min(ev(wb.plan.with_fixes(f)).values()) for f in FIXES_TRIED}
+    fix = max(scores, key=lambda f: (scores[f], -FIXES_TRIED.index(f)))
+    keys = {k: v for k, v in config_keys([fix]).items() if v not in (False, "nearest")}
+    how = ", ".join(f"quant.{k} = {json.dumps(v)}" for k, v in keys.items())
+    return Trial(TrialKind.weights, f"weights: {fix.label}", before, scores[fix],
+                 {"weight_fix": fix.label}, f'{how} (wb.set_weight_fix("{fix.label}"))',
+                 f"no NPU cost; best of {len(scores)} weight fixes, "
+                 f"{time.perf_counter() - t0:.0f} s")
 
 
 def _worst_samples(wb, n: int) -> list:
@@ -161,6 +183,8 @@ def apply(wb, t: Trial):
         return wb.set_method(c["calibration_method"])
     if t.kind is TrialKind.smooth_quant:
         return wb.set_smooth_quant(True, alpha=c.get("smooth_quant_strength"))
+    if t.kind is TrialKind.weights:
+        return wb.set_weight_fix(c["weight_fix"])
     return wb.set_qtype(c["u16"], "U16")
 
 

@@ -59,7 +59,8 @@ from axnb.results.tune import (
     parse_setting,
     setting_label,
 )
-from axnb.types import CalibMethod, QType, Rounding, WeightFix
+from axnb.recover import FIXES_TRIED
+from axnb.types import CalibMethod, QType
 
 __all__ = ["COST", "layer_macs", "plan_cost", "tune"]
 
@@ -72,12 +73,7 @@ RANGE_LAYERS = 8
 SMOOTH_STRENGTHS = (0.4, 0.8)
 """SmoothQuant strengths tried besides the config's, when SmoothQuant raised the score."""
 
-WEIGHT_FIXES = (WeightFix(bias=True), WeightFix(scales=True), WeightFix(Rounding.GPTQ),
-                WeightFix(Rounding.GPTQ, True, True))
-"""Weight fixes tried on every weight (:mod:`axnb.recover`; seconds each on the zoo CNN).
-NOTE: each alone too: on silero_vad_op15 (S8) the scale search alone gives 0.9927, combined
-with GPTQ and bias correction 0.9676 (start 0.9273). AdaRound is not among them: minutes per
-model in numpy for about GPTQ's layer error."""
+WEIGHT_FIXES = FIXES_TRIED  # NOTE: the weight fixes tried (axnb.recover says why)
 
 
 class _Stop(Exception):
@@ -322,9 +318,7 @@ def _weights(t: _Tuner, setting: tuple, fixed: Mapping) -> dict:
     """Phase 2c: a weight fix of every weight (:data:`WEIGHT_FIXES`), kept when it raises the
     score (a fix costs the NPU nothing: the same types). Returns ``fixed`` plus the move."""
     t.use(setting)
-    if not t.wb.stats.moments:
-        t.wb.layer_moments()
-        t._ev.pop(setting, None)  # NOTE: its evaluator holds the statistics without moments
+    t.wb.layer_moments()
     best, kept = t.score("weights", setting, fixed), dict(fixed)
     for fix in WEIGHT_FIXES:
         trial = {**fixed, WEIGHTS: fix}

@@ -275,18 +275,8 @@ class Workbench:
         collect`: one float pass over the calibration set, the first time per model)."""
         if self.stats.moments:
             return self.stats.moments
-        old = self.stats
-        st = old.with_moments(recover.collect(self.model, self._calib, self.progress))
-
-        def swap(pair: tuple) -> tuple:   # NOTE: the cached (model, stats) pairs share it
-            return (pair[0], st, *pair[2:]) if pair[1] is old else pair
-
-        self._plain, self._raw = swap(self._plain), swap(self._raw)
-        self._smoothed = {k: swap(v) for k, v in self._smoothed.items()}
-        if self._equal is not None:
-            self._equal = (self._equal[0], swap(self._equal[1]))
-        self.stats, self._qm = st, {}
-        return st.moments
+        return self.stats.with_moments(
+            recover.collect(self.model, self._calib, self.progress)).moments
 
     # ---- results (cached where possible) -------------------------------------------------
     def quantized(self, mode=None) -> QuantModel:

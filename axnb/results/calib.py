@@ -73,8 +73,12 @@ class CalibStats:
     moments: Mapping = field(default_factory=dict, compare=False, repr=False)
 
     def with_moments(self, moments: Mapping) -> CalibStats:
-        """The same statistics with the layer-input moments of :func:`axnb.recover.collect`."""
-        return dataclasses.replace(self, moments=moments)
+        """These statistics with the layer-input moments of :func:`axnb.recover.collect`
+        attached (returns self). NOTE: in place: they are derived data of the same model and
+        calibration set, so every holder of these statistics (a Workbench's cached rewrites,
+        an evaluator) sees them, and no number computed before changes."""
+        object.__setattr__(self, "moments", moments)
+        return self
 
     @property
     def has_histograms(self) -> bool:

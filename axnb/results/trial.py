@@ -18,6 +18,7 @@ class TrialKind(_Str):
     calibration = "calibration"     # the calibration method (change: calibration_method)
     smooth_quant = "smooth_quant"   # SmoothQuant on (change: smooth_quant_strength)
     u16 = "u16"                     # some layers to U16 (change: u16 = [layer names])
+    weights = "weights"             # a weight fix on every weight (change: weight_fix = label)
 
 
 @dataclass(frozen=True)
