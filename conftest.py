@@ -39,8 +39,8 @@ def zoo_workbench(zoo_ready):
 def lent(wb, samples=None, config=None):
     """Yield ``wb``, first given ``config`` (the zoo config with another ``evaluation`` block)
     and analysis ``samples`` (a FeedSet or feeds) if given; on exit put back what a test may
-    change with the public API: the config, SmoothQuant, method, mode, plan and the analysis
-    samples with their names and origin. The samples are set again only when they changed
+    change with the public API: the config, SmoothQuant, equalization, method, mode, plan and
+    the analysis samples with their names and origin. The samples are set again only when they changed
     (that drops the cached float outputs and reports). A test that replaced the model or the
     statistics fails here: it must build its own Workbench."""
     _drop_patched_methods(wb)
@@ -58,6 +58,8 @@ def lent(wb, samples=None, config=None):
         config0, smooth, method, mode, plan, progress = state
         other_config = wb.config is not config0
         wb.config = config0
+        if wb.equalization is not None:
+            wb.set_equalization(False)
         if smooth is None and wb.smooth is not None:
             wb.set_smooth_quant(False)
         # NOTE: the plan object itself (= reset_plan() for the Workbench as built): the cached

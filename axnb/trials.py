@@ -37,7 +37,8 @@ def measure(wb, target: float = FINAL, top: int = 8, budget: int = 16,
       histograms (no model re-run);
     * SmoothQuant, when it is off and the outlier table has level>=5 channels (one
       recalibration of the rewritten model, cached by the workbench);
-    * the best weight fix of :data:`axnb.recover.FIXES_TRIED` on every weight;
+    * the best weight fix of :data:`axnb.recover.FIXES_TRIED` on every weight, and
+      cross-layer equalization where the model has pairs it can equalize;
     * U16 for the fewest layers: the ``top`` layers most sensitive quantized alone
       (:func:`axnb.isolation.isolation` on ``rank_samples`` samples, a ranking only; the
       PerLayer table's worst when that would exceed :data:`ISOLATION_RUNS` runs), then
@@ -61,6 +62,8 @@ def measure(wb, target: float = FINAL, top: int = 8, budget: int = 16,
     if wb.smooth is None and advice._smooth_hint(wb.outliers()):
         out.append(_smooth_trial(wb, before))
     out.append(_weights_trial(wb, before))
+    if wb.equalization is None:
+        out += _equalization_trial(wb, before)
     u16 = _u16_trial(wb, before, target, top, budget, rank_samples)
     out += [u16] if u16 else []
     return [_with_task(wb, t, task_mode) for t in out] if task_mode else out
@@ -120,6 +123,23 @@ def _weights_trial(wb, before: float) -> Trial:
                  {"weight_fix": fix.label}, f'{how} (wb.set_weight_fix("{fix.label}"))',
                  f"no NPU cost; best of {len(scores)} weight fixes, "
                  f"{time.perf_counter() - t0:.0f} s")
+
+
+def _equalization_trial(wb, before: float) -> list[Trial]:
+    """Cross-layer equalization, when the model has a pair it can equalize (one
+    recalibration of the rewritten model, cached by the workbench)."""
+    plan = wb.plan
+    try:
+        eq = wb.set_equalization(True).equalization
+        after = _score(wb) if eq.pairs else before
+    finally:
+        wb.set_equalization(False).set_plan(plan)
+    if not eq.pairs:
+        return []
+    return [Trial(TrialKind.equalization, "equalization", before, after,
+                  {"enable_equalization": True},
+                  "quant.enable_equalization = true (wb.set_equalization(True))",
+                  f"no NPU cost; {len(eq.pairs)} layer pairs, float-equivalent")]
 
 
 def _worst_samples(wb, n: int) -> list:
@@ -185,6 +205,8 @@ def apply(wb, t: Trial):
         return wb.set_smooth_quant(True, alpha=c.get("smooth_quant_strength"))
     if t.kind is TrialKind.weights:
         return wb.set_weight_fix(c["weight_fix"])
+    if t.kind is TrialKind.equalization:
+        return wb.set_equalization(True)
     return wb.set_qtype(c["u16"], "U16")
 
 

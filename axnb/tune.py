@@ -51,6 +51,7 @@ import numpy as np
 
 from axnb.advice import FINAL, _smooth_hint
 from axnb.errors import ConfigError
+from axnb.recover import FIXES_TRIED
 from axnb.results.tune import (
     RANGE,
     WEIGHTS,
@@ -59,7 +60,6 @@ from axnb.results.tune import (
     parse_setting,
     setting_label,
 )
-from axnb.recover import FIXES_TRIED
 from axnb.types import CalibMethod, QType
 
 __all__ = ["COST", "layer_macs", "plan_cost", "tune"]

@@ -133,9 +133,9 @@ def test_every_step_printed_was_measured_and_the_first_delivers_what_it_said(cnn
             got = min(nextsteps.apply(wb, t).final_cosine().values())
             assert got == pytest.approx(t.after, abs=1e-9), t.label
             assert got - before == pytest.approx(t.after - t.before, abs=1e-9)
-            wb.set_smooth_quant(False).set_method(method).set_plan(plan)
+            wb.set_equalization(False).set_smooth_quant(False).set_method(method).set_plan(plan)
     finally:
-        wb.set_smooth_quant(False).set_method(method).set_plan(plan)
+        wb.set_equalization(False).set_smooth_quant(False).set_method(method).set_plan(plan)
 
 
 def test_the_u16_step_is_small_and_says_its_cost(cnn):

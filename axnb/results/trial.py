@@ -19,6 +19,7 @@ class TrialKind(_Str):
     smooth_quant = "smooth_quant"   # SmoothQuant on (change: smooth_quant_strength)
     u16 = "u16"                     # some layers to U16 (change: u16 = [layer names])
     weights = "weights"             # a weight fix on every weight (change: weight_fix = label)
+    equalization = "equalization"   # cross-layer equalization (change: enable_equalization)
 
 
 @dataclass(frozen=True)
