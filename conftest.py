@@ -40,8 +40,8 @@ def lent(wb, samples=None, config=None):
     """Yield ``wb``, first given ``config`` (the zoo config with another ``evaluation`` block)
     and analysis ``samples`` (a FeedSet or feeds) if given; on exit put back what a test may
     change with the public API: the config, SmoothQuant, equalization, method, mode, plan and
-    the analysis samples with their names and origin. The samples are set again only when they changed
-    (that drops the cached float outputs and reports). A test that replaced the model or the
+    the analysis samples with their names and origin. The samples are set again only when they
+    changed (that drops the cached float outputs and reports). A test that replaced the model or the
     statistics fails here: it must build its own Workbench."""
     _drop_patched_methods(wb)
     state = (wb.config, wb.smooth, wb.method, wb.mode, wb.plan, wb.progress)
