@@ -45,6 +45,10 @@ from axnb.types import QType, Rounding, WeightFix
 # NOTE: past this many inputs per output (K), H (K x K, float32) would take > 85 MB per layer;
 # such a layer keeps round-to-nearest and says so.
 MAX_K = 4608
+# NOTE: H from at most this many patches per layer and sample (evenly strided; the mean from
+# all): layout_cdla's moments took 385 s from every patch of 8 samples; GPTQ estimates H from
+# 128 sequences, a few thousand rows per layer.
+MAX_ROWS = 4096
 SCALE_GRID = np.linspace(1.0, 0.5, 26)
 # NOTE: tuned on the zoo CNN at S4 (layer output error, conv2d.6: 1000 iterations, lr 0.02 -> 4.9,
 # lr 1.0 lam 0.01 -> 1.4, lr 1.0 lam 1.0 -> 0.44; GPTQ 0.37): Adam on V in logit units.
@@ -132,9 +136,10 @@ class Moments:
 
     Attributes:
         node: the layer.
-        h: ``[G, K, K]``: sum over patches of ``x x^T`` (float64).
-        mu: ``[G, K]``: mean patch.
-        n: patches per group.
+        h: ``[G, K, K]``: sum over ``n`` patches of ``x x^T`` (float64; at most
+            :data:`MAX_ROWS` evenly strided patches per sample).
+        mu: ``[G, K]``: mean patch (over every patch).
+        n: patches per group in ``h``.
         cache: fixes computed from these moments (weight fix, qtype) -> (WeightQ, FixRecord).
     """
 
@@ -228,18 +233,20 @@ def collect(model: Model, feeds: Iterable[Mapping[str, np.ndarray]],
             nodes.append(n)
     xs = list(dict.fromkeys(n.input[0] for n in nodes))
     sess = model.session(model.with_outputs(xs), optimize=False, low_memory=True)
-    acc = {n.input[1]: [0.0, 0.0, 0] for n in nodes}
+    acc = {n.input[1]: [0.0, 0.0, 0, 0] for n in nodes}
     for f in tqdm(list(feeds), desc="layer moments", unit="sample", disable=not progress):
         vals = dict(zip(xs, sess.run(xs, dict(f))))
         for n in nodes:
             kshape = model.spec(n.input[1]).shape[2:]
             p = _patches(n, vals[n.input[0]].astype(np.float32), kshape)
             a = acc[n.input[1]]
-            a[0] = a[0] + np.matmul(p.transpose(0, 2, 1), p).astype(np.float64)
-            a[1], a[2] = a[1] + p.sum(1, dtype=np.float64), a[2] + p.shape[1]
+            r = p[:, ::-(-p.shape[1] // MAX_ROWS)]
+            a[0] = a[0] + np.matmul(r.transpose(0, 2, 1), r).astype(np.float64)
+            a[1], a[2], a[3] = a[1] + p.sum(1, dtype=np.float64), a[2] + p.shape[1], \
+                a[3] + r.shape[1]
     for n in nodes:
-        h, s, k = acc[n.input[1]]
-        out[n.input[1]] = Moments(n.name, np.asarray(h), np.asarray(s) / max(k, 1), k)
+        h, s, k, kh = acc[n.input[1]]
+        out[n.input[1]] = Moments(n.name, np.asarray(h), np.asarray(s) / max(k, 1), kh)
     return out
 
 

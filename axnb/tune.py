@@ -317,6 +317,8 @@ def _ranges(t: _Tuner, setting: tuple) -> dict[str, CalibMethod]:
 def _weights(t: _Tuner, setting: tuple, fixed: Mapping) -> dict:
     """Phase 2c: a weight fix of every weight (:data:`WEIGHT_FIXES`), kept when it raises the
     score (a fix costs the NPU nothing: the same types). Returns ``fixed`` plus the move."""
+    if t.late():     # NOTE: the moments pass is one float pass: not started after the budget
+        return dict(fixed)
     t.use(setting)
     t.wb.layer_moments()
     best, kept = t.score("weights", setting, fixed), dict(fixed)
