@@ -539,8 +539,10 @@ class Explorer(W.VBox):
         self.timing.style.text_color = "#c62828" if drop else None
 
     def _stage_final(self) -> None:
-        """The final metrics of the new state (one quantized pass over the outputs), shown
-        with the advice of a snapshot without the table."""
+        """The final metrics of the new state, shown with the advice of a snapshot without the
+        table. They come from the table's compare pass (the Workbench fills them from it), so
+        a click costs one quantized pass; the table stage then reads the cached table."""
+        self.wb.report([self.analysis])
         self.snapshot = self.wb.snapshot([], by_method=False)
         self.final = self.snapshot.final_cosine()
         self._sync_controls()
