@@ -42,7 +42,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from axnb import advice, metrics, qdq, runtime
 from axnb.errors import AxnbError, DataError
-from axnb.graph import Model
+from axnb.graph import Model, weighted_nodes
 from axnb.qdq import param_vectors
 from axnb.results import LayerReport
 from axnb.simulate import QuantModel
@@ -77,6 +77,7 @@ class _Builder:
     def __init__(self, model: Model, g: onnx.GraphProto, qmodel: QuantModel,
                  fed: dict | None = None) -> None:
         self.model, self.g, self.q, self.fed = model, g, qmodel, fed
+        self.wnames = {n.input[1] for n in weighted_nodes(model)} if fed is not None else set()
         self.fake = qdq.FakeQuant(g, model.points())
         self.index = self.fake.index
         self.consts: dict[str, str] = {}
@@ -91,7 +92,7 @@ class _Builder:
         wq, bq = self.q.weights, self.bias.get((node, t))
         key = bq.name if bq is not None else t
         fp32 = bq is None and t not in wq   # NOTE: an FP32 weight, or any other constant
-        if key in self.consts or (fp32 and (self.fed is None or t not in self.q.plan.weights)):
+        if key in self.consts or (fp32 and t not in self.wnames):
             return self.consts.get(key, t)
         name = self.consts[key] = f"{key}__axf" if fp32 else f"{key}__axq"
         if bq is None and self.fed is not None:
