@@ -434,6 +434,16 @@ class Cluster:
         self.runs[-1]["merge"] = time.perf_counter() - t1
         return compare_finish(model, qmodel, methods, part, time.time() - t0)
 
+    def compare_final(self, model: Model, qmodel: QuantModel, feeds: Iterable,
+                      methods=("EndToEnd", "PerLayer"), progress: bool = True,
+                      float_outputs=None) -> tuple[dict, dict[str, dict]]:
+        """``(reports, final)`` as ``LocalExecutor.compare_final`` gives them.
+
+        NOTE: two passes here: the workers do not hold the client's float outputs, which the
+        final metric's terms need (the compare graph's own float copy runs unoptimized)."""
+        return (self.compare(model, qmodel, feeds, methods, progress),
+                self.output_metrics(model, qmodel, feeds, progress))
+
     def output_metrics(self, model: Model, qmodel: QuantModel, feeds: Iterable,
                        progress: bool = False, float_outputs=None) -> dict[str, dict]:
         """:func:`axnb.metrics.output_metrics` of float vs ``qmodel`` on ``feeds``, the model

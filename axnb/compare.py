@@ -42,17 +42,18 @@ from onnx import TensorProto, helper, numpy_helper
 
 from axnb import advice, metrics, qdq, runtime
 from axnb.errors import AxnbError, DataError
-from axnb.graph import Model
+from axnb.graph import Model, weighted_nodes
 from axnb.qdq import param_vectors
 from axnb.results import LayerReport
 from axnb.simulate import QuantModel
 from axnb.types import Col, Method, Mode, parse_enum
 
 __all__ = ["analysis_session", "base_graph", "check_reference", "compare", "compare_chunk",
-           "compare_finish", "compare_methods", "first_nonfinite", "locate_nonfinite",
-           "merge_chunks", "param_feed", "parse_methods",
+           "compare_final", "compare_finish", "compare_methods", "final_metrics", "final_names",
+           "first_nonfinite", "locate_nonfinite", "merge_chunks", "param_feed", "parse_methods",
            "perlayer_values", "table_meta"]
 FLAT = "__axnb_flat"
+E2E = "__e"  # NOTE: the EndToEnd chain's suffix: a tensor's quantized copy is <tensor>__e
 DTYPES = {"float32": "FP32", "float16": "FP16", "float64": "FP64", "bfloat16": "BF16"}
 
 
@@ -73,8 +74,10 @@ class _Builder:
     """Adds fake-quantizers (:class:`axnb.qdq.FakeQuant`) and quantized copies of the layers
     to a graph from :func:`_base`."""
 
-    def __init__(self, model: Model, g: onnx.GraphProto, qmodel: QuantModel) -> None:
-        self.model, self.g, self.q = model, g, qmodel
+    def __init__(self, model: Model, g: onnx.GraphProto, qmodel: QuantModel,
+                 fed: dict | None = None) -> None:
+        self.model, self.g, self.q, self.fed = model, g, qmodel, fed
+        self.wnames = {n.input[1] for n in weighted_nodes(model)} if fed is not None else set()
         self.fake = qdq.FakeQuant(g, model.points())
         self.index = self.fake.index
         self.consts: dict[str, str] = {}
@@ -88,10 +91,18 @@ class _Builder:
         """The quantized weight or S32 bias (shared by every copy), or t itself."""
         wq, bq = self.q.weights, self.bias.get((node, t))
         key = bq.name if bq is not None else t
-        if key in self.consts or (t not in wq and bq is None):
+        fp32 = bq is None and t not in wq   # NOTE: an FP32 weight, or any other constant
+        if key in self.consts or (fp32 and t not in self.wnames):
             return self.consts.get(key, t)
-        name = self.consts[key] = f"{key}__axq"
-        if bq is None:
+        name = self.consts[key] = f"{key}__axf" if fp32 else f"{key}__axq"
+        if bq is None and self.fed is not None:
+            # NOTE: a graph input fed at run time is never pre-packed: the weights of the
+            # chain then run as the Reference model runs them (unpacked), bit for bit, while
+            # the float side keeps calibration's arithmetic (pre-packed); pre-packed, MiniLM's
+            # EndToEnd chain read embedding 0.8566 where the Reference model gives 0.8545
+            w = self.fed[name] = self.model.weight(t) if fp32 else wq[t].dequantized()
+            self.g.input.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, w.shape))
+        elif bq is None:
             self.g.initializer.append(numpy_helper.from_array(wq[t].dequantized(), name))
         else:
             # NOTE: as in the Reference graph: S32 at s_in * s_w, float where x is not quantized.
@@ -135,11 +146,12 @@ class _Builder:
         return out
 
 
-def analysis_session(p: onnx.ModelProto):
+def analysis_session(p: onnx.ModelProto, prepack: bool = True):
     """Optimizations off, as calibration and both QuantModel modes run: building is 3x faster
     for graphs of thousands of nodes, and no fused float pattern moves a value (a fused Gelu
-    of the float graph alone moved values by ~1e-7 relative)."""
-    return runtime.session(p, optimize=False, consume=True, low_memory=True)
+    of the float graph alone moved values by ~1e-7 relative). ``prepack=False``: weights
+    unpacked, as the QuantModels run them (the compare graph's EndToEnd chain)."""
+    return runtime.session(p, optimize=False, consume=True, low_memory=True, prepack=prepack)
 
 
 # NOTE: the moments of inner tensors are float32 sums over blocks of at most BLOCK values, then
@@ -365,15 +377,21 @@ def check_reference(qmodel: QuantModel, ref: QuantModel | None) -> QuantModel:
 
 
 def compare_chunk(model: Model, qmodel: QuantModel, feeds: Iterable, methods,
-                  reference: QuantModel | None = None) -> dict:
+                  reference: QuantModel | None = None, float_outputs: list | None = None
+                  ) -> dict:
     """The summed per-sample moments of some samples: one chunk of :func:`compare`.
 
     A pure function of the samples; :func:`merge_chunks` of disjoint chunks then
     :func:`compare_finish` give the reports of one pass (float sums to rounding, flags and
     maxima exactly), which is how :mod:`axnb.cluster` splits the layer table across workers.
 
+    ``float_outputs`` (the float model's outputs of ``feeds``, one dict per sample, as
+    :meth:`axnb.graph.Model.run_float` gives them): also the per-sample terms of the final
+    metric (:func:`final_metrics`) from the quantized outputs of this same pass.
+
     Returns:
-        ``{"accs": {group: metrics.Accumulator}, "bad": {group: bool [pairs, 2]}}``.
+        ``{"accs": {group: metrics.Accumulator}, "bad": {group: bool [pairs, 2]},
+        "mismatch": {...}, "terms": [per-sample terms] or None}``.
 
     Example:
         >>> model, qmodel, feeds = wb.model, wb.quantized(), wb.samples[:4]
@@ -392,20 +410,75 @@ def compare_chunk(model: Model, qmodel: QuantModel, feeds: Iterable, methods,
     # NOTE: per pair, whether the float (x) / quantized (y) side was ever non-finite.
     bad = {k: np.zeros((len(v), 2), bool) for k, v in groups.items()}
     dyn, mismatch = _dynamic_pairs(model, groups, tensors), {}
+    terms = None if float_outputs is None else []
     params = param_feed(model, ref.qparams)
-    for feed in feeds:
-        extra = ({f"__axnb_b{i}": v for i, v in enumerate(qmodel.run(feed, tensors).values())}
-                 if backend else {})
-        vals = _run_sample(sess, groups, dyn, {**feed, **params, **extra}, mismatch)
+    outs = list(model.outputs)
+    # NOTE: a Backend model runs as it is, its outputs with the tensors the graph is fed
+    asked = tensors + [o for o in outs if o not in tensors]
+    for i, feed in enumerate(feeds):
+        got = qmodel.run(feed, asked) if backend else {}
+        extra = {f"__axnb_b{j}": got[t] for j, t in enumerate(tensors)} if backend else {}
+        vals, fin = _run_sample(sess, groups, dyn, {**feed, **params, **extra}, mismatch,
+                                final_names(model, backend))
+        if terms is not None:
+            # NOTE: the final metric's terms from this pass (issue 30: a click costs one
+            # quantized pass). The quantized outputs are the Reference graph's arithmetic (the
+            # chain) or the Backend run itself, and the float side is the caller's float
+            # outputs (the compare graph's own float copy runs unoptimized, run_float does
+            # not: 6e-9 apart on the CNN), so the figures equal final_metrics' bit for bit.
+            terms.append(metrics.sample_terms(float_outputs[i], {
+                o: got[o] if backend else fin[f"{o}{E2E}"] for o in outs}))
         if not all(np.isfinite(v).all() for v in vals):
             # NOTE: a float32 block sum overflowed, or a tensor is not finite: the exact graph
             # decides (float64 throughout), so the flags below mean what they say.
             vals = _run_sample(_compare_session(model, qmodel, ref, methods, exact=True)[0],
-                               groups, dyn, {**feed, **params, **extra}, {})
+                               groups, dyn, {**feed, **params, **extra}, {})[0]
         for k, v in zip(groups, vals):
             accs[k].add_moments(_moments(v))
             bad[k] |= ~np.isfinite(v.reshape(-1, 6)[:, 1:3])
-    return {"accs": accs, "bad": bad, "mismatch": mismatch}
+    return {"accs": accs, "bad": bad, "mismatch": mismatch, "terms": terms}
+
+
+def final_names(model: Model, backend: bool) -> list[str]:
+    """The compare graph's outputs that hold the quantized model outputs: in Reference the
+    EndToEnd chain's copies (``<output>__e``); a Backend model gives its own."""
+    return [] if backend else [f"{o}{E2E}" for o in model.outputs]
+
+
+def final_metrics(part: dict) -> dict[str, dict] | None:
+    """The final metrics (:func:`axnb.metrics.output_metrics`) of a :func:`compare_chunk`
+    result (merged) that collected terms (given ``float_outputs``), else None.
+
+    Example:
+        >>> fl = wb.float_outputs()[:2]
+        >>> part = compare_chunk(wb.model, wb.quantized(), wb.samples[:2], ["EndToEnd"],
+        ...                      float_outputs=fl)
+        >>> final_metrics(part)["fetch_name_0"]["Cosin"] == metrics.output_metrics(
+        ...     fl, [wb.quantized().run(f) for f in wb.samples[:2]])["fetch_name_0"]["Cosin"]
+        True
+    """
+    return None if part.get("terms") is None else metrics.combine_outputs(part["terms"])
+
+
+def compare_final(model: Model, qmodel: QuantModel, feeds: Iterable, methods,
+                  float_outputs: list, progress: bool = True,
+                  reference: QuantModel | None = None) -> tuple[dict, dict[str, dict]]:
+    """:func:`compare_methods` and the final metrics of the same pass: ``(reports, final)``,
+    ``final`` equal to ``output_metrics(float_outputs, [qmodel.run(f) for f in feeds])``.
+
+    Example:
+        >>> reps, final = compare_final(wb.model, wb.quantized(), wb.samples[:2], ["EndToEnd"],
+        ...                             wb.float_outputs()[:2], progress=False)
+        >>> sorted(reps), list(final) == list(wb.model.outputs)
+        (['EndToEnd'], True)
+    """
+    from tqdm.auto import tqdm
+
+    ms, ref = parse_methods(methods), check_reference(qmodel, reference)
+    t0 = time.time()
+    feeds = tqdm(feeds, desc="compare", unit="sample", disable=not progress)
+    part = compare_chunk(model, qmodel, feeds, ms, ref, float_outputs)
+    return compare_finish(model, qmodel, ms, part, time.time() - t0), final_metrics(part)
 
 
 def _dynamic_pairs(model: Model, groups: dict, tensors: list[str]) -> dict[str, dict[int, str]]:
@@ -415,9 +488,10 @@ def _dynamic_pairs(model: Model, groups: dict, tensors: list[str]) -> dict[str, 
     return {k: {i: t for i, t in enumerate(of[k]) if t in model.dynamic} for k in groups}
 
 
-def _run_sample(sess, groups: dict, dyn: dict, feed: dict, mismatch: dict) -> list[np.ndarray]:
+def _run_sample(sess, groups: dict, dyn: dict, feed: dict, mismatch: dict, also=()
+                ) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
     """One sample's moments, [6 * pairs] per group: the graph's reductions, and numpy's for
-    the dynamic pairs.
+    the dynamic pairs; and the tensors named in ``also`` (:func:`final_names`), same run.
 
     NOTE: a data-dependent length (a Loop's trip count) can differ between samples and between
     the float and the quantized model; a pair whose shapes differ scores
@@ -425,8 +499,8 @@ def _run_sample(sess, groups: dict, dyn: dict, feed: dict, mismatch: dict) -> li
     (``{tensor: [samples, float shape, quantized shape]}``) for the report's notes.
     """
     static = [k for k in groups if len(dyn[k]) < len(groups[k])]
-    names = list(dict.fromkeys(n for k in groups for i in dyn[k] for n in groups[k][i]
-                               if n not in feed))
+    names = list(dict.fromkeys([*(n for k in groups for i in dyn[k] for n in groups[k][i]
+                                  if n not in feed), *also]))
     got = dict(zip([f"__axnb_{k}" for k in static] + names,
                    sess.run([f"__axnb_{k}" for k in static] + names, feed)))
     got.update({n: v for n, v in feed.items() if n not in got})
@@ -443,7 +517,7 @@ def _run_sample(sess, groups: dict, dyn: dict, feed: dict, mismatch: dict) -> li
             if x.shape != y.shape:
                 mismatch.setdefault(t, [0, x.shape, y.shape])[0] += 1
         out.append(m.ravel())
-    return out
+    return out, {n: got[n] for n in also}
 
 
 def _raw(m: np.ndarray) -> np.ndarray:
@@ -459,7 +533,9 @@ def merge_chunks(parts: list[dict]) -> dict:
         for t, (n, xs, ys) in p.get("mismatch", {}).items():
             mis.setdefault(t, [0, xs, ys])[0] += n
         out = {"accs": {k: a.merge(p["accs"][k]) for k, a in out["accs"].items()},
-               "bad": {k: b | p["bad"][k] for k, b in out["bad"].items()}, "mismatch": mis}
+               "bad": {k: b | p["bad"][k] for k, b in out["bad"].items()}, "mismatch": mis,
+               "terms": None if out.get("terms") is None or p.get("terms") is None
+               else [*out["terms"], *p["terms"]]}
     return out
 
 
@@ -499,9 +575,9 @@ def _build_compare(model: Model, qmodel: QuantModel, ref: QuantModel, methods: t
                    exact: bool = False):
     backend, e2e = qmodel.mode is Mode.Backend, Method.EndToEnd in methods
     acts, tensors = model.points(), _e2e_tensors(model, methods)
-    p, groups = base_graph(model), {}
-    build = _Builder(model, p.graph, ref)
-    chain = build.layers("__e", chain=True) if e2e or not backend else {}
+    p, groups, fed = base_graph(model), {}, {}
+    build = _Builder(model, p.graph, ref, fed)
+    chain = build.layers(E2E, chain=True) if e2e or not backend else {}
     if backend:
         bq = [f"__axnb_b{i}" for i in range(len(tensors))]
         # NOTE: a data-dependent shape is fed as it comes (rank only): it varies per sample.
@@ -522,6 +598,10 @@ def _build_compare(model: Model, qmodel: QuantModel, ref: QuantModel, methods: t
                                if t not in model.outputs}
     moments, dyn = _Moments(p.graph, blocks), _dynamic_pairs(model, groups, tensors)
     have = {o.name for o in p.graph.output} | {i.name for i in p.graph.input}
+    for n in final_names(model, backend):
+        if n not in have:
+            p.graph.output.append(helper.make_empty_tensor_value_info(n))
+            have.add(n)
     for k, pairs in groups.items():
         static = [pr for i, pr in enumerate(pairs) if i not in dyn[k]]
         if static:
@@ -529,7 +609,18 @@ def _build_compare(model: Model, qmodel: QuantModel, ref: QuantModel, methods: t
         for n in (n for i in dyn[k] for n in pairs[i] if n not in have):
             p.graph.output.append(helper.make_empty_tensor_value_info(n))
             have.add(n)
-    return analysis_session(qdq.toposort(p)), groups, tensors
+    return _Fed(analysis_session(qdq.toposort(p)), fed), groups, tensors
+
+
+class _Fed:
+    """A session whose graph takes some constants as inputs (:class:`_Builder` ``fed``):
+    ``run`` feeds them with the caller's feed."""
+
+    def __init__(self, sess, fed: dict) -> None:
+        self.sess, self.fed = sess, fed
+
+    def run(self, names, feed: dict):
+        return self.sess.run(names, {**feed, **self.fed})
 
 
 def _e2e_tensors(model: Model, methods: tuple) -> list[str]:

@@ -78,6 +78,16 @@ class LocalExecutor:
 
         return compare_methods(model, qmodel, feeds, methods, progress=progress)
 
+    def compare_final(self, model: Model, qmodel: QuantModel, feeds, methods: Iterable[Method],
+                      progress: bool = True, float_outputs: Callable[[], list] | None = None
+                      ) -> tuple[dict, dict[str, dict]]:
+        """:meth:`compare` and :meth:`output_metrics` from ONE quantized pass:
+        ``(reports, final)`` (:func:`axnb.compare.compare_final`)."""
+        from axnb.compare import compare_final
+
+        fl = float_outputs() if float_outputs is not None else self.outputs(model, None, feeds)
+        return compare_final(model, qmodel, feeds, methods, fl, progress=progress)
+
     def isolation(self, model: Model, stats, plan, feeds, layers=None, method=None,
                   progress: bool = True):
         from axnb.isolation import isolation

@@ -451,3 +451,33 @@ def test_enable_adaround_runs_adaround(zoo_ready, tmp_path, capsys):
     assert "weight fix: AdaRound on 33 weights (S8)" in flat
     assert "weight fix: enable_brecq: not simulated" in flat
     assert json.loads((out / "pulsar2/config.json").read_text())["quant"]["enable_adaround"]
+
+
+@pytest.mark.slow
+def test_demo_finds_and_fixes_a_loss(zoo_ready, tmp_path, capsys):
+    """`axnb demo` (issue 30): MiniLM loses accuracy at U8; the recap prints the loss under the
+    target, where it starts, the tuner's fix, the fixed figure (never below the start, and the
+    one tune.json holds), the two exported configs, and the time it took."""
+    import re
+
+    from axnb.results.tune import TuneResult
+
+    out = tmp_path / "demo"
+    rc = main(["demo", "--output-dir", str(out)])
+    text = capsys.readouterr().out
+    assert rc == 0
+    recap = text[text.index("demo recap"):]
+    loss = re.search(r"the loss: +(\w+) ([\d.]+) at the start .*target ([\d.]+)", recap)
+    assert loss and float(loss[2]) < float(loss[3])              # NOTE: a loss to fix
+    assert "where:      Where the loss starts (EndToEnd" in recap
+    assert "where:      The layers that cause it (PerLayer" in recap
+    fix = re.search(rf"the fix: +tuned: .*: {loss[1]} ([\d.]+) -> ([\d.]+) \(tried\)", recap)
+    fixed = re.search(rf"fixed: +{loss[1]} ([\d.]+)", recap)
+    assert fix and fixed and float(fix[1]) == float(loss[2])
+    assert float(fixed[1]) == float(fix[2]) >= float(loss[2])
+    res = TuneResult.load(out / "tune.json")
+    assert f"{res.score:.5f}" == fixed[1] and f"{res.start:.5f}" == loss[2]
+    for rel in ("pulsar2/config.json", "pulsar2/quantonnx"):
+        assert str((out / rel).resolve()) in recap and (out / rel).exists()
+    assert re.search(r"took \d+ min \d+ s on \d+ cores \(load average ", recap)
+    assert text.index("before tuning") < text.index("tuned: ")

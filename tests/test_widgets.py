@@ -620,3 +620,44 @@ def test_close_during_work_drops_the_rest_of_it(wb):
     threading.Timer(0.3, gate.set).start()
     e.close()
     assert not e.busy and drawn == [] and wb.plan.layers("U16") == []
+
+
+def test_measure_is_queued_behind_the_clicks_and_runs_in_the_worker(bg, wb, monkeypatch):
+    """Issue 30: the measure button returns at once (the kernel stays free); the worker runs
+    it after the stages of the state the clicks before it leave, and it is not undoable."""
+    import threading
+
+    seen, gate = [], threading.Event()
+    monkeypatch.setattr(bg, "measure", lambda: seen.append(
+        (threading.current_thread().name, sorted(wb.plan.layers("U16")), bg.snapshot.plan)))
+    try:
+        bg.run("blocked", gate.wait)
+        i = _toggle_rows(bg, 1)[0]
+        bg.toggles[i].value = True
+        bg.measure_btn.click()
+        assert not seen and bg.busy               # NOTE: queued behind the toggle
+        gate.set()
+        assert bg.wait(300) and bg.last_error is None
+    finally:
+        gate.set()
+    assert [s[:2] for s in seen] == [("axnb-explorer", [bg._row_layers[i]])]
+    assert seen[0][2] == bg.snapshot.plan         # NOTE: it saw the toggled state's snapshot
+    assert [label for label, _ in bg.history][-1] != "measure"
+
+
+def test_a_newer_click_stops_the_compare_pass_between_samples(ex, wb):
+    """Issue 30: the compare pass (the table, and the final metrics from it) checks for a newer
+    click before each sample; a stopped pass caches nothing, and the next one completes."""
+    calls = []
+
+    def stale():
+        calls.append(1)
+        return len(calls) > 2                     # NOTE: a click arrives after 2 samples
+
+    wb.set_samples(wb.samples, wb.sample_names, wb.sample_origin)   # NOTE: no cached table
+    wb.set_plan(wb.plan.toggle(ex._row_layers[_first_toggle(ex)], True))
+    assert ex._stage_final(stale) is False and len(calls) == 3
+    assert wb.plan not in {k[2] for k in wb._reports} and not wb._finals
+    assert ex._stage_final(lambda: False) is True
+    assert wb.plan in {k[2] for k in wb._reports} and ex.final == wb.final_cosine()
+    wb.reset_plan()

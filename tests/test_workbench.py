@@ -230,3 +230,25 @@ def test_set_samples_keeps_given_names(wb):
     wb.set_samples(feeds[:2])
     assert wb.sample_names == ["sample #0", "sample #1"]
     wb.set_samples(feeds, names)
+
+
+def test_the_table_pass_fills_the_final_metrics(wb, monkeypatch):
+    """Issue 30: after a layer table, final_metrics runs no pass of its own and gives what its
+    own pass gives, bit for bit (several plans, both modes)."""
+    from test_compare import _same
+
+    cands = wb.plan.candidates()
+    for plan in (wb.plan, wb.plan.override(dict.fromkeys(cands[::3], "U16")),
+                 wb.plan.override(dict.fromkeys(cands[1::5], "FP32"))):
+        wb.set_plan(plan)
+        for mode in ("Reference", "NPUBackend"):
+            qm = wb.quantized(mode)
+            want = wb.executor.output_metrics(wb.model, qm, wb.samples,
+                                              float_outputs=wb.float_outputs)
+            wb._finals.clear()
+            wb._reports.clear()
+            wb.report("EndToEnd", mode)
+            with monkeypatch.context() as mp:
+                mp.setattr(wb.executor, "output_metrics", lambda *a, **k: pytest.fail("a pass"))
+                assert _same(wb.final_metrics(mode), want)
+    wb.reset_plan()

@@ -100,6 +100,27 @@ class _Interruptible:
             out += self.inner.outputs(model, qmodel, feeds[i:i + self.chunk], progress)
         return out
 
+    def compare_final(self, model, qmodel, feeds, methods, progress: bool = True,
+                      float_outputs=None):
+        """The compare pass, checked before each sample (the table stage stops for a newer
+        click; nothing half-done is cached)."""
+        return self.inner.compare_final(model, qmodel, self._checked(feeds), methods, progress,
+                                        float_outputs)
+
+    def _checked(self, feeds):
+        for f in feeds:
+            if self.stale():
+                raise _Stale
+            yield f
+
+
+class _Request:
+    """An on-request action queued behind the clicks (the "measure" button): it changes no
+    state, so it is not remembered for undo and runs after the stages of the state it sees."""
+
+    def __init__(self, fn) -> None:
+        self.fn = fn
+
 
 def _dashboard_html(link: str | None) -> str:
     if not link:
@@ -179,7 +200,9 @@ class Explorer(W.VBox):
                                     layout=W.Layout(width="280px")).add_class("axnb-measure")
         self.apply_btn = W.Button(description="apply the best measured step", disabled=True,
                                   layout=W.Layout(width="260px")).add_class("axnb-apply")
-        self.measure_btn.on_click(lambda _: self._guard("measure", self.measure))
+        # NOTE: queued like a click (the worker runs it; the kernel stays free), after the
+        # state the clicks before it leave
+        self.measure_btn.on_click(lambda _: self.run("measure", _Request(self.measure)))
         self.apply_btn.on_click(lambda _: self.apply_best())
         return _box(self.summary_html, _box(self.measure_btn, self.apply_btn), cls=W.VBox)
 
@@ -460,20 +483,19 @@ class Explorer(W.VBox):
         label = batch[-1][0] + (f" (with {len(batch) - 1} earlier clicks)" if len(batch) > 1
                                 else "")
         self.coalesced, self.stages = len(batch), {}
+        requests = [(name, a.fn) for name, a in batch if isinstance(a, _Request)]
         try:
             for name, action in batch:
-                if action is not None and action != self._undo_last:
+                if action is None or isinstance(action, _Request):
+                    continue
+                if action != self._undo_last:
                     self._remember(name)
-                if action is not None:
-                    action()
+                action()
             for stage in ("final", "table", "task"):
                 if stage == "task" and not self.task:
                     break
-                if stage == "task":
-                    if not self._stage_task(lambda: self._stale_gen(gen)):
-                        return                    # NOTE: dropped for a newer click
-                else:
-                    getattr(self, f"_stage_{stage}")()
+                if not getattr(self, f"_stage_{stage}")(lambda: self._stale_gen(gen)):
+                    return                        # NOTE: dropped for a newer click
                 self.stages[stage] = time.perf_counter() - t
                 if stage == "final":
                     self.change = S.change(before, min(self.final.values(), default=None))
@@ -485,6 +507,9 @@ class Explorer(W.VBox):
             self.timing.value = f"{label} failed: {type(e).__name__}: {e}"
             return
         self._done(label, t)
+        for name, fn in requests:
+            if not self._stale_gen(gen):
+                self._request(name, fn)
 
     # ---- history: each applied action with the state before it; undo restores it ----------
     HISTORY = 50
@@ -538,15 +563,34 @@ class Explorer(W.VBox):
         self.timing.add_class("axnb-drop") if drop else self.timing.remove_class("axnb-drop")
         self.timing.style.text_color = "#c62828" if drop else None
 
-    def _stage_final(self) -> None:
-        """The final metrics of the new state (one quantized pass over the outputs), shown
-        with the advice of a snapshot without the table."""
+    def _stage_final(self, stale) -> bool:
+        """The final metrics of the new state, shown with the advice of a snapshot without the
+        table (False: dropped for a newer click, checked before each sample). They come from
+        the table's compare pass (the Workbench fills them from it), so a click costs one
+        quantized pass; the table stage then reads the cached table."""
+        try:
+            with self._interruptible(stale):
+                self.wb.report([self.analysis])
+        except _Stale:
+            return False
         self.snapshot = self.wb.snapshot([], by_method=False)
         self.final = self.snapshot.final_cosine()
         self._sync_controls()
         self.show_summary()
+        return True
 
-    def _stage_table(self) -> None:
+    @contextlib.contextmanager
+    def _interruptible(self, stale):
+        """The Workbench's executor wrapped in :class:`_Interruptible` (the engine's calls run
+        unchanged; only their sample loops can stop)."""
+        executor = self.wb.executor
+        self.wb.executor = _Interruptible(executor, stale)
+        try:
+            yield
+        finally:
+            self.wb.executor = executor
+
+    def _stage_table(self, stale=None) -> bool:
         from axnb.view.plots import cosine_along_depth
 
         self.snapshot = self.wb.snapshot([self.analysis], by_method=False)
@@ -556,6 +600,7 @@ class Explorer(W.VBox):
         self.show_table()
         u16 = {n for n, q in self.wb.plan.layer_types.items() if q.bits == 16}
         self.plot.value = _png(cosine_along_depth(self.df, S.THRESHOLD, u16=u16))
+        return True
 
     def _stage_task(self, stale) -> bool:
         """The task metric (False: dropped for a newer click, checked every 8 samples); one
@@ -563,17 +608,15 @@ class Explorer(W.VBox):
         shows."""
         from axnb.errors import AxnbError
 
-        self.task_error, executor = "", self.wb.executor
-        # NOTE: the engine's one evaluator runs unchanged; only its sample loop can stop
-        self.wb.executor = _Interruptible(executor, stale)
+        self.task_error = ""
         try:
-            self.snapshot = self.wb.snapshot([self.analysis], task=True, by_method=False)
+            # NOTE: the engine's one evaluator runs unchanged; only its sample loop can stop
+            with self._interruptible(stale):
+                self.snapshot = self.wb.snapshot([self.analysis], task=True, by_method=False)
         except _Stale:
             return False
         except (AxnbError, OSError) as e:
             self.task_error = f"{type(e).__name__}: {e}"
-        finally:
-            self.wb.executor = executor
         now = next(iter(self.snapshot.task.values()), None)
         self.task_change, self._last_task = S.task_change(self._last_task, now), now
         self.show_summary()
@@ -589,6 +632,16 @@ class Explorer(W.VBox):
     def _set_smooth(self, on: bool) -> None:
         self.wb.set_smooth_quant(on)
         self._stale.add(2)
+
+    def _request(self, label: str, fn) -> None:
+        """An on-request action in the worker (which holds the Workbench's lock), its error
+        shown instead of raised."""
+        try:
+            fn()
+            self.last_error = None
+        except Exception as e:  # NOTE: a widget callback's exception would be invisible
+            self.last_error = e
+            self.timing.value = f"{label} failed: {type(e).__name__}: {e}"
 
     def _guard(self, label: str, fn) -> None:
         """Run ``fn`` (an on-request action: measure, graph, export, checks) once the queued
