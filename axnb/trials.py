@@ -75,10 +75,12 @@ def _with_task(wb, t: Trial, mode: str) -> Trial:
     from axnb.results.task import amount, task_label
 
     before = wb.task_reports([mode])[mode]  # NOTE: cached: the snapshot's own measurement
-    method, plan, smooth = wb.method, wb.plan, wb.smooth
+    method, plan, smooth, eq = wb.method, wb.plan, wb.smooth, wb.equalization
     try:
         after = apply(wb, t).task_reports([mode])[mode]
     finally:
+        if eq is None and wb.equalization is not None:
+            wb.set_equalization(False)
         if smooth is None and wb.smooth is not None:
             wb.set_smooth_quant(False)
         wb.set_method(method).set_plan(plan)
