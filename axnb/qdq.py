@@ -234,7 +234,7 @@ def shift_float_biases(model: Model, g: onnx.GraphProto, wq: Mapping[str, Weight
     """A bias left float (its input not quantized, or ``conv_bias_data_type`` FP32) still takes
     its weight's bias correction: a private ``<bias>__shift_<node>`` copy (NOTE: without it
     the Reference's switched-off quantizer kept the shift and the QDQ model did not)."""
-    quantized = {b.node for b in s32}
+    quantized, moved = {b.node for b in s32}, set()
     nodes = {n.name: n for n in g.node}
     for n in weighted_nodes(model):
         w = n.input[1]
@@ -244,6 +244,22 @@ def shift_float_biases(model: Model, g: onnx.GraphProto, wq: Mapping[str, Weight
         bq = BiasQ(n.name, n.input[2], n.input[0], w, f"{n.input[2]}__shift_{n.name}")
         g.initializer.append(numpy_helper.from_array(bias_value(model, bq, wq), bq.name))
         nodes[n.name].input[2] = bq.name
+        moved.add(bq.bias)
+    # NOTE: an original no node reads any more goes: onnxruntime prunes an unread initializer
+    # and then fails to hand it the shared array (axnb.runtime.shared_copy) of a session graph
+    if moved:
+        drop_initializers(g, moved - _read(g) - {o.name for o in g.output})
+
+
+def _read(g: onnx.GraphProto) -> set[str]:
+    """Every name a node of ``g`` or of its subgraphs (If / Loop bodies) reads."""
+    out = set()
+    for n in g.node:
+        out.update(n.input)
+        for a in n.attribute:
+            for sub in [a.g] if a.HasField("g") else list(a.graphs):
+                out |= _read(sub)
+    return out
 
 
 def bias_quantize(b: np.ndarray, scale: np.ndarray) -> np.ndarray:
