@@ -69,7 +69,7 @@ def canonical(proto: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
-def _graphs_of(node: onnx.NodeProto) -> list[onnx.GraphProto]:
+def subgraphs_of(node: onnx.NodeProto) -> list[onnx.GraphProto]:
     """The subgraphs (If branches, Loop / Scan bodies) held by a node's attributes."""
     return [a.g for a in node.attribute if a.type == onnx.AttributeProto.GRAPH] + [
         g for a in node.attribute if a.type == onnx.AttributeProto.GRAPHS for g in a.graphs]
@@ -83,7 +83,7 @@ def _defined(g: onnx.GraphProto) -> list[str]:
 
 
 def _all_names(g: onnx.GraphProto) -> set[str]:
-    return set(_defined(g)).union(*(_all_names(s) for n in g.node for s in _graphs_of(n)))
+    return set(_defined(g)).union(*(_all_names(s) for n in g.node for s in subgraphs_of(n)))
 
 
 def unique_subgraph_names(proto: onnx.ModelProto) -> int:
@@ -119,11 +119,11 @@ def unique_subgraph_names(proto: onnx.ModelProto) -> int:
             seen.add(renames.get(name, name))
         _rename(g, renames)
         for n in g.node:
-            for s in _graphs_of(n):
+            for s in subgraphs_of(n):
                 walk(s, renames)
 
     for n in proto.graph.node:
-        for s in _graphs_of(n):
+        for s in subgraphs_of(n):
             walk(s, {})
     return count
 

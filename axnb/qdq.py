@@ -43,7 +43,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from axnb import qmath
 from axnb.errors import ModelError
-from axnb.graph import BIASED_OPS, Model, weight_axis, weighted_nodes
+from axnb.graph import BIASED_OPS, Model, subgraphs_of, weight_axis, weighted_nodes
 from axnb.types import QType
 
 QDQ_OPSET = 21
@@ -253,13 +253,8 @@ def shift_float_biases(model: Model, g: onnx.GraphProto, wq: Mapping[str, Weight
 
 def _read(g: onnx.GraphProto) -> set[str]:
     """Every name a node of ``g`` or of its subgraphs (If / Loop bodies) reads."""
-    out = set()
-    for n in g.node:
-        out.update(n.input)
-        for a in n.attribute:
-            for sub in [a.g] if a.HasField("g") else list(a.graphs):
-                out |= _read(sub)
-    return out
+    return {i for n in g.node for i in n.input}.union(
+        *(_read(sub) for n in g.node for sub in subgraphs_of(n)))
 
 
 def bias_quantize(b: np.ndarray, scale: np.ndarray) -> np.ndarray:
